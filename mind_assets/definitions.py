@@ -1,0 +1,22 @@
+"""Assembles the code location: every asset, check, resource, schedule and sensor."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from mind_assets.conversations.assets import conversations, mind_prompts
+from mind_assets.corpus.assets import chunks, raw_documents
+from mind_assets.llm.resource import LLMResource
+from mind_assets.settings import get_settings
+
+ASSETS = [raw_documents, chunks, mind_prompts, conversations]
+
+
+def build_definitions() -> Definitions:
+    return Definitions(
+        assets=ASSETS,
+        resources={"llm": LLMResource.from_settings(get_settings())},
+    )
+
+
+defs = build_definitions()

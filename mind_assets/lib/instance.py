@@ -1,0 +1,34 @@
+"""The local Dagster instance used by the `mind` CLI and `make ui`.
+
+DAGSTER_HOME defaults to the project directory, whose `dagster.yaml` keeps all instance storage
+under `<data_dir>/dagster` through the MIND_DAGSTER_STORAGE_DIR variable set here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import DagsterInstance
+
+from mind_assets.corpus.shards import ShardSpec, save_shard_spec
+from mind_assets.settings import PROJECT_DIR, MindSettings
+
+SHARDS_PARTITION = "shards"
+
+
+def configure_local_instance_env(settings: MindSettings) -> None:
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_DIR))
+    os.environ.setdefault("MIND_DAGSTER_STORAGE_DIR", str(settings.dagster_storage_dir))
+    settings.dagster_storage_dir.mkdir(parents=True, exist_ok=True)
+
+
+def local_instance(settings: MindSettings) -> DagsterInstance:
+    configure_local_instance_env(settings)
+    return DagsterInstance.get()
+
+
+def register_shard(instance: DagsterInstance, settings: MindSettings, spec: ShardSpec) -> None:
+    """Save the shard's spec and add its key to the `shards` dynamic partitions."""
+    save_shard_spec(settings.shard_specs_dir, spec)
+    if not instance.has_dynamic_partition(SHARDS_PARTITION, spec.name):
+        instance.add_dynamic_partitions(SHARDS_PARTITION, [spec.name])

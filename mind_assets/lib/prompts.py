@@ -1,0 +1,107 @@
+"""Prompt files: YAML documents under `prompts/`, versioned by the hash of their bytes.
+
+A prompt file holds an id, a description, sampling defaults and a Jinja template rendered in a
+sandbox with StrictUndefined, so a missing variable is an error rather than an empty string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class PromptError(ValueError):
+    """A prompt file that is missing, malformed or fails to render."""
+
+
+class SamplingDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=1024, ge=1)
+
+
+class PromptFile(BaseModel):
+    """One prompt file as written on disk, plus its content-hash version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    description: str
+    sampling: SamplingDefaults = SamplingDefaults()
+    system: str | None = None
+    template: str
+    speakers: list[str] = Field(default_factory=list)
+    version: str = ""
+    path: str = ""
+
+    def render(self, **variables: Any) -> list[dict[str, str]]:
+        """Chat messages for this prompt: an optional system message, then the user message."""
+        messages = []
+        if self.system:
+            messages.append({"role": "system", "content": _render(self.system, self, variables)})
+        messages.append({"role": "user", "content": _render(self.template, self, variables)})
+        return messages
+
+    @property
+    def instruction_text(self) -> str:
+        """The template's fixed text, without Jinja expressions (used to detect leakage)."""
+        return "".join(
+            value for _, token, value in _environment().lex(self.template) if token == "data"
+        )
+
+
+_ENV: SandboxedEnvironment | None = None
+
+
+def _environment() -> SandboxedEnvironment:
+    global _ENV
+    if _ENV is None:
+        _ENV = SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
+        )
+    return _ENV
+
+
+def _render(source: str, prompt: PromptFile, variables: dict[str, Any]) -> str:
+    try:
+        return _environment().from_string(source).render(**variables)
+    except jinja2.TemplateError as error:
+        raise PromptError(
+            f"prompt {prompt.id} ({prompt.path}) failed to render: {error}"
+        ) from error
+
+
+def prompt_version(raw: bytes) -> str:
+    """The version of a prompt is the sha256 of its file bytes (16 hex chars)."""
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_prompt(path: Path) -> PromptFile:
+    """Parse and validate one prompt file; errors name the file and the field."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as error:
+        raise PromptError(f"prompt file not found: {path}") from error
+    try:
+        payload = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise PromptError(f"prompt file {path} is not valid YAML: {error}") from error
+    if not isinstance(payload, dict):
+        raise PromptError(f"prompt file {path} must be a mapping with id, description, template")
+    try:
+        prompt = PromptFile(**payload, version=prompt_version(raw), path=str(path))
+    except ValidationError as error:
+        raise PromptError(f"prompt file {path} is invalid: {error}") from error
+    try:
+        _environment().parse(prompt.template)
+    except jinja2.TemplateSyntaxError as error:
+        raise PromptError(f"prompt file {path}: template syntax error: {error}") from error
+    return prompt

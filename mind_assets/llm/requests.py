@@ -1,0 +1,111 @@
+"""What is sent to an engine and what comes back, independent of which engine runs it.
+
+A request's hash covers everything that determines its output (model, prompt version, sampling
+parameters including the seed, and the rendered messages), so it is the key for resuming work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SamplingSpec(BaseModel):
+    """Sampling parameters of one request; serialised verbatim into lineage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(ge=0)
+    top_p: float = Field(gt=0, le=1)
+    max_tokens: int = Field(ge=1)
+    seed: int
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs; tuples keep it hashable
+    sampling: SamplingSpec
+    request_hash: str
+
+    def as_openai_messages(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    @property
+    def approx_length(self) -> int:
+        return sum(len(content) for _, content in self.messages)
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    served_by: str = ""  # which engine or server answered (for scale-out accounting)
+
+
+@dataclass(frozen=True)
+class EngineIdentity:
+    """The lineage fields that name what generated a row."""
+
+    model: str
+    engine: str
+    engine_version: str
+
+
+@dataclass
+class GenerationProgress:
+    """Running totals for one engine call, passed to a progress callback."""
+
+    done: int
+    total: int
+    output_tokens: int = 0
+    elapsed_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+ProgressCallback = Callable[[GenerationProgress], None]
+
+
+def derive_seed(base_seed: int, *parts: str) -> int:
+    """A stable 31-bit seed from the base seed and the identity of the request (chunk, style)."""
+    digest = hashlib.sha256(":".join([str(base_seed), *parts]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def request_hash(
+    model: str, prompt_version: str, sampling: SamplingSpec, messages: list[dict[str, str]]
+) -> str:
+    payload = json.dumps(
+        {
+            "model": model,
+            "prompt_version": prompt_version,
+            "sampling": sampling.model_dump(),
+            "messages": messages,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def make_request(
+    model: str, prompt_version: str, sampling: SamplingSpec, messages: list[dict[str, str]]
+) -> ChatRequest:
+    return ChatRequest(
+        messages=tuple((m["role"], m["content"]) for m in messages),
+        sampling=sampling,
+        request_hash=request_hash(model, prompt_version, sampling, messages),
+    )

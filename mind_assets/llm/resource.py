@@ -1,0 +1,104 @@
+"""The `llm` Dagster resource: one chat interface over vLLM, whatever runs behind it.
+
+The engine is created lazily on the first request and, unless `keep_engine_between_runs` is set,
+shut down when the resource is torn down at the end of the step (or the in-process run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+
+from mind_assets.llm.embedded_model import embedded_model_name, prepare_embedded_model
+from mind_assets.llm.offline_engine import (
+    OfflineEngine,
+    OfflineEngineConfig,
+    get_engine,
+    release_engines,
+)
+from mind_assets.llm.requests import ChatRequest, ChatResult, EngineIdentity, ProgressCallback
+from mind_assets.settings import EMBEDDED_MODEL, MindSettings
+
+
+class LLMResource(ConfigurableResource):
+    """Chat generation with vLLM. Defaults come from `MindSettings` (see README)."""
+
+    model: str = Field(default=EMBEDDED_MODEL, description="Model id, directory or 'embedded'.")
+    models_dir: str = Field(description="Where the embedded model is converted and cached.")
+    dtype: str = "bfloat16"
+    max_model_len: int = 4096
+    memory_fraction: float | None = None
+    tensor_parallel_size: int = 1
+    max_num_seqs: int = 256
+    enforce_eager: bool | None = None
+    engine_seed: int = 0
+    enable_prefix_caching: bool = True
+    keep_engine_between_runs: bool = False
+
+    _engine: OfflineEngine | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_settings(cls, settings: MindSettings) -> LLMResource:
+        return cls(
+            model=settings.model,
+            models_dir=str(settings.models_dir),
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            memory_fraction=settings.memory_fraction,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            max_num_seqs=settings.max_num_seqs,
+            enforce_eager=settings.enforce_eager,
+            engine_seed=settings.seed,
+            keep_engine_between_runs=settings.keep_engine_between_runs,
+        )
+
+    # --- identity, known without loading the engine -------------------------------------------
+    @property
+    def model_name(self) -> str:
+        """The model as lineage records it."""
+        return embedded_model_name() if self.model == EMBEDDED_MODEL else self.model
+
+    def model_path(self) -> str:
+        """A loadable model id or directory, converting the embedded model if needed."""
+        if self.model == EMBEDDED_MODEL:
+            return str(prepare_embedded_model(Path(self.models_dir)))
+        return self.model
+
+    def identity(self) -> EngineIdentity:
+        from mind_assets.llm.offline_engine import vllm_distribution
+
+        dist, version = vllm_distribution()
+        return EngineIdentity(model=self.model_name, engine=dist, engine_version=version)
+
+    # --- generation ---------------------------------------------------------------------------
+    def engine(self) -> OfflineEngine:
+        if self._engine is None:
+            self._engine = get_engine(
+                OfflineEngineConfig(
+                    model_path=self.model_path(),
+                    model_name=self.model_name,
+                    dtype=self.dtype,
+                    max_model_len=self.max_model_len,
+                    memory_fraction=self.memory_fraction,
+                    tensor_parallel_size=self.tensor_parallel_size,
+                    max_num_seqs=self.max_num_seqs,
+                    enforce_eager=self.enforce_eager,
+                    engine_seed=self.engine_seed,
+                    enable_prefix_caching=self.enable_prefix_caching,
+                )
+            )
+        return self._engine
+
+    def chat(
+        self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
+    ) -> list[ChatResult]:
+        """Generate one completion per request, in request order, in a single engine call."""
+        return self.engine().chat(requests, progress=progress)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._engine is not None and not self.keep_engine_between_runs:
+            release_engines()
+        self._engine = None

@@ -1,0 +1,112 @@
+"""The one configuration object of the platform, read from `MIND_*` environment variables.
+
+Every default lives here; modules receive a `MindSettings` instead of reading the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+EMBEDDED_MODEL = "embedded"
+
+
+class MindSettings(BaseSettings):
+    """Platform configuration. Each field is overridable as `MIND_<FIELD NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MIND_", extra="ignore", populate_by_name=True)
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Root of every file the platform writes (asset parquet, models, metrics).",
+    )
+    models_dir_override: Path | None = Field(
+        default=None,
+        alias="MIND_MODELS_DIR",
+        description="Where converted models are cached; defaults to <data_dir>/models. Point "
+        "several data roots at one directory to convert the embedded model once.",
+    )
+    prompts_dir: Path = Field(
+        default=PROJECT_DIR / "prompts",
+        description="Directory of versioned prompt files.",
+    )
+
+    # --- model and engine ----------------------------------------------------------------
+    model: str = Field(
+        default=EMBEDDED_MODEL,
+        description="Hugging Face model id or local directory; 'embedded' means the bundled "
+        "SmolLM2-135M-Instruct, converted once under <data_dir>/models.",
+    )
+    dtype: str = Field(default="bfloat16", description="Weight and activation dtype.")
+    max_model_len: int = Field(default=4096, gt=0, description="Context length of the engine.")
+    memory_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="vLLM gpu_memory_utilization. On the CPU backend this is the share of RAM "
+        "reserved for the KV cache. Empty means 0.3 on CPU and 0.9 on GPU.",
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per engine.")
+    max_num_seqs: int = Field(default=256, ge=1, description="Max sequences decoded at once.")
+    enforce_eager: bool | None = Field(
+        default=None, description="Disable CUDA graphs. Empty means True on CPU, False on GPU."
+    )
+    keep_engine_between_runs: bool = Field(
+        default=False,
+        description="Keep the loaded engine cached in the process after a run ends. Useful when "
+        "one process materializes many runs in-process (tests, `mind demo`); off by default so "
+        "the engine never outlives the step that loaded it.",
+    )
+
+    # --- generation ----------------------------------------------------------------------
+    seed: int = Field(default=0, description="Base seed; each request derives its own from it.")
+    batch_size: int = Field(
+        default=256, ge=1, description="Requests per engine call; each batch is persisted."
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Override of every prompt file's max_tokens (keeps demos and tests short).",
+    )
+
+    # --- chunking ------------------------------------------------------------------------
+    chunk_tokens: int = Field(default=500, ge=16, description="Target tokens per chunk.")
+    chunk_overlap_tokens: int = Field(
+        default=0, ge=0, description="Tokens of the previous chunk repeated at each chunk start."
+    )
+
+    @field_validator("data_dir", "prompts_dir", "models_dir_override")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> MindSettings:
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError(
+                f"MIND_CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be smaller than "
+                f"MIND_CHUNK_TOKENS ({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models_dir_override or self.data_dir / "models"
+
+    @property
+    def shard_specs_dir(self) -> Path:
+        return self.data_dir / "shard_specs"
+
+    @property
+    def dagster_storage_dir(self) -> Path:
+        return self.data_dir / "dagster"
+
+
+def get_settings() -> MindSettings:
+    """Settings as the environment gives them now (cheap; read on every call so tests and
+    long-lived processes see changes)."""
+    return MindSettings()

@@ -1,0 +1,57 @@
+"""Shared fixtures: a fresh data root per test, one converted model and engine per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, instance_for_test
+
+from mind_assets.corpus.shards import ShardSpec
+from mind_assets.lib.instance import register_shard
+from mind_assets.llm.resource import LLMResource
+from mind_assets.settings import PROJECT_DIR, MindSettings, get_settings
+
+SHARED_DATA = Path(os.environ.get("MIND_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
+NAPKIN = SHARED_DATA / "napkin" / "sections.jsonl"
+GSM8K_TRAIN = SHARED_DATA / "gsm8k" / "train.jsonl"
+GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
+# Converted models are cached across test sessions (conversion is atomic and locked).
+MODELS_DIR = Path(os.environ.get("MIND_TEST_MODELS_DIR", PROJECT_DIR / "data" / "models"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MindSettings:
+    """Settings with a fresh data root; engine kept loaded across the session's runs."""
+    monkeypatch.setenv("MIND_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MIND_MODELS_DIR", str(MODELS_DIR))
+    monkeypatch.setenv("MIND_KEEP_ENGINE_BETWEEN_RUNS", "1")
+    monkeypatch.setenv("MIND_MAX_TOKENS", "160")
+    return get_settings()
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def llm(settings: MindSettings) -> LLMResource:
+    return LLMResource.from_settings(settings)
+
+
+def napkin_shard(name: str, rows: int) -> ShardSpec:
+    """A shard over the first `rows` real napkin sections, read in place."""
+    return ShardSpec(name=name, kind="local", paths=[str(NAPKIN)], start=0, stop=rows)
+
+
+@pytest.fixture
+def register(instance: DagsterInstance, settings: MindSettings):
+    def _register(spec: ShardSpec) -> ShardSpec:
+        register_shard(instance, settings, spec)
+        return spec
+
+    return _register

@@ -1,0 +1,54 @@
+"""A generation run launched the way Dagster launches runs (a process per step) exits promptly:
+the engine must not keep the step or the run process alive after the last step."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
+
+from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
+
+pytestmark = pytest.mark.engine
+BIN = os.path.dirname(sys.executable)
+
+
+def run(command, env, timeout):
+    return subprocess.run(command, env=env, timeout=timeout, capture_output=True, text=True)
+
+
+def test_generation_run_exits_within_a_minute_of_its_last_step(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MIND_DATA_DIR": str(tmp_path / "data"),
+        "MIND_MODELS_DIR": str(MODELS_DIR),
+        "MIND_MAX_TOKENS": "32",
+    }
+    env.pop("MIND_KEEP_ENGINE_BETWEEN_RUNS", None)
+    added = run([f"{BIN}/mind", "shards", "add", "one", str(NAPKIN), "--rows", "0:1"], env, 120)
+    assert added.returncode == 0, added.stderr
+    materialize = [f"{BIN}/dagster", "asset", "materialize", "-m", "mind_assets.definitions"]
+    corpus = run([*materialize, "--select", "raw_documents,chunks", "--partition", "one"], env, 300)
+    assert corpus.returncode == 0, corpus.stderr[-3000:]
+
+    generation = run(
+        [*materialize, "--select", "conversations", "--partition", "one|teacher_student"], env, 600
+    )
+    exited_at = time.time()
+    assert generation.returncode == 0, generation.stderr[-3000:]
+
+    instance = DagsterInstance.from_config(str(home))
+    step_ends = instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.STEP_SUCCESS), ascending=False, limit=1
+    )
+    assert step_ends, "the conversations step succeeded"
+    last_step_at = step_ends[0].event_log_entry.timestamp
+    materialization = instance.get_latest_materialization_event(AssetKey("conversations"))
+    assert materialization.asset_materialization.metadata["generated_requests"].value >= 1
+    assert exited_at - last_step_at < 60, f"run process lingered {exited_at - last_step_at:.0f} s"
