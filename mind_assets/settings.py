@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mind_assets.filtering.thresholds import FilterThresholds
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_MODEL = "embedded"
 
@@ -17,7 +19,9 @@ EMBEDDED_MODEL = "embedded"
 class MindSettings(BaseSettings):
     """Platform configuration. Each field is overridable as `MIND_<FIELD NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="MIND_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MIND_", extra="ignore", populate_by_name=True, env_nested_delimiter="__"
+    )
 
     # --- storage -------------------------------------------------------------------------
     data_dir: Path = Field(
@@ -50,6 +54,13 @@ class MindSettings(BaseSettings):
         description="vLLM gpu_memory_utilization. On the CPU backend this is the share of RAM "
         "reserved for the KV cache. Empty means 0.3 on CPU and 0.9 on GPU.",
     )
+    kv_cache_gib: float | None = Field(
+        default=None,
+        gt=0,
+        description="Explicit KV-cache size in GiB; overrides memory_fraction. On CPU, where "
+        "vLLM sizes the cache as (fraction x node RAM - process RSS), this is the predictable "
+        "choice when several engines share a machine or a process.",
+    )
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per engine.")
     max_num_seqs: int = Field(default=256, ge=1, description="Max sequences decoded at once.")
     enforce_eager: bool | None = Field(
@@ -77,6 +88,12 @@ class MindSettings(BaseSettings):
     chunk_tokens: int = Field(default=500, ge=16, description="Target tokens per chunk.")
     chunk_overlap_tokens: int = Field(
         default=0, ge=0, description="Tokens of the previous chunk repeated at each chunk start."
+    )
+
+    # --- filtering -------------------------------------------------------------------------
+    filters: FilterThresholds = Field(
+        default_factory=FilterThresholds,
+        description="Heuristic filter thresholds; set one as MIND_FILTERS__<NAME>.",
     )
 
     @field_validator("data_dir", "prompts_dir", "models_dir_override")

@@ -29,6 +29,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MindSettings:
     monkeypatch.setenv("MIND_MODELS_DIR", str(MODELS_DIR))
     monkeypatch.setenv("MIND_KEEP_ENGINE_BETWEEN_RUNS", "1")
     monkeypatch.setenv("MIND_MAX_TOKENS", "160")
+    # Two engines may be alive at once (this process and a subprocess test); keep each modest.
+    monkeypatch.setenv("MIND_KV_CACHE_GIB", "1")
     return get_settings()
 
 

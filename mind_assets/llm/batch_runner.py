@@ -74,7 +74,9 @@ class RequestStore:
         for path in [*extra_files, *self.batch_files()]:
             if not path.is_file():
                 continue
-            table = pq.read_table(path, columns=RESULT_SCHEMA.names)
+            # A partition's final parquet holds the result columns too, minus `served_by`.
+            available = set(pq.read_schema(path).names)
+            table = pq.read_table(path, columns=[n for n in RESULT_SCHEMA.names if n in available])
             for row in table.to_pylist():
                 done[row["request_hash"]] = StoredResult(
                     ChatResult(
@@ -82,7 +84,7 @@ class RequestStore:
                         prompt_tokens=row["prompt_tokens"],
                         completion_tokens=row["completion_tokens"],
                         finish_reason=row["finish_reason"],
-                        served_by=row["served_by"] or "",
+                        served_by=row.get("served_by") or "",
                     ),
                     row["created_at"],
                 )

@@ -6,6 +6,8 @@ engine-core process, a Dagster step process was seen to hang after the step succ
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import importlib.metadata
 import logging
@@ -33,6 +35,7 @@ class OfflineEngineConfig:
     dtype: str
     max_model_len: int
     memory_fraction: float | None
+    kv_cache_gib: float | None
     tensor_parallel_size: int
     max_num_seqs: int
     enforce_eager: bool | None
@@ -107,6 +110,8 @@ class OfflineEngine:
             # ("CPU Generator does not use offset"). Unchunked prefill avoids the split; measured
             # here at no throughput cost (see benchmarks/RESULTS.md).
             extra["enable_chunked_prefill"] = False
+        if config.kv_cache_gib is not None:
+            extra["kv_cache_memory_bytes"] = int(config.kv_cache_gib * (1 << 30))
         started = time.monotonic()
         log.info(
             "loading vLLM %s %s with model %s (memory fraction %.2f)",
@@ -186,7 +191,19 @@ class OfflineEngine:
             except Exception as error:  # shutdown is best effort; the process may be exiting
                 log.warning("vLLM engine shutdown raised %r", error)
         del self.llm
+        # Without this, the model-parallel state keeps the old engine's tensors (and its KV
+        # cache) alive, and the next engine in the process finds no memory left.
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
         gc.collect()
+        _return_freed_memory_to_os()
+
+
+def _return_freed_memory_to_os() -> None:
+    # glibc keeps freed arenas; vLLM's CPU backend sizes the next KV cache from this RSS.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 _ENGINES: dict[OfflineEngineConfig, OfflineEngine] = {}

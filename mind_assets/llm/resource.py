@@ -31,6 +31,7 @@ class LLMResource(ConfigurableResource):
     dtype: str = "bfloat16"
     max_model_len: int = 4096
     memory_fraction: float | None = None
+    kv_cache_gib: float | None = None
     tensor_parallel_size: int = 1
     max_num_seqs: int = 256
     enforce_eager: bool | None = None
@@ -48,6 +49,7 @@ class LLMResource(ConfigurableResource):
             dtype=settings.dtype,
             max_model_len=settings.max_model_len,
             memory_fraction=settings.memory_fraction,
+            kv_cache_gib=settings.kv_cache_gib,
             tensor_parallel_size=settings.tensor_parallel_size,
             max_num_seqs=settings.max_num_seqs,
             enforce_eager=settings.enforce_eager,
@@ -83,6 +85,7 @@ class LLMResource(ConfigurableResource):
                     dtype=self.dtype,
                     max_model_len=self.max_model_len,
                     memory_fraction=self.memory_fraction,
+                    kv_cache_gib=self.kv_cache_gib,
                     tensor_parallel_size=self.tensor_parallel_size,
                     max_num_seqs=self.max_num_seqs,
                     enforce_eager=self.enforce_eager,

@@ -1,0 +1,294 @@
+"""Generation throughput, side by side in one run on the same 128 MIND prompts.
+
+(a)  raw vLLM `LLM.chat`, all prompts in one call, with the engine configuration and the seeded
+     sampling parameters the platform uses (so (a) and (b) generate the very same tokens);
+(a0) raw vLLM with library defaults and unseeded sampling (chunked prefill on);
+(a-) as (a) with prefix caching off;
+(b)  the `conversations` asset path through Dagster: planning, rendering, batching, persisting
+     batches and writing parquet;
+(c)  Hugging Face transformers `generate`, padding-batched, as a simple pipeline would do.
+
+Writes its figures into benchmarks/RESULTS.md (the section between the generation markers).
+Run with `make bench`; it takes about 15 minutes on a 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results import RESULTS, replace_section  # noqa: E402
+
+NAPKIN = (
+    Path(os.environ.get("MIND_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    / "napkin"
+    / "sections.jsonl"
+)
+
+
+def bench_corpus(path: Path, n: int, words: int) -> Path:
+    """The first n napkin sections cut to `words` words, one chunk each."""
+    with NAPKIN.open() as src, path.open("w") as dst:
+        for i, line in enumerate(src):
+            if i >= n:
+                break
+            row = json.loads(line)
+            row["text"] = " ".join(row["text"].split()[:words])
+            dst.write(json.dumps(row) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompts", type=int, default=128)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--hf-prompts", type=int, default=32)
+    parser.add_argument("--hf-batch", type=int, default=32)
+    parser.add_argument("--words", type=int, default=350)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mind-bench-"))
+    os.environ["MIND_DATA_DIR"] = str(work / "data")
+    os.environ.setdefault("MIND_MODELS_DIR", str(ROOT / "data" / "models"))
+    os.environ["MIND_MAX_TOKENS"] = str(args.max_tokens)
+    os.environ["MIND_CHUNK_TOKENS"] = "2048"  # each cut section stays one chunk
+    os.environ["MIND_KEEP_ENGINE_BETWEEN_RUNS"] = "1"
+    os.environ["DAGSTER_HOME"] = str(work / "dagster_home")
+    (work / "dagster_home").mkdir(parents=True)
+
+    import pyarrow.parquet as pq
+    from dagster import DagsterInstance, MultiPartitionKey, materialize
+    from vllm import LLM, SamplingParams
+
+    from mind_assets.conversations.assets import conversations
+    from mind_assets.conversations.generation import plan_conversations
+    from mind_assets.conversations.styles import style_prompt_path
+    from mind_assets.corpus.assets import chunks, raw_documents
+    from mind_assets.corpus.shards import make_shard_spec
+    from mind_assets.definitions import ASSETS
+    from mind_assets.lib.instance import register_shard
+    from mind_assets.lib.prompts import load_prompt
+    from mind_assets.lib.storage import asset_path
+    from mind_assets.lib.tokenizer import token_counter
+    from mind_assets.llm.offline_engine import release_engines
+    from mind_assets.llm.resource import LLMResource
+    from mind_assets.settings import get_settings
+
+    settings = get_settings()
+    llm_resource = LLMResource.from_settings(settings)
+    model_path = llm_resource.model_path()
+    instance = DagsterInstance.get()
+    style = "teacher_student"
+    corpus = bench_corpus(work / "bench.jsonl", args.prompts, args.words)
+    register_shard(instance, settings, make_shard_spec("bench", [str(corpus)]))
+    resources = {"llm": llm_resource}
+    materialize(
+        ASSETS,
+        selection=[raw_documents, chunks],
+        partition_key="bench",
+        instance=instance,
+        resources=resources,
+    )
+    chunk_table = pq.read_table(asset_path(settings.data_dir, "chunks", "bench"))
+    prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
+    plan = plan_conversations(
+        chunk_table,
+        prompt,
+        style,
+        model_name=llm_resource.model_name,
+        base_seed=settings.seed,
+        max_model_len=settings.max_model_len,
+        count_tokens=token_counter(model_path),
+        max_tokens_override=args.max_tokens,
+    )
+    requests = [p.request for p in plan.planned]
+    messages = [r.as_openai_messages() for r in requests]
+    print(f"{len(requests)} prompts, max_tokens {args.max_tokens}", flush=True)
+    figures: dict[str, dict[str, float]] = {}
+
+    def record(name: str, tokens: int, seconds: float, prompts: int) -> None:
+        figures[name] = {
+            "output_tokens": tokens,
+            "seconds": round(seconds, 1),
+            "prompts": prompts,
+            "tok_s": round(tokens / seconds, 1),
+        }
+        print(name, figures[name], flush=True)
+
+    def seeded_params():
+        return [
+            SamplingParams(
+                temperature=r.sampling.temperature,
+                top_p=r.sampling.top_p,
+                max_tokens=r.sampling.max_tokens,
+                seed=r.sampling.seed,
+            )
+            for r in requests
+        ]
+
+    # Load the platform's engine before timing; (b) and (a) then run on that same engine object.
+    engine = llm_resource.engine()
+    started = time.monotonic()
+    assert materialize(
+        ASSETS,
+        selection=[conversations],
+        instance=instance,
+        resources=resources,
+        partition_key=MultiPartitionKey({"shard": "bench", "style": style}),
+    ).success
+    table = pq.read_table(asset_path(settings.data_dir, "conversations", "bench", style))
+    record(
+        "b", sum(table["completion_tokens"].to_pylist()), time.monotonic() - started, len(requests)
+    )
+
+    started = time.monotonic()
+    outs = engine.llm.chat(messages, seeded_params(), use_tqdm=False)
+    record(
+        "a",
+        sum(len(o.outputs[0].token_ids) for o in outs),
+        time.monotonic() - started,
+        len(requests),
+    )
+    same = sum(
+        o.outputs[0].text == t for o, t in zip(outs, _texts_in_plan_order(table, plan), strict=True)
+    )
+    figures["a"]["identical_to_b"] = same
+    release_engines()
+
+    def raw_engine(**kwargs):
+        return LLM(
+            model=model_path,
+            dtype="bfloat16",
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=0.3,
+            enforce_eager=True,
+            **kwargs,
+        )
+
+    llm = raw_engine(enable_chunked_prefill=False, enable_prefix_caching=False)
+    started = time.monotonic()
+    outs = llm.chat(messages, seeded_params(), use_tqdm=False)
+    record(
+        "a_no_prefix_cache",
+        sum(len(o.outputs[0].token_ids) for o in outs),
+        time.monotonic() - started,
+        len(requests),
+    )
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+
+    llm = raw_engine()
+    unseeded = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens)
+    started = time.monotonic()
+    outs = llm.chat(messages, unseeded, use_tqdm=False)
+    record(
+        "a0_defaults_unseeded",
+        sum(len(o.outputs[0].token_ids) for o in outs),
+        time.monotonic() - started,
+        len(requests),
+    )
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+
+    figures["c"] = hf_generate(
+        model_path, messages[: args.hf_prompts], args.max_tokens, args.hf_batch
+    )
+    print("c", figures["c"], flush=True)
+    write_results(figures, args, len(requests))
+
+
+def _texts_in_plan_order(table, plan) -> list[str]:
+    by_hash = dict(zip(table["request_hash"].to_pylist(), table["text"].to_pylist(), strict=True))
+    return [by_hash[p.request.request_hash] for p in plan.planned]
+
+
+def hf_generate(model_path: str, messages, max_tokens: int, batch: int) -> dict[str, float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16).eval()
+    tokens = 0
+    started = time.monotonic()
+    for i in range(0, len(messages), batch):
+        texts = [
+            tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+            for m in messages[i : i + batch]
+        ]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs,
+                max_new_tokens=max_tokens,
+                do_sample=True,
+                temperature=0.7,
+                top_p=0.95,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = out[:, inputs["input_ids"].shape[1] :]
+        eos = tokenizer.eos_token_id
+        for row in new.tolist():
+            tokens += next((j for j, t in enumerate(row) if t == eos), len(row))
+    seconds = time.monotonic() - started
+    return {
+        "output_tokens": tokens,
+        "seconds": round(seconds, 1),
+        "prompts": len(messages),
+        "tok_s": round(tokens / seconds, 1),
+    }
+
+
+def write_results(figures, args, n_prompts: int) -> None:
+    a, b, c = figures["a"], figures["b"], figures["c"]
+    rows = [
+        ("(a) vLLM `LLM.chat`, one call, platform config (seeded, prefix cache on)", a),
+        ("(a) same, prefix caching off", figures["a_no_prefix_cache"]),
+        ("(a0) vLLM defaults, unseeded (chunked prefill on)", figures["a0_defaults_unseeded"]),
+        ("(b) `conversations` asset through Dagster", b),
+        (f"(c) transformers `generate`, padded batches of {args.hf_batch}", c),
+    ]
+    lines = [
+        "<!-- generation:start -->",
+        "## Generation throughput (`benchmarks/generation.py`)",
+        "",
+        f"Run {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, CPU only; "
+        f"embedded SmolLM2-135M-Instruct (bf16), {n_prompts} MIND teacher-student prompts built from "
+        f"napkin sections cut to {args.words} words, max_tokens {args.max_tokens}, temperature 0.7.",
+        "",
+        "| path | prompts | output tokens | seconds | output tok/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {name} | {f['prompts']} | {f['output_tokens']} | {f['seconds']} | {f['tok_s']} |"
+        for name, f in rows
+    ]
+    lines += [
+        "",
+        f"- **b/a = {b['tok_s'] / a['tok_s']:.2f}** (goal ≥ 0.9). (a) and (b) share engine settings and "
+        f"per-request seeds; {a.get('identical_to_b', 0)}/{n_prompts} completions were token-identical.",
+        f"- **b/c = {b['tok_s'] / c['tok_s']:.1f}**: the platform against a padded transformers loop.",
+        f"- Prefix caching on/off for (a): {a['tok_s']} vs {figures['a_no_prefix_cache']['tok_s']} tok/s "
+        f"({a['tok_s'] / figures['a_no_prefix_cache']['tok_s']:.2f}x).",
+        f"- Seeded with chunked prefill off (a) vs library defaults unseeded (a0): {a['tok_s']} vs "
+        f"{figures['a0_defaults_unseeded']['tok_s']} tok/s: the price of reproducible per-request seeds on CPU.",
+        "- The engine is loaded before timing; (b) includes the Dagster run, prompt rendering, token "
+        "counting, request hashing, persisting the batch and writing parquet.",
+        "<!-- generation:end -->",
+    ]
+    replace_section(RESULTS, "generation", "\n".join(lines))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

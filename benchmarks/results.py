@@ -1,0 +1,22 @@
+"""Writes one benchmark's section of RESULTS.md, leaving the other sections as they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+_HEADER = (
+    "# Benchmark results\n\n"
+    "Figures from actual runs on the development machine; `make bench` rewrites each section.\n"
+)
+
+
+def replace_section(path: Path, name: str, section: str) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else _HEADER
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)

@@ -1,0 +1,29 @@
+"""The MIND paper's strongest variant: for each chunk, the longest conversation across styles."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def longest_per_chunk(tables: list[pa.Table]) -> pa.Table:
+    """One row per chunk_id: the conversation with the most completion tokens (ties: more turns,
+    then the style name, so the choice is deterministic)."""
+    if not tables:
+        raise ValueError("no conversations to choose from")
+    combined = pa.concat_tables(tables)
+    if combined.num_rows == 0:
+        return combined
+    order = pc.sort_indices(
+        combined,
+        sort_keys=[
+            ("chunk_id", "ascending"),
+            ("completion_tokens", "descending"),
+            ("n_turns", "descending"),
+            ("style", "ascending"),
+        ],
+    )
+    ordered = combined.take(order)
+    chunk_ids = ordered.column("chunk_id").to_pylist()
+    first = [i for i, cid in enumerate(chunk_ids) if i == 0 or cid != chunk_ids[i - 1]]
+    return ordered.take(pa.array(first, pa.int64()))
