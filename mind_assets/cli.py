@@ -54,6 +54,19 @@ def _demo(args: argparse.Namespace) -> int:
 
     styles = tuple(args.styles.split(",")) if args.styles else DEMO_STYLES
     print(format_summary(run_demo(styles)))
+    from mind_assets.metrics.report import format_metrics
+
+    print()
+    print(format_metrics(get_settings().data_dir))
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from mind_assets.metrics.report import format_metrics
+
+    print(
+        format_metrics(get_settings().data_dir, views=args.views.split(",") if args.views else None)
+    )
     return 0
 
 
@@ -89,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the main job on the bundled demo corpus")
     demo.add_argument("--styles", default=None, help="comma-separated styles to generate")
     demo.set_defaults(func=_demo)
+    metrics = commands.add_parser("metrics", help="quality metrics from the DuckDB store")
+    metrics.add_argument(
+        "--views", default=None, help="comma-separated views (default: all of them)"
+    )
+    metrics.set_defaults(func=_metrics)
     return parser
 
 

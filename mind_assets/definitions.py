@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from mind_assets.conversations.assets import conversations, longest_conversations, mind_prompts
+from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
+from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import get_settings
 
-ASSETS = [raw_documents, chunks, mind_prompts, conversations, longest_conversations]
+ASSETS = [
+    raw_documents,
+    chunks,
+    mind_prompts,
+    conversations,
+    filtered_conversations,
+    longest_conversations,
+]
 
 
 def build_definitions() -> Definitions:

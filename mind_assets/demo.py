@@ -19,6 +19,7 @@ from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import make_shard_spec
 from mind_assets.definitions import ASSETS
+from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.lib.instance import local_instance, register_shard
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.embedded_model import prepare_embedded_model
@@ -41,6 +42,8 @@ class DemoSummary:
     documents: int = 0
     chunks: int = 0
     conversations: dict[str, int] = field(default_factory=dict)
+    accepted: dict[str, int] = field(default_factory=dict)
+    failed_checks: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -72,14 +75,37 @@ def run_demo(
             resources=resources,
         )
         for style in styles:
-            echo(f"materializing conversations demo/{style} ...")
+            key = MultiPartitionKey({"shard": DEMO_SHARD, "style": style})
+            echo(f"materializing conversations and filtered_conversations demo/{style} ...")
             materialize(
                 ASSETS,
                 selection=[conversations],
-                partition_key=MultiPartitionKey({"shard": DEMO_SHARD, "style": style}),
+                partition_key=key,
                 instance=instance,
                 resources=resources,
             )
+            # A failed blocking check (e.g. nothing kept) is reported, not fatal, in the demo.
+            filtered = materialize(
+                ASSETS,
+                selection=[filtered_conversations],
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+            )
+            summary.failed_checks += [
+                f"{style}: {e.check_name}"
+                for e in filtered.get_asset_check_evaluations()
+                if not e.passed
+            ]
+        materialize(
+            ASSETS,
+            selection=[longest_conversations],
+            partition_key=DEMO_SHARD,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
     finally:
         release_engines()
     data_dir = settings.data_dir
@@ -91,6 +117,9 @@ def run_demo(
         path = asset_path(data_dir, "conversations", DEMO_SHARD, style)
         summary.paths[f"conversations/{style}"] = path
         summary.conversations[style] = pq.read_metadata(path).num_rows
+        kept = asset_path(data_dir, "filtered_conversations", DEMO_SHARD, style)
+        summary.accepted[style] = pq.read_metadata(kept).num_rows if kept.exists() else 0
+    summary.paths["metrics"] = data_dir / "metrics.duckdb"
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -101,8 +130,14 @@ def format_summary(summary: DemoSummary) -> str:
         f"  raw_documents: {summary.documents} documents",
         f"  chunks:        {summary.chunks} chunks",
     ]
-    lines += [f"  conversations/{s}: {n} rows" for s, n in summary.conversations.items()]
+    lines += [
+        f"  conversations/{s}: {n} generated, {summary.accepted.get(s, 0)} kept by the filters"
+        for s, n in summary.conversations.items()
+    ]
+    if summary.failed_checks:
+        lines.append("  failed asset checks: " + ", ".join(summary.failed_checks))
     lines.append("outputs:")
     lines += [f"  {name}: {path}" for name, path in summary.paths.items()]
+    lines.append("quality metrics: `mind metrics` (DuckDB at the metrics path above)")
     lines.append("open the UI with `make ui`, then http://127.0.0.1:3000 (Assets -> conversations)")
     return "\n".join(lines)

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, instance_for_test
+from dagster import DagsterInstance, instance_for_test, materialize
 
 from mind_assets.corpus.shards import ShardSpec
+from mind_assets.definitions import ASSETS
 from mind_assets.lib.instance import register_shard
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import PROJECT_DIR, MindSettings, get_settings
@@ -57,3 +58,20 @@ def register(instance: DagsterInstance, settings: MindSettings):
         return spec
 
     return _register
+
+
+@pytest.fixture
+def run(instance: DagsterInstance, llm: LLMResource):
+    """Materialize a selection of the project's assets in-process on the test instance."""
+
+    def _run(selection, partition_key=None, raise_on_error=True, resources=None):
+        return materialize(
+            ASSETS,
+            selection=selection,
+            partition_key=partition_key,
+            instance=instance,
+            resources=resources or {"llm": llm},
+            raise_on_error=raise_on_error,
+        )
+
+    return _run

@@ -7,11 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, MultiPartitionKey, materialize
 
-from mind_assets.conversations.assets import conversations, longest_conversations, mind_prompts
+from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.schema import LINEAGE_COLUMNS
 from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.definitions import ASSETS
+from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.requests import ChatRequest, ChatResult, SamplingSpec, make_request
@@ -93,6 +94,19 @@ def test_all_seven_styles_and_the_longest_set_on_five_napkin_sections(
     for row in parsed:
         assert all(t["speaker"] and t["text"] for t in row["turns"])
 
+    accepted = {}
+    for style in STYLE_KEYS:
+        key = MultiPartitionKey({"shard": "napkin5", "style": style})
+        materialize(
+            ASSETS,
+            selection=[filtered_conversations],
+            partition_key=key,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+        path = asset_path(settings.data_dir, "filtered_conversations", "napkin5", style)
+        accepted[style] = pq.read_table(path).to_pylist()
     assert materialize(
         ASSETS,
         selection=[longest_conversations],
@@ -103,13 +117,14 @@ def test_all_seven_styles_and_the_longest_set_on_five_napkin_sections(
     longest = pq.read_table(
         asset_path(settings.data_dir, "longest_conversations", "napkin5")
     ).to_pylist()
-    assert {r["chunk_id"] for r in longest} == chunk_ids and len(longest) == len(chunk_ids)
+    kept_chunks = {r["chunk_id"] for rows_ in accepted.values() for r in rows_}
+    assert {r["chunk_id"] for r in longest} == kept_chunks and len(longest) == len(kept_chunks)
     for row in longest:
         best = max(
-            rows_[i]["completion_tokens"]
-            for rows_ in by_style.values()
-            for i in range(len(rows_))
-            if rows_[i]["chunk_id"] == row["chunk_id"]
+            r["completion_tokens"]
+            for rows_ in accepted.values()
+            for r in rows_
+            if r["chunk_id"] == row["chunk_id"]
         )
         assert row["completion_tokens"] == best
 

@@ -15,7 +15,10 @@ def test_every_style_has_a_prompt_with_instruction_first_and_document_last():
         assert prompt.id == f"mind/{style}"
         assert prompt.description and len(prompt.speakers) == 2
         messages = prompt.render(text="THE-DOCUMENT")
-        assert messages[-1]["content"].rstrip().endswith("THE-DOCUMENT")
+        user = [m for m in messages if m["role"] == "user"]
+        assert len(user) == 1 and user[0]["content"].rstrip().endswith("THE-DOCUMENT")
+        assert messages[0]["role"] == "system"  # the shared part comes first (prefix cache)
+        assert messages[-1] == {"role": "assistant", "content": f"{prompt.speakers[0]}:"}
         assert "faithful" in prompt.template or "Use only what the text" in prompt.template
         assert "step by step" in prompt.template
 

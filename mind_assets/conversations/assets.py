@@ -1,5 +1,4 @@
-"""MIND assets: prompt versions per style, `conversations` per shard × style, and the
-longest conversation per chunk."""
+"""MIND assets: prompt versions per style, and `conversations` per shard × style."""
 
 import time
 
@@ -26,7 +25,6 @@ from mind_assets.conversations.generation import (
     sampling_summary,
     turn_count_distribution,
 )
-from mind_assets.conversations.longest import longest_per_chunk
 from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.lib.metadata import file_data_version, markdown_preview, parquet_metadata
@@ -35,6 +33,7 @@ from mind_assets.lib.storage import asset_path, write_parquet_atomic
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.batch_runner import RequestStore, generate_resumable
 from mind_assets.llm.resource import LLMResource
+from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import get_settings
 
 style_partitions = StaticPartitionsDefinition(list(STYLE_KEYS))
@@ -119,6 +118,9 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
     )
     write_parquet_atomic(table, out_path)
     store.clear()
+    metrics_store(settings.data_dir).replace_partition(
+        "generations", {"shard": shard, "style": style}, table
+    )
     return MaterializeResult(
         metadata={
             **parquet_metadata(table, out_path, ["chunk_id", "n_turns", "finish_reason", "text"]),
@@ -140,42 +142,6 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
             "turn_count_distribution": MetadataValue.json(turn_count_distribution(table)),
             "wall_seconds": round(time.monotonic() - started, 1),
             "sample": MetadataValue.md(markdown_preview(table, ["chunk_id", "text"])),
-        },
-        data_version=file_data_version(out_path),
-    )
-
-
-@asset(
-    partitions_def=shards_partitions,
-    deps=[
-        AssetDep(conversations, partition_mapping=MultiToSingleDimensionPartitionMapping("shard"))
-    ],
-    group_name="mind",
-    kinds={"parquet"},
-    code_version="1",
-    description="For each chunk, the longest conversation across the styles materialized for the "
-    "shard (the MIND paper's strongest variant).",
-)
-def longest_conversations(context: AssetExecutionContext) -> MaterializeResult:
-    settings = get_settings()
-    shard = context.partition_key
-    style_files = {
-        style: path
-        for style in STYLE_KEYS
-        if (path := asset_path(settings.data_dir, "conversations", shard, style)).is_file()
-    }
-    if not style_files:
-        raise FileNotFoundError(f"no conversations materialized yet for shard {shard!r}")
-    table = longest_per_chunk([pq.read_table(p) for p in style_files.values()])
-    out_path = write_parquet_atomic(
-        table, asset_path(settings.data_dir, "longest_conversations", shard)
-    )
-    chosen = pc.value_counts(table.column("style")).to_pylist()
-    return MaterializeResult(
-        metadata={
-            **parquet_metadata(table, out_path, ["chunk_id", "style", "completion_tokens", "text"]),
-            "styles_considered": sorted(style_files),
-            "chosen_style_counts": MetadataValue.json({c["values"]: c["counts"] for c in chosen}),
         },
         data_version=file_data_version(out_path),
     )

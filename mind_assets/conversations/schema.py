@@ -32,7 +32,8 @@ CONVERSATION_SCHEMA = pa.schema(
         pa.field("shard", pa.string(), nullable=False),
         pa.field("style", pa.string(), nullable=False),
         pa.field("text", pa.string(), nullable=False),  # the raw model output
-        pa.field("turns", pa.list_(TURN_TYPE), nullable=False),
+        # "element" is the item name parquet writes, so the schema survives a round trip.
+        pa.field("turns", pa.list_(pa.field("element", TURN_TYPE)), nullable=False),
         pa.field("n_turns", pa.int32(), nullable=False),
         *LINEAGE_FIELDS,
     ]

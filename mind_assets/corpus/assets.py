@@ -20,6 +20,7 @@ from mind_assets.lib.metadata import file_data_version, parquet_metadata
 from mind_assets.lib.storage import asset_path, write_parquet_atomic
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
+from mind_assets.metrics.store import metrics_store, with_partition_columns
 from mind_assets.settings import get_settings
 
 shards_partitions = DynamicPartitionsDefinition(name=SHARDS_PARTITION)
@@ -39,6 +40,9 @@ def raw_documents(context: AssetExecutionContext) -> MaterializeResult:
     spec = load_shard_spec(settings.shard_specs_dir, shard)
     table, report = read_raw_documents(spec)
     path = write_parquet_atomic(table, asset_path(settings.data_dir, "raw_documents", shard))
+    metrics_store(settings.data_dir).replace_partition(
+        "documents", {"shard": shard}, with_partition_columns(table.drop(["text"]), shard=shard)
+    )
     context.log.info("shard %s: %d documents written to %s", shard, table.num_rows, path)
     return MaterializeResult(
         metadata={
@@ -87,6 +91,7 @@ def chunks(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResul
             )
     table = pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA)
     path = write_parquet_atomic(table, asset_path(settings.data_dir, "chunks", shard))
+    metrics_store(settings.data_dir).replace_partition("chunks", {"shard": shard}, table)
     tokens = table.column("n_tokens")
     context.log.info("shard %s: %d documents -> %d chunks", shard, documents.num_rows, len(rows))
     return MaterializeResult(

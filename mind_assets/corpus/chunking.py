@@ -12,10 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-TokenCounter = Callable[[Sequence[str]], list[int]]
+from mind_assets.lib.latex import protected_spans
 
-_OPENERS = re.compile(r"\\\\|\\\$|\\begin\{([^}]+)\}|\\\[|\\\(|\$\$|\$")
-_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+TokenCounter = Callable[[Sequence[str]], list[int]]
 
 # Break levels, from the most to the least preferred place to cut.
 _BREAKS = [
@@ -24,50 +23,6 @@ _BREAKS = [
     re.compile(r"\n"),  # lines
     re.compile(r"[ \t]+"),  # words, as a last resort
 ]
-
-
-def protected_spans(text: str) -> list[tuple[int, int]]:
-    """Sorted, non-overlapping (start, end) spans of math and environments."""
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    while True:
-        match = _OPENERS.search(text, pos)
-        if match is None:
-            return spans
-        token, start = match.group(), match.start()
-        end: int | None = None
-        if token in ("\\\\", "\\$"):  # a line break or an escaped dollar, not math
-            pos = match.end()
-            continue
-        if token.startswith("\\begin"):
-            end = _matching_end(text, match.group(1), match.end())
-        elif token == "$$":
-            close = text.find("$$", match.end())
-            end = None if close < 0 else close + 2
-        elif token == "$":
-            close = _UNESCAPED_DOLLAR.search(text, match.end())
-            # A "$" whose partner lies beyond a blank line is a stray dollar (prices, typos).
-            if close and "\n\n" not in text[match.end() : close.start()]:
-                end = close.end()
-        else:
-            closer = "\\]" if token == "\\[" else "\\)"
-            close = text.find(closer, match.end())
-            end = None if close < 0 else close + 2
-        if end is None:  # unclosed: treat the opener as literal text
-            pos = match.end()
-            continue
-        spans.append((start, end))
-        pos = end
-
-
-def _matching_end(text: str, name: str, pos: int) -> int | None:
-    pattern = re.compile(r"\\(begin|end)\{" + re.escape(name) + r"\}")
-    depth = 1
-    for match in pattern.finditer(text, pos):
-        depth += 1 if match.group(1) == "begin" else -1
-        if depth == 0:
-            return match.end()
-    return None
 
 
 @dataclass(frozen=True)

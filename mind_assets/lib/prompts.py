@@ -39,6 +39,9 @@ class PromptFile(BaseModel):
     system: str | None = None
     template: str
     speakers: list[str] = Field(default_factory=list)
+    # Literal text the assistant's reply starts with (e.g. the first speaker's label). Small
+    # models follow a format far more reliably when its first tokens are given.
+    response_prefix: str | None = None
     version: str = ""
     path: str = ""
 
@@ -48,6 +51,8 @@ class PromptFile(BaseModel):
         if self.system:
             messages.append({"role": "system", "content": _render(self.system, self, variables)})
         messages.append({"role": "user", "content": _render(self.template, self, variables)})
+        if self.response_prefix:
+            messages.append({"role": "assistant", "content": self.response_prefix})
         return messages
 
     @property

@@ -165,16 +165,29 @@ class OfflineEngine:
                     return iterable
                 return _ProgressBar(progress, progress_interval_s, **kwargs)
 
-        outputs = self.llm.chat(
-            [r.as_openai_messages() for r in requests], params, use_tqdm=use_tqdm
-        )
+        # Requests that end in an assistant prefix are continued rather than answered; vLLM takes
+        # that choice per call, so such batches are split in two.
+        groups: dict[bool, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(bool(request.response_prefix), []).append(index)
+        outputs: list[Any] = [None] * len(requests)
+        for continues, indices in groups.items():
+            answered = self.llm.chat(
+                [requests[i].as_openai_messages() for i in indices],
+                [params[i] for i in indices],
+                use_tqdm=use_tqdm,
+                add_generation_prompt=not continues,
+                continue_final_message=continues,
+            )
+            for i, output in zip(indices, answered, strict=True):
+                outputs[i] = output
         self.requests_served += len(requests)
         results = []
-        for output in outputs:
+        for request, output in zip(requests, outputs, strict=True):
             completion = output.outputs[0]
             results.append(
                 ChatResult(
-                    text=completion.text,
+                    text=request.response_prefix + completion.text,
                     prompt_tokens=len(output.prompt_token_ids or []),
                     completion_tokens=len(completion.token_ids),
                     finish_reason=str(completion.finish_reason or "unknown"),

@@ -39,6 +39,12 @@ class ChatRequest:
         return [{"role": role, "content": content} for role, content in self.messages]
 
     @property
+    def response_prefix(self) -> str:
+        """A final assistant message is a prefix the model continues (its text starts the reply)."""
+        role, content = self.messages[-1]
+        return content if role == "assistant" else ""
+
+    @property
     def approx_length(self) -> int:
         return sum(len(content) for _, content in self.messages)
 

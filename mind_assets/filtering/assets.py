@@ -1,0 +1,187 @@
+"""`filtered_conversations` (accepted rows, a quarantine beside them, decisions in DuckDB) and
+`longest_conversations`, the longest accepted conversation per chunk."""
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    MultiToSingleDimensionPartitionMapping,
+    asset,
+)
+
+from mind_assets.conversations.assets import conversations, shard_and_style, shard_style_partitions
+from mind_assets.conversations.longest import longest_per_chunk
+from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
+from mind_assets.corpus.assets import chunks, shards_partitions
+from mind_assets.filtering.checks import FILTER_CHECKS, evaluate_filter_checks
+from mind_assets.filtering.stage import filter_partition
+from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
+from mind_assets.lib.prompts import load_prompt
+from mind_assets.lib.storage import asset_path, write_parquet_atomic
+from mind_assets.metrics.store import metrics_store
+from mind_assets.settings import get_settings
+
+
+def quarantine_path(data_dir: Path, shard: str, style: str) -> Path:
+    return asset_path(
+        data_dir, "filtered_conversations", shard, style, suffix=".quarantine.parquet"
+    )
+
+
+def _chunk_texts(path: Path) -> dict[str, str]:
+    """chunk_id -> text; empty when the shard's chunks are gone (every row is then rejected)."""
+    if not path.is_file():
+        return {}
+    table = pq.read_table(path, columns=["chunk_id", "text"])
+    return dict(zip(table["chunk_id"].to_pylist(), table["text"].to_pylist(), strict=True))
+
+
+def _json_safe(metadata: dict) -> dict:
+    return {
+        k: MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in metadata.items()
+    }
+
+
+@asset(
+    partitions_def=shard_style_partitions,
+    deps=[
+        conversations,
+        AssetDep(chunks, partition_mapping=MultiToSingleDimensionPartitionMapping("shard")),
+    ],
+    check_specs=[
+        AssetCheckSpec(name, asset="filtered_conversations", blocking=blocking, description=text)
+        for name, (blocking, text) in FILTER_CHECKS.items()
+    ],
+    group_name="filtering",
+    kinds={"parquet", "duckdb"},
+    code_version="1",
+    description="Conversations that pass every heuristic rule; rejected rows go to "
+    "<style>.quarantine.parquet beside it with the rules that rejected them.",
+)
+def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
+    settings = get_settings()
+    thresholds = settings.filters
+    shard, style = shard_and_style(context)
+    prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
+    partition = filter_partition(
+        pq.read_table(asset_path(settings.data_dir, "conversations", shard, style)),
+        _chunk_texts(asset_path(settings.data_dir, "chunks", shard)),
+        thresholds,
+        {style: "\n".join(filter(None, [prompt.system, prompt.instruction_text]))},
+        shard=shard,
+        style=style,
+    )
+    out_path = write_parquet_atomic(
+        partition.accepted, asset_path(settings.data_dir, "filtered_conversations", shard, style)
+    )
+    q_path = write_parquet_atomic(
+        partition.quarantine, quarantine_path(settings.data_dir, shard, style)
+    )
+    counts = partition.rejections_per_rule
+    store = metrics_store(settings.data_dir)
+    store.replace_partition(
+        "filter_decisions", {"shard": shard, "style": style}, partition.decisions
+    )
+    store.record_aggregates(
+        "filtered_conversations",
+        f"{shard}|{style}",
+        {
+            "generated": partition.generated,
+            "accepted": partition.accepted.num_rows,
+            "acceptance_rate": partition.acceptance_rate,
+            **{f"rejected/{rule}": n for rule, n in counts.items()},
+        },
+    )
+    outcomes = evaluate_filter_checks(
+        out_path,
+        q_path,
+        generated_rows=partition.generated,
+        duplicate_rejections=counts.get("duplicate", 0),
+        acceptance_floor=thresholds.acceptance_floor(style),
+        max_near_duplicate_rate=thresholds.max_near_duplicate_rate,
+    )
+    context.log.info(
+        "%s/%s: %d of %d accepted (%.0f%%); rejections per rule: %s",
+        shard,
+        style,
+        partition.accepted.num_rows,
+        partition.generated,
+        100 * partition.acceptance_rate,
+        {k: v for k, v in counts.items() if v},
+    )
+    rule_table = markdown_table(
+        [
+            {"rule": rule, "rejected": n, "share": f"{n / max(partition.generated, 1):.0%}"}
+            for rule, n in sorted(counts.items(), key=lambda kv: -kv[1])
+        ]
+    )
+    return MaterializeResult(
+        metadata={
+            **parquet_metadata(partition.accepted, out_path, ["chunk_id", "n_turns", "text"]),
+            "quarantine_path": MetadataValue.path(str(q_path)),
+            "generated": partition.generated,
+            "accepted": partition.accepted.num_rows,
+            "rejected": partition.quarantine.num_rows,
+            "acceptance_rate": partition.acceptance_rate,
+            "preambles_stripped": partition.preambles_stripped,
+            "rejections_per_rule": MetadataValue.md(rule_table),
+            **{f"rejected/{rule}": n for rule, n in counts.items()},
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name=o.name,
+                passed=o.passed,
+                severity=AssetCheckSeverity.ERROR,
+                metadata=_json_safe(o.metadata),
+            )
+            for o in outcomes
+        ],
+        data_version=file_data_version(out_path),
+    )
+
+
+@asset(
+    partitions_def=shards_partitions,
+    deps=[
+        AssetDep(
+            filtered_conversations,
+            partition_mapping=MultiToSingleDimensionPartitionMapping("shard"),
+        )
+    ],
+    group_name="mind",
+    kinds={"parquet"},
+    code_version="1",
+    description="For each chunk, the longest accepted conversation across the styles filtered "
+    "for the shard (the MIND paper's strongest variant).",
+)
+def longest_conversations(context: AssetExecutionContext) -> MaterializeResult:
+    settings = get_settings()
+    shard = context.partition_key
+    style_files = {
+        style: path
+        for style in STYLE_KEYS
+        if (path := asset_path(settings.data_dir, "filtered_conversations", shard, style)).is_file()
+    }
+    if not style_files:
+        raise FileNotFoundError(f"no filtered conversations yet for shard {shard!r}")
+    table = longest_per_chunk([pq.read_table(p) for p in style_files.values()])
+    out_path = write_parquet_atomic(
+        table, asset_path(settings.data_dir, "longest_conversations", shard)
+    )
+    chosen = pc.value_counts(table.column("style")).to_pylist() if table.num_rows else []
+    return MaterializeResult(
+        metadata={
+            **parquet_metadata(table, out_path, ["chunk_id", "style", "completion_tokens", "text"]),
+            "styles_considered": sorted(style_files),
+            "chosen_style_counts": MetadataValue.json({c["values"]: c["counts"] for c in chosen}),
+        },
+        data_version=file_data_version(out_path),
+    )

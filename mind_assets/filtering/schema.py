@@ -1,0 +1,33 @@
+"""Row schemas of the filtering stage: accepted rows, quarantined rows and per-rule decisions."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from mind_assets.conversations.schema import CONVERSATION_SCHEMA
+
+# Accepted rows: the conversation with its preamble stripped (text) and everything else as
+# generated, lineage included.
+FILTERED_SCHEMA = CONVERSATION_SCHEMA.append(
+    pa.field("preamble_stripped", pa.bool_(), nullable=False)
+)
+
+# Rejected rows keep whatever they arrived with (even nulls), plus why they were rejected.
+QUARANTINE_SCHEMA = pa.schema(
+    [f.with_nullable(True) for f in CONVERSATION_SCHEMA]
+    + [
+        pa.field("rejected_by", pa.list_(pa.string()), nullable=False),
+        pa.field("rule_values", pa.string(), nullable=False),  # JSON {rule: measured value}
+    ]
+)
+
+DECISION_SCHEMA = pa.schema(
+    [
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("style", pa.string(), nullable=False),
+        pa.field("conversation_id", pa.string()),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("passed", pa.bool_(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+    ]
+)

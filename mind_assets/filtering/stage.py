@@ -1,0 +1,95 @@
+"""The filtering stage on one partition: split generated rows into accepted and quarantined
+tables and the long-format decision table, from the rule outcomes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from mind_assets.filtering.rules import run_filters
+from mind_assets.filtering.schema import DECISION_SCHEMA, FILTERED_SCHEMA, QUARANTINE_SCHEMA
+from mind_assets.filtering.thresholds import FilterThresholds
+
+
+@dataclass
+class FilteredPartition:
+    accepted: pa.Table
+    quarantine: pa.Table
+    decisions: pa.Table
+    rejections_per_rule: dict[str, int]
+    preambles_stripped: int
+
+    @property
+    def generated(self) -> int:
+        return self.accepted.num_rows + self.quarantine.num_rows
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted.num_rows / self.generated if self.generated else 0.0
+
+
+def filter_partition(
+    generated: pa.Table,
+    chunk_texts: dict[str, str],
+    thresholds: FilterThresholds,
+    instructions: dict[str, str],
+    *,
+    shard: str,
+    style: str,
+) -> FilteredPartition:
+    sources = [chunk_texts.get(cid) for cid in generated.column("chunk_id").to_pylist()]
+    result = run_filters(generated, sources, thresholds, instructions)
+
+    text_index = generated.schema.get_field_index("text")
+    cleaned = generated.set_column(text_index, "text", pa.array(result.texts, pa.string()))
+    accepted = cleaned.append_column(
+        "preamble_stripped", pa.array(result.preamble_stripped, pa.bool_())
+    ).filter(pa.array(result.accepted))
+
+    rejected = np.flatnonzero(~result.accepted)
+    values = [
+        json.dumps({name: round(float(o.value[i]), 4) for name, o in result.decisions.items()})
+        for i in rejected
+    ]
+    quarantine = (
+        generated.take(pa.array(rejected, pa.int64()))
+        .append_column(
+            "rejected_by",
+            pa.array([result.rejected_by[i] for i in rejected], pa.list_(pa.string())),
+        )
+        .append_column("rule_values", pa.array(values, pa.string()))
+    )
+
+    ids = generated.column("conversation_id").to_pylist()
+    rules = list(result.decisions)
+    decisions = pa.Table.from_pydict(
+        {
+            "shard": [shard] * (len(ids) * len(rules)),
+            "style": [style] * (len(ids) * len(rules)),
+            "conversation_id": ids * len(rules),
+            "rule": [name for name in rules for _ in ids],
+            "passed": np.concatenate([result.decisions[r].passed for r in rules]),
+            "value": np.concatenate([result.decisions[r].value for r in rules]),
+        },
+        schema=DECISION_SCHEMA,
+    )
+    return FilteredPartition(
+        accepted=conform(accepted, FILTERED_SCHEMA),
+        quarantine=conform(quarantine, QUARANTINE_SCHEMA),
+        decisions=decisions,
+        rejections_per_rule=result.counts,
+        preambles_stripped=int(sum(result.preamble_stripped)),
+    )
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast to the declared schema where the data allows it. A partition that does not fit (null
+    lineage, a missing column) keeps its own shape, so the schema and lineage checks report it
+    instead of the write failing."""
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError):
+        return table

@@ -1,0 +1,47 @@
+"""`mind metrics`: the store's views rendered as plain-text tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from mind_assets.metrics.store import metrics_store
+
+REPORT_VIEWS = {
+    "acceptance": "Acceptance per shard and style",
+    "rejections_per_rule": "Rejections per rule",
+    "conversation_lengths": "Conversation length and turns",
+}
+
+
+def format_table(table: pa.Table) -> str:
+    if table.num_rows == 0:
+        return "  (no rows)"
+    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(table.column_names)]
+    line = "  ".join(h.ljust(w) for h, w in zip(table.column_names, widths, strict=True))
+    body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([line, "  ".join("-" * w for w in widths), *body])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "nan"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+def format_metrics(data_dir: Path, views: list[str] | None = None) -> str:
+    store = metrics_store(data_dir)
+    if not store.path.exists():
+        return f"no metrics yet: {store.path} does not exist (materialize some assets first)"
+    unknown = set(views or ()) - set(REPORT_VIEWS)
+    if unknown:
+        raise ValueError(f"unknown view(s) {sorted(unknown)}; choose from {sorted(REPORT_VIEWS)}")
+    sections = []
+    for view in views or list(REPORT_VIEWS):
+        title = REPORT_VIEWS.get(view, view)
+        sections.append(f"== {title} ==\n{format_table(store.query(f'SELECT * FROM {view}'))}")
+    return "\n\n".join(sections)
