@@ -45,6 +45,8 @@ ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml --host 127.0.0.1 --port $${MIND_UI_PORT:-3000}
 
 bench: install
+	$(PY) -m pip install -e ".[$(EXTRA),dev,bench]"
+	$(PY) benchmarks/filters.py
 	$(PY) benchmarks/generation.py
 
 clean:

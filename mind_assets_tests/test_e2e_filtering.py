@@ -136,5 +136,7 @@ LENIENT_PROFILE = {
     "MAX_DUPLICATE_LINE_FRACTION": "0.6",
     "MAX_DUPLICATE_LINE_CHAR_FRACTION": "0.5",
     "MAX_TOP_NGRAM_CHAR_FRACTION": '{"2": 0.4, "3": 0.36, "4": 0.32}',
-    "MAX_DUPLICATE_NGRAM_CHAR_FRACTION": '{"5": 0.45, "6": 0.42, "7": 0.39, "8": 0.36, "9": 0.33, "10": 0.3}',
+    "MAX_DUPLICATE_NGRAM_CHAR_FRACTION": (
+        '{"5": 0.45, "6": 0.42, "7": 0.39, "8": 0.36, "9": 0.33, "10": 0.3}'
+    ),
 }
