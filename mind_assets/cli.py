@@ -70,6 +70,13 @@ def _metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks(args: argparse.Namespace) -> int:
+    from mind_assets.task_qa.report import format_catalog
+
+    print(format_catalog(refused=args.refused))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mind", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the main job on the bundled demo corpus")
     demo.add_argument("--styles", default=None, help="comma-separated styles to generate")
     demo.set_defaults(func=_demo)
+    tasks = commands.add_parser("tasks", help="lm-eval tasks eligible to seed task Q&A")
+    tasks.add_argument("--refused", action="store_true", help="also list every refused task")
+    tasks.set_defaults(func=_tasks)
+
     metrics = commands.add_parser("metrics", help="quality metrics from the DuckDB store")
     metrics.add_argument(
         "--views", default=None, help="comma-separated views (default: all of them)"

@@ -9,6 +9,7 @@ from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import get_settings
+from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
 ASSETS = [
     raw_documents,
@@ -17,6 +18,9 @@ ASSETS = [
     conversations,
     filtered_conversations,
     longest_conversations,
+    task_seed_catalog,
+    task_seeds,
+    task_qa,
 ]
 
 

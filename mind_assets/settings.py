@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mind_assets.filtering.thresholds import FilterThresholds
+from mind_assets.task_qa.catalog import DEFAULT_FAMILIES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_MODEL = "embedded"
@@ -90,13 +91,30 @@ class MindSettings(BaseSettings):
         default=0, ge=0, description="Tokens of the previous chunk repeated at each chunk start."
     )
 
+    # --- task-seeded Q&A ---------------------------------------------------------------------
+    task_families: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FAMILIES),
+        description='lm-eval tasks that seed task Q&A, as a JSON list; ["all"] for every '
+        "eligible task.",
+    )
+    task_mirror_dir: Path | None = Field(
+        default=None,
+        description="Local dataset mirror, <dataset_path>/<dataset_name or default>/<split>.jsonl "
+        "or .parquet; checked before the hub. Defaults to <data_dir>/task_mirror.",
+    )
+    task_qa_items: int = Field(default=32, ge=1, description="Generated items per family.")
+    task_qa_shots: int = Field(default=3, ge=1, description="Seed examples per prompt.")
+    task_seed_limit: int | None = Field(
+        default=None, ge=1, description="Normalise at most this many training rows per task."
+    )
+
     # --- filtering -------------------------------------------------------------------------
     filters: FilterThresholds = Field(
         default_factory=FilterThresholds,
         description="Heuristic filter thresholds; set one as MIND_FILTERS__<NAME>.",
     )
 
-    @field_validator("data_dir", "prompts_dir", "models_dir_override")
+    @field_validator("data_dir", "prompts_dir", "models_dir_override", "task_mirror_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
@@ -117,6 +135,10 @@ class MindSettings(BaseSettings):
     @property
     def shard_specs_dir(self) -> Path:
         return self.data_dir / "shard_specs"
+
+    @property
+    def task_mirror(self) -> Path:
+        return self.task_mirror_dir or self.data_dir / "task_mirror"
 
     @property
     def dagster_storage_dir(self) -> Path:

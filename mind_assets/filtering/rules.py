@@ -22,12 +22,10 @@ import pyarrow.compute as pc
 
 from mind_assets.filtering.text_stats import (
     MinHasher,
-    duplicate_ngram_char_fraction,
+    duplicate_ngram_fractions,
     near_duplicate_groups,
     ngram_hashes,
-    split_words,
     top_ngram_char_fraction,
-    word_hashes,
 )
 from mind_assets.filtering.thresholds import FilterThresholds
 from mind_assets.lib.latex import split_prose_and_math
@@ -47,7 +45,12 @@ _PREAMBLE_LINE = re.compile(
 )
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _WORDCHARS = re.compile(r"[A-Za-z]+")
-_PROSE_PUNCTUATION = set(".,;:!?'\"()-[]*")
+_SPACE = re.compile(r"\s+")
+_SPREAD = np.uint64(0xD6E8FEB86659FD93)
+_WHITESPACE = re.compile(r"\s")
+_CONTENT_WORD = re.compile(r"[a-z]{4,}")
+# Neither a letter, a digit, whitespace nor ordinary prose punctuation.
+_PROSE_SYMBOL = re.compile(r"[^\w\s.,;:!?'\"()\[\]*-]|_")
 # Function words: their share separates English prose from code, tables and other languages.
 STOPWORDS = frozenset(
     "the be to of and a in that have i it for not on with he as you do at this but his by "
@@ -96,24 +99,72 @@ class FilterBatch:
         self.preamble_stripped = [s for _, s in cleaned]
 
     @cached_property
-    def words(self) -> list[list[str]]:
-        return [split_words(t) for t in self.texts]
-
-    @cached_property
     def prose_and_math(self) -> list[tuple[str, list[str]]]:
         return [split_prose_and_math(t) for t in self.texts]
 
     @cached_property
-    def source_words(self) -> list[set[str]]:
-        return [set(_content_words(s)) if s else set() for s in self.sources]
+    def _tokens(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Whitespace words of every row and of the instructions, tokenized and numbered in Arrow
+        (C++): (row offsets, word ids, lower-cased word ids, word lengths), flat over the batch."""
+        texts = pa.array([*self.texts, *self.instructions.values()], pa.string())
+        words = pc.utf8_split_whitespace(texts)
+        flat = words.flatten()
+        offsets = words.offsets.to_numpy()
+        with np.errstate(over="ignore"):
+            ids = _ids(flat)
+            lower_ids = _ids(pc.utf8_lower(flat))
+        lengths = pc.utf8_length(flat).to_numpy().astype(np.int64)
+        return offsets, ids, lower_ids, lengths
+
+    def word_count(self, row: int) -> int:
+        offsets = self._tokens[0]
+        return int(offsets[row + 1] - offsets[row])
+
+    def word_ids(self, row: int) -> np.ndarray:
+        """Ids of the row's words as written (repetition is case-sensitive, like Gopher)."""
+        offsets, ids, _, _ = self._tokens
+        return ids[offsets[row] : offsets[row + 1]]
+
+    def lower_word_ids(self, row: int) -> np.ndarray:
+        offsets, _, lower_ids, _ = self._tokens
+        return lower_ids[offsets[row] : offsets[row + 1]]
+
+    def word_lengths(self, row: int) -> np.ndarray:
+        offsets, _, _, lengths = self._tokens
+        return lengths[offsets[row] : offsets[row + 1]]
+
+    def instruction_word_ids(self) -> dict[str, np.ndarray]:
+        """Lower-cased word ids of each style's instruction, in the rows' id space."""
+        return {style: self.lower_word_ids(self.n + k) for k, style in enumerate(self.instructions)}
+
+    @cached_property
+    def source_features(self) -> list[tuple[set[str], set[str]]]:
+        """Per row, its source's (content words, math items), computed once per distinct source:
+        every style of a chunk shares one."""
+        cache: dict[str, tuple[set[str], set[str]]] = {}
+        features = []
+        for source in self.sources:
+            if not source:
+                features.append((set(), set()))
+                continue
+            known = cache.get(source)
+            if known is None:
+                _, math = split_prose_and_math(source)
+                items = {_SPACE.sub("", m) for m in math} | set(_NUMBER.findall(source))
+                items.discard("")
+                known = cache[source] = (_content_words(source), items)
+            features.append(known)
+        return features
 
 
-def _content_words(text: str) -> list[str]:
-    return [
-        w
-        for w in (m.lower() for m in _WORDCHARS.findall(text))
-        if len(w) > 3 and w not in STOPWORDS
-    ]
+def _ids(words: pa.Array) -> np.ndarray:
+    """Dictionary-encode words to ids, spread over 64 bits so rolling n-gram hashes mix well."""
+    indices = pc.dictionary_encode(words).indices.to_numpy().astype(np.uint64)
+    return (indices + np.uint64(1)) * _SPREAD
+
+
+def _content_words(text: str) -> set[str]:
+    return set(_CONTENT_WORD.findall(text.lower())) - STOPWORDS
 
 
 def _bool(array: pa.Array) -> np.ndarray:
@@ -188,8 +239,8 @@ def reject_degenerate_repetition(batch: FilterBatch, t: FilterThresholds) -> Rul
     """Gopher-style repetition: duplicate lines, the most frequent 2-4-gram, and duplicated 5-10-
     grams as shares of the text. The value is the worst statistic divided by its threshold."""
     value = np.zeros(batch.n)
-    for i, (text, words) in enumerate(zip(batch.texts, batch.words, strict=True)):
-        if len(words) < 10:
+    for i, text in enumerate(batch.texts):
+        if batch.word_count(i) < 10:
             continue
         lines = [line.strip() for line in text.split("\n") if line.strip()]
         seen: set[str] = set()
@@ -204,15 +255,15 @@ def reject_degenerate_repetition(batch: FilterBatch, t: FilterThresholds) -> Rul
             duplicate_lines / len(lines) / t.max_duplicate_line_fraction,
             duplicate_chars / line_chars / t.max_duplicate_line_char_fraction,
         )
-        hashes = word_hashes(words)
-        lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
+        hashes = batch.word_ids(i)
+        lengths = batch.word_lengths(i)
         total = int(lengths.sum())
         for n, limit in t.max_top_ngram_char_fraction.items():
             worst = max(worst, top_ngram_char_fraction(hashes, lengths, n, total) / limit)
-        for n, limit in t.max_duplicate_ngram_char_fraction.items():
-            worst = max(worst, duplicate_ngram_char_fraction(hashes, lengths, n, total) / limit)
-            if worst > 1:
-                break  # already rejected; the longer n-grams cannot change that
+        limits = t.max_duplicate_ngram_char_fraction
+        if worst <= 1:  # otherwise already rejected; longer n-grams cannot change that
+            fractions = duplicate_ngram_fractions(hashes, lengths, limits, total)
+            worst = max(worst, *(fractions[n] / limits[n] for n in limits))
         value[i] = worst
     return RuleOutcome(value <= 1.0, value)
 
@@ -228,16 +279,18 @@ def reject_prompt_leakage(batch: FilterBatch, t: FilterThresholds) -> RuleOutcom
     """The output repeats the instruction: any `leakage_ngram`-word sequence of the prompt's
     fixed text appears in it. The value is the number of leaked n-grams."""
     instruction_grams = {
-        style: ngram_hashes(word_hashes([w.lower() for w in split_words(text)]), t.leakage_ngram)
-        for style, text in batch.instructions.items()
+        style: ngram_hashes(ids, t.leakage_ngram)
+        for style, ids in batch.instruction_word_ids().items()
     }
     value = np.zeros(batch.n)
-    for i, (style, words) in enumerate(zip(batch.styles, batch.words, strict=True)):
+    if not any(len(grams) for grams in instruction_grams.values()):
+        return RuleOutcome(np.ones(batch.n, dtype=bool), value)
+    for i, style in enumerate(batch.styles):
+        ids = batch.lower_word_ids(i)
         reference = instruction_grams.get(style)
-        if reference is None or len(reference) == 0 or len(words) < t.leakage_ngram:
+        if reference is None or len(reference) == 0 or len(ids) < t.leakage_ngram:
             continue
-        grams = ngram_hashes(word_hashes([w.lower() for w in words]), t.leakage_ngram)
-        value[i] = float(np.isin(grams, reference).sum())
+        value[i] = float(np.isin(ngram_hashes(ids, t.leakage_ngram), reference).sum())
     return RuleOutcome(value == 0, value)
 
 
@@ -250,15 +303,13 @@ def reject_unfaithful(batch: FilterBatch, t: FilterThresholds) -> RuleOutcome:
     for i, (text, source) in enumerate(zip(batch.texts, batch.sources, strict=True)):
         if not source or not text:
             continue
-        compact = re.sub(r"\s+", "", text)
-        _, source_math = split_prose_and_math(source)
-        items = {re.sub(r"\s+", "", m) for m in source_math} | set(_NUMBER.findall(source))
-        items.discard("")
+        source_words, items = batch.source_features[i]
         math_coverage = 1.0
         if len(items) >= t.min_math_items:
+            compact = _SPACE.sub("", text)
             math_coverage = sum(item in compact for item in items) / len(items)
-        words = set(_content_words(text))
-        overlap = len(words & batch.source_words[i]) / len(words) if words else 0.0
+        words = _content_words(text)
+        overlap = len(words & source_words) / len(words) if words else 0.0
         value[i] = min(math_coverage, overlap)
         passed[i] = math_coverage >= t.min_math_coverage and overlap >= t.min_word_overlap
     return RuleOutcome(passed, value)
@@ -275,10 +326,9 @@ def reject_non_text(batch: FilterBatch, t: FilterThresholds) -> RuleOutcome:
         if not text:
             continue
         math_chars = sum(len(m) for m in math)
-        visible = [c for c in prose if not c.isspace()]
-        symbols = sum(1 for c in visible if not c.isalnum() and c not in _PROSE_PUNCTUATION)
-        symbol_fraction = symbols / len(visible) if visible else 1.0
-        words = [w.lower() for w in _WORDCHARS.findall(prose)]
+        visible = len(prose) - len(_WHITESPACE.findall(prose))
+        symbol_fraction = len(_PROSE_SYMBOL.findall(prose)) / visible if visible else 1.0
+        words = _WORDCHARS.findall(prose.lower())
         stopword_fraction = sum(w in STOPWORDS for w in words) / len(words) if words else 0.0
         value[i] = symbol_fraction
         passed[i] = (
@@ -303,7 +353,7 @@ def reject_duplicate(batch: FilterBatch, t: FilterThresholds) -> RuleOutcome:
             first_seen.setdefault(key, i)
             unique_rows.append(i)
     hasher = MinHasher(t.minhash_permutations, t.shingle_words)
-    signatures = [hasher.signature(batch.words[i]) for i in unique_rows]
+    signatures = [hasher.signature(batch.lower_word_ids(i)) for i in unique_rows]
     for row, duplicate_of in zip(
         unique_rows,
         near_duplicate_groups(signatures, t.minhash_bands, t.near_duplicate_jaccard),

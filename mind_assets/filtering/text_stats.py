@@ -1,14 +1,13 @@
 """Fast per-document text statistics: word n-gram repetition and MinHash signatures.
 
-Words are hashed to 64-bit integers once per document; n-grams are then rolling combinations of
-those hashes in numpy, so a document costs a handful of vectorised calls instead of a Python
+Words arrive as integer ids (dictionary-encoded once per batch); n-grams are rolling combinations
+of those ids in numpy, so a document costs a handful of vectorised calls instead of a Python
 loop per n-gram.
 """
 
 from __future__ import annotations
 
 import re
-import zlib
 
 import numpy as np
 
@@ -17,11 +16,8 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _MERSENNE = np.uint64((1 << 61) - 1)
 
 
-def word_hashes(words: list[str]) -> np.ndarray:
-    """Stable (process-independent) 64-bit hashes of words."""
-    return np.fromiter(
-        (zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in words), np.uint64, len(words)
-    )
+def split_words(text: str) -> list[str]:
+    return _WORD.findall(text)
 
 
 def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
@@ -43,13 +39,12 @@ def top_ngram_char_fraction(
     grams = ngram_hashes(hashes, n)
     if len(grams) == 0 or total_chars == 0:
         return 0.0
-    _unique, inverse, counts = np.unique(grams, return_inverse=True, return_counts=True)
+    _, first, counts = np.unique(grams, return_index=True, return_counts=True)
     top = int(np.argmax(counts))
     if counts[top] < 2:
         return 0.0
-    first = int(np.flatnonzero(inverse == top)[0])
-    gram_chars = int(lengths[first : first + n].sum())
-    return float(gram_chars * counts[top]) / total_chars
+    start = int(first[top])
+    return float(lengths[start : start + n].sum() * counts[top]) / total_chars
 
 
 def duplicate_ngram_char_fraction(
@@ -69,12 +64,28 @@ def duplicate_ngram_char_fraction(
     return float(lengths[covered].sum()) / total_chars
 
 
-def split_words(text: str) -> list[str]:
-    return _WORD.findall(text)
+def duplicate_ngram_fractions(
+    hashes: np.ndarray, lengths: np.ndarray, limits: dict[int, float], total_chars: int
+) -> dict[int, float]:
+    """duplicate_ngram_char_fraction for each n in `limits`, computed only where it can matter.
+
+    The share covered by repeated n-grams never grows with n (a repeated (n+1)-gram is made of
+    repeated n-grams), so once a share is within every remaining limit, the longer n-grams are
+    within theirs too and are reported with that share as their upper bound.
+    """
+    fractions: dict[int, float] = {}
+    bound: float | None = None
+    ns = sorted(limits)
+    for index, n in enumerate(ns):
+        if bound is not None and bound <= min(limits[m] for m in ns[index:]):
+            fractions[n] = bound
+            continue
+        bound = fractions[n] = duplicate_ngram_char_fraction(hashes, lengths, n, total_chars)
+    return fractions
 
 
 class MinHasher:
-    """MinHash over word shingles with fixed, seeded permutations (same signature every run)."""
+    """MinHash over word shingles with fixed, seeded permutations."""
 
     def __init__(self, permutations: int, shingle_words: int, seed: int = 1) -> None:
         rng = np.random.default_rng(seed)
@@ -83,10 +94,9 @@ class MinHasher:
         self.shingle_words = shingle_words
         self.permutations = permutations
 
-    def signature(self, words: list[str]) -> np.ndarray:
-        shingles = ngram_hashes(
-            word_hashes([w.lower() for w in words]), min(self.shingle_words, max(len(words), 1))
-        )
+    def signature(self, word_ids: np.ndarray) -> np.ndarray:
+        """Signature of a document from its word ids (lower-cased words, one batch vocabulary)."""
+        shingles = ngram_hashes(word_ids, min(self.shingle_words, max(len(word_ids), 1)))
         if len(shingles) == 0:
             return np.full(self.permutations, np.iinfo(np.uint64).max, dtype=np.uint64)
         shingles = np.unique(shingles) & _MERSENNE

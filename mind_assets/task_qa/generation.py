@@ -1,0 +1,176 @@
+"""Task-seeded generation: few-shot requests from sampled seeds, parsing into both forms
+(multiple choice and open-ended, as in Nemotron-CrossThink), and enrichment requests."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+import pyarrow as pa
+
+from mind_assets.lib.prompts import PromptFile
+from mind_assets.llm.requests import ChatRequest, SamplingSpec, derive_seed, make_request
+from mind_assets.task_qa.parsing import parse_enrichment, parse_multiple_choice, parse_open_ended
+from mind_assets.task_qa.rules import Candidate
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    item_index: int
+    seed_ids: list[str]
+    request: ChatRequest
+
+
+def sampling_for(prompt: PromptFile, seed: int, max_tokens_override: int | None) -> SamplingSpec:
+    return SamplingSpec(
+        temperature=prompt.sampling.temperature,
+        top_p=prompt.sampling.top_p,
+        max_tokens=min(
+            prompt.sampling.max_tokens, max_tokens_override or prompt.sampling.max_tokens
+        ),
+        seed=seed,
+    )
+
+
+def plan_items(
+    seeds: pa.Table,
+    prompt: PromptFile,
+    *,
+    task: str,
+    family: str,
+    n_items: int,
+    shots: int,
+    model_name: str,
+    base_seed: int,
+    max_tokens_override: int | None = None,
+) -> list[PlannedItem]:
+    """n_items few-shot requests; each draws `shots` seeds with an RNG seeded by (family, item)."""
+    rows = seeds.to_pylist()
+    planned = []
+    for index in range(n_items):
+        seed = derive_seed(base_seed, family, "item", str(index))
+        examples = random.Random(seed).sample(rows, min(shots, len(rows)))
+        messages = prompt.render(task=task, examples=examples)
+        planned.append(
+            PlannedItem(
+                item_index=index,
+                seed_ids=[e["seed_id"] for e in examples],
+                request=make_request(
+                    model_name,
+                    prompt.version,
+                    sampling_for(prompt, seed, max_tokens_override),
+                    messages,
+                ),
+            )
+        )
+    return planned
+
+
+def numeric_distractors(answer: str, seed: int, count: int = 3) -> list[str] | None:
+    """Plausible wrong numbers near a numeric answer (off by one, doubled, halved, ...)."""
+    try:
+        value = Fraction(answer.replace(",", "").replace("$", "").strip())
+    except (ValueError, ZeroDivisionError):
+        return None
+    options = [value + 1, value - 1, value * 2, value / 2, value + 10, value * 10]
+    rng = random.Random(seed)
+    rng.shuffle(options)
+    distinct = []
+    for option in options:
+        text = _format_number(option)
+        if option != value and text not in distinct:
+            distinct.append(text)
+    return distinct[:count]
+
+
+def _format_number(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
+
+
+def to_candidates(raw_text: str, *, generation_task: bool, seed: int) -> list[Candidate]:
+    """Both forms of one generated item (or one failed candidate per form)."""
+    if generation_task:
+        parsed = parse_open_ended(raw_text)
+        open_form = Candidate(
+            "open_ended",
+            parsed.question,
+            [],
+            parsed.answer,
+            parsed.solution,
+            solution=parsed.solution,
+            parse_error=parsed.error,
+            is_math=True,
+        )
+        wrong = numeric_distractors(parsed.answer, seed) if not parsed.error else None
+        choices = [parsed.answer, *(wrong or [])]
+        random.Random(seed).shuffle(choices)
+        mc_form = Candidate(
+            "multiple_choice",
+            parsed.question,
+            choices if wrong else [],
+            parsed.answer,
+            parsed.solution,
+            solution=parsed.solution,
+            is_math=True,
+            parse_error=parsed.error or ("" if wrong else "final answer is not a number"),
+        )
+        return [mc_form, open_form]
+    parsed = parse_multiple_choice(raw_text)
+    mc_form = Candidate(
+        "multiple_choice",
+        parsed.question,
+        parsed.choices,
+        parsed.answer,
+        "",
+        parse_error=parsed.error,
+    )
+    open_form = Candidate(
+        "open_ended", parsed.question, [], parsed.answer, "", parse_error=parsed.error
+    )
+    return [mc_form, open_form]
+
+
+def plan_enrichment(
+    candidate: Candidate,
+    prompt: PromptFile,
+    *,
+    model_name: str,
+    seed: int,
+    max_tokens_override: int | None,
+) -> ChatRequest:
+    messages = prompt.render(
+        question=candidate.question, choices=candidate.choices, answer=candidate.answer
+    )
+    return make_request(
+        model_name, prompt.version, sampling_for(prompt, seed, max_tokens_override), messages
+    )
+
+
+def apply_enrichment(candidates: list[Candidate], text: str) -> None:
+    """Reasoning and per-distractor explanations onto an item's forms; a math item keeps its own
+    worked solution as the reasoning of its open-ended form."""
+    enrichment = parse_enrichment(text)
+    for candidate in candidates:
+        if candidate.form == "multiple_choice" or not candidate.solution:
+            candidate.reasoning = enrichment.reasoning
+        if candidate.form == "multiple_choice":
+            candidate.distractors = [
+                (choice, why)
+                for choice, why in enrichment.distractors
+                if choice != candidate.answer
+            ]
+
+
+def training_text(candidate: Candidate) -> str:
+    """The text a blend trains on, rendered from the item's fields."""
+    lines = [f"Question: {candidate.question}"]
+    if candidate.form == "multiple_choice":
+        lines += [f"{chr(ord('A') + i)}) {choice}" for i, choice in enumerate(candidate.choices)]
+    lines.append(f"Reasoning: {candidate.reasoning}")
+    lines.append(f"Answer: {candidate.answer}")
+    if candidate.distractors:
+        lines.append("Why the other options are wrong:")
+        lines += [f"- {choice}: {why}" for choice, why in candidate.distractors]
+    return "\n".join(re.sub(r"\s+\n", "\n", line) for line in lines)

