@@ -77,6 +77,58 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_manifest(name: str):
+    import json
+
+    from mind_assets.blends.assets import manifest_dir
+    from mind_assets.blends.manifest import manifest_from_json
+
+    path = manifest_dir(get_settings(), name) / "manifest.json"
+    if not path.is_file():
+        raise ValueError(
+            f"blend {name!r} has no manifest at {path}: materialize blend_manifest[{name}]"
+        )
+    return manifest_from_json(json.loads(path.read_text()))
+
+
+def _export_blend(args: argparse.Namespace) -> int:
+    from mind_assets.blends.export import export_blend
+    from mind_assets.lib.tokenizer import token_counter
+    from mind_assets.llm.resource import LLMResource
+
+    settings = get_settings()
+    manifest = _load_manifest(args.name)
+    count = token_counter(LLMResource.from_settings(settings).model_path())
+    out = settings.data_dir / "blend_exports" / args.name
+    report = export_blend(manifest, out, count, shard_rows=args.shard_rows, bucket=args.bucket)
+    for phase in report.rows:
+        print(
+            f"{args.name}/{phase}: {report.rows[phase]} rows, {report.tokens[phase]} tokens, "
+            f"{report.shards[phase]} shard(s) in {out / phase}"
+        )
+    return 0
+
+
+def _audit_blend(args: argparse.Namespace) -> int:
+    from mind_assets.blends.assets import instance_lookup
+    from mind_assets.blends.lineage import format_audit
+    from mind_assets.lib.instance import local_instance
+    from mind_assets.metrics.store import metrics_store
+
+    settings = get_settings()
+    manifest = _load_manifest(args.name)
+    lookup = instance_lookup(local_instance(settings))
+    print(format_audit(manifest, metrics_store(settings.data_dir), lookup))
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from mind_assets.blends.lineage import format_trace, trace_row
+
+    print(format_trace(trace_row(args.row_id, get_settings().data_dir)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mind", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--refused", action="store_true", help="also list every refused task")
     tasks.set_defaults(func=_tasks)
 
+    export = commands.add_parser(
+        "export-blend", help="write a blend's mixed data as shuffled parquet shards per phase"
+    )
+    export.add_argument("name")
+    export.add_argument("--shard-rows", type=int, default=10_000)
+    export.add_argument(
+        "--bucket", action="store_true", help="record a sequence-length bucket on each row"
+    )
+    export.set_defaults(func=_export_blend)
+
+    audit = commands.add_parser("audit-blend", help="lineage audit of a blend, stage by stage")
+    audit.add_argument("name")
+    audit.set_defaults(func=_audit_blend)
+
+    trace = commands.add_parser("trace", help="full ancestry of one exported blend row")
+    trace.add_argument("row_id", help="e.g. example:phase1:42")
+    trace.set_defaults(func=_trace)
+
     metrics = commands.add_parser("metrics", help="quality metrics from the DuckDB store")
     metrics.add_argument(
         "--views", default=None, help="comma-separated views (default: all of them)"
@@ -126,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ShardError, InvalidNameError, ValueError) as error:
+    except (ShardError, InvalidNameError, ValueError, KeyError) as error:
         print(f"mind: error: {error}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from mind_assets.blends.assets import blend_manifest
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
@@ -21,6 +22,7 @@ ASSETS = [
     task_seed_catalog,
     task_seeds,
     task_qa,
+    blend_manifest,
 ]
 
 

@@ -35,6 +35,9 @@ class MindSettings(BaseSettings):
         description="Where converted models are cached; defaults to <data_dir>/models. Point "
         "several data roots at one directory to convert the embedded model once.",
     )
+    blends_dir: Path = Field(
+        default=PROJECT_DIR / "blends", description="Directory of blend specs (*.yaml)."
+    )
     prompts_dir: Path = Field(
         default=PROJECT_DIR / "prompts",
         description="Directory of versioned prompt files.",
@@ -114,7 +117,9 @@ class MindSettings(BaseSettings):
         description="Heuristic filter thresholds; set one as MIND_FILTERS__<NAME>.",
     )
 
-    @field_validator("data_dir", "prompts_dir", "models_dir_override", "task_mirror_dir")
+    @field_validator(
+        "data_dir", "prompts_dir", "blends_dir", "models_dir_override", "task_mirror_dir"
+    )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()

@@ -9,12 +9,11 @@ import pytest
 
 from mind_assets.lib.storage import asset_path
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
-from mind_assets_tests.test_task_seeds import mirror  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.engine
 
 
-def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, monkeypatch):  # noqa: F811
+def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, monkeypatch):
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
     monkeypatch.setenv("MIND_TASK_FAMILIES", json.dumps(["gsm8k", "commonsense_qa"]))
     monkeypatch.setenv("MIND_TASK_QA_ITEMS", "8")

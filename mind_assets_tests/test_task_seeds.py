@@ -11,26 +11,11 @@ from mind_assets.task_qa.seeds import (
     load_seed_split,
     normalize_split,
 )
-from mind_assets_tests.conftest import GSM8K_TEST, GSM8K_TRAIN, PROJECT_DIR
-
-FIXTURES = PROJECT_DIR / "mind_assets_tests" / "fixtures" / "task_mirror"
 
 
 @pytest.fixture(scope="module")
 def catalog():
     return {e.task: e for e in build_catalog()}
-
-
-@pytest.fixture
-def mirror(tmp_path):
-    """The hand-written fixtures plus the real GSM8K splits, linked (not copied) in HF layout."""
-    root = tmp_path / "mirror"
-    (root / "openai" / "gsm8k" / "main").mkdir(parents=True)
-    (root / "openai" / "gsm8k" / "main" / "train.jsonl").symlink_to(GSM8K_TRAIN)
-    (root / "openai" / "gsm8k" / "main" / "test.jsonl").symlink_to(GSM8K_TEST)
-    for dataset in ("tau", "allenai"):
-        (root / dataset).symlink_to(FIXTURES / dataset)
-    return root
 
 
 def test_catalog_counts_eligible_and_refused_tasks(catalog, capsys):

@@ -1,0 +1,299 @@
+"""Resolve a blend spec into a manifest: exact files, token counts, weights, epochs, lineage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
+from mind_assets.blends.spec import SOURCE_COLUMNS, BlendSpec, BlendSpecError, SourceSpec
+from mind_assets.conversations.styles import STYLE_KEYS
+from mind_assets.corpus.chunking import TokenCounter
+from mind_assets.lib.storage import asset_path, sha256_file
+
+# (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
+MaterializationLookup = Callable[[str, str], dict[str, str | None]]
+
+LINEAGE_FIELDS = ("prompt_id", "prompt_version", "model", "engine", "engine_version")
+
+
+@dataclass
+class ResolvedFile:
+    asset: str
+    partition: str  # Dagster partition key ("shard", "shard|style" or "family")
+    path: str
+    sha256: str
+    rows: int
+    tokens: int
+    run_id: str | None = None
+    data_version: str | None = None
+
+
+@dataclass
+class ResolvedSource:
+    name: str
+    asset: str
+    quality_tier: str
+    target_share: float
+    max_epochs: float
+    files: list[ResolvedFile]
+    lineage: list[dict[str, Any]]
+    tokens: float = 0.0
+    weight: float = 0.0
+    epochs: float = 0.0
+    capped: bool = False
+
+    @property
+    def available_tokens(self) -> int:
+        return sum(f.tokens for f in self.files)
+
+
+@dataclass
+class ResolvedPhase:
+    name: str
+    budget_tokens: float
+    sources: list[ResolvedSource] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    blend: str
+    spec_path: str
+    spec_sha256: str
+    total_tokens: int
+    seed: int
+    tokenizer: str
+    created_at: str
+    phases: list[ResolvedPhase]
+    # Every upstream partition the blend depends on, directly or through its inputs, with the
+    # run id and data version it had when the manifest was built.
+    pinned: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        payload = asdict(self)
+        for phase, resolved in zip(payload["phases"], self.phases, strict=True):
+            phase["tokens"] = sum(s.tokens for s in resolved.sources)
+            for source, src in zip(phase["sources"], resolved.sources, strict=True):
+                source["available_tokens"] = src.available_tokens
+        return payload
+
+    def file_rows(self) -> list[dict[str, Any]]:
+        """The parquet twin: one row per (phase, source, file)."""
+        rows = []
+        for phase in self.phases:
+            for source in phase.sources:
+                for f in source.files:
+                    share = f.tokens / source.available_tokens if source.available_tokens else 0.0
+                    rows.append(
+                        {
+                            "blend": self.blend,
+                            "phase": phase.name,
+                            "source": source.name,
+                            "quality_tier": source.quality_tier,
+                            **asdict(f),
+                            "weight": source.weight * share,
+                            "epochs": source.epochs,
+                            "source_tokens": source.tokens,
+                            "phase_budget": phase.budget_tokens,
+                        }
+                    )
+        return rows
+
+    def upstream(self) -> list[dict[str, Any]]:
+        return self.pinned
+
+
+def upstream_chain(asset: str, partition: str) -> list[tuple[str, str]]:
+    """The partitions a file's content derives from, itself first (the lineage a manifest pins)."""
+    if asset == "raw_documents":
+        return [(asset, partition)]
+    if asset == "filtered_conversations":
+        shard = partition.split("|")[0]
+        return [
+            (asset, partition),
+            ("conversations", partition),
+            ("chunks", shard),
+            ("raw_documents", shard),
+        ]
+    if asset == "longest_conversations":
+        chain = [(asset, partition)]
+        for style in STYLE_KEYS:
+            chain += upstream_chain("filtered_conversations", f"{partition}|{style}")
+        return chain
+    return [(asset, partition), ("task_seeds", partition)]
+
+
+def source_files(
+    source: SourceSpec, data_dir: Path, known_shards: list[str], known_families: list[str]
+) -> list[tuple[str, Path]]:
+    """(partition key, path) of every file a source selects; a missing file is an error."""
+    selection = source.selection
+    shards = selection.shards or known_shards
+    styles = selection.styles or list(STYLE_KEYS)
+    if source.asset == "raw_documents":
+        pairs = [(s, asset_path(data_dir, "raw_documents", s)) for s in shards]
+    elif source.asset == "longest_conversations":
+        pairs = [(s, asset_path(data_dir, "longest_conversations", s)) for s in shards]
+    elif source.asset == "filtered_conversations":
+        pairs = [
+            (f"{s}|{style}", asset_path(data_dir, "filtered_conversations", s, style))
+            for s in shards
+            for style in styles
+        ]
+        if not selection.accepted_only:
+            raise BlendSpecError(
+                f"source {source.name!r}: accepted_only: false would read quarantined rows"
+            )
+    else:
+        pairs = [
+            (f, asset_path(data_dir, "task_qa", f)) for f in selection.families or known_families
+        ]
+    missing = [str(p) for _, p in pairs if not p.is_file()]
+    if missing:
+        raise BlendSpecError(
+            f"source {source.name!r} ({source.asset}): not materialized yet: {', '.join(missing)}"
+        )
+    if not pairs:
+        raise BlendSpecError(f"source {source.name!r} selects no files")
+    return pairs
+
+
+def source_lineage(paths: list[Path]) -> list[dict[str, Any]]:
+    """Distinct prompt/model/engine/sampling combinations that produced a source's rows."""
+    combos: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        names = pq.read_schema(path).names
+        if "prompt_id" not in names:
+            return []
+        columns = [c for c in (*LINEAGE_FIELDS, "sampling_params") if c in names]
+        for row in pq.read_table(path, columns=columns).to_pylist():
+            sampling = json.loads(row.pop("sampling_params", "{}") or "{}")
+            sampling.pop("seed", None)  # seeds differ per row; they are in the rows themselves
+            row["sampling_params"] = sampling
+            combos.setdefault(json.dumps(row, sort_keys=True), row)
+    return list(combos.values())
+
+
+def build_manifest(
+    spec: BlendSpec,
+    spec_path: Path,
+    data_dir: Path,
+    *,
+    known_shards: list[str],
+    known_families: list[str],
+    count_tokens: TokenCounter,
+    tokenizer_name: str,
+    lookup: MaterializationLookup,
+) -> Manifest:
+    token_cache: dict[str, int] = {}
+    phases = []
+    for phase_spec in spec.phases:
+        phase = ResolvedPhase(phase_spec.name, spec.total_tokens * phase_spec.fraction)
+        for source in phase_spec.sources:
+            pairs = source_files(source, data_dir, known_shards, known_families)
+            files = []
+            for partition, path in pairs:
+                digest = sha256_file(path)
+                if digest not in token_cache:
+                    text_column = SOURCE_COLUMNS[source.asset][0]
+                    texts = [
+                        t or ""
+                        for t in pq.read_table(path, columns=[text_column])[text_column].to_pylist()
+                    ]
+                    token_cache[digest] = sum(count_tokens(texts)) if texts else 0
+                materialization = lookup(source.asset, partition)
+                files.append(
+                    ResolvedFile(
+                        asset=source.asset,
+                        partition=partition,
+                        path=str(path),
+                        sha256=digest,
+                        rows=pq.read_metadata(path).num_rows,
+                        tokens=token_cache[digest],
+                        run_id=materialization.get("run_id"),
+                        data_version=materialization.get("data_version"),
+                    )
+                )
+            phase.sources.append(
+                ResolvedSource(
+                    name=source.name,
+                    asset=source.asset,
+                    quality_tier=source.quality_tier,
+                    target_share=source.share,
+                    max_epochs=source.max_epochs,
+                    files=files,
+                    lineage=source_lineage([Path(f.path) for f in files]),
+                )
+            )
+        allocations = allocate_phase(
+            phase.name,
+            phase.budget_tokens,
+            [
+                SourceSupply(s.name, s.target_share, s.available_tokens, s.max_epochs)
+                for s in phase.sources
+            ],
+        )
+        for source, allocation in zip(phase.sources, allocations, strict=True):
+            source.tokens, source.weight = allocation.tokens, allocation.weight
+            source.epochs, source.capped = allocation.epochs, allocation.capped
+        phases.append(phase)
+    links = {
+        link: None
+        for phase in phases
+        for source in phase.sources
+        for f in source.files
+        for link in upstream_chain(f.asset, f.partition)
+    }
+    pinned = []
+    for asset, partition in links:
+        materialization = lookup(asset, partition)
+        if materialization.get("data_version") is not None:
+            pinned.append({"asset": asset, "partition": partition, **materialization})
+    return Manifest(
+        blend=spec.name,
+        spec_path=str(spec_path),
+        spec_sha256=sha256_file(spec_path),
+        total_tokens=spec.total_tokens,
+        seed=spec.seed,
+        tokenizer=tokenizer_name,
+        created_at=datetime.now(UTC).isoformat(),
+        phases=phases,
+        pinned=pinned,
+    )
+
+
+def manifest_from_json(payload: dict[str, Any]) -> Manifest:
+    phases = []
+    for phase in payload["phases"]:
+        sources = []
+        for source in phase["sources"]:
+            files = [ResolvedFile(**f) for f in source["files"]]
+            fields = {k: v for k, v in source.items() if k not in ("files", "available_tokens")}
+            sources.append(ResolvedSource(**fields, files=files))
+        phases.append(ResolvedPhase(phase["name"], phase["budget_tokens"], sources))
+    top = {k: v for k, v in payload.items() if k != "phases"}
+    return Manifest(**top, phases=phases)
+
+
+def megatron_weights(manifest: Manifest) -> dict[str, str]:
+    """Per phase, a Megatron-LM/NeMo `--data-path` list: `w1 prefix1 w2 prefix2 ...`, one entry
+    per file, weights summing to 1 within the phase."""
+    lists = {}
+    for phase in manifest.phases:
+        entries = []
+        for row in (r for r in manifest.file_rows() if r["phase"] == phase.name):
+            if row["weight"] > 0:
+                entries.append(f"{row['weight']:.6f} {row['path'].removesuffix('.parquet')}")
+        lists[phase.name] = " ".join(entries)
+    return lists
+
+
+def manifest_table(manifest: Manifest) -> pa.Table:
+    return pa.Table.from_pylist(manifest.file_rows())

@@ -1,0 +1,117 @@
+"""The example two-phase blend over real data generated from napkin sections: manifest, export,
+a traced row, the audit, and staleness after a prompt edit and regeneration."""
+
+import json
+import random
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from dagster import MultiPartitionKey
+
+from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_dir
+from mind_assets.blends.lineage import format_audit, stale_inputs
+from mind_assets.blends.manifest import manifest_from_json
+from mind_assets.cli import main as mind_cli
+from mind_assets.conversations.assets import conversations, mind_prompts
+from mind_assets.conversations.styles import STYLE_KEYS
+from mind_assets.corpus.assets import chunks, raw_documents
+from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.metrics.store import metrics_store
+from mind_assets.settings import PROJECT_DIR
+from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
+from mind_assets_tests.conftest import NAPKIN, napkin_shard
+from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
+
+pytestmark = pytest.mark.engine
+
+
+def load_manifest(settings):
+    payload = json.loads((manifest_dir(settings, "example") / "manifest.json").read_text())
+    return manifest_from_json(payload), payload
+
+
+def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
+    settings,
+    run,
+    register,
+    instance,
+    mirror,
+    monkeypatch,
+    tmp_path,
+    capsys,
+):
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROJECT_DIR / "prompts", prompts)
+    monkeypatch.setenv("MIND_PROMPTS_DIR", str(prompts))
+    monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
+    monkeypatch.setenv("MIND_TASK_FAMILIES", '["gsm8k"]')
+    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "6")
+    monkeypatch.setenv("MIND_TASK_SEED_LIMIT", "200")
+    for name, value in LENIENT_PROFILE.items():  # keep some of the 135M model's conversations
+        monkeypatch.setenv(f"MIND_FILTERS__{name}", value)
+
+    register(napkin_shard("napkin2", 2))
+    run([mind_prompts])
+    run([raw_documents, chunks], "napkin2")
+    for style in STYLE_KEYS:
+        key = MultiPartitionKey({"shard": "napkin2", "style": style})
+        run([conversations], key)
+        run([filtered_conversations], key, raise_on_error=False)
+    run([longest_conversations], "napkin2")
+    run([task_seed_catalog])
+    run([task_seeds], "gsm8k")
+    run([task_qa], "gsm8k")
+    assert run([blend_manifest], "example").success
+
+    manifest, payload = load_manifest(settings)
+    assert [p.name for p in manifest.phases] == ["phase1", "phase2"]
+    for phase in manifest.phases:
+        assigned = sum(s.tokens for s in phase.sources)
+        assert assigned == pytest.approx(phase.budget_tokens)
+        for source in phase.sources:
+            assert source.epochs <= source.max_epochs + 1e-9
+            for f in source.files:
+                assert f.sha256 and f.run_id and f.data_version and f.rows >= 0
+    generated = [s for p in manifest.phases for s in p.sources if s.asset != "raw_documents"]
+    assert any(s.lineage and s.lineage[0]["prompt_version"] for s in generated)
+    pinned = {(u["asset"], u["partition"]) for u in payload["pinned"]}
+    assert {
+        ("conversations", "napkin2|debate"),
+        ("raw_documents", "napkin2"),
+        ("task_seeds", "gsm8k"),
+    } <= pinned
+    megatron = (manifest_dir(settings, "example") / "phase1.megatron.txt").read_text().split()
+    assert len(megatron) % 2 == 0 and abs(sum(float(w) for w in megatron[::2]) - 1) < 1e-3
+    assert pq.read_table(manifest_dir(settings, "example") / "manifest.parquet").num_rows > 0
+
+    assert mind_cli(["export-blend", "example", "--bucket", "--shard-rows", "50"]) == 0
+    exported = pq.read_table(settings.data_dir / "blend_exports" / "example" / "phase1").to_pylist()
+    assert exported and all(r["source_row_id"] and r["length_bucket"] for r in exported)
+
+    # Trace a randomly chosen exported row back to its raw document text.
+    row = random.Random(7).choice(exported)
+    capsys.readouterr()
+    assert mind_cli(["trace", row["row_id"]]) == 0
+    traced = capsys.readouterr().out
+    napkin = [json.loads(line) for line in NAPKIN.open().readlines()[:2]]
+    assert "== raw_document ==" in traced
+    assert any(json.dumps(doc["text"], ensure_ascii=False)[1:200] in traced for doc in napkin)
+
+    lookup = instance_lookup(instance)
+    report = format_audit(manifest, metrics_store(settings.data_dir), lookup)
+    assert "up to date" in report and "filtered_conversations" in report and "blend" in report
+
+    # Edit one prompt and regenerate that style: the manifest's inputs changed, so it is stale.
+    path = prompts / "mind" / "debate.yaml"
+    path.write_text(path.read_text().replace("Ground rules:", "Rules of this debate:"))
+    key = MultiPartitionKey({"shard": "napkin2", "style": "debate"})
+    run([mind_prompts])
+    run([conversations], key)
+    run([filtered_conversations], key, raise_on_error=False)
+    stale = stale_inputs(manifest, lookup)
+    changed = {(s.asset, s.partition) for s in stale}
+    assert ("conversations", "napkin2|debate") in changed
+    assert all(partition.endswith("|debate") for _, partition in changed)
+    report = format_audit(manifest, metrics_store(settings.data_dir), lookup)
+    assert "STALE" in report and "conversations [napkin2|debate]" in report
