@@ -51,13 +51,16 @@ def _prepare_model(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from mind_assets.demo import DEMO_STYLES, format_summary, run_demo
-
-    styles = tuple(args.styles.split(",")) if args.styles else DEMO_STYLES
-    print(format_summary(run_demo(styles)))
     from mind_assets.metrics.report import format_metrics
 
+    styles = tuple(args.styles.split(",")) if args.styles else DEMO_STYLES
+    summary = run_demo(styles)
+    print(format_summary(summary))
     print()
     print(format_metrics(get_settings().data_dir))
+    print()
+    print("== mind audit-blend example ==")
+    print(summary.audit)
     return 0
 
 

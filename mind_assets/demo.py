@@ -1,10 +1,14 @@
-"""`mind demo`: the main job end to end on the bundled demo corpus and the embedded model.
+"""`mind demo`: the whole graph on the bundled demo corpus and the embedded model.
 
-Runs in-process against the local instance, so the runs show up in `make ui` afterwards.
+Raw documents and chunks, all seven MIND styles with filtering, the longest-conversation set,
+one task-Q&A family from a bundled seed fixture, the example blend and its export, then the
+blend's lineage audit. Runs in-process against the local instance, so the runs show up in
+`make ui` afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -15,25 +19,46 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from dagster import MultiPartitionKey, materialize
 
+from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_dir
+from mind_assets.blends.export import export_blend
+from mind_assets.blends.lineage import format_audit
+from mind_assets.blends.manifest import manifest_from_json
 from mind_assets.conversations.assets import conversations, mind_prompts
+from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import make_shard_spec
 from mind_assets.definitions import ASSETS
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.lib.instance import local_instance, register_shard
 from mind_assets.lib.storage import asset_path
+from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
 from mind_assets.llm.resource import LLMResource
+from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import EMBEDDED_MODEL, get_settings
+from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
 DEMO_SHARD = "demo"
-DEMO_STYLES = ("teacher_student",)
-DEMO_MAX_TOKENS = 384
+DEMO_STYLES = STYLE_KEYS
+DEMO_FAMILY = "gsm8k"
+DEMO_BLEND = "example"
+# Demo defaults, applied only where the environment does not set them already.
+DEMO_ENVIRONMENT = {
+    # One process runs many in-process Dagster runs: keep the engine loaded between them.
+    "MIND_KEEP_ENGINE_BETWEEN_RUNS": "1",
+    "MIND_MAX_TOKENS": "256",
+    "MIND_TASK_FAMILIES": json.dumps([DEMO_FAMILY]),
+    "MIND_TASK_QA_ITEMS": "8",
+}
 
 
 def demo_corpus_path() -> Path:
     return Path(str(package_resources.files("mind_assets.corpus") / "demo_corpus.jsonl"))
+
+
+def demo_task_mirror() -> Path:
+    return Path(str(package_resources.files("mind_assets.task_qa") / "demo_mirror"))
 
 
 @dataclass
@@ -44,6 +69,9 @@ class DemoSummary:
     conversations: dict[str, int] = field(default_factory=dict)
     accepted: dict[str, int] = field(default_factory=dict)
     failed_checks: list[str] = field(default_factory=list)
+    task_qa: tuple[int, int] = (0, 0)
+    export: dict[str, int] = field(default_factory=dict)
+    audit: str = ""
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -53,73 +81,78 @@ def run_demo(
 ) -> DemoSummary:
     started = time.monotonic()
     # Assets read their settings from the environment, so the demo's defaults go there.
-    # One process runs several in-process Dagster runs: keep the engine loaded between them.
-    os.environ.setdefault("MIND_KEEP_ENGINE_BETWEEN_RUNS", "1")
-    os.environ.setdefault("MIND_MAX_TOKENS", str(DEMO_MAX_TOKENS))
+    for name, value in DEMO_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("MIND_TASK_MIRROR_DIR", str(demo_task_mirror()))
     settings = get_settings()
     instance = local_instance(settings)
     if settings.model == EMBEDDED_MODEL:
         echo(f"embedded model: {prepare_embedded_model(settings.models_dir)}")
     register_shard(instance, settings, make_shard_spec(DEMO_SHARD, [str(demo_corpus_path())]))
-    resources = {"llm": LLMResource.from_settings(settings)}
+    llm = LLMResource.from_settings(settings)
     summary = DemoSummary(shard=DEMO_SHARD)
+
+    def run(selection, partition_key=None, raise_on_error=True):
+        return materialize(
+            ASSETS,
+            selection=selection,
+            partition_key=partition_key,
+            instance=instance,
+            resources={"llm": llm},
+            raise_on_error=raise_on_error,
+        )
+
     try:
         # Record the prompt versions so later prompt edits show up as unsynced partitions.
-        materialize(ASSETS, selection=[mind_prompts], instance=instance, resources=resources)
-        echo("materializing raw_documents and chunks for shard 'demo' ...")
-        materialize(
-            ASSETS,
-            selection=[raw_documents, chunks],
-            partition_key=DEMO_SHARD,
-            instance=instance,
-            resources=resources,
-        )
+        run([mind_prompts])
+        echo("raw_documents and chunks for shard 'demo' ...")
+        run([raw_documents, chunks], DEMO_SHARD)
         for style in styles:
             key = MultiPartitionKey({"shard": DEMO_SHARD, "style": style})
-            echo(f"materializing conversations and filtered_conversations demo/{style} ...")
-            materialize(
-                ASSETS,
-                selection=[conversations],
-                partition_key=key,
-                instance=instance,
-                resources=resources,
-            )
-            # A failed blocking check (e.g. nothing kept) is reported, not fatal, in the demo.
-            filtered = materialize(
-                ASSETS,
-                selection=[filtered_conversations],
-                partition_key=key,
-                instance=instance,
-                resources=resources,
-                raise_on_error=False,
-            )
+            echo(f"conversations and filtered_conversations demo/{style} ...")
+            run([conversations], key)
+            # A failed blocking check (nothing kept, say) is reported, not fatal, in the demo.
+            filtered = run([filtered_conversations], key, raise_on_error=False)
             summary.failed_checks += [
                 f"{style}: {e.check_name}"
                 for e in filtered.get_asset_check_evaluations()
                 if not e.passed
             ]
-        materialize(
-            ASSETS,
-            selection=[longest_conversations],
-            partition_key=DEMO_SHARD,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-        )
+        run([longest_conversations], DEMO_SHARD)
+        echo(f"task Q&A for {DEMO_FAMILY} from the bundled seed fixture ...")
+        run([task_seed_catalog])
+        run([task_seeds], DEMO_FAMILY)
+        run([task_qa], DEMO_FAMILY)
+        echo(f"blend manifest {DEMO_BLEND!r} and its export ...")
+        run([blend_manifest], DEMO_BLEND)
     finally:
         release_engines()
+
     data_dir = settings.data_dir
     summary.paths["raw_documents"] = asset_path(data_dir, "raw_documents", DEMO_SHARD)
-    summary.paths["chunks"] = asset_path(data_dir, "chunks", DEMO_SHARD)
     summary.documents = pq.read_metadata(summary.paths["raw_documents"]).num_rows
-    summary.chunks = pq.read_metadata(summary.paths["chunks"]).num_rows
+    summary.chunks = pq.read_metadata(asset_path(data_dir, "chunks", DEMO_SHARD)).num_rows
     for style in styles:
-        path = asset_path(data_dir, "conversations", DEMO_SHARD, style)
-        summary.paths[f"conversations/{style}"] = path
-        summary.conversations[style] = pq.read_metadata(path).num_rows
+        generated = asset_path(data_dir, "conversations", DEMO_SHARD, style)
         kept = asset_path(data_dir, "filtered_conversations", DEMO_SHARD, style)
-        summary.accepted[style] = pq.read_metadata(kept).num_rows if kept.exists() else 0
+        summary.conversations[style] = pq.read_metadata(generated).num_rows
+        summary.accepted[style] = pq.read_metadata(kept).num_rows
+    summary.paths["conversations"] = data_dir / "conversations" / DEMO_SHARD
+    summary.paths["filtered_conversations"] = data_dir / "filtered_conversations" / DEMO_SHARD
+    qa = asset_path(data_dir, "task_qa", DEMO_FAMILY)
+    quarantine = asset_path(data_dir, "task_qa", DEMO_FAMILY, suffix=".quarantine.parquet")
+    summary.task_qa = (pq.read_metadata(qa).num_rows, pq.read_metadata(quarantine).num_rows)
+    summary.paths["task_qa"] = qa
+
+    directory = manifest_dir(settings, DEMO_BLEND)
+    manifest = manifest_from_json(json.loads((directory / "manifest.json").read_text()))
+    out = data_dir / "blend_exports" / DEMO_BLEND
+    report = export_blend(manifest, out, token_counter(llm.model_path()), bucket=True)
+    summary.export = report.rows
+    summary.paths["blend_manifest"] = directory / "manifest.json"
+    summary.paths["blend_export"] = out
     summary.paths["metrics"] = data_dir / "metrics.duckdb"
+    summary.audit = format_audit(manifest, metrics_store(data_dir), instance_lookup(instance))
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -127,8 +160,7 @@ def run_demo(
 def format_summary(summary: DemoSummary) -> str:
     lines = [
         f"demo finished in {summary.seconds:.0f} s",
-        f"  raw_documents: {summary.documents} documents",
-        f"  chunks:        {summary.chunks} chunks",
+        f"  raw_documents: {summary.documents} documents; chunks: {summary.chunks}",
     ]
     lines += [
         f"  conversations/{s}: {n} generated, {summary.accepted.get(s, 0)} kept by the filters"
@@ -136,8 +168,22 @@ def format_summary(summary: DemoSummary) -> str:
     ]
     if summary.failed_checks:
         lines.append("  failed asset checks: " + ", ".join(summary.failed_checks))
+    if sum(summary.accepted.values()) < sum(summary.conversations.values()) / 10:
+        lines.append(
+            "  (the embedded 135M model writes weak conversations and the default filters reject "
+            "most of them; real runs name an 8B-70B model with MIND_MODEL)"
+        )
+    lines.append(
+        f"  task_qa/{DEMO_FAMILY}: {summary.task_qa[0]} rows kept, {summary.task_qa[1]} quarantined"
+    )
+    lines.append(
+        "  blend export: "
+        + ", ".join(f"{phase} {rows} rows" for phase, rows in summary.export.items())
+    )
     lines.append("outputs:")
     lines += [f"  {name}: {path}" for name, path in summary.paths.items()]
-    lines.append("quality metrics: `mind metrics` (DuckDB at the metrics path above)")
-    lines.append("open the UI with `make ui`, then http://127.0.0.1:3000 (Assets -> conversations)")
+    lines.append(
+        "quality metrics: `mind metrics`; trace a blend row: `mind trace example:phase1:0`"
+    )
+    lines.append("open the UI with `make ui`, then http://127.0.0.1:3000 (Assets)")
     return "\n".join(lines)

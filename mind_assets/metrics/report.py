@@ -21,8 +21,24 @@ def format_table(table: pa.Table) -> str:
     rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(table.column_names)]
     line = "  ".join(h.ljust(w) for h, w in zip(table.column_names, widths, strict=True))
-    body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    numeric = [
+        all(_is_number(v) for v in table.column(i).to_pylist() if v is not None)
+        for i in range(table.num_columns)
+    ]
+    body = [
+        "  ".join(
+            c.rjust(w) if right else c.ljust(w)
+            for c, w, right in zip(r, widths, numeric, strict=True)
+        ).rstrip()
+        for r in rows
+    ]
     return "\n".join([line, "  ".join("-" * w for w in widths), *body])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) or (
+        isinstance(value, str) and value.replace(".", "", 1).isdigit()
+    )
 
 
 def _cell(value: object) -> str:
