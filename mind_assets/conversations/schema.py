@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from mind_assets.llm.requests import GENERATION_FIELDS
+
 TURN_TYPE = pa.struct([pa.field("speaker", pa.string()), pa.field("text", pa.string())])
 
-# Columns every generated row carries, whatever the generation family.
+# A conversation's lineage: the chunk and document it came from, the prompt, and how it was
+# generated.
 LINEAGE_FIELDS = [
     pa.field("doc_id", pa.string(), nullable=False),
     pa.field("chunk_id", pa.string(), nullable=False),
     pa.field("prompt_id", pa.string(), nullable=False),
     pa.field("prompt_version", pa.string(), nullable=False),
-    pa.field("model", pa.string(), nullable=False),
-    pa.field("engine", pa.string(), nullable=False),
-    pa.field("engine_version", pa.string(), nullable=False),
-    pa.field("sampling_params", pa.string(), nullable=False),  # JSON
-    pa.field("seed", pa.int64(), nullable=False),
-    pa.field("prompt_tokens", pa.int32(), nullable=False),
-    pa.field("completion_tokens", pa.int32(), nullable=False),
-    pa.field("finish_reason", pa.string(), nullable=False),
-    pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("request_hash", pa.string(), nullable=False),
+    *GENERATION_FIELDS,
 ]
 LINEAGE_COLUMNS = [f.name for f in LINEAGE_FIELDS]
 

@@ -12,7 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
+
+# The columns that say how a generated row was produced, shared by every generation family's
+# row schema (each family adds what its rows derive from: a chunk, seeds, ...).
+GENERATION_FIELDS = [
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("engine", pa.string(), nullable=False),
+    pa.field("engine_version", pa.string(), nullable=False),
+    pa.field("sampling_params", pa.string(), nullable=False),  # JSON, seed included
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("prompt_tokens", pa.int32(), nullable=False),
+    pa.field("completion_tokens", pa.int32(), nullable=False),
+    pa.field("finish_reason", pa.string(), nullable=False),
+    pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("request_hash", pa.string(), nullable=False),
+]
 
 
 class SamplingSpec(BaseModel):

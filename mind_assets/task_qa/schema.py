@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from mind_assets.llm.requests import GENERATION_FIELDS
+
 DISTRACTOR_TYPE = pa.struct([pa.field("choice", pa.string()), pa.field("why_wrong", pa.string())])
 
 TASK_QA_SCHEMA = pa.schema(
@@ -25,16 +27,7 @@ TASK_QA_SCHEMA = pa.schema(
         pa.field("prompt_version", pa.string(), nullable=False),
         pa.field("enrich_prompt_id", pa.string()),
         pa.field("enrich_prompt_version", pa.string()),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("engine", pa.string(), nullable=False),
-        pa.field("engine_version", pa.string(), nullable=False),
-        pa.field("sampling_params", pa.string(), nullable=False),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("prompt_tokens", pa.int32(), nullable=False),
-        pa.field("completion_tokens", pa.int32(), nullable=False),
-        pa.field("finish_reason", pa.string(), nullable=False),
-        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("request_hash", pa.string(), nullable=False),
+        *GENERATION_FIELDS,
         pa.field("raw_output", pa.string(), nullable=False),
     ]
 )
