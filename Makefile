@@ -48,6 +48,7 @@ bench: install
 	$(PY) -m pip install -e ".[$(EXTRA),dev,bench]"
 	$(PY) benchmarks/filters.py
 	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/diversity.py
 
 clean:
 	rm -rf $(VENV) data

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -20,13 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.data import NAPKIN  # noqa: E402
 from benchmarks.results import RESULTS, replace_section  # noqa: E402
-
-NAPKIN = (
-    Path(os.environ.get("MIND_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    / "napkin"
-    / "sections.jsonl"
-)
 
 
 def base_texts(data_dir: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

@@ -132,6 +132,16 @@ def _trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diversity_add(args: argparse.Namespace) -> int:
+    from mind_assets.diversity.assets import register_targets
+    from mind_assets.lib.instance import local_instance
+
+    settings = get_settings()
+    for target in register_targets(local_instance(settings), settings.data_dir, args.targets):
+        print(f"registered diversity target {target!r}; materialize `diversity` for it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mind", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     trace = commands.add_parser("trace", help="full ancestry of one exported blend row")
     trace.add_argument("row_id", help="e.g. example:phase1:42")
     trace.set_defaults(func=_trace)
+
+    diversity = commands.add_parser("diversity", help="diversity targets (G-Vendi)").add_subparsers(
+        dest="diversity_command", required=True
+    )
+    targets = diversity.add_parser(
+        "add",
+        help="register diversity targets",
+        description="TARGET is conversations:<shard>:<style>, task_qa:<family>, "
+        "solution_traces:<source>:<mode> or blend:<blend>:<phase>.",
+    )
+    targets.add_argument("targets", nargs="+", metavar="TARGET")
+    targets.set_defaults(func=_diversity_add)
 
     metrics = commands.add_parser("metrics", help="quality metrics from the DuckDB store")
     metrics.add_argument(

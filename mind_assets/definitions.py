@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions
 
 from mind_assets.blends.assets import blend_manifest
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
+from mind_assets.corpus.sensors import corpus_inbox_sensor
+from mind_assets.diversity.assets import diversity, prismatic_task_qa
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.llm.resource import LLMResource
+from mind_assets.math_traces.assets import math_problems, solution_traces
+from mind_assets.operations.schedules import (
+    nightly_blend_rebuild,
+    regenerate_unsynced_conversations,
+)
 from mind_assets.settings import get_settings
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
@@ -22,14 +29,29 @@ ASSETS = [
     task_seed_catalog,
     task_seeds,
     task_qa,
+    math_problems,
+    solution_traces,
     blend_manifest,
+    diversity,
+    prismatic_task_qa,
 ]
+
+
+# Declarative automation is evaluated by this sensor (off until switched on, in the UI or here).
+default_automation_condition_sensor = AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target="*",
+    default_status=DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=30,
+)
 
 
 def build_definitions() -> Definitions:
     return Definitions(
         assets=ASSETS,
         resources={"llm": LLMResource.from_settings(get_settings())},
+        sensors=[corpus_inbox_sensor, default_automation_condition_sensor],
+        schedules=[nightly_blend_rebuild, regenerate_unsynced_conversations],
     )
 
 

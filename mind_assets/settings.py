@@ -6,11 +6,13 @@ Every default lives here; modules receive a `MindSettings` instead of reading th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mind_assets.filtering.thresholds import FilterThresholds
+from mind_assets.math_traces.sources import DEFAULT_MATH_SOURCES, MathSource
 from mind_assets.task_qa.catalog import DEFAULT_FAMILIES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -35,6 +37,10 @@ class MindSettings(BaseSettings):
         description="Where converted models are cached; defaults to <data_dir>/models. Point "
         "several data roots at one directory to convert the embedded model once.",
     )
+    inbox_dir: Path | None = Field(
+        default=None,
+        description="Corpus inbox watched by corpus_inbox_sensor (default <data_dir>/inbox).",
+    )
     blends_dir: Path = Field(
         default=PROJECT_DIR / "blends", description="Directory of blend specs (*.yaml)."
     )
@@ -49,6 +55,22 @@ class MindSettings(BaseSettings):
         description="Hugging Face model id or local directory; 'embedded' means the bundled "
         "SmolLM2-135M-Instruct, converted once under <data_dir>/models.",
     )
+    engine_mode: Literal["offline", "server"] = Field(
+        default="offline",
+        description="'offline' runs vLLM inside the step's process; 'server' sends requests to "
+        "the OpenAI-compatible vLLM servers in server_urls.",
+    )
+    server_urls: list[str] = Field(
+        default_factory=list,
+        description='Server mode: base URLs as a JSON list, e.g. ["http://10.0.0.5:8000"].',
+    )
+    server_model: str | None = Field(
+        default=None, description="Server mode: served model name (default: asked from /v1/models)."
+    )
+    server_max_concurrency: int = Field(
+        default=32, ge=1, description="Server mode: requests in flight per server."
+    )
+    server_timeout_s: float = Field(default=600.0, gt=0, description="Server mode: per request.")
     dtype: str = Field(default="bfloat16", description="Weight and activation dtype.")
     max_model_len: int = Field(default=4096, gt=0, description="Context length of the engine.")
     memory_fraction: float | None = Field(
@@ -88,6 +110,13 @@ class MindSettings(BaseSettings):
         description="Override of every prompt file's max_tokens (keeps demos and tests short).",
     )
 
+    regeneration_budget: int = Field(
+        default=4,
+        ge=1,
+        description="Conversation partitions the regenerate_unsynced_conversations schedule "
+        "requests per tick.",
+    )
+
     # --- chunking ------------------------------------------------------------------------
     chunk_tokens: int = Field(default=500, ge=16, description="Target tokens per chunk.")
     chunk_overlap_tokens: int = Field(
@@ -111,6 +140,78 @@ class MindSettings(BaseSettings):
         default=None, ge=1, description="Normalise at most this many training rows per task."
     )
 
+    # --- verified math solution traces ---------------------------------------------------------
+    math_sources: list[MathSource] = Field(
+        default_factory=lambda: list(DEFAULT_MATH_SOURCES),
+        description="Problem sources as a JSON list of {name, dataset_path, dataset_name, split, "
+        "eval_splits, question_field, answer_field, answer_format}; read from the task mirror "
+        "first, then the hub. Default: GSM8K train, decontaminated against GSM8K test.",
+    )
+    math_problems_limit: int | None = Field(
+        default=None, ge=1, description="Use at most this many problems per source."
+    )
+    math_samples_per_problem: int = Field(
+        default=4, ge=1, description="k: solution traces sampled per problem and mode."
+    )
+    math_max_tool_calls: int = Field(
+        default=4, ge=0, description="Most Python tool calls in one TIR trace."
+    )
+    math_drop_solved_by_all: bool = Field(
+        default=False, description="Quarantine problems every sample solved (too easy)."
+    )
+    math_length_buckets: list[int] = Field(
+        default_factory=lambda: [4096, 8192, 16384, 32768, 65536, 131072],
+        description="Upper token bounds of the sequence-length buckets recorded on traces.",
+    )
+    sandbox_wall_seconds: float = Field(
+        default=10.0, gt=0, description="Tool calls: wall-clock limit per call."
+    )
+    sandbox_cpu_seconds: int = Field(default=5, ge=1, description="Tool calls: CPU-time limit.")
+    sandbox_memory_mb: int = Field(
+        default=1024, ge=64, description="Tool calls: address-space limit (MiB)."
+    )
+    sandbox_output_kb: int = Field(
+        default=64, ge=1, description="Tool calls: captured output cap (KiB); more is killed."
+    )
+
+    # --- diversity (G-Vendi) and Prismatic selection -----------------------------------------
+    diversity_proxy_model: str = Field(
+        default=EMBEDDED_MODEL,
+        description="Proxy model whose gradients are the features ('embedded' = SmolLM2-135M; "
+        "the paper uses Qwen/Qwen2.5-0.5B-Instruct).",
+    )
+    diversity_last_blocks: int = Field(
+        default=1, ge=0, description="Gradient over the last k transformer blocks; 0 = all."
+    )
+    diversity_dim: int = Field(default=1024, ge=8, description="Projected feature dimension.")
+    diversity_max_samples: int = Field(
+        default=256, ge=2, description="Rows per target (a seeded subset when there are more)."
+    )
+    diversity_max_tokens: int = Field(
+        default=512, ge=16, description="Tokens per sample for the gradient (prompt cut first)."
+    )
+    diversity_batch_size: int = Field(default=16, ge=1, description="Gradients projected together.")
+    prismatic_cluster_fraction: float = Field(
+        default=0.1, gt=0, le=1, description="k of spherical k-means as a share of the pool."
+    )
+    prismatic_keep_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Filter mode: keep samples in this smallest share of clusters.",
+    )
+    prismatic_generation_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Generation mode: draw seeds from one cluster among this smallest share.",
+    )
+    task_qa_seed_selection: Literal["random", "prismatic"] = Field(
+        default="random",
+        description="How task Q&A draws its few-shot seeds: uniformly, or (prismatic) from one "
+        "of the smallest clusters of the seeds' gradient features.",
+    )
+
     # --- filtering -------------------------------------------------------------------------
     filters: FilterThresholds = Field(
         default_factory=FilterThresholds,
@@ -118,7 +219,12 @@ class MindSettings(BaseSettings):
     )
 
     @field_validator(
-        "data_dir", "prompts_dir", "blends_dir", "models_dir_override", "task_mirror_dir"
+        "data_dir",
+        "prompts_dir",
+        "blends_dir",
+        "models_dir_override",
+        "task_mirror_dir",
+        "inbox_dir",
     )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -140,6 +246,10 @@ class MindSettings(BaseSettings):
     @property
     def shard_specs_dir(self) -> Path:
         return self.data_dir / "shard_specs"
+
+    @property
+    def inbox(self) -> Path:
+        return self.inbox_dir or self.data_dir / "inbox"
 
     @property
     def task_mirror(self) -> Path:

@@ -36,6 +36,7 @@ from mind_assets.lib.storage import (
 )
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
+from mind_assets.math_traces.assets import solution_traces
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.assets import TASK_FAMILIES_PARTITION, task_qa
@@ -83,6 +84,7 @@ def resolve_blend(
         known_families=sorted(known_families),
         count_tokens=token_counter(llm.model_path()),
         tokenizer_name=llm.model_name,
+        known_math_sources=[source.name for source in settings.math_sources],
         lookup=instance_lookup(instance),
     )
 
@@ -101,7 +103,13 @@ def write_manifest(settings: MindSettings, manifest: Manifest) -> dict[str, Any]
     partitions_def=blend_partitions,
     deps=[
         AssetDep(dep, partition_mapping=AllPartitionMapping())
-        for dep in (raw_documents, filtered_conversations, longest_conversations, task_qa)
+        for dep in (
+            raw_documents,
+            filtered_conversations,
+            longest_conversations,
+            task_qa,
+            solution_traces,
+        )
     ],
     group_name="blends",
     kinds={"json", "parquet"},

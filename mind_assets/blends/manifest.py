@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from mind_assets.blends.spec import SOURCE_COLUMNS, BlendSpec, BlendSpecError, S
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.chunking import TokenCounter
 from mind_assets.lib.storage import asset_path, sha256_file
+from mind_assets.math_traces.sources import MODES
 
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
 MaterializationLookup = Callable[[str, str], dict[str, str | None]]
@@ -127,11 +128,17 @@ def upstream_chain(asset: str, partition: str) -> list[tuple[str, str]]:
         for style in STYLE_KEYS:
             chain += upstream_chain("filtered_conversations", f"{partition}|{style}")
         return chain
+    if asset == "solution_traces":
+        return [(asset, partition), ("math_problems", partition.split("|")[0])]
     return [(asset, partition), ("task_seeds", partition)]
 
 
 def source_files(
-    source: SourceSpec, data_dir: Path, known_shards: list[str], known_families: list[str]
+    source: SourceSpec,
+    data_dir: Path,
+    known_shards: list[str],
+    known_families: list[str],
+    known_math_sources: Sequence[str] = (),
 ) -> list[tuple[str, Path]]:
     """(partition key, path) of every file a source selects; a missing file is an error."""
     selection = source.selection
@@ -151,6 +158,12 @@ def source_files(
             raise BlendSpecError(
                 f"source {source.name!r}: accepted_only: false would read quarantined rows"
             )
+    elif source.asset == "solution_traces":
+        pairs = [
+            (f"{m}|{mode}", asset_path(data_dir, "solution_traces", m, mode))
+            for m in selection.math_sources or known_math_sources
+            for mode in selection.modes or MODES
+        ]
     else:
         pairs = [
             (f, asset_path(data_dir, "task_qa", f)) for f in selection.families or known_families
@@ -190,6 +203,7 @@ def build_manifest(
     known_families: list[str],
     count_tokens: TokenCounter,
     tokenizer_name: str,
+    known_math_sources: Sequence[str] = (),
     lookup: MaterializationLookup,
 ) -> Manifest:
     token_cache: dict[str, int] = {}
@@ -197,7 +211,7 @@ def build_manifest(
     for phase_spec in spec.phases:
         phase = ResolvedPhase(phase_spec.name, spec.total_tokens * phase_spec.fraction)
         for source in phase_spec.sources:
-            pairs = source_files(source, data_dir, known_shards, known_families)
+            pairs = source_files(source, data_dir, known_shards, known_families, known_math_sources)
             files = []
             for partition, path in pairs:
                 digest = sha256_file(path)

@@ -10,14 +10,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mind_assets.conversations.styles import STYLE_KEYS
+from mind_assets.math_traces.sources import MODES
 
-SOURCE_ASSETS = ("raw_documents", "filtered_conversations", "longest_conversations", "task_qa")
+SOURCE_ASSETS = (
+    "raw_documents",
+    "filtered_conversations",
+    "longest_conversations",
+    "task_qa",
+    "solution_traces",
+)
 # The text column a blend trains on, and the id that names a row, per source asset.
 SOURCE_COLUMNS = {
     "raw_documents": ("text", "doc_id"),
     "filtered_conversations": ("text", "conversation_id"),
     "longest_conversations": ("text", "conversation_id"),
     "task_qa": ("text", "qa_id"),
+    "solution_traces": ("text", "trace_id"),  # verified-correct traces only
 }
 
 
@@ -31,6 +39,8 @@ class Selection(BaseModel):
     shards: list[str] | None = None  # None: every registered shard
     styles: list[str] | None = None  # conversations only; None: all seven
     families: list[str] | None = None  # task_qa only
+    math_sources: list[str] | None = None  # solution_traces only; None: every configured source
+    modes: list[str] | None = None  # solution_traces only; None: all six
     accepted_only: bool = True  # filtered assets: never read the quarantine
 
     @field_validator("styles")
@@ -40,6 +50,14 @@ class Selection(BaseModel):
         if unknown:
             raise ValueError(f"unknown style(s) {unknown}; known: {list(STYLE_KEYS)}")
         return styles
+
+    @field_validator("modes")
+    @classmethod
+    def _known_modes(cls, modes: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(modes or ()) - set(MODES))
+        if unknown:
+            raise ValueError(f"unknown mode(s) {unknown}; known: {list(MODES)}")
+        return modes
 
 
 class SourceSpec(BaseModel):

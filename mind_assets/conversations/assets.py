@@ -1,12 +1,18 @@
 """MIND assets: prompt versions per style, and `conversations` per shard × style."""
 
 import time
+from collections import Counter
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AssetSelection,
+    AutomationCondition,
+    BackfillPolicy,
     DataVersion,
     DataVersionsByPartition,
     MaterializeResult,
@@ -25,6 +31,7 @@ from mind_assets.conversations.generation import (
     sampling_summary,
     turn_count_distribution,
 )
+from mind_assets.conversations.schema import LINEAGE_COLUMNS
 from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.lib.metadata import file_data_version, markdown_preview, parquet_metadata
@@ -71,9 +78,28 @@ def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
         AssetDep(chunks, partition_mapping=MultiToSingleDimensionPartitionMapping("shard")),
         AssetDep(mind_prompts, partition_mapping=MultiToSingleDimensionPartitionMapping("style")),
     ],
+    # New chunks trigger generation; prompt edits do not (the budgeted regeneration schedule
+    # handles those), and a prompt that was never observed does not block a new shard.
+    automation_condition=AutomationCondition.eager().ignore(AssetSelection.assets("mind_prompts")),
+    check_specs=[
+        AssetCheckSpec(
+            "every_chunk_has_a_conversation",
+            asset="conversations",
+            description="One row per chunk that fits the context (skipped chunks are counted).",
+        ),
+        AssetCheckSpec(
+            "lineage_non_null",
+            asset="conversations",
+            blocking=True,
+            description="Every row has all lineage columns filled.",
+        ),
+    ],
     group_name="mind",
     kinds={"vllm", "parquet"},
     pool="llm",
+    # One run per partition in backfills: each run loads one engine for one whole batch, and
+    # Dagster's single-run backfills mishandle partial multi-partition selections.
+    backfill_policy=BackfillPolicy.multi_run(1),
     code_version="1",
     description="One MIND conversation per chunk in the partition's style, generated in resumable "
     "batches; raw text, parsed turns and full lineage per row.",
@@ -121,7 +147,30 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
     metrics_store(settings.data_dir).replace_partition(
         "generations", {"shard": shard, "style": style}, table
     )
+    missing_chunks = (
+        set(chunk_table.column("chunk_id").to_pylist())
+        - set(table.column("chunk_id").to_pylist())
+        - set(plan.skipped_too_long)
+    )
+    null_lineage = {
+        c: table.column(c).null_count for c in LINEAGE_COLUMNS if table.column(c).null_count
+    }
     return MaterializeResult(
+        check_results=[
+            AssetCheckResult(
+                check_name="every_chunk_has_a_conversation",
+                passed=not missing_chunks,
+                metadata={
+                    "missing": len(missing_chunks),
+                    "skipped_too_long": len(plan.skipped_too_long),
+                },
+            ),
+            AssetCheckResult(
+                check_name="lineage_non_null",
+                passed=not null_lineage,
+                metadata={"null_counts": MetadataValue.json(null_lineage)},
+            ),
+        ],
         metadata={
             **parquet_metadata(table, out_path, ["chunk_id", "n_turns", "finish_reason", "text"]),
             "prompt_id": prompt.id,
@@ -141,6 +190,10 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
             ),
             "turn_count_distribution": MetadataValue.json(turn_count_distribution(table)),
             "wall_seconds": round(time.monotonic() - started, 1),
+            "served_by": MetadataValue.json(
+                dict(Counter(r.result.served_by for r in results.values() if r.result.served_by))
+            ),
+            "servers": MetadataValue.json(llm.server_report()),
             "sample": MetadataValue.md(markdown_preview(table, ["chunk_id", "text"])),
         },
         data_version=file_data_version(out_path),

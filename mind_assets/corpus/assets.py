@@ -5,6 +5,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
+    AutomationCondition,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -59,6 +60,7 @@ def raw_documents(context: AssetExecutionContext) -> MaterializeResult:
 @asset(
     partitions_def=shards_partitions,
     deps=[raw_documents],
+    automation_condition=AutomationCondition.eager(),
     group_name="corpus",
     kinds={"parquet"},
     code_version="1",

@@ -11,6 +11,7 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     MultiToSingleDimensionPartitionMapping,
@@ -60,6 +61,7 @@ def _json_safe(metadata: dict) -> dict:
         AssetCheckSpec(name, asset="filtered_conversations", blocking=blocking, description=text)
         for name, (blocking, text) in FILTER_CHECKS.items()
     ],
+    automation_condition=AutomationCondition.eager(),
     group_name="filtering",
     kinds={"parquet", "duckdb"},
     code_version="1",
@@ -156,6 +158,7 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
             partition_mapping=MultiToSingleDimensionPartitionMapping("shard"),
         )
     ],
+    automation_condition=AutomationCondition.eager(),
     group_name="mind",
     kinds={"parquet"},
     code_version="1",

@@ -42,6 +42,9 @@ class PromptFile(BaseModel):
     # Literal text the assistant's reply starts with (e.g. the first speaker's label). Small
     # models follow a format far more reliably when its first tokens are given.
     response_prefix: str | None = None
+    # Solution-trace prompts: the reasoning effort they ask for and whether tool calls are on.
+    effort: str | None = None
+    tool_use: bool = False
     version: str = ""
     path: str = ""
 

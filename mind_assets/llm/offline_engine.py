@@ -167,17 +167,20 @@ class OfflineEngine:
 
         # Requests that end in an assistant prefix are continued rather than answered; vLLM takes
         # that choice per call, so such batches are split in two.
-        groups: dict[bool, list[int]] = {}
+        # The same holds for extra chat-template variables.
+        groups: dict[tuple[bool, tuple[tuple[str, str], ...]], list[int]] = {}
         for index, request in enumerate(requests):
-            groups.setdefault(bool(request.response_prefix), []).append(index)
+            group = (bool(request.response_prefix), request.template_kwargs)
+            groups.setdefault(group, []).append(index)
         outputs: list[Any] = [None] * len(requests)
-        for continues, indices in groups.items():
+        for (continues, template_kwargs), indices in groups.items():
             answered = self.llm.chat(
                 [requests[i].as_openai_messages() for i in indices],
                 [params[i] for i in indices],
                 use_tqdm=use_tqdm,
                 add_generation_prompt=not continues,
                 continue_final_message=continues,
+                chat_template_kwargs=dict(template_kwargs) or None,
             )
             for i, output in zip(indices, answered, strict=True):
                 outputs[i] = output

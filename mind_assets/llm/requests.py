@@ -50,6 +50,8 @@ class ChatRequest:
     messages: tuple[tuple[str, str], ...]  # (role, content) pairs; tuples keep it hashable
     sampling: SamplingSpec
     request_hash: str
+    # Extra chat-template variables, e.g. gpt-oss's native `reasoning_effort`.
+    template_kwargs: tuple[tuple[str, str], ...] = ()
 
     def as_openai_messages(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -108,26 +110,34 @@ def derive_seed(base_seed: int, *parts: str) -> int:
 
 
 def request_hash(
-    model: str, prompt_version: str, sampling: SamplingSpec, messages: list[dict[str, str]]
+    model: str,
+    prompt_version: str,
+    sampling: SamplingSpec,
+    messages: list[dict[str, str]],
+    template_kwargs: dict[str, str] | None = None,
 ) -> str:
-    payload = json.dumps(
-        {
-            "model": model,
-            "prompt_version": prompt_version,
-            "sampling": sampling.model_dump(),
-            "messages": messages,
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-    )
+    fields: dict[str, Any] = {
+        "model": model,
+        "prompt_version": prompt_version,
+        "sampling": sampling.model_dump(),
+        "messages": messages,
+    }
+    if template_kwargs:  # only when used, so earlier hashes stay valid
+        fields["template_kwargs"] = template_kwargs
+    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def make_request(
-    model: str, prompt_version: str, sampling: SamplingSpec, messages: list[dict[str, str]]
+    model: str,
+    prompt_version: str,
+    sampling: SamplingSpec,
+    messages: list[dict[str, str]],
+    template_kwargs: dict[str, str] | None = None,
 ) -> ChatRequest:
     return ChatRequest(
         messages=tuple((m["role"], m["content"]) for m in messages),
         sampling=sampling,
-        request_hash=request_hash(model, prompt_version, sampling, messages),
+        request_hash=request_hash(model, prompt_version, sampling, messages, template_kwargs),
+        template_kwargs=tuple(sorted((template_kwargs or {}).items())),
     )

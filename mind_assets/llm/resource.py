@@ -20,6 +20,7 @@ from mind_assets.llm.offline_engine import (
     release_engines,
 )
 from mind_assets.llm.requests import ChatRequest, ChatResult, EngineIdentity, ProgressCallback
+from mind_assets.llm.server_pool import ServerPool, ServerPoolConfig
 from mind_assets.settings import EMBEDDED_MODEL, MindSettings
 
 
@@ -38,8 +39,14 @@ class LLMResource(ConfigurableResource):
     engine_seed: int = 0
     enable_prefix_caching: bool = True
     keep_engine_between_runs: bool = False
+    engine_mode: str = Field(default="offline", description="'offline' or 'server'.")
+    server_urls: list[str] = Field(default_factory=list)
+    server_model: str | None = None
+    server_max_concurrency: int = 32
+    server_timeout_s: float = 600.0
 
     _engine: OfflineEngine | None = PrivateAttr(default=None)
+    _pool: ServerPool | None = PrivateAttr(default=None)
 
     @classmethod
     def from_settings(cls, settings: MindSettings) -> LLMResource:
@@ -55,6 +62,11 @@ class LLMResource(ConfigurableResource):
             enforce_eager=settings.enforce_eager,
             engine_seed=settings.seed,
             keep_engine_between_runs=settings.keep_engine_between_runs,
+            engine_mode=settings.engine_mode,
+            server_urls=settings.server_urls,
+            server_model=settings.server_model,
+            server_max_concurrency=settings.server_max_concurrency,
+            server_timeout_s=settings.server_timeout_s,
         )
 
     # --- identity, known without loading the engine -------------------------------------------
@@ -70,10 +82,42 @@ class LLMResource(ConfigurableResource):
         return self.model
 
     def identity(self) -> EngineIdentity:
+        if self.engine_mode == "server":
+            return EngineIdentity(
+                model=self.model_name,
+                engine="vllm-openai-server",
+                engine_version=self._server_version(),
+            )
         from mind_assets.llm.offline_engine import vllm_distribution
 
         dist, version = vllm_distribution()
         return EngineIdentity(model=self.model_name, engine=dist, engine_version=version)
+
+    def _server_version(self) -> str:
+        import httpx
+
+        for url in self.server_urls:
+            try:
+                return str(httpx.get(f"{url.rstrip('/')}/version", timeout=10).json()["version"])
+            except (httpx.HTTPError, KeyError, ValueError):
+                continue
+        return "unknown"
+
+    def pool(self) -> ServerPool:
+        if self._pool is None:
+            self._pool = ServerPool(
+                ServerPoolConfig(
+                    urls=self.server_urls,
+                    model=self.server_model,
+                    max_concurrency_per_server=self.server_max_concurrency,
+                    timeout_s=self.server_timeout_s,
+                )
+            )
+        return self._pool
+
+    def server_report(self) -> dict[str, dict[str, int]]:
+        """Per-server answered requests and failed attempts (empty for the in-process engine)."""
+        return self._pool.report() if self._pool is not None else {}
 
     # --- generation ---------------------------------------------------------------------------
     def engine(self) -> OfflineEngine:
@@ -99,6 +143,8 @@ class LLMResource(ConfigurableResource):
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
     ) -> list[ChatResult]:
         """Generate one completion per request, in request order, in a single engine call."""
+        if self.engine_mode == "server":
+            return self.pool().chat(requests, progress=progress)
         return self.engine().chat(requests, progress=progress)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:

@@ -12,6 +12,8 @@ REPORT_VIEWS = {
     "acceptance": "Acceptance per shard and style",
     "rejections_per_rule": "Rejections per rule",
     "conversation_lengths": "Conversation length and turns",
+    "math_pass_rates": "Solution traces: pass rate and maj@k per source and mode",
+    "diversity": "Diversity: G-Vendi and baselines, latest per target",
 }
 
 

@@ -46,6 +46,18 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
         "asset VARCHAR, partition VARCHAR, metric VARCHAR, value DOUBLE, recorded_at TIMESTAMPTZ",
         ("asset", "partition"),
     ),
+    # One row per diversity materialization (keyed by run), so scores can be followed over time.
+    "diversity_scores": (
+        "target VARCHAR, run_id VARCHAR, kind VARCHAR, samples INTEGER, g_vendi DOUBLE, "
+        "embedding_vendi DOUBLE, distinct_2 DOUBLE, distinct_3 DOUBLE, feature_config VARCHAR, "
+        "recorded_at TIMESTAMPTZ",
+        ("target", "run_id"),
+    ),
+    "trace_verification": (
+        "source VARCHAR, mode VARCHAR, problem_id VARCHAR, k INTEGER, n_correct INTEGER, "
+        "pass_rate DOUBLE, majority_answer VARCHAR, majority_correct BOOLEAN, tool_calls INTEGER",
+        ("source", "mode"),
+    ),
 }
 
 VIEWS: dict[str, str] = {
@@ -78,6 +90,23 @@ VIEWS: dict[str, str] = {
                count(*) FILTER (WHERE n_turns BETWEEN 6 AND 10) AS turns_6_10,
                count(*) FILTER (WHERE n_turns > 10) AS turns_11_plus
         FROM generations GROUP BY shard, style ORDER BY shard, style""",
+    # pass rate = mean over problems of (correct samples / k), an estimate of pass@1;
+    # maj@k = share of problems whose majority answer is correct; pass@k = any sample correct.
+    "diversity": """
+        SELECT target, kind, samples, round(g_vendi, 3) AS g_vendi,
+               round(embedding_vendi, 3) AS embedding_vendi, distinct_2, distinct_3,
+               count(*) OVER (PARTITION BY target) AS runs, recorded_at
+        FROM diversity_scores
+        QUALIFY row_number() OVER (PARTITION BY target ORDER BY recorded_at DESC) = 1
+        ORDER BY target""",
+    "math_pass_rates": """
+        SELECT source, mode, count(*) AS problems, max(k) AS k,
+               round(avg(pass_rate), 4) AS mean_pass_rate,
+               round(avg(CASE WHEN majority_correct THEN 1 ELSE 0 END), 4) AS maj_at_k,
+               round(avg(CASE WHEN n_correct > 0 THEN 1 ELSE 0 END), 4) AS pass_at_k,
+               count(*) FILTER (WHERE n_correct = k) AS solved_by_all,
+               sum(tool_calls) AS tool_calls
+        FROM trace_verification GROUP BY source, mode ORDER BY source, mode""",
 }
 
 

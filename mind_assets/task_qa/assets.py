@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
+    BackfillPolicy,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -119,12 +120,31 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
+def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, logger):
+    """Generation mode: cluster the seeds' gradient features; items draw from small clusters."""
+    from mind_assets.diversity.features import features_for
+    from mind_assets.diversity.prismatic import cluster_seed_picker, spherical_kmeans
+    from mind_assets.diversity.stage import Sample
+
+    pool = [
+        Sample(f"seed:{r['seed_id']}", r["question"], str(r["answer"])) for r in seeds.to_pylist()
+    ]
+    _, cached = features_for(settings, pool, f"task_seeds__{family}", logger)
+    k = max(1, round(settings.prismatic_cluster_fraction * len(pool)))
+    clustering = spherical_kmeans(cached.features, k, seed=settings.seed)
+    logger.info("prismatic seeds for %s: %d seeds in %d clusters", family, len(pool), k)
+    return cluster_seed_picker(clustering, settings.prismatic_generation_fraction)
+
+
 @asset(
     partitions_def=task_families_partitions,
     deps=[task_seeds],
     group_name="task_qa",
     kinds={"vllm", "parquet"},
     pool="llm",
+    # One run per partition in backfills: each run loads one engine for one whole batch, and
+    # Dagster's single-run backfills mishandle partial multi-partition selections.
+    backfill_policy=BackfillPolicy.multi_run(1),
     code_version="1",
     description="New items of the same skill as the seeds, in multiple-choice and open-ended "
     "form, with reasoning and distractor explanations; filtered and decontaminated against the "
@@ -145,6 +165,9 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         context.log.warning(
             "%s: no evaluation split found; decontamination had nothing to check", family
         )
+    seed_picker = None
+    if settings.task_qa_seed_selection == "prismatic":
+        seed_picker = prismatic_seed_picker(settings, family, seeds, context.log)
     result = run_task_qa(
         entry=entry,
         seeds=seeds,
@@ -158,6 +181,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         base_seed=settings.seed,
         batch_size=settings.batch_size,
         max_tokens_override=settings.max_tokens,
+        seed_picker=seed_picker,
         logger=context.log,
     )
     out = write_parquet_atomic(result.accepted, asset_path(settings.data_dir, "task_qa", family))

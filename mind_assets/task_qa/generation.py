@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -21,6 +22,12 @@ class PlannedItem:
     item_index: int
     seed_ids: list[str]
     request: ChatRequest
+    seed_cluster: int | None = None  # Prismatic generation mode: the cluster seeds came from
+    selection_reason: str = "seeds sampled uniformly"
+
+
+# (item seed, seed rows, shots) -> (chosen rows, cluster id or None, reason)
+SeedPicker = Callable[[int, list[dict], int], tuple[list[dict], int | None, str]]
 
 
 def sampling_for(prompt: PromptFile, seed: int, max_tokens_override: int | None) -> SamplingSpec:
@@ -45,18 +52,26 @@ def plan_items(
     model_name: str,
     base_seed: int,
     max_tokens_override: int | None = None,
+    seed_picker: SeedPicker | None = None,
 ) -> list[PlannedItem]:
-    """n_items few-shot requests; each draws `shots` seeds with an RNG seeded by (family, item)."""
+    """n_items few-shot requests; each draws `shots` seeds with an RNG seeded by (family, item),
+    uniformly or through `seed_picker` (Prismatic generation mode)."""
     rows = seeds.to_pylist()
     planned = []
     for index in range(n_items):
         seed = derive_seed(base_seed, family, "item", str(index))
-        examples = random.Random(seed).sample(rows, min(shots, len(rows)))
+        cluster, reason = None, "seeds sampled uniformly"
+        if seed_picker is None:
+            examples = random.Random(seed).sample(rows, min(shots, len(rows)))
+        else:
+            examples, cluster, reason = seed_picker(seed, rows, shots)
         messages = prompt.render(task=task, examples=examples)
         planned.append(
             PlannedItem(
                 item_index=index,
                 seed_ids=[e["seed_id"] for e in examples],
+                seed_cluster=cluster,
+                selection_reason=reason,
                 request=make_request(
                     model_name,
                     prompt.version,

@@ -23,6 +23,8 @@ TASK_QA_SCHEMA = pa.schema(
         pa.field("text", pa.string()),  # the training text rendered from the fields above
         # lineage
         pa.field("seed_ids", pa.list_(pa.field("element", pa.string())), nullable=False),
+        pa.field("seed_cluster", pa.int32()),  # Prismatic generation mode, else null
+        pa.field("selection_reason", pa.string()),  # how the seeds were chosen
         pa.field("prompt_id", pa.string(), nullable=False),
         pa.field("prompt_version", pa.string(), nullable=False),
         pa.field("enrich_prompt_id", pa.string()),

@@ -60,32 +60,37 @@ def check_seed_split(entry: CatalogEntry, split: str) -> None:
         )
 
 
-def mirror_files(mirror_dir: Path, entry: CatalogEntry, split: str) -> list[Path]:
-    """`<mirror>/<dataset_path>/<dataset_name or 'default'>/<split>.{jsonl,parquet}`."""
-    base = mirror_dir / str(entry.dataset_path) / (entry.dataset_name or "default")
-    return [p for p in (base / f"{split}.jsonl", base / f"{split}.parquet") if p.is_file()]
-
-
 def _load_split(entry: CatalogEntry, split: str, mirror_dir: Path | None) -> Any:
+    return load_dataset_split(
+        entry.dataset_path, entry.dataset_name, split, mirror_dir, label=entry.task
+    )
+
+
+def load_dataset_split(
+    dataset_path: str, dataset_name: str | None, split: str, mirror_dir: Path | None, label: str
+) -> Any:
+    """One split as a `datasets.Dataset`: the local mirror first, then the hub (unless offline).
+
+    Mirror layout: `<mirror>/<dataset_path>/<dataset_name or 'default'>/<split>.{jsonl,parquet}`.
+    """
     import datasets
 
-    files = mirror_files(mirror_dir, entry, split) if mirror_dir else []
+    base = (mirror_dir or Path("/nonexistent")) / dataset_path / (dataset_name or "default")
+    files = [p for p in (base / f"{split}.jsonl", base / f"{split}.parquet") if p.is_file()]
     if files:
         kind = "json" if files[0].suffix == ".jsonl" else "parquet"
         return datasets.load_dataset(kind, data_files=str(files[0]), split="train")
+    where = f"{mirror_dir}/{dataset_path}/{dataset_name or 'default'}/{split}.jsonl"
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise SeedDataMissing(
-            f"{entry.task}: no {split!r} split in the mirror "
-            f"({mirror_dir}/{entry.dataset_path}/{entry.dataset_name or 'default'}/{split}.jsonl) "
+            f"{label}: no {split!r} split in the mirror ({where}) "
             "and the hub is switched off (HF_HUB_OFFLINE)"
         )
     try:
-        return datasets.load_dataset(entry.dataset_path, entry.dataset_name, split=split)
+        return datasets.load_dataset(dataset_path, dataset_name, split=split)
     except Exception as error:
         raise SeedDataMissing(
-            f"{entry.task}: {split!r} split not in the mirror "
-            f"({mirror_dir}/{entry.dataset_path}/{entry.dataset_name or 'default'}/) "
-            f"and the hub failed: {error}"
+            f"{label}: {split!r} split not in the mirror ({where}) and the hub failed: {error}"
         ) from error
 
 

@@ -20,6 +20,7 @@ from mind_assets.llm.batch_runner import (
 from mind_assets.llm.requests import EngineIdentity, derive_seed
 from mind_assets.task_qa.catalog import CatalogEntry
 from mind_assets.task_qa.generation import (
+    SeedPicker,
     apply_enrichment,
     plan_enrichment,
     plan_items,
@@ -58,6 +59,7 @@ def run_task_qa(
     base_seed: int,
     batch_size: int,
     max_tokens_override: int | None = None,
+    seed_picker: SeedPicker | None = None,
     logger: logging.Logger | None = None,
 ) -> TaskQAResult:
     family = entry.family
@@ -72,6 +74,7 @@ def run_task_qa(
         model_name=identity.model,
         base_seed=base_seed,
         max_tokens_override=max_tokens_override,
+        seed_picker=seed_picker,
     )
     generated, gen_stats = generate_resumable(
         [p.request for p in planned],
@@ -164,6 +167,8 @@ def _row(
         ],
         "text": training_text(candidate),
         "seed_ids": plan.seed_ids,
+        "seed_cluster": plan.seed_cluster,
+        "selection_reason": plan.selection_reason,
         "prompt_id": prompts.generate.id,
         "prompt_version": prompts.generate.version,
         "enrich_prompt_id": prompts.enrich.id if enrich_request else None,

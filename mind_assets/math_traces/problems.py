@@ -1,0 +1,141 @@
+"""Normalised math problems with reference answers, decontaminated against evaluation splits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from mind_assets.math_traces.sources import MathSource
+from mind_assets.math_traces.verify import normalize_answer, reference_answer
+from mind_assets.task_qa.rules import ngrams, normalise
+from mind_assets.task_qa.seeds import load_dataset_split
+
+DECONTAMINATION_NGRAM = 13  # as in GPT-3's decontamination; questions shorter than that are
+# compared whole (normalised) instead
+
+MATH_PROBLEM_SCHEMA = pa.schema(
+    [
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),  # path[/name]:split
+        pa.field("row_index", pa.int64(), nullable=False),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("reference_answer", pa.string(), nullable=False),
+        pa.field("reference_solution", pa.string()),  # annotations stripped; None for `plain`
+    ]
+)
+
+
+class MathSourceError(ValueError):
+    """A source row or field that cannot be used; the message names the dataset, row and field."""
+
+
+@dataclass
+class ProblemSet:
+    problems: pa.Table
+    contaminated: list[dict[str, Any]]  # rows dropped, with the eval split they match
+    skipped: list[str]  # rows that could not be read, with the reason
+
+
+def strip_calculator_annotations(text: str) -> str:
+    """GSM8K solutions carry `<<48/2=24>>` calculator calls; they are not text to train on."""
+    return re.sub(r"<<[^<>]*>>", "", text)
+
+
+def problem_id(source: str, question: str) -> str:
+    return hashlib.sha256(f"{source}\n{normalise(question)}".encode()).hexdigest()[:16]
+
+
+def normalize_row(source: MathSource, index: int, row: dict[str, Any]) -> dict[str, Any]:
+    where = f"{source.dataset_path}:{source.split} row {index}"
+    question, answer = row.get(source.question_field), row.get(source.answer_field)
+    if not isinstance(question, str) or not question.strip():
+        raise MathSourceError(f"{where}: field {source.question_field!r} is missing or empty")
+    if answer is None or not str(answer).strip():
+        raise MathSourceError(f"{where}: field {source.answer_field!r} is missing or empty")
+    solution = None
+    if source.answer_format == "gsm8k":
+        try:
+            reference = reference_answer(str(answer))
+        except ValueError as error:
+            raise MathSourceError(f"{where}: field {source.answer_field!r}: {error}") from error
+        solution = strip_calculator_annotations(str(answer).rsplit("####", 1)[0]).strip()
+    else:
+        reference = normalize_answer(str(answer))
+    question = strip_calculator_annotations(question).strip()
+    dataset = source.dataset_path + (f"/{source.dataset_name}" if source.dataset_name else "")
+    return {
+        "problem_id": problem_id(source.name, question),
+        "source": source.name,
+        "dataset": f"{dataset}:{source.split}",
+        "row_index": index,
+        "question": question,
+        "reference_answer": reference,
+        "reference_solution": solution,
+    }
+
+
+class EvalIndex:
+    """N-grams and whole normalised questions of the evaluation splits."""
+
+    def __init__(self, texts: Iterable[str], n: int = DECONTAMINATION_NGRAM) -> None:
+        self.n = n
+        self.grams: set[tuple[str, ...]] = set()
+        self.whole: set[str] = set()
+        for text in texts:
+            self.whole.add(normalise(text))
+            self.grams |= ngrams(text, n)
+
+    def contaminated(self, question: str) -> bool:
+        return normalise(question) in self.whole or bool(ngrams(question, self.n) & self.grams)
+
+
+def load_eval_questions(source: MathSource, mirror_dir: Path | None) -> dict[str, list[str]]:
+    """Question texts per evaluation split (for decontamination only)."""
+    out = {}
+    for split in source.eval_splits:
+        dataset = load_dataset_split(
+            source.dataset_path, source.dataset_name, split, mirror_dir, label=source.name
+        )
+        out[split] = [str(doc.get(source.question_field, "")) for doc in dataset]
+    return out
+
+
+def build_problem_set(
+    source: MathSource,
+    mirror_dir: Path | None,
+    *,
+    limit: int | None = None,
+    eval_questions: dict[str, list[str]] | None = None,
+) -> ProblemSet:
+    """Read the source's training split, normalise it, and drop rows that match an eval split."""
+    train = load_dataset_split(
+        source.dataset_path, source.dataset_name, source.split, mirror_dir, label=source.name
+    )
+    if eval_questions is None:
+        eval_questions = load_eval_questions(source, mirror_dir)
+    indexes = {split: EvalIndex(texts) for split, texts in eval_questions.items()}
+    rows, contaminated, skipped, seen = [], [], [], set()
+    for index, raw in enumerate(train):
+        if limit is not None and len(rows) >= limit:
+            break
+        try:
+            row = normalize_row(source, index, raw)
+        except MathSourceError as error:
+            skipped.append(str(error))
+            continue
+        hit = next((s for s, idx in indexes.items() if idx.contaminated(row["question"])), None)
+        if hit is not None:
+            contaminated.append({"problem_id": row["problem_id"], "row_index": index, "split": hit})
+            continue
+        if row["problem_id"] in seen:  # the same question twice in the training split
+            continue
+        seen.add(row["problem_id"])
+        rows.append(row)
+    return ProblemSet(pa.Table.from_pylist(rows, schema=MATH_PROBLEM_SCHEMA), contaminated, skipped)

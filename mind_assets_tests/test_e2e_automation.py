@@ -1,0 +1,95 @@
+"""Unattended operation: a file dropped into the inbox becomes a shard whose raw documents and
+conversations materialize, driven by the sensor and declarative automation (Dagster's test APIs)."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey, build_sensor_context, evaluate_automation_conditions, materialize
+
+from mind_assets.corpus.sensors import corpus_inbox_sensor
+from mind_assets.definitions import ASSETS, build_definitions
+from mind_assets.lib.storage import asset_path
+from mind_assets_tests.conftest import NAPKIN
+
+
+def sensor_tick(instance, cursor=None):
+    context = build_sensor_context(instance=instance, cursor=cursor)
+    return corpus_inbox_sensor(context), context
+
+
+def test_corrupt_and_vanishing_files_are_logged_and_skipped(
+    settings, instance, tmp_path, monkeypatch
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    monkeypatch.setenv("MIND_INBOX_DIR", str(inbox))
+    (inbox / "broken.parquet").write_bytes(b"not parquet at all")
+    (inbox / "garbage.jsonl").write_bytes(b"\xff\xfe{not json\n")
+    result, _ = sensor_tick(instance)
+    assert not result.run_requests and result.skip_reason
+    assert instance.get_dynamic_partitions("shards") == []
+    cursor = result.cursor
+    (inbox / "broken.parquet").unlink()  # vanished: the next tick must not crash either
+    result, _ = sensor_tick(instance, cursor)
+    assert not result.run_requests
+
+
+@pytest.mark.engine
+def test_inbox_file_becomes_a_shard_whose_documents_and_conversations_materialize(
+    settings, instance, llm, tmp_path, monkeypatch
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    monkeypatch.setenv("MIND_INBOX_DIR", str(inbox))
+    monkeypatch.setenv("MIND_MAX_TOKENS", "64")
+    sections = NAPKIN.open().readlines()[10:12]
+    # The automation sensor is already ticking when the file arrives (as with a running daemon):
+    # its first evaluation is the baseline that later updates are measured against.
+    defs = build_definitions()
+    cursor = evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    (inbox / "napkin-new.jsonl").write_text("".join(sections))
+
+    result, _ = sensor_tick(instance)
+    assert [r.partition_key for r in result.run_requests] == ["napkin-new"]
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    resources = {"llm": llm}
+    for request in result.run_requests:
+        materialize(
+            ASSETS,
+            selection=[AssetKey("raw_documents")],
+            partition_key=request.partition_key,
+            instance=instance,
+            resources=resources,
+        )
+    again, _ = sensor_tick(instance, result.cursor)
+    assert not again.run_requests, "a file already registered is not requested twice"
+
+    materialized: dict[str, set[str]] = {}
+    for _ in range(4):  # chunks, then conversations, then filtered, then longest
+        evaluation = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = evaluation.cursor
+        if not evaluation.total_requested:
+            break
+        for key in (
+            AssetKey(a)
+            for a in ("chunks", "conversations", "filtered_conversations", "longest_conversations")
+        ):
+            for partition in evaluation.get_requested_partitions(key):
+                materialize(
+                    ASSETS,
+                    selection=[key],
+                    partition_key=partition,
+                    instance=instance,
+                    resources=resources,
+                    raise_on_error=False,
+                )
+                materialized.setdefault(key.path[0], set()).add(partition)
+    assert materialized["chunks"] == {"napkin-new"}
+    assert len(materialized["conversations"]) == 7
+    rows = pq.read_table(
+        asset_path(settings.data_dir, "conversations", "napkin-new", "debate")
+    ).to_pylist()
+    expected = {json.loads(line)["id"] for line in sections}
+    assert rows and {r["doc_id"] for r in rows} == expected
