@@ -79,17 +79,28 @@ def raw_gradients(n: int, max_tokens: int) -> dict[str, np.ndarray]:
     for k in (1, 2, 4):
         block_params = [p for layer in layers[-k:] for p in layer.parameters() if id(p) in ids]
         subsets[f"last {k}"] = np.concatenate([np.arange(*offsets[id(p)]) for p in block_params])
-    grads = np.stack([featurizer._gradient("", t).astype(np.float16) for t in texts(n)])
+    grads = np.stack([_half(featurizer._gradient("", t)) for t in texts(n)])
     out = {"all": grads}
     for name, index in subsets.items():
         out[name] = grads[:, index]
     return out
 
 
-def cosine_gram(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x @ x.T
+def _half(gradient: np.ndarray) -> np.ndarray:
+    """float16 after scaling the largest entry to 1e4 (cosines ignore scale; this keeps the
+    small entries out of float16's underflow)."""
+    return (gradient * (1e4 / max(float(np.abs(gradient).max()), 1e-30))).astype(np.float16)
+
+
+def cosine_gram(x: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    """Cosine similarities of the rows, accumulated over column blocks (float16 in, float64
+    sums), so 24 x 135M gradients never need a float32 copy in memory."""
+    gram = np.zeros((len(x), len(x)), dtype=np.float64)
+    for start in range(0, x.shape[1], chunk):
+        block = x[:, start : start + chunk].astype(np.float32)
+        gram += block @ block.T
+    norms = np.sqrt(np.diag(gram))
+    return gram / np.outer(norms, norms)
 
 
 def vendi_from_gram(gram: np.ndarray) -> float:

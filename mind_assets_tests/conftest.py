@@ -12,6 +12,7 @@ from dagster import DagsterInstance, instance_for_test, materialize
 from mind_assets.corpus.shards import ShardSpec
 from mind_assets.definitions import ASSETS
 from mind_assets.lib.instance import register_shard
+from mind_assets.llm.offline_engine import reset_prefix_caches
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import PROJECT_DIR, MindSettings, get_settings
 
@@ -33,6 +34,14 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MindSettings:
     # Two engines may be alive at once (this process and a subprocess test); keep each modest.
     monkeypatch.setenv("MIND_KV_CACHE_GIB", "1")
     return get_settings()
+
+
+@pytest.fixture(autouse=True)
+def fresh_prefix_cache() -> None:
+    """Each test sees the engine as if freshly loaded: the session's shared engine keeps its
+    prefix cache between tests, and in bf16 that can change outputs, so results would depend on
+    which tests ran before."""
+    reset_prefix_caches()
 
 
 @pytest.fixture

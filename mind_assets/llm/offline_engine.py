@@ -241,6 +241,15 @@ def get_engine(config: OfflineEngineConfig) -> OfflineEngine:
         return engine
 
 
+def reset_prefix_caches() -> None:
+    """Empty the prefix cache of every live engine. In bf16 on CPU an output can depend on what
+    the cache held (it changes the shapes a request is computed with), so code that needs the
+    outputs of a fresh engine (tests, benchmarks) calls this first."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.llm.reset_prefix_cache()
+
+
 def release_engines() -> None:
     """Shut down every engine this process holds."""
     with _ENGINES_LOCK:
