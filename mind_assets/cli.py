@@ -137,7 +137,7 @@ def _diversity_add(args: argparse.Namespace) -> int:
     from mind_assets.lib.instance import local_instance
 
     settings = get_settings()
-    for target in register_targets(local_instance(settings), settings.data_dir, args.targets):
+    for target in register_targets(local_instance(settings), args.targets):
         print(f"registered diversity target {target!r}; materialize `diversity` for it")
     return 0
 

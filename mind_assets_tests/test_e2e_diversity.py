@@ -26,7 +26,7 @@ def test_g_vendi_and_baselines_on_real_conversations(
     for style in ("teacher_student", "debate"):
         assert run([conversations], MultiPartitionKey({"shard": "div", "style": style})).success
         targets.append(f"conversations:div:{style}")
-    register_targets(instance, settings.data_dir, targets)
+    register_targets(instance, targets)
 
     for target in targets:
         assert run([diversity], target).success

@@ -2,7 +2,6 @@
 baselines), and Prismatic filtering of generated task Q&A toward under-represented clusters."""
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,12 +18,8 @@ from dagster import (
 
 from mind_assets.blends.assets import blend_manifest
 from mind_assets.conversations.assets import conversations
-from mind_assets.diversity.features import features_for
-from mind_assets.diversity.prismatic import (
-    cluster_shares,
-    prismatic_filter,
-    spherical_kmeans,
-)
+from mind_assets.diversity.features import cluster_task_seeds, features_for
+from mind_assets.diversity.prismatic import cluster_shares, prismatic_filter
 from mind_assets.diversity.scores import vendi_score
 from mind_assets.diversity.stage import (
     Sample,
@@ -129,18 +124,12 @@ def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
     family = context.partition_key
     seeds = pq.read_table(asset_path(settings.data_dir, "task_seeds", family)).to_pylist()
     items = pq.read_table(asset_path(settings.data_dir, "task_qa", family))
-    pool = [Sample(f"seed:{s['seed_id']}", s["question"], str(s["answer"])) for s in seeds]
     new = [
         Sample(r["qa_id"], r["question"] or "", r["text"] or "")
         for r in items.select(["qa_id", "question", "text"]).to_pylist()
     ]
-    _, pool_features = features_for(settings, pool, f"task_seeds__{family}", context.log)
+    clustering = cluster_task_seeds(settings, family, seeds, context.log)
     _, new_features = features_for(settings, new, f"task_qa__{family}", context.log)
-    clustering = spherical_kmeans(
-        pool_features.features,
-        max(1, round(settings.prismatic_cluster_fraction * len(pool))),
-        seed=settings.seed,
-    )
     decisions = prismatic_filter(
         clustering, new_features.features, settings.prismatic_keep_fraction
     )
@@ -171,7 +160,7 @@ def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
     )
     return MaterializeResult(
         metadata={
-            "pool": len(pool),
+            "pool": len(seeds),
             "clusters": clustering.k,
             "cluster_sizes": MetadataValue.json(sorted(int(s) for s in clustering.sizes)),
             "new_items": len(new),
@@ -190,7 +179,7 @@ def prismatic_schema(base: pa.Schema) -> pa.Schema:
     )
 
 
-def register_targets(instance, data_dir: Path, targets: list[str]) -> list[str]:
+def register_targets(instance, targets: list[str]) -> list[str]:
     """Validate target names and add them to the `diversity_targets` partitions."""
     for target in targets:
         parse_target(target)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from mind_assets.diversity.gradients import FeatureConfig, GradientFeaturizer
+from mind_assets.diversity.prismatic import Clustering, spherical_kmeans
 from mind_assets.diversity.stage import CachedFeatures, Sample, cached_features, config_key
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.embedded_model import prepare_embedded_model
@@ -58,3 +59,15 @@ def features_for(
 
     cache = asset_path(settings.data_dir, "diversity_features", cache_name)
     return config, cached_features(samples, cache, config_key(config), compute)
+
+
+def cluster_task_seeds(
+    settings: MindSettings, family: str, seeds: list[dict], logger: logging.Logger
+) -> Clustering:
+    """The Prismatic pool of a task family: its seeds' gradient features (question as prompt,
+    answer as completion), clustered by spherical k-means with k = the configured share."""
+    pool = [Sample(f"seed:{s['seed_id']}", s["question"], str(s["answer"])) for s in seeds]
+    _, cached = features_for(settings, pool, f"task_seeds__{family}", logger)
+    k = max(1, round(settings.prismatic_cluster_fraction * len(pool)))
+    logger.info("prismatic pool for %s: %d seeds in %d clusters", family, len(pool), k)
+    return spherical_kmeans(cached.features, k, seed=settings.seed)

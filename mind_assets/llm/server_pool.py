@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -52,7 +52,6 @@ class ServerPoolConfig:
     max_backoff_s: float = 10.0
     failures_before_cooldown: int = 2
     cooldown_s: float = 30.0
-    states: dict[str, ServerState] = field(default_factory=dict)
 
 
 class ServerPool:

@@ -19,6 +19,7 @@ The outcome is one of OUTCOMES and is recorded on the trace with what was refuse
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pwd
@@ -167,6 +168,7 @@ exec(compile(code, "main.py", "exec"), {"__name__": "__main__", "__file__": "mai
 NOBODY = "nobody"
 
 
+@functools.cache  # the answer cannot change within a process; every tool call asks
 def _unprivileged_user() -> tuple[int, int] | None:
     """When running as root, the child drops to `nobody` so kernel permissions apply too; only
     possible when `nobody` can read this Python installation (not so for one under /root)."""

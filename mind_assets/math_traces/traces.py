@@ -286,8 +286,6 @@ def generate_traces(
             sum(not s.done for s in states),
             len(states),
         )
-    for state in states:
-        state.done = True
     return _verify_and_build(
         states, prompt, mode, identity, settings, count_tokens, stats, tool_outcomes
     )

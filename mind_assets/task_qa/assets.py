@@ -122,17 +122,10 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
 
 def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, logger):
     """Generation mode: cluster the seeds' gradient features; items draw from small clusters."""
-    from mind_assets.diversity.features import features_for
-    from mind_assets.diversity.prismatic import cluster_seed_picker, spherical_kmeans
-    from mind_assets.diversity.stage import Sample
+    from mind_assets.diversity.features import cluster_task_seeds
+    from mind_assets.diversity.prismatic import cluster_seed_picker
 
-    pool = [
-        Sample(f"seed:{r['seed_id']}", r["question"], str(r["answer"])) for r in seeds.to_pylist()
-    ]
-    _, cached = features_for(settings, pool, f"task_seeds__{family}", logger)
-    k = max(1, round(settings.prismatic_cluster_fraction * len(pool)))
-    clustering = spherical_kmeans(cached.features, k, seed=settings.seed)
-    logger.info("prismatic seeds for %s: %d seeds in %d clusters", family, len(pool), k)
+    clustering = cluster_task_seeds(settings, family, seeds.to_pylist(), logger)
     return cluster_seed_picker(clustering, settings.prismatic_generation_fraction)
 
 
