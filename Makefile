@@ -33,8 +33,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The slowest tests and the suite's wall time, with the CPU it ran on, close every run.
 test: lint
-	$(PY) -m pytest
+	@started=$$(date +%s); $(PY) -m pytest --durations=25; status=$$?; \
+	echo "make test: suite wall time $$(( $$(date +%s) - started )) s on $$($(PY) -m mind_assets.llm.hardware)"; \
+	exit $$status
 
 validate: install
 	@mkdir -p $(MIND_DAGSTER_STORAGE_DIR)
@@ -47,6 +50,7 @@ ui: install
 bench: install
 	$(PY) -m pip install -e ".[$(EXTRA),dev,bench]"
 	$(PY) benchmarks/filters.py
+	$(PY) benchmarks/engine_settings.py
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/diversity.py
 

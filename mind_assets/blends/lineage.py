@@ -196,6 +196,7 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
             "model",
             "engine",
             "engine_version",
+            "engine_dtype",
             "sampling_params",
             "seed",
             "request_hash",

@@ -22,7 +22,14 @@ from mind_assets.math_traces.sources import MODES
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
 MaterializationLookup = Callable[[str, str], dict[str, str | None]]
 
-LINEAGE_FIELDS = ("prompt_id", "prompt_version", "model", "engine", "engine_version")
+LINEAGE_FIELDS = (
+    "prompt_id",
+    "prompt_version",
+    "model",
+    "engine",
+    "engine_version",
+    "engine_dtype",
+)
 
 
 @dataclass

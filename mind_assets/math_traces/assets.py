@@ -152,7 +152,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         ),
         settings=trace_settings,
         base_seed=settings.seed,
-        batch_size=settings.batch_size,
+        batch_size=llm.requests_per_batch(settings.batch_size),
         count_tokens=token_counter(llm.model_path()),
         logger=context.log,
     )
@@ -217,6 +217,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
             ),
             "prompt": f"{prompt.id}@{prompt.version}",
             "model": llm.model_name,
+            "engine": MetadataValue.json(llm.engine_metadata()),
             "requests": MetadataValue.json(
                 [{"generated": s.generated, "reused": s.reused} for s in run.stats]
             ),
