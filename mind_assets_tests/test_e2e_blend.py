@@ -20,7 +20,7 @@ from mind_assets.filtering.assets import filtered_conversations, longest_convers
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
-from mind_assets_tests.conftest import NAPKIN, napkin_shard
+from mind_assets_tests.conftest import NAPKIN, WORLD_SECTIONS, WORLD_SHARD, napkin_shard
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
 
 pytestmark = pytest.mark.engine
@@ -32,6 +32,7 @@ def load_manifest(settings):
 
 
 def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
+    napkin_world,
     settings,
     run,
     register,
@@ -46,19 +47,23 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     monkeypatch.setenv("MIND_PROMPTS_DIR", str(prompts))
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
     monkeypatch.setenv("MIND_TASK_FAMILIES", '["gsm8k"]')
-    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "6")
+    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "4")
     monkeypatch.setenv("MIND_TASK_SEED_LIMIT", "200")
     for name, value in LENIENT_PROFILE.items():  # keep some of the 135M model's conversations
         monkeypatch.setenv(f"MIND_FILTERS__{name}", value)
 
-    register(napkin_shard("napkin2", 2))
+    # The session's generations, materialized again in this instance: every row is reused by
+    # request hash, so the blend pins real runs without generating twice.
+    napkin_world.copy_generations(settings.data_dir)
+    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
     run([mind_prompts])
-    run([raw_documents, chunks], "napkin2")
+    run([raw_documents, chunks], WORLD_SHARD)
     for style in STYLE_KEYS:
-        key = MultiPartitionKey({"shard": "napkin2", "style": style})
-        run([conversations], key)
+        key = MultiPartitionKey({"shard": WORLD_SHARD, "style": style})
+        [event] = run([conversations], key).asset_materializations_for_node("conversations")
+        assert event.metadata["generated_requests"].value == 0
         run([filtered_conversations], key, raise_on_error=False)
-    run([longest_conversations], "napkin2")
+    run([longest_conversations], WORLD_SHARD)
     run([task_seed_catalog])
     run([task_seeds], "gsm8k")
     run([task_qa], "gsm8k")
@@ -77,8 +82,8 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     assert any(s.lineage and s.lineage[0]["prompt_version"] for s in generated)
     pinned = {(u["asset"], u["partition"]) for u in payload["pinned"]}
     assert {
-        ("conversations", "napkin2|debate"),
-        ("raw_documents", "napkin2"),
+        ("conversations", f"{WORLD_SHARD}|debate"),
+        ("raw_documents", WORLD_SHARD),
         ("task_seeds", "gsm8k"),
     } <= pinned
     megatron = (manifest_dir(settings, "example") / "phase1.megatron.txt").read_text().split()
@@ -94,7 +99,7 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     capsys.readouterr()
     assert mind_cli(["trace", row["row_id"]]) == 0
     traced = capsys.readouterr().out
-    napkin = [json.loads(line) for line in NAPKIN.open().readlines()[:2]]
+    napkin = [json.loads(line) for line in NAPKIN.open().readlines()[:WORLD_SECTIONS]]
     assert "== raw_document ==" in traced
     assert any(json.dumps(doc["text"], ensure_ascii=False)[1:200] in traced for doc in napkin)
 
@@ -105,13 +110,13 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     # Edit one prompt and regenerate that style: the manifest's inputs changed, so it is stale.
     path = prompts / "mind" / "debate.yaml"
     path.write_text(path.read_text().replace("Ground rules:", "Rules of this debate:"))
-    key = MultiPartitionKey({"shard": "napkin2", "style": "debate"})
+    key = MultiPartitionKey({"shard": WORLD_SHARD, "style": "debate"})
     run([mind_prompts])
     run([conversations], key)
     run([filtered_conversations], key, raise_on_error=False)
     stale = stale_inputs(manifest, lookup)
     changed = {(s.asset, s.partition) for s in stale}
-    assert ("conversations", "napkin2|debate") in changed
+    assert ("conversations", f"{WORLD_SHARD}|debate") in changed
     assert all(partition.endswith("|debate") for _, partition in changed)
     report = format_audit(manifest, metrics_store(settings.data_dir), lookup)
-    assert "STALE" in report and "conversations [napkin2|debate]" in report
+    assert "STALE" in report and f"conversations [{WORLD_SHARD}|debate]" in report
