@@ -22,7 +22,8 @@ from mind_assets.math_traces.sources import MODES
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
 MaterializationLookup = Callable[[str, str], dict[str, str | None]]
 
-LINEAGE_FIELDS = ("prompt_id", "prompt_version", "model", "engine", "engine_version")
+# `isolation` exists on solution traces only: how their tool calls were contained.
+LINEAGE_FIELDS = ("prompt_id", "prompt_version", "model", "engine", "engine_version", "isolation")
 
 
 @dataclass
