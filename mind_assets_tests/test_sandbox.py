@@ -683,6 +683,56 @@ def test_the_code_arrives_in_a_fresh_working_directory_without_a_host_file():
     assert result.stdout.strip() == "/sandbox ['main.py']"
 
 
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not SYSTEM_PYTHON.exists(),
+    reason="needs root (to become another user) and a system Python every user can run",
+)
+def test_a_non_root_host_gets_the_same_jail():
+    """The other path of jail.py: the platform itself runs as an ordinary user (here nobody,
+    with the distribution's Python); bwrap then maps the jail's uid to that user."""
+    copy = Path(tempfile.mkdtemp(prefix="mind-nonroot-", dir="/tmp"))
+    try:
+        package = copy / "mind_assets" / "math_traces"
+        package.mkdir(parents=True)
+        source = PROJECT_DIR / "mind_assets"
+        shutil.copy(source / "__init__.py", copy / "mind_assets")
+        for name in ("__init__.py", "sandbox.py", "jail.py"):  # the jail needs only the stdlib
+            shutil.copy(source / "math_traces" / name, package)
+        jailed = (
+            SPAWN + "spawn_python(\"import os; print(os.getuid(), os.path.exists('/home'))\")\n"
+            "import os, time\nprint(os.getuid(), os.getcwd())\ntime.sleep(1)"
+        )
+        (copy / "check.py").write_text(
+            "import json, sys\n"
+            f"sys.path.insert(0, {str(copy)!r})\n"
+            "from mind_assets.math_traces.sandbox import isolation_problem, run_python\n"
+            f"result = run_python({jailed!r})\n"
+            "print(json.dumps([isolation_problem(), result.outcome, result.stdout]))\n"
+        )
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(0o755)
+        ran = subprocess.run(
+            [str(SYSTEM_PYTHON), str(copy / "check.py")],
+            user=JAIL_UID,
+            group=JAIL_UID,
+            extra_groups=[],
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ran.returncode == 0, ran.stderr
+        problem, outcome, printed = json.loads(ran.stdout.splitlines()[-1])
+        assert problem is None and outcome == "ok", printed
+        assert sorted(printed.split("\n")[:2]) == ["65534 /sandbox", "65534 False"]
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 # --- failing closed --------------------------------------------------------------------------
 
 
