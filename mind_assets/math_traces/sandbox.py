@@ -95,7 +95,9 @@ class SandboxLimits:
     file_bytes: int = 16 << 20  # largest file one write may make
     disk_bytes: int = 64 << 20  # size of the jail's writable tmpfs, all files together
     open_files: int = 64
-    processes: int = 32  # processes and threads of the jailed uid
+    # Processes and threads of the jailed uid. Ordinary code needs one (thread pools are pinned
+    # to one thread); each may hold memory_bytes, so this also bounds a call's memory.
+    processes: int = 8
     output_bytes: int = 64 << 10
 
 
@@ -233,6 +235,8 @@ def hook(event, args):
                 refuse(event, os.fsdecode(arg))
 
 import ctypes  # numpy imports it, and its import dlopens the interpreter: not the code's doing
+if CONFIG["jail"]:
+    os.closerange(3, CONFIG["rlimits"]["RLIMIT_NOFILE"])  # bwrap's setup pipes: the code gets none
 say("ready")
 with open("main.py") as source:
     code = source.read()
