@@ -761,8 +761,10 @@ def test_the_unsafe_opt_out_runs_warns_and_says_so(caplog):
     caplog.set_level("WARNING")
     require_isolation(UNSAFE)
     assert "WITHOUT kernel isolation" in caplog.text
-    result = run_python("print(6 * 7)", FAST, mode=UNSAFE)
-    assert result.outcome == "ok" and result.stdout.strip() == "42"
+    result = run_python("import os\nprint(6 * 7, os.getcwd())", FAST, mode=UNSAFE)
+    answer, workdir = result.stdout.split()
+    assert result.outcome == "ok" and answer == "42"
     assert result.isolation == UNSAFE
+    assert not os.path.exists(workdir)  # its host temp dir is removed afterwards
     with pytest.raises(ValueError, match="unknown sandbox mode"):
         require_isolation("chroot")
