@@ -139,11 +139,12 @@ def _last_lines(text: str, n: int) -> str:
 
 
 # The child's entry point, run with `python -I -c` (no user site, no PYTHON* variables); its
-# settings arrive as one JSON argument. In the jail on a root host it starts as root of the
-# call's own user namespace: it forbids further user namespaces, hands the working directory to
-# the jail user and becomes that user for good, and refuses to go on if any capability is left.
-# Then it sets the kernel limits, makes the parent's site-packages importable and installs the
-# audit hook that labels refusals. "ready" tells the parent the code is about to run.
+# settings arrive as one JSON argument. In the jail it leaves the caller's session keyring; on a
+# root host it starts as root of the call's own user namespace: it forbids further user
+# namespaces, hands the working directory to the jail user and becomes that user for good. It
+# refuses to go on if any capability is left. Then it sets the kernel limits, makes the parent's
+# site-packages importable, closes inherited descriptors and installs the audit hook that labels
+# refusals. "ready" tells the parent the code is about to run.
 _BOOTSTRAP = r"""
 import json, os, resource, sys
 CONFIG = json.loads(sys.argv[1])
