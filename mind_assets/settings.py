@@ -184,12 +184,23 @@ class MindSettings(BaseSettings):
         default_factory=lambda: [4096, 8192, 16384, 32768, 65536, 131072],
         description="Upper token bounds of the sequence-length buckets recorded on traces.",
     )
+    sandbox: Literal["bubblewrap", "unsafe-no-isolation"] = Field(
+        default="bubblewrap",
+        description="How TIR tool calls are contained. 'bubblewrap': each call in a kernel jail "
+        "(new namespaces, read-only minimal root, unprivileged uid); TIR modes refuse to start "
+        "when it cannot be set up. 'unsafe-no-isolation': a plain child process with rlimits and "
+        "an audit hook only, for trusted code; warns on every run and is recorded on every "
+        "trace row (column `isolation`).",
+    )
     sandbox_wall_seconds: float = Field(
         default=10.0, gt=0, description="Tool calls: wall-clock limit per call."
     )
     sandbox_cpu_seconds: int = Field(default=5, ge=1, description="Tool calls: CPU-time limit.")
     sandbox_memory_mb: int = Field(
         default=1024, ge=64, description="Tool calls: address-space limit (MiB)."
+    )
+    sandbox_disk_mb: int = Field(
+        default=64, ge=1, description="Tool calls: size of the jail's writable tmpfs (MiB)."
     )
     sandbox_output_kb: int = Field(
         default=64, ge=1, description="Tool calls: captured output cap (KiB); more is killed."

@@ -52,6 +52,8 @@ def test_traces_for_twenty_gsm8k_problems_in_all_six_modes(
             assert row["mode"] == mode and row["prompt_id"] == f"math/{mode}"
             assert row["model"] and row["engine"] and row["request_hash"] and row["solution"]
             assert row["length_bucket"] and row["seq_tokens"] > 0
+            # tool calls ran in the jail; no-TIR modes run no code and need none
+            assert row["isolation"] == ("none-needed" if mode.endswith("no_tir") else "bubblewrap")
             answer, reference = row["normalized_answer"], row["reference_answer"]
             if answer is None:
                 assert not row["is_correct"]
@@ -75,6 +77,7 @@ def test_traces_for_twenty_gsm8k_problems_in_all_six_modes(
             AssetKey("solution_traces")
         ).asset_materialization.metadata
         assert metadata["traces"].value == 40 and "maj_at_k" in metadata
+        assert metadata["isolation"].value == rows[0]["isolation"]
 
     rates = metrics_store(settings.data_dir).query("SELECT * FROM math_pass_rates").to_pylist()
     assert sorted(r["mode"] for r in rates) == sorted(MODES)

@@ -22,6 +22,7 @@ from mind_assets.math_traces.sources import MODES
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
 MaterializationLookup = Callable[[str, str], dict[str, str | None]]
 
+# `isolation` exists on solution traces only: how their tool calls were contained.
 LINEAGE_FIELDS = (
     "prompt_id",
     "prompt_version",
@@ -29,6 +30,7 @@ LINEAGE_FIELDS = (
     "engine",
     "engine_version",
     "engine_dtype",
+    "isolation",
 )
 
 
