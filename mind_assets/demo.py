@@ -23,6 +23,7 @@ from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_
 from mind_assets.blends.export import export_blend
 from mind_assets.blends.lineage import format_audit
 from mind_assets.blends.manifest import manifest_from_json
+from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
@@ -31,7 +32,7 @@ from mind_assets.definitions import ASSETS
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.lib.instance import local_instance, register_shard
 from mind_assets.lib.storage import asset_path
-from mind_assets.lib.tokenizer import token_counter
+from mind_assets.lib.tokenizer import load_tokenizer, token_counter
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
 from mind_assets.llm.resource import LLMResource
@@ -149,6 +150,14 @@ def run_demo(
     out = data_dir / "blend_exports" / DEMO_BLEND
     report = export_blend(manifest, out, token_counter(llm.model_path()), bucket=True)
     summary.export = report.rows
+    # The same rows as Megatron indexed datasets, for training with Megatron-LM or NeMo.
+    megatron = export_megatron(
+        manifest,
+        out / MEGATRON_DIRNAME,
+        load_tokenizer(llm.model_path()),
+        tokenizer_name=llm.model_name,
+    )
+    summary.paths["blend_export_megatron"] = megatron.directory
     summary.paths["blend_manifest"] = directory / "manifest.json"
     summary.paths["blend_export"] = out
     summary.paths["metrics"] = data_dir / "metrics.duckdb"

@@ -5,9 +5,11 @@ import json
 import random
 import shutil
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from dagster import MultiPartitionKey
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_dir
 from mind_assets.blends.lineage import format_audit, stale_inputs
@@ -17,10 +19,17 @@ from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.lib.tokenizer import load_tokenizer
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
-from mind_assets_tests.conftest import NAPKIN, WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import (
+    MODELS_DIR,
+    NAPKIN,
+    WORLD_SECTIONS,
+    WORLD_SHARD,
+    napkin_shard,
+)
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
 
 pytestmark = pytest.mark.engine
@@ -93,6 +102,29 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     assert mind_cli(["export-blend", "example", "--bucket", "--shard-rows", "50"]) == 0
     exported = pq.read_table(settings.data_dir / "blend_exports" / "example" / "phase1").to_pylist()
     assert exported and all(r["source_row_id"] and r["length_bucket"] for r in exported)
+
+    # The trainer's view: every prefix of the Megatron export loads in megatron-core, and each
+    # document read back decodes to a row of the parquet export.
+    assert mind_cli(["export-blend", "example", "--format", "megatron"]) == 0
+    megatron = settings.data_dir / "blend_exports" / "example" / "megatron"
+    tokenizer = load_tokenizer(str(MODELS_DIR / "SmolLM2-135M-Instruct"))
+    for phase in manifest.phases:
+        texts = {
+            r["text"]
+            for r in pq.read_table(
+                settings.data_dir / "blend_exports" / "example" / phase.name
+            ).to_pylist()
+        }
+        words = (megatron / f"{phase.name}.data-path.txt").read_text().split()
+        prefixes, weights = words[1::2], [float(w) for w in words[::2]]
+        assert prefixes and sum(weights) == pytest.approx(1.0, abs=1e-4)
+        for prefix in prefixes:
+            dataset = IndexedDataset(str(megatron / prefix))
+            assert len(dataset) > 0
+            for i in range(len(dataset)):
+                ids = np.array(dataset[i])
+                assert ids[-1] == tokenizer.eos_token_id
+                assert tokenizer.decode(ids[:-1].tolist()) in texts
 
     # Trace a randomly chosen exported row back to its raw document text.
     row = random.Random(7).choice(exported)
