@@ -42,7 +42,7 @@ def model_path() -> str:
 
 
 def throughput(last_blocks: int, n: int, batch: int, max_tokens: int) -> dict:
-    from mind_assets.diversity.gradients import FeatureConfig, GradientFeaturizer
+    from mind_assets.llm.gradients import FeatureConfig, GradientFeaturizer
 
     config = FeatureConfig(
         model_path(), last_blocks=last_blocks or None, batch_size=batch, max_tokens=max_tokens
@@ -62,12 +62,12 @@ def throughput(last_blocks: int, n: int, batch: int, max_tokens: int) -> dict:
 
 def raw_gradients(n: int, max_tokens: int) -> dict[str, np.ndarray]:
     """Raw gradients for all parameters, sliced per subset afterwards (float16 to fit)."""
-    from mind_assets.diversity.gradients import FeatureConfig, GradientFeaturizer
+    from mind_assets.llm.gradients import FeatureConfig, GradientFeaturizer
 
     featurizer = GradientFeaturizer(
         FeatureConfig(model_path(), last_blocks=None, max_tokens=max_tokens)
     )
-    from mind_assets.diversity.gradients import _transformer_blocks
+    from mind_assets.llm.gradients import _transformer_blocks
 
     layers = _transformer_blocks(featurizer.model)
     ids = {id(p) for p in featurizer.params}
@@ -117,7 +117,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def agreement(n: int, max_tokens: int) -> list[dict]:
-    from mind_assets.diversity.gradients import RademacherProjection
+    from mind_assets.llm.gradients import RademacherProjection
 
     grads = raw_gradients(n, max_tokens)
     upper = np.triu_indices(n, 1)

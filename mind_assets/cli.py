@@ -12,7 +12,8 @@ from mind_assets.settings import get_settings
 
 
 def _shards_add(args: argparse.Namespace) -> int:
-    from mind_assets.lib.instance import local_instance, register_shard
+    from mind_assets.corpus.shards import register_shard
+    from mind_assets.lib.instance import local_instance
 
     settings = get_settings()
     spec = make_shard_spec(

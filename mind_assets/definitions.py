@@ -8,7 +8,7 @@ from mind_assets.blends.assets import blend_manifest
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.sensors import corpus_inbox_sensor
-from mind_assets.diversity.assets import diversity, prismatic_task_qa
+from mind_assets.diversity.assets import diversity
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.assets import math_problems, solution_traces
@@ -17,7 +17,7 @@ from mind_assets.operations.schedules import (
     regenerate_unsynced_conversations,
 )
 from mind_assets.settings import get_settings
-from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
+from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
 
 ASSETS = [
     raw_documents,

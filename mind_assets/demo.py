@@ -27,10 +27,10 @@ from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
-from mind_assets.corpus.shards import make_shard_spec
+from mind_assets.corpus.shards import make_shard_spec, register_shard
 from mind_assets.definitions import ASSETS
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
-from mind_assets.lib.instance import local_instance, register_shard
+from mind_assets.lib.instance import local_instance
 from mind_assets.lib.storage import asset_path
 from mind_assets.lib.tokenizer import load_tokenizer, token_counter
 from mind_assets.llm.embedded_model import prepare_embedded_model

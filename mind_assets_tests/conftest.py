@@ -15,9 +15,8 @@ from dagster import DagsterInstance, MultiPartitionKey, instance_for_test, mater
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
-from mind_assets.corpus.shards import ShardSpec
+from mind_assets.corpus.shards import ShardSpec, register_shard
 from mind_assets.definitions import ASSETS
-from mind_assets.lib.instance import register_shard
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.offline_engine import reset_prefix_caches
 from mind_assets.llm.resource import LLMResource

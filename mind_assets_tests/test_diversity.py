@@ -9,21 +9,17 @@ import json
 import numpy as np
 import pytest
 
-from mind_assets.diversity.gradients import FeatureConfig, GradientFeaturizer, RademacherProjection
-from mind_assets.diversity.prismatic import (
+from mind_assets.diversity.scores import distinct_ngram_ratio, vendi_score
+from mind_assets.diversity.stage import DiversityTargetError, parse_target
+from mind_assets.llm.embedded_model import prepare_embedded_model
+from mind_assets.llm.features import Sample, cached_features
+from mind_assets.llm.gradients import FeatureConfig, GradientFeaturizer, RademacherProjection
+from mind_assets.task_qa.prismatic import (
     cluster_seed_picker,
     cluster_shares,
     prismatic_filter,
     spherical_kmeans,
 )
-from mind_assets.diversity.scores import distinct_ngram_ratio, vendi_score
-from mind_assets.diversity.stage import (
-    DiversityTargetError,
-    Sample,
-    cached_features,
-    parse_target,
-)
-from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
 
 # --- known answers ------------------------------------------------------------------------------

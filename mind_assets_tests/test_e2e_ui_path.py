@@ -14,7 +14,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from mind_assets.corpus.assets import chunks, raw_documents
-from mind_assets.lib.instance import register_shard
+from mind_assets.corpus.shards import register_shard
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import PROJECT_DIR
 from mind_assets_tests.conftest import napkin_shard

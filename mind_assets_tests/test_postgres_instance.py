@@ -11,7 +11,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from mind_assets.corpus.assets import raw_documents
-from mind_assets.lib.instance import register_shard
+from mind_assets.corpus.shards import register_shard
 from mind_assets_tests.conftest import napkin_shard
 
 POSTGRES_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)

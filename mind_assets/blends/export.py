@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
 from mind_assets.blends.spec import SOURCE_COLUMNS
-from mind_assets.corpus.chunking import TokenCounter
+from mind_assets.lib.tokenizer import TokenCounter
 
 # Sequence-length buckets (tokens), after Nemotron-Math's bucketed long-context training.
 LENGTH_BUCKETS = (512, 1024, 2048, 4096, 8192, 16384)

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.spec import SOURCE_COLUMNS, BlendSpec, BlendSpecError, SourceSpec
 from mind_assets.conversations.styles import STYLE_KEYS
-from mind_assets.corpus.chunking import TokenCounter
 from mind_assets.lib.storage import asset_path, sha256_file
+from mind_assets.lib.tokenizer import TokenCounter
 from mind_assets.math_traces.sources import MODES
 
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.

@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from mind_assets.conversations.parsing import parse_turns
 from mind_assets.conversations.schema import CONVERSATION_SCHEMA
-from mind_assets.corpus.chunking import TokenCounter
 from mind_assets.lib.prompts import PromptFile
+from mind_assets.lib.tokenizer import TokenCounter
 from mind_assets.llm.batch_runner import StoredResult
 from mind_assets.llm.requests import (
     ChatRequest,

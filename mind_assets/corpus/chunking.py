@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 from mind_assets.lib.latex import protected_spans
-
-TokenCounter = Callable[[Sequence[str]], list[int]]
+from mind_assets.lib.tokenizer import TokenCounter
 
 # Break levels, from the most to the least preferred place to cut.
 _BREAKS = [

@@ -10,11 +10,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mind_assets.lib.instance import SHARDS_PARTITION
 from mind_assets.lib.storage import validate_name, write_json_atomic
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from mind_assets.settings import MindSettings
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 HF_PREFIX = "hf://"
@@ -147,3 +153,10 @@ def list_shard_specs(specs_dir: Path) -> list[ShardSpec]:
     if not specs_dir.is_dir():
         return []
     return [load_shard_spec(specs_dir, p.stem) for p in sorted(specs_dir.glob("*.json"))]
+
+
+def register_shard(instance: DagsterInstance, settings: MindSettings, spec: ShardSpec) -> None:
+    """Save the shard's spec and add its key to the `shards` dynamic partitions."""
+    save_shard_spec(settings.shard_specs_dir, spec)
+    if not instance.has_dynamic_partition(SHARDS_PARTITION, spec.name):
+        instance.add_dynamic_partitions(SHARDS_PARTITION, [spec.name])

@@ -10,47 +10,23 @@ computes gradients only for rows that are new or changed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mind_assets.diversity.gradients import FeatureConfig, FeatureStats
 from mind_assets.diversity.scores import distinct_ngram_ratio, vendi_score
-from mind_assets.lib.storage import asset_path, validate_name, write_parquet_atomic
+from mind_assets.lib.storage import asset_path, validate_name
+from mind_assets.llm.features import Sample
 
 TARGET_KINDS = {"conversations": 2, "task_qa": 1, "solution_traces": 2, "blend": 2}
-
-FEATURE_SCHEMA = pa.schema(
-    [
-        pa.field("row_id", pa.string(), nullable=False),
-        pa.field("text_sha", pa.string(), nullable=False),
-        pa.field("config_key", pa.string(), nullable=False),
-        pa.field("feature", pa.list_(pa.field("element", pa.float32())), nullable=False),
-    ]
-)
 
 
 class DiversityTargetError(ValueError):
     """A target name that is malformed or whose data is not there."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    row_id: str
-    prompt: str
-    completion: str
-
-    @property
-    def text_sha(self) -> str:
-        return hashlib.sha256(f"{self.prompt}\0{self.completion}".encode()).hexdigest()[:24]
 
 
 def parse_target(target: str) -> tuple[str, list[str]]:
@@ -106,61 +82,6 @@ def subsample(samples: list[Sample], limit: int | None, seed: int) -> list[Sampl
         return samples
     chosen = random.Random(seed).sample(sorted(samples, key=lambda s: s.row_id), limit)
     return sorted(chosen, key=lambda s: s.row_id)
-
-
-def config_key(config: FeatureConfig) -> str:
-    payload = json.dumps(
-        {
-            "model": config.model_path,
-            "last_blocks": config.last_blocks,
-            "dim": config.dim,
-            "seed": config.seed,
-            "max_tokens": config.max_tokens,
-            "chunk": config.chunk,  # the sign matrix depends on how it is blocked
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-FeatureFn = Callable[[list[tuple[str, str]]], tuple[np.ndarray, FeatureStats]]
-
-
-@dataclass
-class CachedFeatures:
-    features: np.ndarray
-    computed: int
-    reused: int
-    stats: FeatureStats | None
-
-
-def cached_features(
-    samples: list[Sample], cache_path: Path, key: str, compute: FeatureFn
-) -> CachedFeatures:
-    """Features for `samples`, computing only rows absent from the cache (then saving it)."""
-    cached: dict[tuple[str, str], list[float]] = {}
-    if cache_path.is_file():
-        for row in pq.read_table(cache_path).to_pylist():
-            if row["config_key"] == key:
-                cached[(row["row_id"], row["text_sha"])] = row["feature"]
-    missing = [s for s in samples if (s.row_id, s.text_sha) not in cached]
-    stats = None
-    if missing:
-        computed, stats = compute([(s.prompt, s.completion) for s in missing])
-        for sample, vector in zip(missing, computed, strict=True):
-            cached[(sample.row_id, sample.text_sha)] = vector.tolist()
-        keep = {(s.row_id, s.text_sha) for s in samples}
-        table = pa.Table.from_pylist(
-            [
-                {"row_id": r, "text_sha": t, "config_key": key, "feature": f}
-                for (r, t), f in cached.items()
-                if (r, t) in keep
-            ],
-            schema=FEATURE_SCHEMA,
-        )
-        write_parquet_atomic(table, cache_path)
-    features = np.array([cached[(s.row_id, s.text_sha)] for s in samples], dtype=np.float32)
-    return CachedFeatures(features, len(missing), len(samples) - len(missing), stats)
 
 
 def embedding_vendi(texts: list[str]) -> float:

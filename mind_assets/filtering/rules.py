@@ -20,15 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mind_assets.filtering.text_stats import (
-    MinHasher,
-    duplicate_ngram_fractions,
-    near_duplicate_groups,
-    ngram_hashes,
-    top_ngram_char_fraction,
-)
+from mind_assets.filtering.text_stats import duplicate_ngram_fractions, top_ngram_char_fraction
 from mind_assets.filtering.thresholds import FilterThresholds
 from mind_assets.lib.latex import split_prose_and_math
+from mind_assets.lib.minhash import MinHasher, near_duplicate_groups, ngram_hashes
 
 # Refusals and AI self-reference: the row is rejected.
 REFUSAL_PATTERN = (

@@ -10,9 +10,9 @@ import os
 
 from dagster import DagsterInstance
 
-from mind_assets.corpus.shards import ShardSpec, save_shard_spec
 from mind_assets.settings import PROJECT_DIR, MindSettings
 
+# The dynamic partitions holding registered corpus shards (see corpus/shards.py).
 SHARDS_PARTITION = "shards"
 
 
@@ -25,10 +25,3 @@ def configure_local_instance_env(settings: MindSettings) -> None:
 def local_instance(settings: MindSettings) -> DagsterInstance:
     configure_local_instance_env(settings)
     return DagsterInstance.get()
-
-
-def register_shard(instance: DagsterInstance, settings: MindSettings, spec: ShardSpec) -> None:
-    """Save the shard's spec and add its key to the `shards` dynamic partitions."""
-    save_shard_spec(settings.shard_specs_dir, spec)
-    if not instance.has_dynamic_partition(SHARDS_PARTITION, spec.name):
-        instance.add_dynamic_partitions(SHARDS_PARTITION, [spec.name])

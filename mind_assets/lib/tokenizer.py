@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from mind_assets.corpus.chunking import TokenCounter
+# Token counts of a batch of texts, in order.
+TokenCounter = Callable[[Sequence[str]], list[int]]
 
 
 @lru_cache(maxsize=4)

@@ -108,10 +108,6 @@ class GenerationProgress:
     elapsed_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def tokens_per_s(self) -> float:
-        return self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
 
 ProgressCallback = Callable[[GenerationProgress], None]
 

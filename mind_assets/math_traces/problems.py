@@ -11,10 +11,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from mind_assets.lib.datasets import load_dataset_split
+from mind_assets.lib.text import ngrams, normalise
 from mind_assets.math_traces.sources import MathSource
 from mind_assets.math_traces.verify import normalize_answer, reference_answer
-from mind_assets.task_qa.rules import ngrams, normalise
-from mind_assets.task_qa.seeds import load_dataset_split
 
 DECONTAMINATION_NGRAM = 13  # as in GPT-3's decontamination; questions shorter than that are
 # compared whole (normalised) instead

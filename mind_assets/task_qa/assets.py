@@ -4,6 +4,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
@@ -18,10 +19,18 @@ from dagster import (
 from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path, validate_name, write_parquet_atomic
+from mind_assets.llm.features import Sample, features_for
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
+from mind_assets.task_qa.prismatic import (
+    cluster_seed_picker,
+    cluster_shares,
+    cluster_task_seeds,
+    prismatic_filter,
+)
+from mind_assets.task_qa.schema import TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
 from mind_assets.task_qa.seeds import load_eval_texts, load_seed_split, normalize_split
 from mind_assets.task_qa.stage import TaskQAPrompts, run_task_qa
 
@@ -122,9 +131,6 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
 
 def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, logger):
     """Generation mode: cluster the seeds' gradient features; items draw from small clusters."""
-    from mind_assets.diversity.features import cluster_task_seeds
-    from mind_assets.diversity.prismatic import cluster_seed_picker
-
     clustering = cluster_task_seeds(settings, family, seeds.to_pylist(), logger)
     return cluster_seed_picker(clustering, settings.prismatic_generation_fraction)
 
@@ -221,4 +227,74 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
             ),
         },
         data_version=file_data_version(out),
+    )
+
+
+@asset(
+    partitions_def=task_families_partitions,
+    deps=[task_seeds, task_qa],
+    group_name="diversity",
+    kinds={"torch", "parquet"},
+    code_version="1",
+    description="Prismatic filter mode on generated task Q&A: spherical k-means (k = 10% of the "
+    "pool) over the gradient features of the family's seeds and kept items; new items are kept "
+    "only when they land in the smaller clusters. Every row records its cluster and the reason.",
+)
+def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
+    settings = get_settings()
+    family = context.partition_key
+    seeds = pq.read_table(asset_path(settings.data_dir, "task_seeds", family)).to_pylist()
+    items = pq.read_table(asset_path(settings.data_dir, "task_qa", family))
+    new = [
+        Sample(r["qa_id"], r["question"] or "", r["text"] or "")
+        for r in items.select(["qa_id", "question", "text"]).to_pylist()
+    ]
+    clustering = cluster_task_seeds(settings, family, seeds, context.log)
+    _, new_features = features_for(settings, new, f"task_qa__{family}", context.log)
+    decisions = prismatic_filter(
+        clustering, new_features.features, settings.prismatic_keep_fraction
+    )
+    favoured = clustering.smallest(settings.prismatic_keep_fraction)
+    labels = np.array([d.cluster_id for d in decisions])
+    before = cluster_shares(labels, favoured)
+    after = (
+        cluster_shares(labels[[d.kept for d in decisions]], favoured)
+        if any(d.kept for d in decisions)
+        else 0.0
+    )
+    rows = items.to_pylist()
+    kept, dropped = [], []
+    for row, decision in zip(rows, decisions, strict=True):
+        row = {**row, "prismatic_cluster": decision.cluster_id, "selection_reason": decision.reason}
+        (kept if decision.kept else dropped).append(row)
+    schema = prismatic_schema(TASK_QA_SCHEMA)
+    out = write_parquet_atomic(
+        pa.Table.from_pylist(kept, schema=schema),
+        asset_path(settings.data_dir, "prismatic_task_qa", family),
+    )
+    write_parquet_atomic(
+        pa.Table.from_pylist(
+            [{**r, "rejected_by": ["prismatic_over_represented"]} for r in dropped],
+            schema=prismatic_schema(TASK_QA_QUARANTINE_SCHEMA),
+        ),
+        asset_path(settings.data_dir, "prismatic_task_qa", family, suffix=".quarantine.parquet"),
+    )
+    return MaterializeResult(
+        metadata={
+            "pool": len(seeds),
+            "clusters": clustering.k,
+            "cluster_sizes": MetadataValue.json(sorted(int(s) for s in clustering.sizes)),
+            "new_items": len(new),
+            "kept": len(kept),
+            "share_in_small_clusters_before": round(before, 4),
+            "share_in_small_clusters_after": round(after, 4),
+            "path": MetadataValue.path(str(out)),
+        },
+        data_version=file_data_version(out),
+    )
+
+
+def prismatic_schema(base: pa.Schema) -> pa.Schema:
+    return base.append(pa.field("prismatic_cluster", pa.int32())).append(
+        pa.field("selection_reason", pa.string())
     )

@@ -89,10 +89,3 @@ def build_catalog() -> list[CatalogEntry]:
             )
         )
     return entries
-
-
-def catalog_entry(task: str) -> CatalogEntry:
-    for entry in build_catalog():
-        if entry.task == task:
-            return entry
-    raise KeyError(f"unknown lm-eval task {task!r}")

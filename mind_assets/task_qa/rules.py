@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mind_assets.filtering.text_stats import MinHasher, near_duplicate_groups
-
-_WORD = re.compile(r"[a-z0-9]+")
+from mind_assets.lib.minhash import MinHasher, near_duplicate_groups
+from mind_assets.lib.text import ngrams, normalise, words
 
 
 @dataclass
@@ -34,15 +33,6 @@ class TaskQAThresholds:
     decontamination_ngram: int = 13
     near_duplicate_jaccard: float = 0.7
     min_reasoning_chars: int = 20
-
-
-def normalise(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
-
-
-def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def reject_parse_failure(items: Sequence[Candidate], **_: object) -> list[str]:
@@ -168,7 +158,7 @@ def _near_duplicates(texts: list[str], references: list[str], threshold: float) 
     vocabulary: dict[str, int] = {}
 
     def signature(text: str) -> np.ndarray:
-        ids = [vocabulary.setdefault(w, len(vocabulary) + 1) for w in _WORD.findall(text.lower())]
+        ids = [vocabulary.setdefault(w, len(vocabulary) + 1) for w in words(text)]
         with np.errstate(over="ignore"):
             return hasher.signature(np.array(ids, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 

@@ -9,13 +9,13 @@ and `!function` hooks), then normalised to one schema whose answer is always the
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from mind_assets.lib.datasets import DatasetSplitMissing, load_dataset_split
 from mind_assets.task_qa.catalog import CatalogEntry
 
 _EVAL_SPLIT_NAME = re.compile(r"(?i)test|valid|dev|eval")
@@ -41,10 +41,6 @@ class EvalSplitRefused(ValueError):
     """Someone asked to load an evaluation split as generation seeds."""
 
 
-class SeedDataMissing(FileNotFoundError):
-    """Neither the local mirror nor the hub could provide a seed split."""
-
-
 def check_seed_split(entry: CatalogEntry, split: str) -> None:
     """Raise EvalSplitRefused unless `split` is the task's own, distinct training split."""
     if split in {entry.test_split, entry.validation_split} or _EVAL_SPLIT_NAME.search(split):
@@ -66,34 +62,6 @@ def _load_split(entry: CatalogEntry, split: str, mirror_dir: Path | None) -> Any
     )
 
 
-def load_dataset_split(
-    dataset_path: str, dataset_name: str | None, split: str, mirror_dir: Path | None, label: str
-) -> Any:
-    """One split as a `datasets.Dataset`: the local mirror first, then the hub (unless offline).
-
-    Mirror layout: `<mirror>/<dataset_path>/<dataset_name or 'default'>/<split>.{jsonl,parquet}`.
-    """
-    import datasets
-
-    base = (mirror_dir or Path("/nonexistent")) / dataset_path / (dataset_name or "default")
-    files = [p for p in (base / f"{split}.jsonl", base / f"{split}.parquet") if p.is_file()]
-    if files:
-        kind = "json" if files[0].suffix == ".jsonl" else "parquet"
-        return datasets.load_dataset(kind, data_files=str(files[0]), split="train")
-    where = f"{mirror_dir}/{dataset_path}/{dataset_name or 'default'}/{split}.jsonl"
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        raise SeedDataMissing(
-            f"{label}: no {split!r} split in the mirror ({where}) "
-            "and the hub is switched off (HF_HUB_OFFLINE)"
-        )
-    try:
-        return datasets.load_dataset(dataset_path, dataset_name, split=split)
-    except Exception as error:
-        raise SeedDataMissing(
-            f"{label}: {split!r} split not in the mirror ({where}) and the hub failed: {error}"
-        ) from error
-
-
 def load_seed_split(entry: CatalogEntry, split: str, mirror_dir: Path | None) -> Any:
     """The task's training split as a `datasets.Dataset`, from the mirror or the hub."""
     check_seed_split(entry, split)
@@ -107,7 +75,7 @@ def load_eval_texts(entry: CatalogEntry, mirror_dir: Path | None) -> list[str]:
     for split in {entry.test_split, entry.validation_split} - {None, entry.training_split}:
         try:
             dataset = _load_split(entry, split, mirror_dir)
-        except SeedDataMissing:
+        except DatasetSplitMissing:
             continue
         for doc in dataset:
             texts.append(" ".join(str(v) for v in doc.values() if isinstance(v, str)))

@@ -11,10 +11,14 @@ Every decision names the cluster and the reason, for the row that carries it.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from mind_assets.llm.features import Sample, features_for
+from mind_assets.settings import MindSettings
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -143,3 +147,15 @@ def cluster_seed_picker(clustering: Clustering, fraction: float = 0.1):
         return [rows[int(i)] for i in chosen[:shots]], cluster, reason
 
     return pick
+
+
+def cluster_task_seeds(
+    settings: MindSettings, family: str, seeds: list[dict], logger: logging.Logger
+) -> Clustering:
+    """The Prismatic pool of a task family: its seeds' gradient features (question as prompt,
+    answer as completion), clustered by spherical k-means with k = the configured share."""
+    pool = [Sample(f"seed:{s['seed_id']}", s["question"], str(s["answer"])) for s in seeds]
+    _, cached = features_for(settings, pool, f"task_seeds__{family}", logger)
+    k = max(1, round(settings.prismatic_cluster_fraction * len(pool)))
+    logger.info("prismatic pool for %s: %d seeds in %d clusters", family, len(pool), k)
+    return spherical_kmeans(cached.features, k, seed=settings.seed)
