@@ -61,7 +61,7 @@ def main() -> None:
     os.environ["MIND_DATA_DIR"] = str(work / "data")
     os.environ.setdefault("MIND_MODELS_DIR", str(ROOT / "data" / "models"))
     os.environ["MIND_MAX_TOKENS"] = str(args.max_tokens)
-    os.environ["MIND_CHUNK_TOKENS"] = "2048"  # each cut section stays one chunk
+    os.environ["MIND_CORPUS__CHUNK_TOKENS"] = "2048"  # each cut section stays one chunk
     os.environ["MIND_KEEP_ENGINE_BETWEEN_RUNS"] = "1"
     os.environ["DAGSTER_HOME"] = str(work / "dagster_home")
     (work / "dagster_home").mkdir(parents=True)

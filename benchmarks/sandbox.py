@@ -1,7 +1,7 @@
 """What the tool-call jail costs, both ways side by side in one run.
 
 (1) Per call: a trivial program run through the bubblewrap jail and through the plain child
-    process of MIND_SANDBOX=unsafe-no-isolation (the sandbox before the jail), interleaved;
+    process of MIND_MATH__SANDBOX=unsafe-no-isolation (the sandbox before the jail), interleaved;
     median and p95 of the wall time the caller sees.
 (2) End to end: the `solution_traces` asset with the real engine on the same GSM8K problems in
     one TIR mode, once per sandbox mode and alternating; the engine is loaded before timing, and
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -34,10 +35,11 @@ from benchmarks.results import RESULTS, replace_section  # noqa: E402
 from mind_assets.math_traces.sandbox import (  # noqa: E402
     BUBBLEWRAP,
     UNSAFE,
-    SandboxLimits,
     isolation_problem,
     run_python,
 )
+from mind_assets.math_traces.traces import sandbox_limits  # noqa: E402
+from mind_assets.settings import MathSettings  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("MIND_SHARED_DATA", ROOT.parent / "shared" / "data"))
 TRIVIAL = "print(1)"
@@ -70,7 +72,7 @@ def cpu_description() -> str:
 
 
 def per_call(calls: int) -> dict[str, list[float]]:
-    limits = SandboxLimits(wall_seconds=30)
+    limits = replace(sandbox_limits(MathSettings()), wall_seconds=30)
     times: dict[str, list[float]] = {BUBBLEWRAP: [], UNSAFE: []}
     for mode in times:  # warm both paths (the jail check runs once per process)
         run_python(TRIVIAL, limits, mode)
@@ -101,8 +103,8 @@ def end_to_end(
         {
             "MIND_DATA_DIR": str(work / "data"),
             "MIND_TASK_MIRROR_DIR": str(work / "mirror"),
-            "MIND_MATH_PROBLEMS_LIMIT": str(problems),
-            "MIND_MATH_SAMPLES_PER_PROBLEM": str(samples),
+            "MIND_MATH__PROBLEMS_LIMIT": str(problems),
+            "MIND_MATH__SAMPLES_PER_PROBLEM": str(samples),
             "MIND_KEEP_ENGINE_BETWEEN_RUNS": "1",
             "DAGSTER_HOME": str(work / "dagster_home"),
         }
@@ -145,7 +147,7 @@ def end_to_end(
         for sandbox in ((UNSAFE, BUBBLEWRAP) if repeat % 2 == 0 else (BUBBLEWRAP, UNSAFE))
     ]
     for index, sandbox in enumerate(order):
-        os.environ["MIND_SANDBOX"] = sandbox
+        os.environ["MIND_MATH__SANDBOX"] = sandbox
         os.environ["MIND_MAX_TOKENS"] = str(16 if index == 0 else max_tokens)
         shutil.rmtree(requests, ignore_errors=True)  # generate again, do not reuse
         reset_prefix_caches()

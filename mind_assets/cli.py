@@ -77,7 +77,7 @@ def _metrics(args: argparse.Namespace) -> int:
 def _tasks(args: argparse.Namespace) -> int:
     from mind_assets.task_qa.report import format_catalog
 
-    print(format_catalog(refused=args.refused))
+    print(format_catalog(get_settings().task_qa.families, refused=args.refused))
     return 0
 
 

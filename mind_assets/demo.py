@@ -49,8 +49,8 @@ DEMO_ENVIRONMENT = {
     # One process runs many in-process Dagster runs: keep the engine loaded between them.
     "MIND_KEEP_ENGINE_BETWEEN_RUNS": "1",
     "MIND_MAX_TOKENS": "256",
-    "MIND_TASK_FAMILIES": json.dumps([DEMO_FAMILY]),
-    "MIND_TASK_QA_ITEMS": "8",
+    "MIND_TASK_QA__FAMILIES": json.dumps([DEMO_FAMILY]),
+    "MIND_TASK_QA__ITEMS": "8",
 }
 
 

@@ -1,26 +1,322 @@
 """The one configuration object of the platform, read from `MIND_*` environment variables.
 
-Every default lives here; modules receive a `MindSettings` instead of reading the environment.
+Every default lives here, once: platform-wide paths, the model and its engine at the top level,
+and one sub-model per stage (`MIND_<STAGE>__<FIELD>`). Stages receive their sub-model; this
+module knows no stage.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from mind_assets.filtering.thresholds import FilterThresholds
-from mind_assets.math_traces.sources import DEFAULT_MATH_SOURCES, MathSource
-from mind_assets.task_qa.catalog import DEFAULT_FAMILIES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_MODEL = "embedded"
 
 
+class StageSettings(BaseModel):
+    """A stage's sub-model: unknown fields are errors, so a misspelt variable is caught."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorpusSettings(StageSettings):
+    """Chunking of raw documents (`MIND_CORPUS__*`)."""
+
+    chunk_tokens: int = Field(default=500, ge=16, description="Target tokens per chunk.")
+    chunk_overlap_tokens: int = Field(
+        default=0, ge=0, description="Tokens of the previous chunk repeated at each chunk start."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> CorpusSettings:
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError(
+                f"MIND_CORPUS__CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be smaller "
+                f"than MIND_CORPUS__CHUNK_TOKENS ({self.chunk_tokens})"
+            )
+        return self
+
+
+class ConversationSettings(StageSettings):
+    """MIND conversations (`MIND_CONVERSATIONS__*`)."""
+
+    regeneration_budget: int = Field(
+        default=4,
+        ge=1,
+        description="Conversation partitions the regenerate_unsynced_conversations schedule "
+        "requests per tick.",
+    )
+
+
+class FilterThresholds(StageSettings):
+    """Every conversation-filter threshold (`MIND_FILTERS__<NAME>`, e.g.
+    MIND_FILTERS__MIN_COMPLETION_TOKENS=80). The filtering stage refuses unknown rule names."""
+
+    # Rules switched off by name, e.g. ["truncated"] to keep conversations cut at the token cap.
+    disabled_rules: list[str] = Field(default_factory=list)
+    # reject_oversized: longer texts are rejected, and every rule reads at most this many chars.
+    max_chars: int = Field(default=60_000, ge=1_000)
+    # reject_too_short
+    min_completion_tokens: int = Field(default=48, ge=0)
+    min_source_length_ratio: float = Field(default=0.25, ge=0)
+    # reject_not_a_conversation
+    min_turns: int = Field(default=2, ge=1)
+    min_alternation: float = Field(default=0.5, ge=0, le=1)
+    # reject_degenerate_repetition (Gopher-style, Rae et al. 2021, table A1)
+    max_duplicate_line_fraction: float = 0.30
+    max_duplicate_line_char_fraction: float = 0.20
+    max_top_ngram_char_fraction: dict[int, float] = {2: 0.20, 3: 0.18, 4: 0.16}
+    max_duplicate_ngram_char_fraction: dict[int, float] = {
+        5: 0.15,
+        6: 0.14,
+        7: 0.13,
+        8: 0.12,
+        9: 0.11,
+        10: 0.10,
+    }
+    # reject_prompt_leakage: instruction word n-grams of this length found in the output
+    leakage_ngram: int = Field(default=8, ge=4)
+    # reject_unfaithful
+    min_math_coverage: float = Field(default=0.15, ge=0, le=1)
+    min_math_items: int = Field(default=3, ge=1)
+    min_word_overlap: float = Field(default=0.25, ge=0, le=1)
+    # reject_non_text (measured on prose outside math)
+    max_prose_symbol_fraction: float = Field(default=0.30, ge=0, le=1)
+    min_prose_stopword_fraction: float = Field(default=0.06, ge=0, le=1)
+    max_math_fraction: float = Field(default=0.95, ge=0, le=1)
+    # reject_duplicate
+    near_duplicate_jaccard: float = Field(default=0.8, gt=0, le=1)
+    minhash_permutations: int = Field(default=128, ge=16)
+    minhash_bands: int = Field(default=16, ge=1)
+    shingle_words: int = Field(default=5, ge=1)
+    # asset checks
+    min_acceptance_rate: dict[str, float] = Field(
+        default_factory=lambda: {"default": 0.0},
+        description="Per-style floor for the acceptance-rate check ('default' for the rest).",
+    )
+    max_near_duplicate_rate: float = Field(default=0.5, ge=0, le=1)
+
+    def acceptance_floor(self, style: str) -> float:
+        return self.min_acceptance_rate.get(style, self.min_acceptance_rate.get("default", 0.0))
+
+
+# A curated default of public knowledge and reasoning tasks with real training splits.
+DEFAULT_TASK_FAMILIES: tuple[str, ...] = (
+    "arc_easy",
+    "arc_challenge",
+    "piqa",
+    "hellaswag",
+    "winogrande",
+    "openbookqa",
+    "sciq",
+    "gsm8k",
+    "boolq",
+    "commonsense_qa",
+    "social_iqa",
+    "mathqa",
+    "logiqa",
+    "qasc",
+    "race",
+)
+
+
+class TaskQASettings(StageSettings):
+    """Task-seeded Q&A (`MIND_TASK_QA__*`)."""
+
+    families: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TASK_FAMILIES),
+        description='lm-eval tasks that seed task Q&A, as a JSON list; ["all"] for every '
+        "eligible task.",
+    )
+    items: int = Field(default=32, ge=1, description="Generated items per family.")
+    shots: int = Field(default=3, ge=1, description="Seed examples per prompt.")
+    seed_limit: int | None = Field(
+        default=None, ge=1, description="Normalise at most this many training rows per task."
+    )
+    seed_selection: Literal["random", "prismatic"] = Field(
+        default="random",
+        description="How task Q&A draws its few-shot seeds: uniformly, or (prismatic) from one "
+        "of the smallest clusters of the seeds' gradient features.",
+    )
+    decontamination_ngram: int = Field(
+        default=13,
+        ge=4,
+        description="Word n-gram shared with an evaluation split that rejects an item "
+        "(13, as in GPT-3's decontamination).",
+    )
+    near_duplicate_jaccard: float = Field(
+        default=0.7, gt=0, le=1, description="MinHash Jaccard at which items are duplicates."
+    )
+    min_reasoning_chars: int = Field(
+        default=20, ge=0, description="Shortest reasoning a kept item may carry."
+    )
+
+
+class MathSource(BaseModel):
+    """One problem source. `answer_format: gsm8k` reads the reference after `#### ` and strips
+    `<<...>>` calculator annotations; `plain` takes the answer field as it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset_path: str
+    dataset_name: str | None = None
+    split: str = "train"
+    eval_splits: list[str] = Field(
+        default_factory=lambda: ["test"],
+        description="Splits of the same dataset that are evaluation data: never loaded as "
+        "problems, used for decontamination.",
+    )
+    question_field: str = "question"
+    answer_field: str = "answer"
+    answer_format: Literal["gsm8k", "plain"] = "gsm8k"
+
+    @model_validator(mode="after")
+    def _train_is_not_eval(self) -> MathSource:
+        if self.split in self.eval_splits or re.search(r"test|valid|dev|eval", self.split):
+            raise ValueError(
+                f"math source {self.name!r}: split {self.split!r} is an evaluation split; "
+                "problems come from training data only"
+            )
+        return self
+
+
+class MathSettings(StageSettings):
+    """Verified math solution traces and the sandbox their tool calls run in (`MIND_MATH__*`)."""
+
+    sources: list[MathSource] = Field(
+        default_factory=lambda: [
+            MathSource(name="gsm8k", dataset_path="openai/gsm8k", dataset_name="main")
+        ],
+        description="Problem sources as a JSON list of {name, dataset_path, dataset_name, split, "
+        "eval_splits, question_field, answer_field, answer_format}; read from the task mirror "
+        "first, then the hub. Default: GSM8K train, decontaminated against GSM8K test.",
+    )
+    problems_limit: int | None = Field(
+        default=None, ge=1, description="Use at most this many problems per source."
+    )
+    samples_per_problem: int = Field(
+        default=4, ge=1, description="k: solution traces sampled per problem and mode."
+    )
+    max_tool_calls: int = Field(default=4, ge=0, description="Most Python tool calls in one trace.")
+    drop_solved_by_all: bool = Field(
+        default=False, description="Quarantine problems every sample solved (too easy)."
+    )
+    length_buckets: list[int] = Field(
+        default_factory=lambda: [4096, 8192, 16384, 32768, 65536, 131072],
+        description="Upper token bounds of the sequence-length buckets recorded on traces.",
+    )
+    decontamination_ngram: int = Field(
+        default=13,
+        ge=4,
+        description="Word n-gram shared with an evaluation split that drops a problem; shorter "
+        "questions are compared whole.",
+    )
+    sandbox: Literal["bubblewrap", "unsafe-no-isolation"] = Field(
+        default="bubblewrap",
+        description="How TIR tool calls are contained. 'bubblewrap': each call in a kernel jail "
+        "(new namespaces, read-only minimal root, unprivileged uid); TIR modes refuse to start "
+        "when it cannot be set up. 'unsafe-no-isolation': a plain child process with rlimits and "
+        "an audit hook only, for trusted code; warns on every run and is recorded on every "
+        "trace row (column `isolation`).",
+    )
+    sandbox_wall_seconds: float = Field(
+        default=10.0, gt=0, description="Tool calls: wall-clock limit per call."
+    )
+    sandbox_cpu_seconds: int = Field(default=5, ge=1, description="Tool calls: CPU-time limit.")
+    sandbox_memory_mb: int = Field(
+        default=1024, ge=64, description="Tool calls: address-space limit (MiB)."
+    )
+    sandbox_disk_mb: int = Field(
+        default=64, ge=1, description="Tool calls: size of the jail's writable tmpfs (MiB)."
+    )
+    sandbox_output_kb: int = Field(
+        default=64, ge=1, description="Tool calls: captured output cap (KiB); more is killed."
+    )
+
+
+class DiversitySettings(StageSettings):
+    """G-Vendi diversity and Prismatic selection (`MIND_DIVERSITY__*`)."""
+
+    proxy_model: str = Field(
+        default=EMBEDDED_MODEL,
+        description="Proxy model whose gradients are the features ('embedded' = SmolLM2-135M; "
+        "the paper uses Qwen/Qwen2.5-0.5B-Instruct).",
+    )
+    last_blocks: int = Field(
+        default=1, ge=0, description="Gradient over the last k transformer blocks; 0 = all."
+    )
+    dim: int = Field(default=1024, ge=8, description="Projected feature dimension.")
+    max_samples: int = Field(
+        default=256, ge=2, description="Rows per target (a seeded subset when there are more)."
+    )
+    max_tokens: int = Field(
+        default=512, ge=16, description="Tokens per sample for the gradient (prompt cut first)."
+    )
+    batch_size: int = Field(
+        default=16, ge=1, description="Gradients projected together (signs made once a batch)."
+    )
+    prismatic_cluster_fraction: float = Field(
+        default=0.1, gt=0, le=1, description="k of spherical k-means as a share of the pool."
+    )
+    prismatic_keep_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Filter mode: keep samples in this smallest share of clusters.",
+    )
+    prismatic_generation_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Generation mode: draw seeds from one cluster among this smallest share.",
+    )
+
+
+# Flat variables of earlier versions and the nested names that replaced them. Setting an old name
+# is an error rather than silently ignored.
+RENAMED_VARIABLES = {
+    "MIND_CHUNK_TOKENS": "MIND_CORPUS__CHUNK_TOKENS",
+    "MIND_CHUNK_OVERLAP_TOKENS": "MIND_CORPUS__CHUNK_OVERLAP_TOKENS",
+    "MIND_REGENERATION_BUDGET": "MIND_CONVERSATIONS__REGENERATION_BUDGET",
+    "MIND_TASK_FAMILIES": "MIND_TASK_QA__FAMILIES",
+    "MIND_TASK_QA_ITEMS": "MIND_TASK_QA__ITEMS",
+    "MIND_TASK_QA_SHOTS": "MIND_TASK_QA__SHOTS",
+    "MIND_TASK_SEED_LIMIT": "MIND_TASK_QA__SEED_LIMIT",
+    "MIND_TASK_QA_SEED_SELECTION": "MIND_TASK_QA__SEED_SELECTION",
+    "MIND_MATH_SOURCES": "MIND_MATH__SOURCES",
+    "MIND_MATH_PROBLEMS_LIMIT": "MIND_MATH__PROBLEMS_LIMIT",
+    "MIND_MATH_SAMPLES_PER_PROBLEM": "MIND_MATH__SAMPLES_PER_PROBLEM",
+    "MIND_MATH_MAX_TOOL_CALLS": "MIND_MATH__MAX_TOOL_CALLS",
+    "MIND_MATH_DROP_SOLVED_BY_ALL": "MIND_MATH__DROP_SOLVED_BY_ALL",
+    "MIND_MATH_LENGTH_BUCKETS": "MIND_MATH__LENGTH_BUCKETS",
+    "MIND_SANDBOX": "MIND_MATH__SANDBOX",
+    "MIND_SANDBOX_WALL_SECONDS": "MIND_MATH__SANDBOX_WALL_SECONDS",
+    "MIND_SANDBOX_CPU_SECONDS": "MIND_MATH__SANDBOX_CPU_SECONDS",
+    "MIND_SANDBOX_MEMORY_MB": "MIND_MATH__SANDBOX_MEMORY_MB",
+    "MIND_SANDBOX_DISK_MB": "MIND_MATH__SANDBOX_DISK_MB",
+    "MIND_SANDBOX_OUTPUT_KB": "MIND_MATH__SANDBOX_OUTPUT_KB",
+    "MIND_DIVERSITY_PROXY_MODEL": "MIND_DIVERSITY__PROXY_MODEL",
+    "MIND_DIVERSITY_LAST_BLOCKS": "MIND_DIVERSITY__LAST_BLOCKS",
+    "MIND_DIVERSITY_DIM": "MIND_DIVERSITY__DIM",
+    "MIND_DIVERSITY_MAX_SAMPLES": "MIND_DIVERSITY__MAX_SAMPLES",
+    "MIND_DIVERSITY_MAX_TOKENS": "MIND_DIVERSITY__MAX_TOKENS",
+    "MIND_DIVERSITY_BATCH_SIZE": "MIND_DIVERSITY__BATCH_SIZE",
+    "MIND_PRISMATIC_CLUSTER_FRACTION": "MIND_DIVERSITY__PRISMATIC_CLUSTER_FRACTION",
+    "MIND_PRISMATIC_KEEP_FRACTION": "MIND_DIVERSITY__PRISMATIC_KEEP_FRACTION",
+    "MIND_PRISMATIC_GENERATION_FRACTION": "MIND_DIVERSITY__PRISMATIC_GENERATION_FRACTION",
+}
+
+
 class MindSettings(BaseSettings):
-    """Platform configuration. Each field is overridable as `MIND_<FIELD NAME>`."""
+    """Platform configuration. Top-level fields are `MIND_<FIELD>`; stage fields are
+    `MIND_<STAGE>__<FIELD>`."""
 
     model_config = SettingsConfigDict(
         env_prefix="MIND_", extra="ignore", populate_by_name=True, env_nested_delimiter="__"
@@ -47,6 +343,12 @@ class MindSettings(BaseSettings):
     prompts_dir: Path = Field(
         default=PROJECT_DIR / "prompts",
         description="Directory of versioned prompt files.",
+    )
+    task_mirror_dir: Path | None = Field(
+        default=None,
+        description="Local dataset mirror, <dataset_path>/<dataset_name or default>/<split>.jsonl "
+        "or .parquet; checked before the hub (task seeds and math problems). Defaults to "
+        "<data_dir>/task_mirror.",
     )
 
     # --- model and engine ----------------------------------------------------------------
@@ -109,6 +411,9 @@ class MindSettings(BaseSettings):
     enforce_eager: bool | None = Field(
         default=None, description="Disable CUDA graphs. Empty means True on CPU, False on GPU."
     )
+    enable_prefix_caching: bool = Field(
+        default=True, description="vLLM prefix caching (costs nothing; rarely speeds CPU runs)."
+    )
     keep_engine_between_runs: bool = Field(
         default=False,
         description="Keep the loaded engine cached in the process after a run ends. Useful when "
@@ -116,7 +421,7 @@ class MindSettings(BaseSettings):
         "the engine never outlives the step that loaded it.",
     )
 
-    # --- generation ----------------------------------------------------------------------
+    # --- generation, shared by every stage that calls the engine ---------------------------
     seed: int = Field(default=0, description="Base seed; each request derives its own from it.")
     batch_size: int | None = Field(
         default=None,
@@ -128,127 +433,26 @@ class MindSettings(BaseSettings):
     max_tokens: int | None = Field(
         default=None,
         ge=1,
-        description="Override of every prompt file's max_tokens (keeps demos and tests short).",
+        description="Cap on every prompt file's max_tokens (keeps demos and tests short).",
     )
 
-    regeneration_budget: int = Field(
-        default=4,
-        ge=1,
-        description="Conversation partitions the regenerate_unsynced_conversations schedule "
-        "requests per tick.",
-    )
+    # --- stages ----------------------------------------------------------------------------
+    corpus: CorpusSettings = Field(default_factory=CorpusSettings)
+    conversations: ConversationSettings = Field(default_factory=ConversationSettings)
+    filters: FilterThresholds = Field(default_factory=FilterThresholds)
+    task_qa: TaskQASettings = Field(default_factory=TaskQASettings)
+    math: MathSettings = Field(default_factory=MathSettings)
+    diversity: DiversitySettings = Field(default_factory=DiversitySettings)
 
-    # --- chunking ------------------------------------------------------------------------
-    chunk_tokens: int = Field(default=500, ge=16, description="Target tokens per chunk.")
-    chunk_overlap_tokens: int = Field(
-        default=0, ge=0, description="Tokens of the previous chunk repeated at each chunk start."
-    )
-
-    # --- task-seeded Q&A ---------------------------------------------------------------------
-    task_families: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_FAMILIES),
-        description='lm-eval tasks that seed task Q&A, as a JSON list; ["all"] for every '
-        "eligible task.",
-    )
-    task_mirror_dir: Path | None = Field(
-        default=None,
-        description="Local dataset mirror, <dataset_path>/<dataset_name or default>/<split>.jsonl "
-        "or .parquet; checked before the hub. Defaults to <data_dir>/task_mirror.",
-    )
-    task_qa_items: int = Field(default=32, ge=1, description="Generated items per family.")
-    task_qa_shots: int = Field(default=3, ge=1, description="Seed examples per prompt.")
-    task_seed_limit: int | None = Field(
-        default=None, ge=1, description="Normalise at most this many training rows per task."
-    )
-
-    # --- verified math solution traces ---------------------------------------------------------
-    math_sources: list[MathSource] = Field(
-        default_factory=lambda: list(DEFAULT_MATH_SOURCES),
-        description="Problem sources as a JSON list of {name, dataset_path, dataset_name, split, "
-        "eval_splits, question_field, answer_field, answer_format}; read from the task mirror "
-        "first, then the hub. Default: GSM8K train, decontaminated against GSM8K test.",
-    )
-    math_problems_limit: int | None = Field(
-        default=None, ge=1, description="Use at most this many problems per source."
-    )
-    math_samples_per_problem: int = Field(
-        default=4, ge=1, description="k: solution traces sampled per problem and mode."
-    )
-    math_max_tool_calls: int = Field(
-        default=4, ge=0, description="Most Python tool calls in one TIR trace."
-    )
-    math_drop_solved_by_all: bool = Field(
-        default=False, description="Quarantine problems every sample solved (too easy)."
-    )
-    math_length_buckets: list[int] = Field(
-        default_factory=lambda: [4096, 8192, 16384, 32768, 65536, 131072],
-        description="Upper token bounds of the sequence-length buckets recorded on traces.",
-    )
-    sandbox: Literal["bubblewrap", "unsafe-no-isolation"] = Field(
-        default="bubblewrap",
-        description="How TIR tool calls are contained. 'bubblewrap': each call in a kernel jail "
-        "(new namespaces, read-only minimal root, unprivileged uid); TIR modes refuse to start "
-        "when it cannot be set up. 'unsafe-no-isolation': a plain child process with rlimits and "
-        "an audit hook only, for trusted code; warns on every run and is recorded on every "
-        "trace row (column `isolation`).",
-    )
-    sandbox_wall_seconds: float = Field(
-        default=10.0, gt=0, description="Tool calls: wall-clock limit per call."
-    )
-    sandbox_cpu_seconds: int = Field(default=5, ge=1, description="Tool calls: CPU-time limit.")
-    sandbox_memory_mb: int = Field(
-        default=1024, ge=64, description="Tool calls: address-space limit (MiB)."
-    )
-    sandbox_disk_mb: int = Field(
-        default=64, ge=1, description="Tool calls: size of the jail's writable tmpfs (MiB)."
-    )
-    sandbox_output_kb: int = Field(
-        default=64, ge=1, description="Tool calls: captured output cap (KiB); more is killed."
-    )
-
-    # --- diversity (G-Vendi) and Prismatic selection -----------------------------------------
-    diversity_proxy_model: str = Field(
-        default=EMBEDDED_MODEL,
-        description="Proxy model whose gradients are the features ('embedded' = SmolLM2-135M; "
-        "the paper uses Qwen/Qwen2.5-0.5B-Instruct).",
-    )
-    diversity_last_blocks: int = Field(
-        default=1, ge=0, description="Gradient over the last k transformer blocks; 0 = all."
-    )
-    diversity_dim: int = Field(default=1024, ge=8, description="Projected feature dimension.")
-    diversity_max_samples: int = Field(
-        default=256, ge=2, description="Rows per target (a seeded subset when there are more)."
-    )
-    diversity_max_tokens: int = Field(
-        default=512, ge=16, description="Tokens per sample for the gradient (prompt cut first)."
-    )
-    diversity_batch_size: int = Field(default=16, ge=1, description="Gradients projected together.")
-    prismatic_cluster_fraction: float = Field(
-        default=0.1, gt=0, le=1, description="k of spherical k-means as a share of the pool."
-    )
-    prismatic_keep_fraction: float = Field(
-        default=0.5,
-        gt=0,
-        le=1,
-        description="Filter mode: keep samples in this smallest share of clusters.",
-    )
-    prismatic_generation_fraction: float = Field(
-        default=0.1,
-        gt=0,
-        le=1,
-        description="Generation mode: draw seeds from one cluster among this smallest share.",
-    )
-    task_qa_seed_selection: Literal["random", "prismatic"] = Field(
-        default="random",
-        description="How task Q&A draws its few-shot seeds: uniformly, or (prismatic) from one "
-        "of the smallest clusters of the seeds' gradient features.",
-    )
-
-    # --- filtering -------------------------------------------------------------------------
-    filters: FilterThresholds = Field(
-        default_factory=FilterThresholds,
-        description="Heuristic filter thresholds; set one as MIND_FILTERS__<NAME>.",
-    )
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed_variables(cls, values: Any) -> Any:
+        renamed = [
+            f"{old} is now {new}" for old, new in RENAMED_VARIABLES.items() if old in os.environ
+        ]
+        if renamed:
+            raise ValueError("renamed settings: " + "; ".join(renamed))
+        return values
 
     @field_validator(
         "data_dir",
@@ -261,15 +465,6 @@ class MindSettings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
-
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> MindSettings:
-        if self.chunk_overlap_tokens >= self.chunk_tokens:
-            raise ValueError(
-                f"MIND_CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be smaller than "
-                f"MIND_CHUNK_TOKENS ({self.chunk_tokens})"
-            )
-        return self
 
     @property
     def models_dir(self) -> Path:

@@ -55,9 +55,9 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     shutil.copytree(PROJECT_DIR / "prompts", prompts)
     monkeypatch.setenv("MIND_PROMPTS_DIR", str(prompts))
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
-    monkeypatch.setenv("MIND_TASK_FAMILIES", '["gsm8k"]')
-    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "4")
-    monkeypatch.setenv("MIND_TASK_SEED_LIMIT", "200")
+    monkeypatch.setenv("MIND_TASK_QA__FAMILIES", '["gsm8k"]')
+    monkeypatch.setenv("MIND_TASK_QA__ITEMS", "4")
+    monkeypatch.setenv("MIND_TASK_QA__SEED_LIMIT", "200")
     for name, value in LENIENT_PROFILE.items():  # keep some of the 135M model's conversations
         monkeypatch.setenv(f"MIND_FILTERS__{name}", value)
 

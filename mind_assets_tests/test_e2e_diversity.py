@@ -18,7 +18,7 @@ pytestmark = pytest.mark.engine
 def test_g_vendi_and_baselines_on_real_conversations(
     napkin_world, settings, run, register, instance, monkeypatch
 ):
-    monkeypatch.setenv("MIND_DIVERSITY_MAX_TOKENS", "128")
+    monkeypatch.setenv("MIND_DIVERSITY__MAX_TOKENS", "128")
     styles = ("teacher_student", "debate")
     napkin_world.copy_generations(settings.data_dir, styles)
     register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))

@@ -24,9 +24,9 @@ def test_traces_for_ten_gsm8k_problems_in_all_six_modes(
     settings, run, instance, mirror, monkeypatch
 ):
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
-    monkeypatch.setenv("MIND_MATH_PROBLEMS_LIMIT", str(PROBLEMS))
-    monkeypatch.setenv("MIND_MATH_SAMPLES_PER_PROBLEM", "2")
-    monkeypatch.setenv("MIND_MATH_MAX_TOOL_CALLS", "2")
+    monkeypatch.setenv("MIND_MATH__PROBLEMS_LIMIT", str(PROBLEMS))
+    monkeypatch.setenv("MIND_MATH__SAMPLES_PER_PROBLEM", "2")
+    monkeypatch.setenv("MIND_MATH__MAX_TOOL_CALLS", "2")
     monkeypatch.setenv("MIND_MAX_TOKENS", "96")
     assert run([math_problems], "gsm8k").success
     problems = pq.read_table(asset_path(settings.data_dir, "math_problems", "gsm8k"))

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.engine
 
 def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, monkeypatch):
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
-    monkeypatch.setenv("MIND_TASK_FAMILIES", json.dumps(["gsm8k", "commonsense_qa"]))
-    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "8")
-    monkeypatch.setenv("MIND_TASK_SEED_LIMIT", "300")
+    monkeypatch.setenv("MIND_TASK_QA__FAMILIES", json.dumps(["gsm8k", "commonsense_qa"]))
+    monkeypatch.setenv("MIND_TASK_QA__ITEMS", "8")
+    monkeypatch.setenv("MIND_TASK_QA__SEED_LIMIT", "300")
     monkeypatch.setenv("MIND_MAX_TOKENS", "256")
     assert run([task_seed_catalog]).success
     summary = {}

@@ -6,7 +6,7 @@ import pytest
 from mind_assets.filtering import rules
 from mind_assets.filtering.rules import FilterBatch, run_filters, strip_preamble
 from mind_assets.filtering.stage import filter_partition
-from mind_assets.filtering.thresholds import FilterThresholds
+from mind_assets.settings import FilterThresholds
 from mind_assets_tests.filter_rows import GOOD, SOURCE, row, table
 
 T = FilterThresholds()
@@ -180,5 +180,6 @@ def test_a_disabled_rule_is_not_applied_and_an_unknown_one_is_refused():
     relaxed = FilterThresholds(disabled_rules=["truncated"])
     result = run_filters(table(cut), [SOURCE], relaxed, {"teacher_student": INSTRUCTION})
     assert result.rejected_by == [[]] and "truncated" not in result.counts
+    misspelt = FilterThresholds(disabled_rules=["truncate"])
     with pytest.raises(ValueError, match="unknown filter rules \\['truncate'\\]"):
-        FilterThresholds(disabled_rules=["truncate"])
+        run_filters(table(cut), [SOURCE], misspelt, {"teacher_student": INSTRUCTION})

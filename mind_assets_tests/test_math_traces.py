@@ -18,16 +18,15 @@ from mind_assets.math_traces.problems import (
     normalize_row,
     strip_calculator_annotations,
 )
-from mind_assets.math_traces.sandbox import IsolationUnavailable, SandboxLimits
+from mind_assets.math_traces.sandbox import IsolationUnavailable
 from mind_assets.math_traces.sources import MODES, MathSource
 from mind_assets.math_traces.traces import (
-    TraceSettings,
     generate_traces,
     length_bucket,
     split_at_first_code_block,
     summarize,
 )
-from mind_assets.settings import PROJECT_DIR
+from mind_assets.settings import PROJECT_DIR, MathSettings
 
 IDENTITY = EngineIdentity(model="scripted", engine="test", engine_version="0")
 PROBLEMS = [
@@ -69,10 +68,8 @@ def tool_then_answer(request) -> str:
     return f"\nSo the result is {value}. The answer is \\boxed{{{value}}}"
 
 
-def run(tmp_path, chat, mode="medium_tir", **overrides):
-    settings = TraceSettings(
-        samples_per_problem=2, sandbox=SandboxLimits(wall_seconds=5), **overrides
-    )
+def run(tmp_path, chat, mode="medium_tir", max_tokens_cap=None, **overrides):
+    settings = MathSettings(samples_per_problem=2, sandbox_wall_seconds=5, **overrides)
     return generate_traces(
         problems=PROBLEMS,
         prompt=prompt(mode),
@@ -81,6 +78,7 @@ def run(tmp_path, chat, mode="medium_tir", **overrides):
         identity=IDENTITY,
         requests_dir=tmp_path / "requests",
         settings=settings,
+        max_tokens_cap=max_tokens_cap,
         base_seed=0,
         batch_size=8,
         count_tokens=lambda texts: [len(t.split()) for t in texts],
@@ -148,7 +146,7 @@ def test_without_bwrap_tir_refuses_before_any_generation_and_no_tir_runs(tmp_pat
     assert chat.calls == 0
     message = str(refused.value)
     assert "bwrap" in message and "apt-get install bubblewrap" in message
-    assert "MIND_SANDBOX=unsafe-no-isolation" in message
+    assert "MIND_MATH__SANDBOX=unsafe-no-isolation" in message
     result = run(tmp_path, Scripted(tool_then_answer), mode="medium_no_tir")
     assert result.accepted.num_rows + result.quarantine.num_rows == 4
 
@@ -156,7 +154,7 @@ def test_without_bwrap_tir_refuses_before_any_generation_and_no_tir_runs(tmp_pat
 def test_the_unsafe_opt_out_warns_and_is_recorded_on_every_row(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # the opt-out does not need bwrap
     caplog.set_level("WARNING")
-    result = run(tmp_path, Scripted(tool_then_answer), sandbox_mode="unsafe-no-isolation")
+    result = run(tmp_path, Scripted(tool_then_answer), sandbox="unsafe-no-isolation")
     rows = result.accepted.to_pylist() + result.quarantine.to_pylist()
     assert len(rows) == 4 and all(r["isolation"] == "unsafe-no-isolation" for r in rows)
     assert result.tool_outcomes == {"ok": 4}
@@ -173,7 +171,7 @@ def test_problems_solved_by_every_sample_can_be_dropped(tmp_path):
 def test_a_blend_manifest_lineage_shows_how_tool_calls_were_contained(tmp_path):
     jailed = run(tmp_path / "a", Scripted(tool_then_answer)).quarantine
     unjailed = run(
-        tmp_path / "b", Scripted(tool_then_answer), sandbox_mode="unsafe-no-isolation"
+        tmp_path / "b", Scripted(tool_then_answer), sandbox="unsafe-no-isolation"
     ).quarantine
     paths = [tmp_path / "jailed.parquet", tmp_path / "unjailed.parquet"]
     for table, path in zip((jailed, unjailed), paths, strict=True):
@@ -258,7 +256,7 @@ def test_real_gsm8k_train_is_decontaminated_against_its_test_split(mirror):
     (train / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (train / "test.jsonl").symlink_to(mirror / "openai/gsm8k/main/test.jsonl")
     planted_source = MathSource(name="gsm8k", dataset_path="planted")
-    result = build_problem_set(planted_source, mirror)
+    result = build_problem_set(planted_source, mirror, decontamination_ngram=13)
     removed = [c["row_index"] for c in result.contaminated]
     # Row 10 is the planted one; row 21 is real: GSM8K train has a stamps problem whose template
     # ("...post office. Some of the stamps had a snowflake design...") reappears in test.
@@ -266,17 +264,19 @@ def test_real_gsm8k_train_is_decontaminated_against_its_test_split(mirror):
     assert result.problems.num_rows == 31 - len(removed)
     assert planted not in result.problems.column("question").to_pylist()
     assert all("<<" not in q for q in result.problems.column("question").to_pylist())
-    limited = build_problem_set(source, mirror, limit=20)
+    limited = build_problem_set(source, mirror, decontamination_ngram=13, limit=20)
     assert limited.problems.num_rows == 20
 
 
 def test_eval_index_matches_13_gram_overlap_and_whole_short_questions():
-    index = EvalIndex(["one two three four five six seven eight nine ten eleven twelve thirteen"])
+    index = EvalIndex(
+        ["one two three four five six seven eight nine ten eleven twelve thirteen"], n=13
+    )
     assert index.contaminated(
         "Zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
     )
     assert not index.contaminated("one two three four five six seven")
-    assert EvalIndex(["What is 2+2?"]).contaminated("what is 2 + 2")
+    assert EvalIndex(["What is 2+2?"], n=13).contaminated("what is 2 + 2")
 
 
 def test_native_effort_control_goes_to_models_that_have_it(tmp_path):
@@ -293,7 +293,8 @@ def test_native_effort_control_goes_to_models_that_have_it(tmp_path):
         chat=Scripted(capture),
         identity=EngineIdentity(model="openai/gpt-oss-20b", engine="vllm", engine_version="0"),
         requests_dir=tmp_path / "r",
-        settings=TraceSettings(samples_per_problem=1),
+        settings=MathSettings(samples_per_problem=1),
+        max_tokens_cap=None,
         base_seed=0,
         batch_size=8,
         count_tokens=lambda texts: [1 for _ in texts],

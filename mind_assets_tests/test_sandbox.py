@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,11 @@ from mind_assets.math_traces.sandbox import (
     require_isolation,
     run_python,
 )
-from mind_assets.settings import PROJECT_DIR, get_settings
+from mind_assets.math_traces.traces import sandbox_limits
+from mind_assets.settings import PROJECT_DIR, MathSettings, get_settings
 
-FAST = SandboxLimits(wall_seconds=6.0, cpu_seconds=2, memory_bytes=512 << 20, output_bytes=16384)
+DEFAULT = sandbox_limits(MathSettings())
+FAST = replace(DEFAULT, wall_seconds=6.0, cpu_seconds=2, memory_bytes=512 << 20, output_bytes=16384)
 
 # Starts a process through _posixsubprocess.fork_exec, a C function that raises no audit event:
 # the route around the audit hook. The started program has no hook at all.
@@ -149,7 +152,7 @@ def test_numpy_and_sympy_are_importable_in_the_jail():
         "import numpy, sympy\nx = sympy.Symbol('x')\n"
         "print(numpy.arange(4).sum(), sympy.solve(x**2 - 4))"
     )
-    result = run_python(code, SandboxLimits(wall_seconds=30))
+    result = run_python(code, replace(DEFAULT, wall_seconds=30))
     assert result.outcome == "ok", result
     assert result.stdout.strip() == "6 [-2, 2]"
 
@@ -167,7 +170,7 @@ def test_infinite_loop_is_stopped_at_the_cpu_limit():
 
 
 def test_sleeping_forever_is_stopped_at_the_wall_clock_limit():
-    result = run_python("import time\ntime.sleep(3600)", SandboxLimits(wall_seconds=2.0))
+    result = run_python("import time\ntime.sleep(3600)", replace(DEFAULT, wall_seconds=2.0))
     assert result.outcome == "timeout" and result.wall_seconds < 5
 
 
@@ -332,7 +335,7 @@ def test_the_same_attempts_succeed_inside_the_jail_where_they_harm_nothing():
 def test_the_disk_cannot_be_filled():
     """Run by a process without the audit hook, so only the kernel stops it: one file is capped
     by RLIMIT_FSIZE, all files by the size of the jail's tmpfs, and nothing else is writable."""
-    limits = SandboxLimits(wall_seconds=20, cpu_seconds=10, disk_bytes=32 << 20)
+    limits = replace(DEFAULT, wall_seconds=20, cpu_seconds=10, disk_bytes=32 << 20)
     filler = (
         "import os\n"
         "try:\n"
@@ -516,7 +519,9 @@ def test_keys_in_the_callers_session_keyring_stay_unreadable():
             f"    n = libc.syscall({KEYCTL}, 11, key, buf, 200)\n"  # READ
             "    print(key, n, buf.raw[:max(n, 0)])\n"
         )
-        seen.append(run_python(SPAWN + f"spawn_python({reader!r})\nimport time\ntime.sleep(1)"))
+        seen.append(
+            run_python(SPAWN + f"spawn_python({reader!r})\nimport time\ntime.sleep(1)", DEFAULT)
+        )
 
     thread = threading.Thread(target=in_own_session)
     thread.start()
@@ -612,7 +617,7 @@ def test_a_fork_bomb_is_held_by_the_process_limit_and_leaves_nothing():
     def count() -> None:
         most[0] = max(most[0], len(processes_with(marker)))
 
-    limits = SandboxLimits(wall_seconds=8, cpu_seconds=2, memory_bytes=512 << 20)
+    limits = replace(DEFAULT, wall_seconds=8, cpu_seconds=2, memory_bytes=512 << 20)
     started = time.monotonic()
     result = while_running(code, limits, count)
     assert time.monotonic() - started < limits.wall_seconds + 5, result
@@ -649,7 +654,7 @@ def test_a_daemonised_child_does_not_outlive_the_call():
     stuck = run_python(
         SPAWN + f"spawn_python('import time; time.sleep(600)', {marker!r})\n"
         "import time\ntime.sleep(600)",
-        SandboxLimits(wall_seconds=2),
+        replace(DEFAULT, wall_seconds=2),
     )
     assert stuck.outcome == "timeout"
     assert no_process_left(marker)
@@ -710,8 +715,9 @@ def test_a_non_root_host_gets_the_same_jail():
         (copy / "check.py").write_text(
             "import json, sys\n"
             f"sys.path.insert(0, {str(copy)!r})\n"
-            "from mind_assets.math_traces.sandbox import isolation_problem, run_python\n"
-            f"result = run_python({jailed!r})\n"
+            "from mind_assets.math_traces.sandbox import SandboxLimits, isolation_problem\n"
+            "from mind_assets.math_traces.sandbox import run_python\n"
+            f"result = run_python({jailed!r}, SandboxLimits(**{asdict(DEFAULT)!r}))\n"
             "print(json.dumps([isolation_problem(), result.outcome, result.stdout]))\n"
         )
         for path in [copy, *copy.rglob("*")]:
@@ -745,7 +751,7 @@ def test_without_bwrap_tool_calls_refuse_and_say_what_to_install(monkeypatch, tm
         run_python("print(1)", FAST)
     message = str(refused.value)
     assert "bwrap" in message and "apt-get install bubblewrap" in message
-    assert "MIND_SANDBOX=unsafe-no-isolation" in message
+    assert "MIND_MATH__SANDBOX=unsafe-no-isolation" in message
 
 
 def test_a_bwrap_that_cannot_make_namespaces_is_refused(monkeypatch, tmp_path):

@@ -36,10 +36,28 @@ def test_environment_overrides_every_option(monkeypatch, tmp_path):
     assert (settings.tensor_parallel_size, settings.max_num_seqs) == (2, 128)
 
 
+def test_each_stage_reads_its_sub_model_from_nested_variables(monkeypatch):
+    monkeypatch.setenv("MIND_CORPUS__CHUNK_TOKENS", "300")
+    monkeypatch.setenv("MIND_TASK_QA__DECONTAMINATION_NGRAM", "8")
+    monkeypatch.setenv("MIND_MATH__SANDBOX", "unsafe-no-isolation")
+    monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_KEEP_FRACTION", "0.25")
+    settings = MindSettings()
+    assert settings.corpus.chunk_tokens == 300
+    assert settings.task_qa.decontamination_ngram == 8
+    assert settings.math.sandbox == "unsafe-no-isolation"
+    assert settings.diversity.prismatic_keep_fraction == 0.25
+
+
+def test_a_renamed_flat_variable_is_refused_naming_its_new_name(monkeypatch):
+    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "5")
+    with pytest.raises(ValueError, match="MIND_TASK_QA_ITEMS is now MIND_TASK_QA__ITEMS"):
+        MindSettings()
+
+
 def test_overlap_must_be_smaller_than_chunk(monkeypatch):
-    monkeypatch.setenv("MIND_CHUNK_TOKENS", "100")
-    monkeypatch.setenv("MIND_CHUNK_OVERLAP_TOKENS", "100")
-    with pytest.raises(ValueError, match="MIND_CHUNK_OVERLAP_TOKENS"):
+    monkeypatch.setenv("MIND_CORPUS__CHUNK_TOKENS", "100")
+    monkeypatch.setenv("MIND_CORPUS__CHUNK_OVERLAP_TOKENS", "100")
+    with pytest.raises(ValueError, match="MIND_CORPUS__CHUNK_OVERLAP_TOKENS"):
         MindSettings()
 
 

@@ -3,8 +3,9 @@
 import pytest
 
 from mind_assets.cli import main as mind_cli
+from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.catalog import build_catalog, eligibility
-from mind_assets.task_qa.rules import Candidate, TaskQAThresholds, run_task_rules
+from mind_assets.task_qa.rules import Candidate, run_task_rules
 from mind_assets.task_qa.seeds import (
     EvalSplitRefused,
     load_eval_texts,
@@ -103,7 +104,7 @@ def test_item_copied_from_gsm8k_test_is_removed_by_decontamination(catalog, mirr
         ),
     ]
     reasons = run_task_rules(
-        items, seed_questions=[], eval_texts=eval_texts, thresholds=TaskQAThresholds()
+        items, seed_questions=[], eval_texts=eval_texts, thresholds=TaskQASettings()
     )
     assert "contaminated" in reasons[0]
     assert "contaminated" not in reasons[1]

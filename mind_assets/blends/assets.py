@@ -84,7 +84,7 @@ def resolve_blend(
         known_families=sorted(known_families),
         count_tokens=token_counter(llm.model_path()),
         tokenizer_name=llm.model_name,
-        known_math_sources=[source.name for source in settings.math_sources],
+        known_math_sources=[source.name for source in settings.math.sources],
         lookup=instance_lookup(instance),
     )
 

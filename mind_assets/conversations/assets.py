@@ -117,7 +117,7 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
         base_seed=settings.seed,
         max_model_len=llm.max_model_len,
         count_tokens=token_counter(llm.model_path()),
-        max_tokens_override=settings.max_tokens,
+        max_tokens_cap=settings.max_tokens,
     )
     if plan.skipped_too_long:
         context.log.warning(

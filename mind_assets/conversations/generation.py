@@ -17,9 +17,10 @@ from mind_assets.llm.batch_runner import StoredResult
 from mind_assets.llm.requests import (
     ChatRequest,
     EngineIdentity,
-    SamplingSpec,
+    capped_max_tokens,
     derive_seed,
     make_request,
+    sampling_for,
 )
 
 # Room for the chat template's own tokens around the rendered messages.
@@ -52,7 +53,7 @@ def plan_conversations(
     base_seed: int,
     max_model_len: int,
     count_tokens: TokenCounter,
-    max_tokens_override: int | None = None,
+    max_tokens_cap: int | None = None,
 ) -> Plan:
     """One request per chunk. The seed derives from (chunk, style) so reruns reproduce it, and
     max_tokens shrinks where a long chunk would overflow the context."""
@@ -60,19 +61,14 @@ def plan_conversations(
     rows = chunks.select(["chunk_id", "doc_id", "text"]).to_pylist()
     rendered = [prompt.render(text=row["text"]) for row in rows]
     prompt_sizes = count_tokens(["\n".join(m["content"] for m in msgs) for msgs in rendered])
-    wanted = max_tokens_override or prompt.sampling.max_tokens
+    wanted = capped_max_tokens(prompt, max_tokens_cap)
     for row, messages, size in zip(rows, rendered, prompt_sizes, strict=True):
         budget = max_model_len - size - _TEMPLATE_MARGIN_TOKENS
-        max_tokens = min(wanted, budget)
-        if max_tokens < min(wanted, MIN_COMPLETION_TOKENS):
+        if min(wanted, budget) < min(wanted, MIN_COMPLETION_TOKENS):
             plan.skipped_too_long.append(row["chunk_id"])
             continue
-        sampling = SamplingSpec(
-            temperature=prompt.sampling.temperature,
-            top_p=prompt.sampling.top_p,
-            max_tokens=max_tokens,
-            seed=derive_seed(base_seed, row["chunk_id"], style),
-        )
+        seed = derive_seed(base_seed, row["chunk_id"], style)
+        sampling = sampling_for(prompt, seed, max_tokens_cap, budget=budget)
         plan.planned.append(
             PlannedConversation(
                 chunk_id=row["chunk_id"],

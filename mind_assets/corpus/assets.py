@@ -77,7 +77,9 @@ def chunks(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResul
     for doc_id, text in zip(
         documents.column("doc_id").to_pylist(), documents.column("text").to_pylist(), strict=True
     ):
-        for chunk in chunk_text(text, count, settings.chunk_tokens, settings.chunk_overlap_tokens):
+        for chunk in chunk_text(
+            text, count, settings.corpus.chunk_tokens, settings.corpus.chunk_overlap_tokens
+        ):
             rows.append(
                 {
                     "chunk_id": f"{doc_id}#{chunk.index}",
@@ -102,8 +104,10 @@ def chunks(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResul
             "documents": documents.num_rows,
             "tokens": int(pc.sum(tokens).as_py() or 0),
             "mean_tokens": float(pc.mean(tokens).as_py() or 0.0),
-            "oversize_chunks": int(pc.sum(pc.greater(tokens, settings.chunk_tokens)).as_py() or 0),
-            "chunk_tokens_target": settings.chunk_tokens,
+            "oversize_chunks": int(
+                pc.sum(pc.greater(tokens, settings.corpus.chunk_tokens)).as_py() or 0
+            ),
+            "chunk_tokens_target": settings.corpus.chunk_tokens,
         },
         data_version=file_data_version(path),
     )

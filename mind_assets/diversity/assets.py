@@ -46,7 +46,7 @@ def diversity(context: AssetExecutionContext) -> MaterializeResult:
     target = context.partition_key
     kind, _ = parse_target(target)
     samples = subsample(
-        target_samples(settings.data_dir, target), settings.diversity_max_samples, settings.seed
+        target_samples(settings.data_dir, target), settings.diversity.max_samples, settings.seed
     )
     if len(samples) < 2:
         raise ValueError(f"diversity target {target!r} has {len(samples)} rows; need at least 2")

@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mind_assets.filtering.text_stats import duplicate_ngram_fractions, top_ngram_char_fraction
-from mind_assets.filtering.thresholds import FilterThresholds
 from mind_assets.lib.latex import split_prose_and_math
 from mind_assets.lib.minhash import MinHasher, near_duplicate_groups, ngram_hashes
+from mind_assets.settings import FilterThresholds
 
 # Refusals and AI self-reference: the row is rejected.
 REFUSAL_PATTERN = (
@@ -396,6 +396,12 @@ def run_filters(
 ) -> FilterResult:
     """Apply every rule (but those the thresholds disable) to every row; a row is accepted when
     it passes all of them."""
+    unknown = sorted(set(thresholds.disabled_rules) - set(rules or RULES))
+    if unknown:
+        raise ValueError(
+            f"unknown filter rules {unknown} in MIND_FILTERS__DISABLED_RULES; the rules are "
+            f"{sorted(rules or RULES)}"
+        )
     batch = FilterBatch(table, source_texts, thresholds, instructions)
     decisions = {
         name: rule(batch, thresholds)

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from mind_assets.filtering.rules import run_filters
 from mind_assets.filtering.schema import DECISION_SCHEMA, FILTERED_SCHEMA, QUARANTINE_SCHEMA
-from mind_assets.filtering.thresholds import FilterThresholds
+from mind_assets.settings import FilterThresholds
 
 
 @dataclass

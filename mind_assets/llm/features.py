@@ -100,16 +100,16 @@ _FEATURIZERS: dict[FeatureConfig, GradientFeaturizer] = {}
 
 
 def feature_config(settings: MindSettings) -> FeatureConfig:
-    model = settings.diversity_proxy_model
+    model = settings.diversity.proxy_model
     if model == EMBEDDED_MODEL:
         model = str(prepare_embedded_model(settings.models_dir))
     return FeatureConfig(
         model_path=model,
-        last_blocks=settings.diversity_last_blocks or None,
-        dim=settings.diversity_dim,
+        last_blocks=settings.diversity.last_blocks or None,
+        dim=settings.diversity.dim,
         seed=settings.seed,
-        max_tokens=settings.diversity_max_tokens,
-        batch_size=settings.diversity_batch_size,
+        max_tokens=settings.diversity.max_tokens,
+        batch_size=settings.diversity.batch_size,
     )
 
 

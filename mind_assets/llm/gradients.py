@@ -22,17 +22,23 @@ from typing import Any
 
 import numpy as np
 
+from mind_assets.settings import DiversitySettings, MindSettings
+
 log = logging.getLogger(__name__)
+
+_DEFAULTS = DiversitySettings()
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
+    """How features are made; the defaults are the settings' (MIND_DIVERSITY__*)."""
+
     model_path: str
-    last_blocks: int | None = 1  # None: every parameter, as in the paper
-    dim: int = 1024
-    seed: int = 0
-    max_tokens: int = 512  # prompt + completion, truncated from the prompt's left
-    batch_size: int = 64  # gradients projected together (the signs are made once a batch)
+    last_blocks: int | None = _DEFAULTS.last_blocks or None  # None: every parameter (the paper)
+    dim: int = _DEFAULTS.dim
+    seed: int = MindSettings.model_fields["seed"].default
+    max_tokens: int = _DEFAULTS.max_tokens  # prompt + completion, truncated from the prompt's left
+    batch_size: int = _DEFAULTS.batch_size  # gradients projected together (signs made once a batch)
     chunk: int = 1 << 16  # parameters per sign block
 
     def describe(self) -> str:

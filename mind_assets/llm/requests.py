@@ -15,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from mind_assets.lib.prompts import PromptFile
+
 # The columns that say how a generated row was produced, shared by every generation family's
 # row schema (each family adds what its rows derive from: a chunk, seeds, ...).
 GENERATION_FIELDS = [
@@ -110,6 +112,28 @@ class GenerationProgress:
 
 
 ProgressCallback = Callable[[GenerationProgress], None]
+
+
+def capped_max_tokens(prompt: PromptFile, max_tokens_cap: int | None) -> int:
+    """The prompt file's max_tokens, capped by MIND_MAX_TOKENS: the cap only ever lowers it."""
+    wanted = prompt.sampling.max_tokens
+    return min(wanted, max_tokens_cap) if max_tokens_cap else wanted
+
+
+def sampling_for(
+    prompt: PromptFile, seed: int, max_tokens_cap: int | None, *, budget: int | None = None
+) -> SamplingSpec:
+    """Sampling for one request from the prompt file's defaults: its max_tokens capped by
+    MIND_MAX_TOKENS and by `budget` (the tokens the context or the trace has left)."""
+    max_tokens = capped_max_tokens(prompt, max_tokens_cap)
+    if budget is not None:
+        max_tokens = min(max_tokens, budget)
+    return SamplingSpec(
+        temperature=prompt.sampling.temperature,
+        top_p=prompt.sampling.top_p,
+        max_tokens=max_tokens,
+        seed=seed,
+    )
 
 
 def derive_seed(base_seed: int, *parts: str) -> int:

@@ -13,7 +13,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from mind_assets.llm.embedded_model import embedded_model_name, prepare_embedded_model
-from mind_assets.llm.hardware import AUTO, EngineTuning, choose_engine_tuning, detect_host
+from mind_assets.llm.hardware import EngineTuning, choose_engine_tuning, detect_host
 from mind_assets.llm.offline_engine import (
     OfflineEngine,
     OfflineEngineConfig,
@@ -26,27 +26,28 @@ from mind_assets.settings import EMBEDDED_MODEL, MindSettings
 
 
 class LLMResource(ConfigurableResource):
-    """Chat generation with vLLM. Defaults come from `MindSettings` (see README)."""
+    """Chat generation with vLLM, configured from `MindSettings` (`from_settings`), where every
+    default lives (see README); the fields have none of their own."""
 
-    model: str = Field(default=EMBEDDED_MODEL, description="Model id, directory or 'embedded'.")
+    model: str = Field(description="Model id, directory or 'embedded'.")
     models_dir: str = Field(description="Where the embedded model is converted and cached.")
-    dtype: str = Field(default=AUTO, description="'auto' chooses from the machine (see README).")
-    threads: int | None = None
-    max_num_batched_tokens: int | None = None
-    max_model_len: int = 4096
-    memory_fraction: float | None = None
-    kv_cache_gib: float | None = None
-    tensor_parallel_size: int = 1
-    max_num_seqs: int = 256
-    enforce_eager: bool | None = None
-    engine_seed: int = 0
-    enable_prefix_caching: bool = True
-    keep_engine_between_runs: bool = False
-    engine_mode: str = Field(default="offline", description="'offline' or 'server'.")
-    server_urls: list[str] = Field(default_factory=list)
-    server_model: str | None = None
-    server_max_concurrency: int = 32
-    server_timeout_s: float = 600.0
+    dtype: str = Field(description="'auto' chooses from the machine (see README).")
+    threads: int | None
+    max_num_batched_tokens: int | None
+    max_model_len: int
+    memory_fraction: float | None
+    kv_cache_gib: float | None
+    tensor_parallel_size: int
+    max_num_seqs: int
+    enforce_eager: bool | None
+    engine_seed: int
+    enable_prefix_caching: bool
+    keep_engine_between_runs: bool
+    engine_mode: str = Field(description="'offline' or 'server'.")
+    server_urls: list[str]
+    server_model: str | None
+    server_max_concurrency: int
+    server_timeout_s: float
 
     _engine: OfflineEngine | None = PrivateAttr(default=None)
     _pool: ServerPool | None = PrivateAttr(default=None)
@@ -66,6 +67,7 @@ class LLMResource(ConfigurableResource):
             max_num_seqs=settings.max_num_seqs,
             enforce_eager=settings.enforce_eager,
             engine_seed=settings.seed,
+            enable_prefix_caching=settings.enable_prefix_caching,
             keep_engine_between_runs=settings.keep_engine_between_runs,
             engine_mode=settings.engine_mode,
             server_urls=settings.server_urls,

@@ -25,14 +25,14 @@ from mind_assets.lib.storage import asset_path, write_parquet_atomic
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.problems import build_problem_set
-from mind_assets.math_traces.sandbox import NO_TOOL_CALLS, SandboxLimits
+from mind_assets.math_traces.sandbox import NO_TOOL_CALLS
 from mind_assets.math_traces.sources import MODES, MathSource
-from mind_assets.math_traces.traces import TraceSettings, generate_traces, summarize
+from mind_assets.math_traces.traces import generate_traces, summarize
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 
 math_sources_partitions = StaticPartitionsDefinition(
-    [source.name for source in get_settings().math_sources]
+    [source.name for source in get_settings().math.sources]
 )
 solution_trace_partitions = MultiPartitionsDefinition(
     {"source": math_sources_partitions, "mode": StaticPartitionsDefinition(list(MODES))}
@@ -40,11 +40,11 @@ solution_trace_partitions = MultiPartitionsDefinition(
 
 
 def math_source(settings: MindSettings, name: str) -> MathSource:
-    for source in settings.math_sources:
+    for source in settings.math.sources:
         if source.name == name:
             return source
-    known = [s.name for s in settings.math_sources]
-    raise KeyError(f"math source {name!r} is not configured (MIND_MATH_SOURCES has {known})")
+    known = [s.name for s in settings.math.sources]
+    raise KeyError(f"math source {name!r} is not configured (MIND_MATH__SOURCES has {known})")
 
 
 @asset(
@@ -60,7 +60,10 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
     source = math_source(settings, context.partition_key)
     problem_set = build_problem_set(
-        source, settings.task_mirror, limit=settings.math_problems_limit
+        source,
+        settings.task_mirror,
+        decontamination_ngram=settings.math.decontamination_ngram,
+        limit=settings.math.problems_limit,
     )
     for message in problem_set.skipped[:20]:
         context.log.warning("skipped: %s", message)
@@ -120,21 +123,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
     source, mode = keys["source"], keys["mode"]
     problems = pq.read_table(asset_path(settings.data_dir, "math_problems", source)).to_pylist()
     prompt = load_prompt(settings.prompts_dir / "math" / f"{mode}.yaml")
-    trace_settings = TraceSettings(
-        samples_per_problem=settings.math_samples_per_problem,
-        max_tool_calls=settings.math_max_tool_calls,
-        drop_solved_by_all=settings.math_drop_solved_by_all,
-        length_buckets=tuple(settings.math_length_buckets),
-        max_tokens_override=settings.max_tokens,
-        sandbox=SandboxLimits(
-            wall_seconds=settings.sandbox_wall_seconds,
-            cpu_seconds=settings.sandbox_cpu_seconds,
-            memory_bytes=settings.sandbox_memory_mb << 20,
-            disk_bytes=settings.sandbox_disk_mb << 20,
-            output_bytes=settings.sandbox_output_kb << 10,
-        ),
-        sandbox_mode=settings.sandbox,
-    )
+    trace_settings = settings.math
     context.log.info(
         "solution_traces %s/%s: %d problems x %d samples, tool use %s, sandbox %s",
         source,
@@ -142,7 +131,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         len(problems),
         trace_settings.samples_per_problem,
         prompt.tool_use,
-        settings.sandbox if prompt.tool_use else "not needed",
+        trace_settings.sandbox if prompt.tool_use else "not needed",
     )
     run = generate_traces(
         problems=problems,
@@ -154,6 +143,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
             settings.data_dir, "_requests", "solution_traces", source, mode, suffix=""
         ),
         settings=trace_settings,
+        max_tokens_cap=settings.max_tokens,
         base_seed=settings.seed,
         batch_size=llm.requests_per_batch(settings.batch_size),
         count_tokens=token_counter(llm.model_path()),
@@ -209,7 +199,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
             "quarantined_by_reason": MetadataValue.json(dict(reasons)),
             "answer_methods": MetadataValue.json(dict(methods)),
             "tool_outcomes": MetadataValue.json(run.tool_outcomes),
-            "isolation": settings.sandbox if prompt.tool_use else NO_TOOL_CALLS,
+            "isolation": trace_settings.sandbox if prompt.tool_use else NO_TOOL_CALLS,
             "mean_tool_calls": round(
                 sum(len(t) for t in all_rows.column("tool_calls").to_pylist()) / max(total, 1), 3
             ),

@@ -16,9 +16,6 @@ from mind_assets.lib.text import ngrams, normalise
 from mind_assets.math_traces.sources import MathSource
 from mind_assets.math_traces.verify import normalize_answer, reference_answer
 
-DECONTAMINATION_NGRAM = 13  # as in GPT-3's decontamination; questions shorter than that are
-# compared whole (normalised) instead
-
 MATH_PROBLEM_SCHEMA = pa.schema(
     [
         pa.field("problem_id", pa.string(), nullable=False),
@@ -82,9 +79,10 @@ def normalize_row(source: MathSource, index: int, row: dict[str, Any]) -> dict[s
 
 
 class EvalIndex:
-    """N-grams and whole normalised questions of the evaluation splits."""
+    """N-grams and whole normalised questions of the evaluation splits: a question shorter than
+    `n` words is compared whole (normalised) instead."""
 
-    def __init__(self, texts: Iterable[str], n: int = DECONTAMINATION_NGRAM) -> None:
+    def __init__(self, texts: Iterable[str], n: int) -> None:
         self.n = n
         self.grams: set[tuple[str, ...]] = set()
         self.whole: set[str] = set()
@@ -111,6 +109,7 @@ def build_problem_set(
     source: MathSource,
     mirror_dir: Path | None,
     *,
+    decontamination_ngram: int,
     limit: int | None = None,
     eval_questions: dict[str, list[str]] | None = None,
 ) -> ProblemSet:
@@ -120,7 +119,9 @@ def build_problem_set(
     )
     if eval_questions is None:
         eval_questions = load_eval_questions(source, mirror_dir)
-    indexes = {split: EvalIndex(texts) for split, texts in eval_questions.items()}
+    indexes = {
+        split: EvalIndex(texts, decontamination_ngram) for split, texts in eval_questions.items()
+    }
     rows, contaminated, skipped, seen = [], [], [], set()
     for index, raw in enumerate(train):
         if limit is not None and len(rows) >= limit:

@@ -11,9 +11,9 @@ timeout and an output cap and kills the whole jail at the end (`jail.py` builds 
 An audit hook still refuses process creation, sockets, native code loading and writes outside
 the working directory, but only to label refusals for the trace: Python's audit hooks are not a
 security boundary, and C modules bypass them. When the jail cannot be set up, tool calls refuse
-to run (`IsolationUnavailable`) unless MIND_SANDBOX=unsafe-no-isolation says the environment is
-trusted; that mode is today's plain child process (rlimits, a network namespace when possible,
-the audit hook) and is recorded on every trace row.
+to run (`IsolationUnavailable`) unless MIND_MATH__SANDBOX=unsafe-no-isolation says the
+environment is trusted; that mode is today's plain child process (rlimits, a network namespace
+when possible, the audit hook) and is recorded on every trace row.
 """
 
 from __future__ import annotations
@@ -70,12 +70,13 @@ INSTALL_HINT = (
     "Install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; `make install` and "
     "`.ci/run` do this) on a kernel that allows user namespaces (in a container: one that "
     "permits unshare, e.g. Docker with `--security-opt seccomp=unconfined`), or, only where the "
-    "model's code is trusted, set MIND_SANDBOX=unsafe-no-isolation (recorded on every trace row)."
+    "model's code is trusted, set MIND_MATH__SANDBOX=unsafe-no-isolation (recorded on every "
+    "trace row)."
 )
 UNSAFE_WARNING = (
-    "MIND_SANDBOX=unsafe-no-isolation: tool calls run as a plain child process WITHOUT kernel "
-    "isolation (rlimits and an audit hook only, which model-written code can escape); use only "
-    "with trusted code. Every trace row records isolation=unsafe-no-isolation."
+    "MIND_MATH__SANDBOX=unsafe-no-isolation: tool calls run as a plain child process WITHOUT "
+    "kernel isolation (rlimits and an audit hook only, which model-written code can escape); use "
+    "only with trusted code. Every trace row records isolation=unsafe-no-isolation."
 )
 
 
@@ -89,16 +90,26 @@ class JailSetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    wall_seconds: float = 10.0
-    cpu_seconds: int = 5
-    memory_bytes: int = 1 << 30  # address space per process; Python with numpy needs ~300 MB
+    """Limits of one tool call. The configurable ones have no default here: they come from the
+    settings (`MIND_MATH__SANDBOX_*`, see `traces.sandbox_limits`), and this module stays
+    stdlib-only so that the jail runs under any Python."""
+
+    wall_seconds: float
+    cpu_seconds: int
+    memory_bytes: int  # address space per process; Python with numpy needs ~300 MB
+    disk_bytes: int  # the jail's writable tmpfs, all files together
+    output_bytes: int
     file_bytes: int = 16 << 20  # largest file one write may make
-    disk_bytes: int = 64 << 20  # size of the jail's writable tmpfs, all files together
     open_files: int = 64
     # Processes and threads of the jailed uid. Ordinary code needs one (thread pools are pinned
     # to one thread); each may hold memory_bytes, so this also bounds a call's memory.
     processes: int = 8
-    output_bytes: int = 64 << 10
+
+
+# The start-up probe runs one trivial program; a minute covers a cold start on a loaded host.
+_PROBE_LIMITS = SandboxLimits(
+    wall_seconds=60, cpu_seconds=5, memory_bytes=1 << 30, disk_bytes=64 << 20, output_bytes=4096
+)
 
 
 @dataclass
@@ -264,7 +275,7 @@ def isolation_problem() -> str | None:
 @functools.cache
 def _probe(bwrap: str) -> str | None:
     try:
-        result = _run_jailed(bwrap, _PROBE_CODE, SandboxLimits(wall_seconds=60))
+        result = _run_jailed(bwrap, _PROBE_CODE, _PROBE_LIMITS)
     except (JailSetupError, OSError) as error:
         return f"{bwrap} is there but could not set up the jail: {error}"
     expected = f"{JAIL_UID} {JAIL_GID}"
@@ -291,12 +302,9 @@ def require_isolation(mode: str, logger: logging.Logger | None = None) -> None:
         )
 
 
-def run_python(
-    code: str, limits: SandboxLimits | None = None, mode: str = BUBBLEWRAP
-) -> SandboxResult:
+def run_python(code: str, limits: SandboxLimits, mode: str = BUBBLEWRAP) -> SandboxResult:
     """Execute `code` contained; never raises for anything the code does. Raises
     IsolationUnavailable when `mode` is bubblewrap and the jail cannot be set up."""
-    limits = limits or SandboxLimits()
     if mode == UNSAFE:
         return _run_unjailed(code, limits)
     require_isolation(mode)

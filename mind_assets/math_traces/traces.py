@@ -31,11 +31,11 @@ from mind_assets.llm.requests import (
     ChatRequest,
     EngineIdentity,
     SamplingSpec,
+    capped_max_tokens,
     derive_seed,
     make_request,
 )
 from mind_assets.math_traces.sandbox import (
-    BUBBLEWRAP,
     NO_TOOL_CALLS,
     SandboxLimits,
     SandboxResult,
@@ -43,6 +43,7 @@ from mind_assets.math_traces.sandbox import (
     run_python,
 )
 from mind_assets.math_traces.verify import judge, last_boxed, majority
+from mind_assets.settings import MathSettings
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +100,6 @@ TRACE_QUARANTINE_SCHEMA = TRACE_SCHEMA.append(
 )
 
 CountTokens = Callable[[list[str]], list[int]]
-
-
-@dataclass
-class TraceSettings:
-    samples_per_problem: int = 4
-    max_tool_calls: int = 4
-    drop_solved_by_all: bool = False
-    length_buckets: tuple[int, ...] = (4096, 8192, 16384, 32768, 65536, 131072)
-    max_tokens_override: int | None = None
-    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
-    sandbox_mode: str = BUBBLEWRAP  # MIND_SANDBOX
 
 
 @dataclass
@@ -175,7 +165,7 @@ def _request(
     sampling = SamplingSpec(
         temperature=prompt.sampling.temperature,
         top_p=prompt.sampling.top_p,
-        max_tokens=max_tokens,
+        max_tokens=max_tokens,  # what the trace's capped budget has left
         seed=state.seed,
     )
     return make_request(
@@ -194,6 +184,17 @@ def native_effort(model: str, prompt: PromptFile) -> dict[str, str] | None:
     return None
 
 
+def sandbox_limits(settings: MathSettings) -> SandboxLimits:
+    """The limits of one tool call, from MIND_MATH__SANDBOX_*."""
+    return SandboxLimits(
+        wall_seconds=settings.sandbox_wall_seconds,
+        cpu_seconds=settings.sandbox_cpu_seconds,
+        memory_bytes=settings.sandbox_memory_mb << 20,
+        disk_bytes=settings.sandbox_disk_mb << 20,
+        output_bytes=settings.sandbox_output_kb << 10,
+    )
+
+
 def generate_traces(
     *,
     problems: list[dict[str, Any]],
@@ -202,7 +203,8 @@ def generate_traces(
     chat: ChatFn,
     identity: EngineIdentity,
     requests_dir: Path,
-    settings: TraceSettings,
+    settings: MathSettings,
+    max_tokens_cap: int | None,
     base_seed: int,
     batch_size: int,
     count_tokens: CountTokens,
@@ -210,10 +212,9 @@ def generate_traces(
 ) -> TraceRun:
     logger = logger or log
     if prompt.tool_use:  # fail closed before any generation, not at the first tool call
-        require_isolation(settings.sandbox_mode, logger)
-    budget = min(
-        prompt.sampling.max_tokens, settings.max_tokens_override or prompt.sampling.max_tokens
-    )
+        require_isolation(settings.sandbox, logger)
+    limits = sandbox_limits(settings)
+    budget = capped_max_tokens(prompt, max_tokens_cap)
     variables = {"max_tool_calls": settings.max_tool_calls}
     states = [
         TraceState(
@@ -276,11 +277,7 @@ def generate_traces(
             pending.append((state, cut, code))
         # Each call is its own short-lived process; run a few side by side.
         with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            outcomes = list(
-                pool.map(
-                    lambda p: run_python(p[2], settings.sandbox, settings.sandbox_mode), pending
-                )
-            )
+            outcomes = list(pool.map(lambda p: run_python(p[2], limits, settings.sandbox), pending))
         for (state, cut, code), outcome in zip(pending, outcomes, strict=True):
             tool_outcomes[outcome.outcome] += 1
             state.tool_calls.append(
@@ -312,7 +309,7 @@ def _verify_and_build(
     prompt: PromptFile,
     mode: str,
     identity: EngineIdentity,
-    settings: TraceSettings,
+    settings: MathSettings,
     count_tokens: CountTokens,
     stats: list[RunStats],
     tool_outcomes: dict[str, int],
@@ -325,7 +322,7 @@ def _verify_and_build(
     lengths = dict(zip((id(s) for s in states), count_tokens(texts), strict=True))
     accepted, rejected, per_problem = [], [], []
     k = settings.samples_per_problem
-    isolation = settings.sandbox_mode if prompt.tool_use else NO_TOOL_CALLS
+    isolation = settings.sandbox if prompt.tool_use else NO_TOOL_CALLS
     for problem_id, samples in by_problem.items():
         n_correct = sum(v.correct for _, v in samples)
         vote = majority([v.normalized for _, v in samples])
@@ -372,7 +369,7 @@ def _verify_and_build(
                 "majority_answer": vote,
                 "majority_correct": vote_correct,
                 "seq_tokens": seq_tokens,
-                "length_bucket": length_bucket(seq_tokens, settings.length_buckets),
+                "length_bucket": length_bucket(seq_tokens, tuple(settings.length_buckets)),
                 "prompt_id": prompt.id,
                 "prompt_version": prompt.version,
                 **identity.lineage(),

@@ -39,7 +39,7 @@ def nightly_blend_rebuild(context: ScheduleEvaluationContext):
     target=[conversations, filtered_conversations],
     default_status=DefaultScheduleStatus.STOPPED,
     description="Hourly: regenerate conversation partitions whose prompt version or model differs "
-    "from the current one, at most MIND_REGENERATION_BUDGET partitions per tick.",
+    "from the current one, at most MIND_CONVERSATIONS__REGENERATION_BUDGET partitions per tick.",
 )
 def regenerate_unsynced_conversations(context: ScheduleEvaluationContext):
     settings = get_settings()
@@ -50,7 +50,7 @@ def regenerate_unsynced_conversations(context: ScheduleEvaluationContext):
     )
     if not stale:
         return SkipReason("every materialized conversation partition matches its prompt and model")
-    picked = stale[: settings.regeneration_budget]
+    picked = stale[: settings.conversations.regeneration_budget]
     for item in picked:
         context.log.info("regenerating %s|%s: %s", item.shard, item.style, item.reason)
     return [

@@ -76,7 +76,7 @@ def task_seed_catalog(context: AssetExecutionContext) -> MaterializeResult:
     entries = build_catalog()
     table = pa.Table.from_pylist([e.__dict__ for e in entries])
     path = write_parquet_atomic(table, catalog_path(settings))
-    families, unusable = selected_families(entries, settings.task_families)
+    families, unusable = selected_families(entries, settings.task_qa.families)
     if unusable:
         context.log.warning("configured task families that are unknown or ineligible: %s", unusable)
     new = [
@@ -115,7 +115,7 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
     family = context.partition_key
     entry = read_catalog_entry(settings, family)
     train = load_seed_split(entry, entry.training_split, settings.task_mirror)
-    table = normalize_split(entry, train, limit=settings.task_seed_limit)
+    table = normalize_split(entry, train, limit=settings.task_qa.seed_limit)
     path = write_parquet_atomic(table, asset_path(settings.data_dir, "task_seeds", family))
     return MaterializeResult(
         metadata={
@@ -132,7 +132,7 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
 def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, logger):
     """Generation mode: cluster the seeds' gradient features; items draw from small clusters."""
     clustering = cluster_task_seeds(settings, family, seeds.to_pylist(), logger)
-    return cluster_seed_picker(clustering, settings.prismatic_generation_fraction)
+    return cluster_seed_picker(clustering, settings.diversity.prismatic_generation_fraction)
 
 
 @asset(
@@ -165,7 +165,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
             "%s: no evaluation split found; decontamination had nothing to check", family
         )
     seed_picker = None
-    if settings.task_qa_seed_selection == "prismatic":
+    if settings.task_qa.seed_selection == "prismatic":
         seed_picker = prismatic_seed_picker(settings, family, seeds, context.log)
     result = run_task_qa(
         entry=entry,
@@ -175,11 +175,10 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         chat=llm.chat,
         identity=llm.identity(),
         requests_dir=asset_path(settings.data_dir, "_requests", "task_qa", family, suffix=""),
-        n_items=settings.task_qa_items,
-        shots=settings.task_qa_shots,
+        settings=settings.task_qa,
         base_seed=settings.seed,
         batch_size=llm.requests_per_batch(settings.batch_size),
-        max_tokens_override=settings.max_tokens,
+        max_tokens_cap=settings.max_tokens,
         seed_picker=seed_picker,
         logger=context.log,
     )
@@ -252,9 +251,9 @@ def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
     clustering = cluster_task_seeds(settings, family, seeds, context.log)
     _, new_features = features_for(settings, new, f"task_qa__{family}", context.log)
     decisions = prismatic_filter(
-        clustering, new_features.features, settings.prismatic_keep_fraction
+        clustering, new_features.features, settings.diversity.prismatic_keep_fraction
     )
-    favoured = clustering.smallest(settings.prismatic_keep_fraction)
+    favoured = clustering.smallest(settings.diversity.prismatic_keep_fraction)
     labels = np.array([d.cluster_id for d in decisions])
     before = cluster_shares(labels, favoured)
     after = (

@@ -11,25 +11,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-# A curated default of public knowledge and reasoning tasks with real training splits.
-DEFAULT_FAMILIES: tuple[str, ...] = (
-    "arc_easy",
-    "arc_challenge",
-    "piqa",
-    "hellaswag",
-    "winogrande",
-    "openbookqa",
-    "sciq",
-    "gsm8k",
-    "boolq",
-    "commonsense_qa",
-    "social_iqa",
-    "mathqa",
-    "logiqa",
-    "qasc",
-    "race",
-)
-
 
 @dataclass(frozen=True)
 class CatalogEntry:
@@ -76,7 +57,7 @@ def build_catalog() -> list[CatalogEntry]:
         entries.append(
             CatalogEntry(
                 task=task,
-                family=task,  # each task is its own family; MIND_TASK_FAMILIES names tasks
+                family=task,  # each task is its own family; MIND_TASK_QA__FAMILIES names tasks
                 eligible=eligible,
                 reason=reason,
                 output_type=cfg.get("output_type"),

@@ -12,7 +12,7 @@ from fractions import Fraction
 import pyarrow as pa
 
 from mind_assets.lib.prompts import PromptFile
-from mind_assets.llm.requests import ChatRequest, SamplingSpec, derive_seed, make_request
+from mind_assets.llm.requests import ChatRequest, derive_seed, make_request, sampling_for
 from mind_assets.task_qa.parsing import parse_enrichment, parse_multiple_choice, parse_open_ended
 from mind_assets.task_qa.rules import Candidate
 
@@ -30,17 +30,6 @@ class PlannedItem:
 SeedPicker = Callable[[int, list[dict], int], tuple[list[dict], int | None, str]]
 
 
-def sampling_for(prompt: PromptFile, seed: int, max_tokens_override: int | None) -> SamplingSpec:
-    return SamplingSpec(
-        temperature=prompt.sampling.temperature,
-        top_p=prompt.sampling.top_p,
-        max_tokens=min(
-            prompt.sampling.max_tokens, max_tokens_override or prompt.sampling.max_tokens
-        ),
-        seed=seed,
-    )
-
-
 def plan_items(
     seeds: pa.Table,
     prompt: PromptFile,
@@ -51,7 +40,7 @@ def plan_items(
     shots: int,
     model_name: str,
     base_seed: int,
-    max_tokens_override: int | None = None,
+    max_tokens_cap: int | None = None,
     seed_picker: SeedPicker | None = None,
 ) -> list[PlannedItem]:
     """n_items few-shot requests; each draws `shots` seeds with an RNG seeded by (family, item),
@@ -75,7 +64,7 @@ def plan_items(
                 request=make_request(
                     model_name,
                     prompt.version,
-                    sampling_for(prompt, seed, max_tokens_override),
+                    sampling_for(prompt, seed, max_tokens_cap),
                     messages,
                 ),
             )
@@ -153,13 +142,13 @@ def plan_enrichment(
     *,
     model_name: str,
     seed: int,
-    max_tokens_override: int | None,
+    max_tokens_cap: int | None,
 ) -> ChatRequest:
     messages = prompt.render(
         question=candidate.question, choices=candidate.choices, answer=candidate.answer
     )
     return make_request(
-        model_name, prompt.version, sampling_for(prompt, seed, max_tokens_override), messages
+        model_name, prompt.version, sampling_for(prompt, seed, max_tokens_cap), messages
     )
 
 

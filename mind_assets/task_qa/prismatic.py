@@ -156,6 +156,6 @@ def cluster_task_seeds(
     answer as completion), clustered by spherical k-means with k = the configured share."""
     pool = [Sample(f"seed:{s['seed_id']}", s["question"], str(s["answer"])) for s in seeds]
     _, cached = features_for(settings, pool, f"task_seeds__{family}", logger)
-    k = max(1, round(settings.prismatic_cluster_fraction * len(pool)))
+    k = max(1, round(settings.diversity.prismatic_cluster_fraction * len(pool)))
     logger.info("prismatic pool for %s: %d seeds in %d clusters", family, len(pool), k)
     return spherical_kmeans(cached.features, k, seed=settings.seed)

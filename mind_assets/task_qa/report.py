@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mind_assets.settings import get_settings
 from mind_assets.task_qa.catalog import build_catalog
 
 
-def format_catalog(refused: bool = False) -> str:
+def format_catalog(configured_families: list[str], refused: bool = False) -> str:
     entries = build_catalog()
     eligible = [e for e in entries if e.eligible]
     refusals = [e for e in entries if not e.eligible]
-    configured = set(get_settings().task_families)
+    configured = set(configured_families)
     lines = [
         f"{len(entries)} lm-eval subtasks: {len(eligible)} eligible as seeds, "
         f"{len(refusals)} refused",
@@ -22,7 +21,7 @@ def format_catalog(refused: bool = False) -> str:
             for reason, n in Counter(_kind(e.reason) for e in refusals).most_common()
         ),
         "",
-        "eligible (* = selected by MIND_TASK_FAMILIES):",
+        "eligible (* = selected by MIND_TASK_QA__FAMILIES):",
     ]
     for e in eligible:
         mark = "*" if e.task in configured or configured == {"all"} else " "

@@ -11,6 +11,7 @@ import numpy as np
 
 from mind_assets.lib.minhash import MinHasher, near_duplicate_groups
 from mind_assets.lib.text import ngrams, normalise, words
+from mind_assets.settings import TaskQASettings
 
 
 @dataclass
@@ -26,13 +27,6 @@ class Candidate:
     parse_error: str = ""
     is_math: bool = False
     distractors: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TaskQAThresholds:
-    decontamination_ngram: int = 13
-    near_duplicate_jaccard: float = 0.7
-    min_reasoning_chars: int = 20
 
 
 def reject_parse_failure(items: Sequence[Candidate], **_: object) -> list[str]:
@@ -78,7 +72,7 @@ def reject_math_mismatch(items: Sequence[Candidate], **_: object) -> list[str]:
 
 
 def reject_missing_reasoning(
-    items: Sequence[Candidate], *, thresholds: TaskQAThresholds, **_: object
+    items: Sequence[Candidate], *, thresholds: TaskQASettings, **_: object
 ) -> list[str]:
     """Every kept item carries the reasoning that links the evidence to its answer."""
     return [
@@ -90,7 +84,7 @@ def reject_missing_reasoning(
 
 
 def reject_duplicate(
-    items: Sequence[Candidate], *, thresholds: TaskQAThresholds, **_: object
+    items: Sequence[Candidate], *, thresholds: TaskQASettings, **_: object
 ) -> list[str]:
     """Exact or near duplicates of an earlier generated item of the same form."""
     reasons = [""] * len(items)
@@ -115,7 +109,7 @@ def reject_copy_of_seed(
     items: Sequence[Candidate],
     *,
     seed_questions: Sequence[str],
-    thresholds: TaskQAThresholds,
+    thresholds: TaskQASettings,
     **_: object,
 ) -> list[str]:
     """A generated question that copies (exactly or nearly) one of the task's seed questions."""
@@ -137,7 +131,7 @@ def reject_contaminated(
     items: Sequence[Candidate],
     *,
     eval_ngrams: set[tuple[str, ...]],
-    thresholds: TaskQAThresholds,
+    thresholds: TaskQASettings,
     **_: object,
 ) -> list[str]:
     """Shares a `decontamination_ngram`-word sequence (13 by default, as in GPT-3's
@@ -184,7 +178,7 @@ def run_task_rules(
     *,
     seed_questions: Sequence[str],
     eval_texts: Sequence[str],
-    thresholds: TaskQAThresholds,
+    thresholds: TaskQASettings,
 ) -> list[list[str]]:
     """Per item, the reasons it is rejected (empty when accepted)."""
     eval_ngrams: set[tuple[str, ...]] = set()

@@ -18,6 +18,7 @@ from mind_assets.llm.batch_runner import (
     generate_resumable,
 )
 from mind_assets.llm.requests import EngineIdentity, derive_seed
+from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.catalog import CatalogEntry
 from mind_assets.task_qa.generation import (
     SeedPicker,
@@ -27,7 +28,7 @@ from mind_assets.task_qa.generation import (
     to_candidates,
     training_text,
 )
-from mind_assets.task_qa.rules import TASK_QA_RULES, Candidate, TaskQAThresholds, run_task_rules
+from mind_assets.task_qa.rules import TASK_QA_RULES, Candidate, run_task_rules
 from mind_assets.task_qa.schema import TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
 
 
@@ -54,11 +55,10 @@ def run_task_qa(
     chat: ChatFn,
     identity: EngineIdentity,
     requests_dir: Path,
-    n_items: int,
-    shots: int,
+    settings: TaskQASettings,
     base_seed: int,
     batch_size: int,
-    max_tokens_override: int | None = None,
+    max_tokens_cap: int | None = None,
     seed_picker: SeedPicker | None = None,
     logger: logging.Logger | None = None,
 ) -> TaskQAResult:
@@ -69,11 +69,11 @@ def run_task_qa(
         prompts.generate,
         task=entry.task,
         family=family,
-        n_items=n_items,
-        shots=shots,
+        n_items=settings.items,
+        shots=settings.shots,
         model_name=identity.model,
         base_seed=base_seed,
-        max_tokens_override=max_tokens_override,
+        max_tokens_cap=max_tokens_cap,
         seed_picker=seed_picker,
     )
     generated, gen_stats = generate_resumable(
@@ -105,7 +105,7 @@ def run_task_qa(
                 prompts.enrich,
                 model_name=identity.model,
                 seed=derive_seed(base_seed, family, "enrich", str(plan.item_index)),
-                max_tokens_override=max_tokens_override,
+                max_tokens_cap=max_tokens_cap,
             )
     enriched, enrich_stats = generate_resumable(
         list(enrich_requests.values()),
@@ -125,7 +125,7 @@ def run_task_qa(
         [c for _, c, _ in flat],
         seed_questions=seeds.column("question").to_pylist(),
         eval_texts=eval_texts,
-        thresholds=TaskQAThresholds(),
+        thresholds=settings,
     )
     accepted_rows, rejected_rows = [], []
     counts = dict.fromkeys(TASK_QA_RULES, 0)
