@@ -230,20 +230,25 @@ def test_weights_and_token_counts_match_the_manifest(blend):
 def test_blended_gpt_dataset_reads_a_moved_export(blend, tmp_path, monkeypatch):
     moved = tmp_path / "elsewhere" / "napkin_mix"
     shutil.copytree(blend.megatron, moved)
+    # A one-process group, as a single-rank Megatron-LM run has: the blended dataset saves its
+    # indices to the cache from rank 0. When the session's in-process vLLM engine has already
+    # started one (world size 1), megatron-core reads through that one instead.
+    own_group = not torch.distributed.is_initialized()
+    if own_group:
+        torch.distributed.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+        )
+    assert torch.distributed.get_world_size() == 1
     # The original is out of reach while the copy is read, so nothing can resolve to it.
     hidden = blend.megatron.rename(blend.root / "hidden")
-    # A one-process gloo group, as a single-rank Megatron-LM run has: the blended dataset saves
-    # its indices to the cache from rank 0.
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
-    )
     try:
         # Prefixes are relative to the export directory, so a trainer runs from there.
         monkeypatch.chdir(moved)
         check_blended_gpt_dataset(moved, blend.tokenizer, tmp_path / "cache")
     finally:
-        torch.distributed.destroy_process_group()
         hidden.rename(blend.megatron)
+        if own_group:
+            torch.distributed.destroy_process_group()
 
 
 def check_blended_gpt_dataset(moved: Path, hf_tokenizer, cache: Path) -> None:
