@@ -339,6 +339,26 @@ def test_bad_input_fails_naming_what_is_wrong(blend, tmp_path):
     assert not out.exists()
 
 
+def test_a_source_file_changed_since_the_manifest_stops_both_exports(blend, capsys):
+    """A regenerated partition under a pinned manifest is an error naming the file, and the
+    exports already written stay as they were."""
+    source = asset_path(blend.settings.data_dir, "filtered_conversations", "napkin_a", "debate")
+    original = source.read_bytes()
+    exports = sorted(p for p in blend.parquet.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in exports}
+    table = pq.read_table(source)
+    pq.write_table(table.slice(1), source)  # one row fewer, as a regeneration might leave
+    try:
+        for fmt in ("parquet", "megatron"):
+            capsys.readouterr()
+            assert mind_cli(["export-blend", BLEND, "--format", fmt]) == 2
+            error = capsys.readouterr().err
+            assert f"source 'debates': {source} changed since the manifest was built" in error
+    finally:
+        source.write_bytes(original)
+    assert {p: p.read_bytes() for p in exports} == before
+
+
 def test_megatron_documents_trace_to_their_source_with_the_megatron_export_beside(blend):
     lineage = pq.read_table(blend.megatron / "phase2" / "documents.parquet").to_pylist()
     document = next(d for d in lineage if d["prefix"] == "phase2/raw_replay")

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
 from mind_assets.blends.spec import SOURCE_COLUMNS
 from mind_assets.corpus.chunking import TokenCounter
+from mind_assets.lib.storage import sha256_file
 
 # Sequence-length buckets (tokens), after Nemotron-Math's bucketed long-context training.
 LENGTH_BUCKETS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -64,6 +65,15 @@ def _source_rows(source: ResolvedSource, count: TokenCounter) -> list[dict]:
             raise ExportError(
                 f"source {source.name!r}: manifest file missing on disk: {f.path} "
                 "(rematerialize it, or rebuild the blend's manifest)"
+            )
+        # The manifest pins each file's content: a file rewritten since (a regenerated
+        # partition) would silently swap the blend's rows, so it stops the export instead.
+        digest = sha256_file(Path(f.path))
+        if digest != f.sha256:
+            raise ExportError(
+                f"source {source.name!r}: {f.path} changed since the manifest was built "
+                f"(manifest sha256 {f.sha256[:12]}..., on disk {digest[:12]}...); "
+                "restore the file, or rebuild the manifest to blend the new data"
             )
         table = pq.read_table(f.path, columns=[text_column, id_column])
         texts = [t or "" for t in table[text_column].to_pylist()]
