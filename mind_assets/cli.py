@@ -55,7 +55,7 @@ def _demo(args: argparse.Namespace) -> int:
     from mind_assets.metrics.report import format_metrics
 
     styles = tuple(args.styles.split(",")) if args.styles else DEMO_STYLES
-    summary = run_demo(styles)
+    summary = run_demo(styles, passages=args.passages)
     print(format_summary(summary))
     print()
     print(format_metrics(get_settings().data_dir))
@@ -109,7 +109,11 @@ def _export_blend(args: argparse.Namespace) -> int:
 
         tokenizer = load_tokenizer(llm.model_path())
         megatron = export_megatron(
-            manifest, out / MEGATRON_DIRNAME, tokenizer, tokenizer_name=llm.model_name
+            manifest,
+            out / MEGATRON_DIRNAME,
+            tokenizer,
+            tokenizer_name=llm.model_name,
+            data_dir=settings.data_dir,
         )
         for phase in megatron.documents:
             print(
@@ -120,7 +124,14 @@ def _export_blend(args: argparse.Namespace) -> int:
             )
         return 0
     count = token_counter(llm.model_path())
-    report = export_blend(manifest, out, count, shard_rows=args.shard_rows, bucket=args.bucket)
+    report = export_blend(
+        manifest,
+        out,
+        count,
+        data_dir=settings.data_dir,
+        shard_rows=args.shard_rows,
+        bucket=args.bucket,
+    )
     for phase in report.rows:
         print(
             f"{args.name}/{phase}: {report.rows[phase]} rows, {report.tokens[phase]} tokens, "
@@ -190,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the main job on the bundled demo corpus")
     demo.add_argument("--styles", default=None, help="comma-separated styles to generate")
+    demo.add_argument(
+        "--passages",
+        type=int,
+        default=8,
+        choices=range(1, 31),
+        metavar="N",
+        help="how many of the 30 bundled passages to use (default 8, sized for a 2-core CPU)",
+    )
     demo.set_defaults(func=_demo)
     tasks = commands.add_parser("tasks", help="lm-eval tasks eligible to seed task Q&A")
     tasks.add_argument("--refused", action="store_true", help="also list every refused task")

@@ -45,13 +45,16 @@ DEMO_STYLES = STYLE_KEYS
 DEMO_FAMILY = "gsm8k"
 DEMO_BLEND = "example"
 # Demo defaults, applied only where the environment does not set them already.
+# Sized to finish in minutes on a 2-core CPU without native bf16 (the slowest machines it runs
+# on); `mind demo --passages 30` and a larger MIND_MAX_TOKENS make a fuller run.
 DEMO_ENVIRONMENT = {
     # One process runs many in-process Dagster runs: keep the engine loaded between them.
     "MIND_KEEP_ENGINE_BETWEEN_RUNS": "1",
-    "MIND_MAX_TOKENS": "256",
+    "MIND_MAX_TOKENS": "160",
     "MIND_TASK_QA__FAMILIES": json.dumps([DEMO_FAMILY]),
-    "MIND_TASK_QA__ITEMS": "8",
+    "MIND_TASK_QA__ITEMS": "4",
 }
+DEMO_PASSAGES = 8  # of the 30 in the bundled corpus
 
 
 def demo_corpus_path() -> Path:
@@ -78,7 +81,9 @@ class DemoSummary:
 
 
 def run_demo(
-    styles: tuple[str, ...] = DEMO_STYLES, echo: Callable[[str], None] = print
+    styles: tuple[str, ...] = DEMO_STYLES,
+    echo: Callable[[str], None] = print,
+    passages: int = DEMO_PASSAGES,
 ) -> DemoSummary:
     started = time.monotonic()
     # Assets read their settings from the environment, so the demo's defaults go there.
@@ -89,7 +94,11 @@ def run_demo(
     instance = local_instance(settings)
     if settings.model == EMBEDDED_MODEL:
         echo(f"embedded model: {prepare_embedded_model(settings.models_dir)}")
-    register_shard(instance, settings, make_shard_spec(DEMO_SHARD, [str(demo_corpus_path())]))
+    register_shard(
+        instance,
+        settings,
+        make_shard_spec(DEMO_SHARD, [str(demo_corpus_path())], rows=f"0:{passages}"),
+    )
     llm = LLMResource.from_settings(settings)
     summary = DemoSummary(shard=DEMO_SHARD)
 
@@ -148,7 +157,9 @@ def run_demo(
     directory = manifest_dir(settings, DEMO_BLEND)
     manifest = manifest_from_json(json.loads((directory / "manifest.json").read_text()))
     out = data_dir / "blend_exports" / DEMO_BLEND
-    report = export_blend(manifest, out, token_counter(llm.model_path()), bucket=True)
+    report = export_blend(
+        manifest, out, token_counter(llm.model_path()), data_dir=data_dir, bucket=True
+    )
     summary.export = report.rows
     # The same rows as Megatron indexed datasets, for training with Megatron-LM or NeMo.
     megatron = export_megatron(
@@ -156,6 +167,7 @@ def run_demo(
         out / MEGATRON_DIRNAME,
         load_tokenizer(llm.model_path()),
         tokenizer_name=llm.model_name,
+        data_dir=data_dir,
     )
     summary.paths["blend_export_megatron"] = megatron.directory
     summary.paths["blend_manifest"] = directory / "manifest.json"
