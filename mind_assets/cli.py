@@ -144,12 +144,11 @@ def _audit_blend(args: argparse.Namespace) -> int:
     from mind_assets.blends.assets import instance_lookup
     from mind_assets.blends.lineage import format_audit
     from mind_assets.lib.instance import local_instance
-    from mind_assets.metrics.store import metrics_store
 
     settings = get_settings()
     manifest = _load_manifest(args.name)
     lookup = instance_lookup(local_instance(settings))
-    print(format_audit(manifest, metrics_store(settings.data_dir), lookup))
+    print(format_audit(manifest, settings.data_dir, lookup))
     return 0
 
 

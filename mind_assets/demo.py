@@ -36,7 +36,6 @@ from mind_assets.lib.tokenizer import load_tokenizer, token_counter
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
 from mind_assets.llm.resource import LLMResource
-from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import EMBEDDED_MODEL, get_settings
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
@@ -173,7 +172,7 @@ def run_demo(
     summary.paths["blend_manifest"] = directory / "manifest.json"
     summary.paths["blend_export"] = out
     summary.paths["metrics"] = data_dir / "metrics.duckdb"
-    summary.audit = format_audit(manifest, metrics_store(data_dir), instance_lookup(instance))
+    summary.audit = format_audit(manifest, data_dir, instance_lookup(instance))
     summary.seconds = time.monotonic() - started
     return summary
 

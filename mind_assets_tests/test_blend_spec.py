@@ -2,7 +2,7 @@
 
 import pytest
 
-from mind_assets.blends.spec import BlendSpecError, check_selection_exists, load_blend_spec
+from mind_assets.blends.spec import BlendSpecError, check_selection, load_blend_spec
 from mind_assets.settings import PROJECT_DIR
 
 GOOD = """
@@ -43,7 +43,7 @@ def test_good_spec_loads(tmp_path):
         (("asset: raw_documents", "asset: raw_docs"), r"b\.yaml: phases\.0\.sources\.0\.asset"),
         (
             ("styles: [debate]", "styles: [monologue]"),
-            r"phases\.0\.sources\.1\.selection\.styles.*unknown style",
+            r"phases\.0\.sources\.1 \(mind\)\.selection\.styles: unknown style",
         ),
         (("share: 0.5, max_epochs", "share: 0.6, max_epochs"), r"phases\.0: .*shares sum to 1\.1"),
         (
@@ -70,4 +70,4 @@ def test_unknown_shard_fails_before_any_work(tmp_path):
     with pytest.raises(
         BlendSpecError, match=r"sources\.1 \(mind\)\.selection\.shards: unknown shard\(s\) \['s1'\]"
     ):
-        check_selection_exists(spec, known_shards={"other"}, known_families=set(), path=path)
+        check_selection(spec, path, {"shard": {"other"}})

@@ -20,7 +20,6 @@ from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.lib.tokenizer import load_tokenizer
-from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 from mind_assets_tests.conftest import (
@@ -136,7 +135,7 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     assert any(json.dumps(doc["text"], ensure_ascii=False)[1:200] in traced for doc in napkin)
 
     lookup = instance_lookup(instance)
-    report = format_audit(manifest, metrics_store(settings.data_dir), lookup)
+    report = format_audit(manifest, settings.data_dir, lookup)
     assert "up to date" in report and "filtered_conversations" in report and "blend" in report
 
     # Edit one prompt and regenerate that style: the manifest's inputs changed, so it is stale.
@@ -150,5 +149,5 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     changed = {(s.asset, s.partition) for s in stale}
     assert ("conversations", f"{WORLD_SHARD}|debate") in changed
     assert all(partition.endswith("|debate") for _, partition in changed)
-    report = format_audit(manifest, metrics_store(settings.data_dir), lookup)
+    report = format_audit(manifest, settings.data_dir, lookup)
     assert "STALE" in report and f"conversations [{WORLD_SHARD}|debate]" in report

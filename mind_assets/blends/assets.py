@@ -15,6 +15,7 @@ from dagster import (
     asset,
 )
 
+from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.blends.lineage import audit_markdown, stale_inputs
 from mind_assets.blends.manifest import (
     Manifest,
@@ -23,10 +24,7 @@ from mind_assets.blends.manifest import (
     manifest_table,
     megatron_weights,
 )
-from mind_assets.blends.spec import blend_names, check_selection_exists, load_blend_spec
-from mind_assets.corpus.assets import raw_documents
-from mind_assets.filtering.assets import filtered_conversations, longest_conversations
-from mind_assets.lib.instance import SHARDS_PARTITION
+from mind_assets.blends.spec import blend_names, check_selection, load_blend_spec
 from mind_assets.lib.metadata import file_data_version, markdown_table
 from mind_assets.lib.storage import (
     asset_path,
@@ -36,10 +34,7 @@ from mind_assets.lib.storage import (
 )
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
-from mind_assets.math_traces.assets import solution_traces
-from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
-from mind_assets.task_qa.assets import TASK_FAMILIES_PARTITION, task_qa
 
 blend_partitions = StaticPartitionsDefinition(blend_names(get_settings().blends_dir) or ["example"])
 DATA_VERSION_TAG = "dagster/data_version"
@@ -71,22 +66,30 @@ def resolve_blend(
 ) -> Manifest:
     path = settings.blends_dir / f"{blend}.yaml"
     spec = load_blend_spec(path)
-    known_shards = instance.get_dynamic_partitions(SHARDS_PARTITION)
-    known_families = instance.get_dynamic_partitions(TASK_FAMILIES_PARTITION)
-    check_selection_exists(
-        spec, known_shards=set(known_shards), known_families=set(known_families), path=path
-    )
+    known = known_partition_keys(settings, instance)
+    check_selection(spec, path, known)
     return build_manifest(
         spec,
         path,
         settings.data_dir,
-        known_shards=sorted(known_shards),
-        known_families=sorted(known_families),
+        known=known,
         count_tokens=token_counter(llm.model_path()),
         tokenizer_name=llm.model_name,
-        known_math_sources=[source.name for source in settings.math.sources],
         lookup=instance_lookup(instance),
     )
+
+
+def known_partition_keys(settings: MindSettings, instance: DagsterInstance) -> dict[str, list[str]]:
+    """The keys each dimension of a blend source has now: registered ones (shards, task
+    families) from the instance, configured ones (math sources) from the settings."""
+    known: dict[str, list[str]] = {}
+    for source in BLEND_SOURCES.values():
+        for dim in source.dims:
+            if dim.dynamic is not None:
+                known[dim.name] = sorted(instance.get_dynamic_partitions(dim.dynamic))
+            elif dim.configured is not None:
+                known[dim.name] = list(dim.configured(settings))
+    return known
 
 
 def write_manifest(settings: MindSettings, manifest: Manifest) -> dict[str, Any]:
@@ -102,14 +105,7 @@ def write_manifest(settings: MindSettings, manifest: Manifest) -> dict[str, Any]
 @asset(
     partitions_def=blend_partitions,
     deps=[
-        AssetDep(dep, partition_mapping=AllPartitionMapping())
-        for dep in (
-            raw_documents,
-            filtered_conversations,
-            longest_conversations,
-            task_qa,
-            solution_traces,
-        )
+        AssetDep(AssetKey(name), partition_mapping=AllPartitionMapping()) for name in BLEND_SOURCES
     ],
     group_name="blends",
     kinds={"json", "parquet"},
@@ -123,7 +119,6 @@ def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> Material
     blend = context.partition_key
     manifest = resolve_blend(settings, context.instance, blend, llm)
     paths = write_manifest(settings, manifest)
-    store = metrics_store(settings.data_dir)
     per_source = [
         {
             "phase": p.name,
@@ -147,7 +142,7 @@ def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> Material
             "files": sum(len(s.files) for p in manifest.phases for s in p.sources),
             "total_tokens": manifest.total_tokens,
             "sources": MetadataValue.md(markdown_table(per_source)),
-            "lineage_audit": MetadataValue.md(audit_markdown(manifest, store)),
+            "lineage_audit": MetadataValue.md(audit_markdown(manifest, settings.data_dir)),
             "upstream_partitions": len(manifest.upstream()),
             "stale_inputs_at_build": len(stale_inputs(manifest, instance_lookup(context.instance))),
         },

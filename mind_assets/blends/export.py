@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
-from mind_assets.blends.spec import SOURCE_COLUMNS
 from mind_assets.lib.storage import sha256_file
 from mind_assets.lib.tokenizer import TokenCounter
 
@@ -58,7 +58,8 @@ class ExportError(ValueError):
 
 
 def _source_rows(source: ResolvedSource, count: TokenCounter, data_dir: Path) -> list[dict]:
-    text_column, id_column = SOURCE_COLUMNS[source.asset]
+    family = BLEND_SOURCES[source.asset]
+    text_column, id_column = family.text_column, family.id_column
     rows = []
     for f in source.files:
         path = f.resolve(data_dir)

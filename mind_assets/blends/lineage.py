@@ -1,20 +1,38 @@
-"""Lineage of a blend: the stage-by-stage audit and the ancestry of one exported row."""
+"""Lineage of a blend: the stage-by-stage audit and the ancestry of one exported row, both
+walked along the parent links each output family declares."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from mind_assets.blends.families import family
 from mind_assets.blends.manifest import Manifest, MaterializationLookup
-from mind_assets.lib.storage import asset_path
+from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.metrics.report import format_table
-from mind_assets.metrics.store import MetricsStore
+
+# What a generated row records about the request that made it, shown once per trace.
+GENERATION_REQUEST_FIELDS = (
+    "prompt_id",
+    "prompt_version",
+    "model",
+    "engine",
+    "engine_version",
+    "engine_dtype",
+    "sampling_params",
+    "seed",
+    "request_hash",
+    "finish_reason",
+    "created_at",
+)
 
 
 @dataclass
@@ -37,90 +55,23 @@ def stale_inputs(manifest: Manifest, lookup: MaterializationLookup) -> list[Stal
     return changed
 
 
-def audit_rows(manifest: Manifest, store: MetricsStore) -> list[dict[str, Any]]:
-    """Raw shards -> chunks -> conversations -> filtered rows -> blend, with counts and tokens."""
-    shards: set[str] = set()
-    styles: set[tuple[str, str]] = set()
+def audit_rows(manifest: Manifest, data_dir: Path) -> list[dict[str, Any]]:
+    """Every partition a blend's files derive from, roots first (raw documents -> chunks ->
+    conversations -> filtered rows; seeds -> task Q&A; problems -> solution traces), with the
+    rows and tokens it holds now and what its quarantine holds and why; then the blend's tokens
+    per source."""
+    partitions: dict[tuple[str, str], tuple[OutputFamily, Keys]] = {}
     blend_tokens: dict[str, float] = {}
     for phase in manifest.phases:
         for source in phase.sources:
             for f in source.files:
-                shard = f.partition.split("|")[0]
-                if f.asset != "task_qa":
-                    shards.add(shard)
-                if f.asset == "filtered_conversations":
-                    styles.add((shard, f.partition.split("|")[1]))
+                declared = family(f.asset)
+                for upstream, keys in declared.upstream(declared.keys(f.partition)):
+                    partitions.setdefault(
+                        (upstream.name, upstream.partition_key(keys)), (upstream, keys)
+                    )
             blend_tokens[f"{phase.name}/{source.name}"] = source.tokens
-    rows: list[dict[str, Any]] = []
-    if shards:
-        shard_list = sorted(shards)
-        marks = ", ".join("?" for _ in shard_list)
-        for r in store.query(
-            f"SELECT shard, count(*) AS n, sum(n_chars) AS chars FROM documents "
-            f"WHERE shard IN ({marks}) GROUP BY shard ORDER BY shard",
-            shard_list,
-        ).to_pylist():
-            rows.append(
-                {
-                    "stage": "raw_documents",
-                    "partition": r["shard"],
-                    "rows": r["n"],
-                    "tokens": "",
-                    "detail": f"{r['chars']} chars",
-                }
-            )
-        for r in store.query(
-            f"SELECT shard, count(*) AS n, sum(n_tokens) AS tokens FROM chunks "
-            f"WHERE shard IN ({marks}) GROUP BY shard ORDER BY shard",
-            shard_list,
-        ).to_pylist():
-            rows.append(
-                {
-                    "stage": "chunks",
-                    "partition": r["shard"],
-                    "rows": r["n"],
-                    "tokens": r["tokens"],
-                    "detail": "",
-                }
-            )
-    for shard, style in sorted(styles):
-        for r in store.query(
-            "SELECT count(*) AS n, sum(completion_tokens) AS tokens, "
-            "string_agg(DISTINCT prompt_version, ',') AS versions, "
-            "string_agg(DISTINCT model, ',') AS models "
-            "FROM generations WHERE shard = ? AND style = ?",
-            [shard, style],
-        ).to_pylist():
-            rows.append(
-                {
-                    "stage": "conversations",
-                    "partition": f"{shard}|{style}",
-                    "rows": r["n"],
-                    "tokens": r["tokens"],
-                    "detail": f"prompt {r['versions']}; model {r['models']}",
-                }
-            )
-        acceptance = store.query(
-            "SELECT accepted, tokens_kept FROM acceptance WHERE shard = ? AND style = ?",
-            [shard, style],
-        ).to_pylist()
-        rejections = store.query(
-            "SELECT rule, rejected FROM rejections_per_rule "
-            "WHERE shard = ? AND style = ? AND rejected > 0 "
-            "ORDER BY rejected DESC",
-            [shard, style],
-        ).to_pylist()
-        if acceptance:
-            rows.append(
-                {
-                    "stage": "filtered_conversations",
-                    "partition": f"{shard}|{style}",
-                    "rows": acceptance[0]["accepted"],
-                    "tokens": acceptance[0]["tokens_kept"],
-                    "detail": "rejected: "
-                    + ", ".join(f"{x['rule']}={x['rejected']}" for x in rejections),
-                }
-            )
+    rows = [partition_audit(f, keys, data_dir) for f, keys in partitions.values()]
     for name, tokens in blend_tokens.items():
         rows.append(
             {
@@ -134,16 +85,56 @@ def audit_rows(manifest: Manifest, store: MetricsStore) -> list[dict[str, Any]]:
     return rows
 
 
-def format_audit(manifest: Manifest, store: MetricsStore, lookup: MaterializationLookup) -> str:
-    import pyarrow as pa
+def partition_audit(declared: OutputFamily, keys: Keys, data_dir: Path) -> dict[str, Any]:
+    """One audit row: a partition's accepted rows, their tokens, the prompt versions and models
+    behind them, and its quarantine's rejections per rule."""
+    row: dict[str, Any] = {
+        "stage": declared.name,
+        "partition": declared.partition_key(keys),
+        "rows": "",
+        "tokens": "",
+        "detail": "",
+    }
+    path = declared.path(data_dir, keys)
+    if not path.is_file():
+        row["detail"] = "not materialized"
+        return row
+    names = set(pq.read_schema(path).names)
+    wanted = [c for c in (declared.token_column, "prompt_version", "model") if c in names]
+    table = pq.read_table(path, columns=wanted)
+    row["rows"] = pq.read_metadata(path).num_rows
+    if declared.token_column in names:
+        row["tokens"] = int(pc.sum(table[declared.token_column]).as_py() or 0)
+    details = []
+    for column, what in (("prompt_version", "prompt"), ("model", "model")):
+        if column in names:
+            values = sorted({v[:16] for v in table[column].to_pylist() if v})
+            details.append(f"{what} {','.join(values)}")
+    if declared.quarantine_schema is not None:
+        quarantine = declared.quarantine_path(data_dir, keys)
+        if quarantine.is_file():
+            reasons = pq.read_table(quarantine, columns=["rejected_by"])["rejected_by"]
+            per_rule = Counter(r.split(":")[0] for rs in reasons.to_pylist() for r in rs or ())
+            details.append(
+                f"quarantined {len(reasons)}"
+                + (
+                    ": " + ", ".join(f"{r}={n}" for r, n in per_rule.most_common())
+                    if per_rule
+                    else ""
+                )
+            )
+    row["detail"] = "; ".join(details)
+    return row
 
+
+def format_audit(manifest: Manifest, data_dir: Path, lookup: MaterializationLookup) -> str:
     stale = stale_inputs(manifest, lookup)
     status = (
         "up to date" if not stale else "STALE: inputs rematerialized since the manifest was built"
     )
     lines = [f"blend {manifest.blend} (manifest {manifest.created_at}): {status}"]
     lines += [f"  changed: {s.asset} [{s.partition}] {s.pinned} -> {s.current}" for s in stale]
-    rows = audit_rows(manifest, store)
+    rows = audit_rows(manifest, data_dir)
     lines.append(
         format_table(pa.Table.from_pylist([{k: str(v) for k, v in r.items()} for r in rows]))
         if rows
@@ -152,8 +143,8 @@ def format_audit(manifest: Manifest, store: MetricsStore, lookup: Materializatio
     return "\n".join(lines)
 
 
-def audit_markdown(manifest: Manifest, store: MetricsStore) -> str:
-    rows = audit_rows(manifest, store)
+def audit_markdown(manifest: Manifest, data_dir: Path) -> str:
+    rows = audit_rows(manifest, data_dir)
     lines = ["| stage | partition | rows | tokens | detail |", "| --- | --- | ---: | ---: | --- |"]
     lines += [
         f"| {r['stage']} | {r['partition']} | {r['rows']} | {r['tokens']} | {r['detail']} |"
@@ -180,60 +171,58 @@ def find_exported_row(export_root: Path, row_id: str) -> dict[str, Any]:
 
 
 def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
-    """The full ancestry of one exported row, as nested dicts (export -> source row -> request ->
-    chunk -> raw document, or -> seeds for task Q&A)."""
+    """The full ancestry of one exported row, as nested dicts: the exported row, the source row
+    it was sampled from, the request that generated it, and each parent its family declares, up
+    to a root (raw document, seed rows, problem). A parent row that is gone is None."""
     exported = find_exported_row(data_dir / "blend_exports", row_id)
-    ancestry: dict[str, Any] = {"exported_row": exported}
+    declared = family(exported["source_asset"])
     # source_file is relative to the data root (absolute in exports from before), so a moved
     # data root traces the same.
-    source = _row_by_id(
-        data_dir / exported["source_file"], exported["source_asset"], exported["source_row_id"]
-    )
-    asset = exported["source_asset"]
-    if asset == "raw_documents":
-        ancestry["raw_document"] = source
-        return ancestry
-    ancestry[asset] = source
-    ancestry["generation_request"] = {
-        k: source.get(k)
-        for k in (
-            "prompt_id",
-            "prompt_version",
-            "model",
-            "engine",
-            "engine_version",
-            "engine_dtype",
-            "sampling_params",
-            "seed",
-            "request_hash",
-            "finish_reason",
-            "created_at",
+    path = data_dir / exported["source_file"]
+    row = _rows_by_id(path, declared, [exported["source_row_id"]])
+    if not row:
+        raise KeyError(
+            f"{path} no longer holds {declared.id_column}={exported['source_row_id']!r} "
+            "(regenerated since export?)"
         )
+    return {
+        "exported_row": exported,
+        **_ancestry(declared, declared.keys_from_path(path), row[0], data_dir),
     }
-    if asset == "task_qa":
-        seeds = pq.read_table(asset_path(data_dir, "task_seeds", source["family"])).to_pylist()
-        ancestry["seeds"] = [s for s in seeds if s["seed_id"] in set(source["seed_ids"])]
-        return ancestry
-    shard = source["shard"]
-    chunks = pq.read_table(
-        asset_path(data_dir, "chunks", shard), filters=[("chunk_id", "=", source["chunk_id"])]
-    )
-    ancestry["chunk"] = chunks.to_pylist()[0] if chunks.num_rows else None
-    documents = pq.read_table(
-        asset_path(data_dir, "raw_documents", shard), filters=[("doc_id", "=", source["doc_id"])]
-    )
-    ancestry["raw_document"] = documents.to_pylist()[0] if documents.num_rows else None
-    return ancestry
 
 
-def _row_by_id(path: Path, asset: str, row_id: str) -> dict[str, Any]:
-    from mind_assets.blends.spec import SOURCE_COLUMNS
+def _ancestry(
+    declared: OutputFamily, keys: Keys, row: dict[str, Any], data_dir: Path
+) -> dict[str, Any]:
+    found: dict[str, Any] = {declared.row_label: row}
+    if "request_hash" in row:
+        found["generation_request"] = {k: row.get(k) for k in GENERATION_REQUEST_FIELDS}
+    for link in declared.parents:
+        parent = link.family
+        ids = list(row[link.column] or ()) if link.many else [row[link.column]]
+        parents = [
+            (parent_keys, parent_row)
+            for parent_keys in declared.parent_keys(link, keys, row)
+            for parent_row in _rows_by_id(parent.path(data_dir, parent_keys), parent, ids)
+        ]
+        if link.many:
+            found[parent.row_label] = [
+                r if parent.is_root else _ancestry(parent, k, r, data_dir) for k, r in parents
+            ]
+        elif parents:
+            # Nearer ancestry first: a request recorded by this row is not replaced.
+            for name, value in _ancestry(parent, *parents[0], data_dir).items():
+                found.setdefault(name, value)
+        else:
+            found[parent.row_label] = None
+    return found
 
-    id_column = SOURCE_COLUMNS[asset][1]
-    table = pq.read_table(path, filters=[(id_column, "=", row_id)])
-    if table.num_rows == 0:
-        raise KeyError(f"{path} no longer holds {id_column}={row_id!r} (regenerated since export?)")
-    return table.to_pylist()[0]
+
+def _rows_by_id(path: Path, declared: OutputFamily, ids: list[str]) -> list[dict[str, Any]]:
+    if not path.is_file() or not ids:
+        return []
+    table = pq.read_table(path, filters=[(declared.id_column, "in", ids)])
+    return table.to_pylist()
 
 
 def format_trace(ancestry: dict[str, Any]) -> str:

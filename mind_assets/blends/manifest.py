@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,11 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
-from mind_assets.blends.spec import SOURCE_COLUMNS, BlendSpec, BlendSpecError, SourceSpec
-from mind_assets.conversations.styles import STYLE_KEYS
-from mind_assets.lib.storage import asset_path, sha256_file
+from mind_assets.blends.families import BLEND_SOURCES, family
+from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
+from mind_assets.lib.storage import sha256_file
 from mind_assets.lib.tokenizer import TokenCounter
-from mind_assets.math_traces.sources import MODES
 
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
 MaterializationLookup = Callable[[str, str], dict[str, str | None]]
@@ -37,7 +36,7 @@ LINEAGE_FIELDS = (
 @dataclass
 class ResolvedFile:
     asset: str
-    partition: str  # Dagster partition key ("shard", "shard|style" or "family")
+    partition: str  # Dagster partition key ("shard", "shard|style", "mode|source", ...)
     # Relative to the data root (`MIND_DATA_DIR`), so a data root moved, copied or mounted
     # elsewhere still resolves; `resolve` joins it (manifests from before were absolute).
     path: str
@@ -131,69 +130,34 @@ class Manifest:
 
 
 def upstream_chain(asset: str, partition: str) -> list[tuple[str, str]]:
-    """The partitions a file's content derives from, itself first (the lineage a manifest pins)."""
-    if asset == "raw_documents":
-        return [(asset, partition)]
-    if asset == "filtered_conversations":
-        shard = partition.split("|")[0]
-        return [
-            (asset, partition),
-            ("conversations", partition),
-            ("chunks", shard),
-            ("raw_documents", shard),
-        ]
-    if asset == "longest_conversations":
-        chain = [(asset, partition)]
-        for style in STYLE_KEYS:
-            chain += upstream_chain("filtered_conversations", f"{partition}|{style}")
-        return chain
-    if asset == "solution_traces":
-        return [(asset, partition), ("math_problems", partition.split("|")[0])]
-    return [(asset, partition), ("task_seeds", partition)]
+    """The partitions a file's content derives from, roots first and itself last, each once (the
+    lineage a manifest pins), as its family declares them."""
+    source = family(asset)
+    chain = ((f.name, f.partition_key(keys)) for f, keys in source.upstream(source.keys(partition)))
+    return list(dict.fromkeys(chain))
 
 
 def source_files(
-    source: SourceSpec,
-    data_dir: Path,
-    known_shards: list[str],
-    known_families: list[str],
-    known_math_sources: Sequence[str] = (),
+    source: SourceSpec, data_dir: Path, known: Mapping[str, Sequence[str]]
 ) -> list[tuple[str, Path]]:
-    """(partition key, path) of every file a source selects; a missing file is an error."""
-    selection = source.selection
-    shards = selection.shards or known_shards
-    styles = selection.styles or list(STYLE_KEYS)
-    if source.asset == "raw_documents":
-        pairs = [(s, asset_path(data_dir, "raw_documents", s)) for s in shards]
-    elif source.asset == "longest_conversations":
-        pairs = [(s, asset_path(data_dir, "longest_conversations", s)) for s in shards]
-    elif source.asset == "filtered_conversations":
-        pairs = [
-            (f"{s}|{style}", asset_path(data_dir, "filtered_conversations", s, style))
-            for s in shards
-            for style in styles
-        ]
-        if not selection.accepted_only:
-            raise BlendSpecError(
-                f"source {source.name!r}: accepted_only: false would read quarantined rows"
-            )
-    elif source.asset == "solution_traces":
-        pairs = [
-            (f"{m}|{mode}", asset_path(data_dir, "solution_traces", m, mode))
-            for m in selection.math_sources or known_math_sources
-            for mode in selection.modes or MODES
-        ]
-    else:
-        pairs = [
-            (f, asset_path(data_dir, "task_qa", f)) for f in selection.families or known_families
-        ]
+    """(partition key, path) of every file a source selects: the selection's keys per dimension,
+    else every key it has now (`known`, by dimension name, for registered or configured ones).
+    A missing file is an error."""
+    declared = BLEND_SOURCES[source.asset]
+    narrowed = source.selection.narrowed()
+    choices = {
+        dim.name: narrowed.get(dim.selection) or known.get(dim.name) or dim.values
+        for dim in declared.dims
+    }
+    partitions = declared.partitions(choices)
+    pairs = [(declared.partition_key(k), declared.path(data_dir, k)) for k in partitions]
+    if not pairs:
+        raise BlendSpecError(f"source {source.name!r} selects no files")
     missing = [str(p) for _, p in pairs if not p.is_file()]
     if missing:
         raise BlendSpecError(
             f"source {source.name!r} ({source.asset}): not materialized yet: {', '.join(missing)}"
         )
-    if not pairs:
-        raise BlendSpecError(f"source {source.name!r} selects no files")
     return pairs
 
 
@@ -218,24 +182,24 @@ def build_manifest(
     spec_path: Path,
     data_dir: Path,
     *,
-    known_shards: list[str],
-    known_families: list[str],
+    known: Mapping[str, Sequence[str]],
     count_tokens: TokenCounter,
     tokenizer_name: str,
-    known_math_sources: Sequence[str] = (),
     lookup: MaterializationLookup,
 ) -> Manifest:
+    """`known`: the keys each registered or configured dimension has now, by dimension name
+    ({"shard": [...], "family": [...], "source": [...]})."""
     token_cache: dict[str, int] = {}
     phases = []
     for phase_spec in spec.phases:
         phase = ResolvedPhase(phase_spec.name, spec.total_tokens * phase_spec.fraction)
         for source in phase_spec.sources:
-            pairs = source_files(source, data_dir, known_shards, known_families, known_math_sources)
+            pairs = source_files(source, data_dir, known)
             files = []
             for partition, path in pairs:
                 digest = sha256_file(path)
                 if digest not in token_cache:
-                    text_column = SOURCE_COLUMNS[source.asset][0]
+                    text_column = BLEND_SOURCES[source.asset].text_column
                     texts = [
                         t or ""
                         for t in pq.read_table(path, columns=[text_column])[text_column].to_pylist()

@@ -1,36 +1,23 @@
-"""Blend specs: YAML files under `blends/`, validated by pydantic before any work starts."""
+"""Blend specs: YAML files under `blends/`, validated by pydantic before any work starts, and
+their selections checked against the partitions each source family declares."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mind_assets.conversations.styles import STYLE_KEYS
+from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.lib.storage import validate_name
-from mind_assets.math_traces.sources import MODES
 
-SOURCE_ASSETS = (
-    "raw_documents",
-    "filtered_conversations",
-    "longest_conversations",
-    "task_qa",
-    "solution_traces",
-)
+SOURCE_ASSETS = tuple(BLEND_SOURCES)
 # Names a phase cannot take: beside the phase directories, `blend_exports/<blend>/` holds the
 # Megatron export, which holds the tokenizer it used.
 RESERVED_PHASE_NAMES = ("megatron", "tokenizer")
-# The text column a blend trains on, and the id that names a row, per source asset.
-SOURCE_COLUMNS = {
-    "raw_documents": ("text", "doc_id"),
-    "filtered_conversations": ("text", "conversation_id"),
-    "longest_conversations": ("text", "conversation_id"),
-    "task_qa": ("text", "qa_id"),
-    "solution_traces": ("text", "trace_id"),  # verified-correct traces only
-}
 
 
 class BlendSpecError(ValueError):
@@ -38,30 +25,22 @@ class BlendSpecError(ValueError):
 
 
 class Selection(BaseModel):
+    """Which partitions of a source family a blend reads: each field narrows the family's
+    dimension whose `selection` it is (None: every key of it)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    shards: list[str] | None = None  # None: every registered shard
-    styles: list[str] | None = None  # conversations only; None: all seven
-    families: list[str] | None = None  # task_qa only
-    math_sources: list[str] | None = None  # solution_traces only; None: every configured source
-    modes: list[str] | None = None  # solution_traces only; None: all six
-    accepted_only: bool = True  # filtered assets: never read the quarantine
+    shards: list[str] | None = None
+    styles: list[str] | None = None
+    families: list[str] | None = None
+    math_sources: list[str] | None = None
+    modes: list[str] | None = None
+    accepted_only: bool = True  # never read a quarantine
 
-    @field_validator("styles")
-    @classmethod
-    def _known_styles(cls, styles: list[str] | None) -> list[str] | None:
-        unknown = sorted(set(styles or ()) - set(STYLE_KEYS))
-        if unknown:
-            raise ValueError(f"unknown style(s) {unknown}; known: {list(STYLE_KEYS)}")
-        return styles
-
-    @field_validator("modes")
-    @classmethod
-    def _known_modes(cls, modes: list[str] | None) -> list[str] | None:
-        unknown = sorted(set(modes or ()) - set(MODES))
-        if unknown:
-            raise ValueError(f"unknown mode(s) {unknown}; known: {list(MODES)}")
-        return modes
+    def narrowed(self) -> dict[str, list[str]]:
+        """{selection field: keys} of the fields that are set."""
+        fields = ("shards", "styles", "families", "math_sources", "modes")
+        return {name: keys for name in fields if (keys := getattr(self, name)) is not None}
 
 
 class SourceSpec(BaseModel):
@@ -146,6 +125,7 @@ def load_blend_spec(path: Path) -> BlendSpec:
         raise BlendSpecError(f"{path}: {details}") from error
     if spec.name != path.stem:
         raise BlendSpecError(f"{path}: name {spec.name!r} must match the file name {path.stem!r}")
+    check_selection(spec, path)
     return spec
 
 
@@ -153,18 +133,34 @@ def blend_names(blends_dir: Path) -> list[str]:
     return sorted(p.stem for p in blends_dir.glob("*.yaml")) if blends_dir.is_dir() else []
 
 
-def check_selection_exists(
-    spec: BlendSpec, *, known_shards: set[str], known_families: set[str], path: Path
+def check_selection(
+    spec: BlendSpec, path: Path, known: Mapping[str, Collection[str]] | None = None
 ) -> None:
-    """Names that are valid in general but absent here (an unregistered shard, say)."""
+    """Every selection field names a dimension of its source's family, and only keys that exist:
+    always against keys fixed in code (styles, modes), and against the keys registered or
+    configured now (`known`, by dimension name) when given."""
     for p, phase in enumerate(spec.phases):
         for s, source in enumerate(phase.sources):
-            where = f"{path}: phases.{p}.sources.{s} ({source.name})"
-            missing = sorted(set(source.selection.shards or ()) - known_shards)
-            if missing:
-                raise BlendSpecError(f"{where}.selection.shards: unknown shard(s) {missing}")
-            missing = sorted(set(source.selection.families or ()) - known_families)
-            if missing:
+            family = BLEND_SOURCES[source.asset]
+            dims = {dim.selection: dim for dim in family.dims}
+            where = f"{path}: phases.{p}.sources.{s} ({source.name}).selection"
+            for field_name, keys in source.selection.narrowed().items():
+                dim = dims.get(field_name)
+                if dim is None:
+                    raise BlendSpecError(
+                        f"{where}.{field_name}: {source.asset} is not partitioned by it "
+                        f"(its selections: {sorted(dims) or 'none'})"
+                    )
+                existing = dim.values or (known or {}).get(dim.name)
+                if existing is None:
+                    continue
+                missing = sorted(set(keys) - set(existing))
+                if missing:
+                    raise BlendSpecError(
+                        f"{where}.{field_name}: unknown {dim.name}(s) {missing}; "
+                        f"known: {sorted(existing)}"
+                    )
+            if not source.selection.accepted_only and family.quarantine_schema is not None:
                 raise BlendSpecError(
-                    f"{where}.selection.families: unknown task famil(ies) {missing}"
+                    f"{where}.accepted_only: false would read {source.asset}'s quarantined rows"
                 )

@@ -24,6 +24,7 @@ from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
+from mind_assets.task_qa.outputs import TASK_FAMILIES_PARTITION
 from mind_assets.task_qa.prismatic import (
     cluster_seed_picker,
     cluster_shares,
@@ -34,7 +35,6 @@ from mind_assets.task_qa.schema import TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
 from mind_assets.task_qa.seeds import load_eval_texts, load_seed_split, normalize_split
 from mind_assets.task_qa.stage import TaskQAPrompts, run_task_qa
 
-TASK_FAMILIES_PARTITION = "task_families"
 task_families_partitions = DynamicPartitionsDefinition(name=TASK_FAMILIES_PARTITION)
 
 

@@ -1,10 +1,27 @@
-"""Row schema of generated task Q&A: one row per item and form, lineage included."""
+"""Row schemas of task Q&A: normalised seed rows, and generated items (one row per item and
+form, lineage included)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
 from mind_assets.llm.requests import GENERATION_FIELDS
+
+# A task's training rows, normalised; the answer is always the answer's text.
+SEED_SCHEMA = pa.schema(
+    [
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("family", pa.string(), nullable=False),
+        pa.field("seed_id", pa.string(), nullable=False),
+        pa.field("context", pa.string()),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("choices", pa.list_(pa.field("element", pa.string()))),
+        pa.field("answer", pa.string(), nullable=False),  # semantic text, never a letter/index
+        pa.field("rationale", pa.string()),
+        pa.field("output_type", pa.string(), nullable=False),  # multiple_choice | generation
+        pa.field("source_split", pa.string(), nullable=False),
+    ]
+)
 
 DISTRACTOR_TYPE = pa.struct([pa.field("choice", pa.string()), pa.field("why_wrong", pa.string())])
 

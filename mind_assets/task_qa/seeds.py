@@ -17,24 +17,10 @@ import pyarrow as pa
 
 from mind_assets.lib.datasets import DatasetSplitMissing, load_dataset_split
 from mind_assets.task_qa.catalog import CatalogEntry
+from mind_assets.task_qa.schema import SEED_SCHEMA
 
 _EVAL_SPLIT_NAME = re.compile(r"(?i)test|valid|dev|eval")
 _LETTERS = {"A", "B", "C", "D", "E", "F", "G", "H"}
-
-SEED_SCHEMA = pa.schema(
-    [
-        pa.field("task", pa.string(), nullable=False),
-        pa.field("family", pa.string(), nullable=False),
-        pa.field("seed_id", pa.string(), nullable=False),
-        pa.field("context", pa.string()),
-        pa.field("question", pa.string(), nullable=False),
-        pa.field("choices", pa.list_(pa.field("element", pa.string()))),
-        pa.field("answer", pa.string(), nullable=False),  # semantic text, never a letter/index
-        pa.field("rationale", pa.string()),
-        pa.field("output_type", pa.string(), nullable=False),  # multiple_choice | generation
-        pa.field("source_split", pa.string(), nullable=False),
-    ]
-)
 
 
 class EvalSplitRefused(ValueError):

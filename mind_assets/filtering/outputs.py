@@ -1,0 +1,33 @@
+"""What the filtering stage writes, declared once: accepted conversations (their quarantine
+beside them) per shard × style, and the longest accepted conversation per chunk per shard."""
+
+from __future__ import annotations
+
+from mind_assets.conversations.outputs import CONVERSATIONS, STYLE
+from mind_assets.corpus.outputs import SHARD
+from mind_assets.filtering.schema import FILTERED_SCHEMA, QUARANTINE_SCHEMA
+from mind_assets.lib.outputs import OutputFamily, ParentLink
+
+FILTERED_CONVERSATIONS = OutputFamily(
+    name="filtered_conversations",
+    dims=(SHARD, STYLE),
+    schema=FILTERED_SCHEMA,
+    id_column="conversation_id",
+    text_column="text",  # preamble stripped
+    quarantine_schema=QUARANTINE_SCHEMA,
+    parents=(ParentLink(CONVERSATIONS, "conversation_id"),),
+    token_column="completion_tokens",
+    blendable=True,
+)
+
+# Rows are filtered rows as they are; each keeps its `style`, which names its parent partition.
+LONGEST_CONVERSATIONS = OutputFamily(
+    name="longest_conversations",
+    dims=(SHARD,),
+    schema=FILTERED_SCHEMA,
+    id_column="conversation_id",
+    text_column="text",
+    parents=(ParentLink(FILTERED_CONVERSATIONS, "conversation_id"),),
+    token_column="completion_tokens",
+    blendable=True,
+)

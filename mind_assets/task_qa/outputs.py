@@ -1,0 +1,32 @@
+"""What the task Q&A stage writes, declared once: a task family's normalised seed rows, and the
+items generated from them (each naming the seeds it was shown)."""
+
+from __future__ import annotations
+
+from mind_assets.lib.outputs import OutputFamily, ParentLink, PartitionDim
+from mind_assets.task_qa.schema import SEED_SCHEMA, TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
+
+# The dynamic partitions holding the selected task families (task_seed_catalog registers them).
+TASK_FAMILIES_PARTITION = "task_families"
+FAMILY = PartitionDim("family", selection="families", dynamic=TASK_FAMILIES_PARTITION)
+
+TASK_SEEDS = OutputFamily(
+    name="task_seeds",
+    dims=(FAMILY,),
+    schema=SEED_SCHEMA,
+    id_column="seed_id",
+    text_column="question",
+    label="seeds",
+)
+
+TASK_QA = OutputFamily(
+    name="task_qa",
+    dims=(FAMILY,),
+    schema=TASK_QA_SCHEMA,
+    id_column="qa_id",
+    text_column="text",
+    quarantine_schema=TASK_QA_QUARANTINE_SCHEMA,
+    parents=(ParentLink(TASK_SEEDS, "seed_ids", many=True),),
+    token_column="completion_tokens",
+    blendable=True,
+)
