@@ -82,61 +82,31 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _load_manifest(name: str):
-    import json
+    from mind_assets.blends.assets import load_manifest
 
-    from mind_assets.blends.assets import manifest_dir
-    from mind_assets.blends.manifest import manifest_from_json
-
-    path = manifest_dir(get_settings(), name) / "manifest.json"
-    if not path.is_file():
-        raise ValueError(
-            f"blend {name!r} has no manifest at {path}: materialize blend_manifest[{name}]"
-        )
-    return manifest_from_json(json.loads(path.read_text()))
+    return load_manifest(get_settings(), name)
 
 
 def _export_blend(args: argparse.Namespace) -> int:
-    from mind_assets.blends.export import export_blend
-    from mind_assets.lib.tokenizer import load_tokenizer, token_counter
+    """The blend_export asset's work, for one format or the configured ones; flags override
+    MIND_BLENDS__* for this call."""
+    from mind_assets.blends.assets import write_blend_exports
     from mind_assets.llm.resource import LLMResource
 
     settings = get_settings()
-    manifest = _load_manifest(args.name)
-    llm = LLMResource.from_settings(settings)
-    out = settings.data_dir / "blend_exports" / args.name
-    if args.format == "megatron":
-        from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron
-
-        tokenizer = load_tokenizer(llm.model_path())
-        megatron = export_megatron(
-            manifest,
-            out / MEGATRON_DIRNAME,
-            tokenizer,
-            tokenizer_name=llm.model_name,
-            data_dir=settings.data_dir,
-        )
-        for phase in megatron.documents:
-            print(
-                f"{args.name}/{phase}: {megatron.documents[phase]} documents, "
-                f"{megatron.tokens[phase]} tokens (one eod each) in "
-                f"{megatron.datasets[phase]} indexed dataset(s); "
-                f"--data-args-path {megatron.data_path_file(phase)}"
-            )
-        return 0
-    count = token_counter(llm.model_path())
-    report = export_blend(
-        manifest,
-        out,
-        count,
-        data_dir=settings.data_dir,
-        shard_rows=args.shard_rows,
-        bucket=args.bucket,
+    overrides: dict[str, object] = {}
+    if args.shard_rows is not None:
+        overrides["export_shard_rows"] = args.shard_rows
+    if args.bucket:
+        overrides["export_bucket"] = True
+    exports = write_blend_exports(
+        settings,
+        _load_manifest(args.name),
+        LLMResource.from_settings(settings),
+        [args.format] if args.format else settings.blends.export_formats,
+        settings.blends.model_copy(update=overrides),
     )
-    for phase in report.rows:
-        print(
-            f"{args.name}/{phase}: {report.rows[phase]} rows, {report.tokens[phase]} tokens, "
-            f"{report.shards[phase]} shard(s) in {out / phase}"
-        )
+    print("\n".join(exports.lines()))
     return 0
 
 
@@ -215,20 +185,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export-blend",
-        help="write a blend's mixed data per phase: shuffled parquet shards, or Megatron "
-        "indexed datasets with a --data-path list",
+        help="what the blend_export asset writes, from the shell: shuffled parquet shards per "
+        "phase and/or Megatron indexed datasets with a --data-path list",
     )
     export.add_argument("name")
     export.add_argument(
         "--format",
         choices=("parquet", "megatron"),
-        default="parquet",
-        help="parquet: blend_exports/NAME/<phase>/; megatron: blend_exports/NAME/megatron/ "
-        "(same rows, tokenized)",
+        default=None,
+        help="only this format (default: MIND_BLENDS__EXPORT_FORMATS); parquet: "
+        "blend_exports/NAME/<phase>/; megatron: blend_exports/NAME/megatron/ (same rows, "
+        "tokenized)",
     )
-    export.add_argument("--shard-rows", type=int, default=10_000)
     export.add_argument(
-        "--bucket", action="store_true", help="record a sequence-length bucket on each row"
+        "--shard-rows", type=int, default=None, help="default: MIND_BLENDS__EXPORT_SHARD_ROWS"
+    )
+    export.add_argument(
+        "--bucket",
+        action="store_true",
+        help="record a sequence-length bucket on each row (MIND_BLENDS__EXPORT_BUCKET)",
     )
     export.set_defaults(func=_export_blend)
 
@@ -265,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ShardError, InvalidNameError, ValueError, KeyError) as error:
+    except (ShardError, InvalidNameError, ValueError, KeyError, FileNotFoundError) as error:
         print(f"mind: error: {error}", file=sys.stderr)
         return 2
 

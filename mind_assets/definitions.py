@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions
 
-from mind_assets.blends.assets import blend_manifest
+from mind_assets.blends.assets import blend_export, blend_manifest
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.sensors import corpus_inbox_sensor
@@ -32,6 +32,7 @@ ASSETS = [
     math_problems,
     solution_traces,
     blend_manifest,
+    blend_export,
     diversity,
     prismatic_task_qa,
 ]

@@ -19,11 +19,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from dagster import MultiPartitionKey, materialize
 
-from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_dir
-from mind_assets.blends.export import export_blend
+from mind_assets.blends.assets import (
+    blend_export,
+    blend_manifest,
+    export_dir,
+    instance_lookup,
+    load_manifest,
+    manifest_dir,
+)
 from mind_assets.blends.lineage import format_audit
-from mind_assets.blends.manifest import manifest_from_json
-from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron
+from mind_assets.blends.megatron import MEGATRON_DIRNAME
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
@@ -32,7 +37,6 @@ from mind_assets.definitions import ASSETS
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.lib.instance import local_instance
 from mind_assets.lib.storage import asset_path
-from mind_assets.lib.tokenizer import load_tokenizer, token_counter
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
 from mind_assets.llm.resource import LLMResource
@@ -52,6 +56,9 @@ DEMO_ENVIRONMENT = {
     "MIND_MAX_TOKENS": "160",
     "MIND_TASK_QA__FAMILIES": json.dumps([DEMO_FAMILY]),
     "MIND_TASK_QA__ITEMS": "4",
+    # blend_export writes both formats, each row with its length bucket.
+    "MIND_BLENDS__EXPORT_FORMATS": json.dumps(["parquet", "megatron"]),
+    "MIND_BLENDS__EXPORT_BUCKET": "1",
 }
 DEMO_PASSAGES = 8  # of the 30 in the bundled corpus
 
@@ -134,6 +141,7 @@ def run_demo(
         run([task_qa], DEMO_FAMILY)
         echo(f"blend manifest {DEMO_BLEND!r} and its export ...")
         run([blend_manifest], DEMO_BLEND)
+        run([blend_export], DEMO_BLEND)
     finally:
         release_engines()
 
@@ -154,21 +162,13 @@ def run_demo(
     summary.paths["task_qa"] = qa
 
     directory = manifest_dir(settings, DEMO_BLEND)
-    manifest = manifest_from_json(json.loads((directory / "manifest.json").read_text()))
-    out = data_dir / "blend_exports" / DEMO_BLEND
-    report = export_blend(
-        manifest, out, token_counter(llm.model_path()), data_dir=data_dir, bucket=True
-    )
-    summary.export = report.rows
-    # The same rows as Megatron indexed datasets, for training with Megatron-LM or NeMo.
-    megatron = export_megatron(
-        manifest,
-        out / MEGATRON_DIRNAME,
-        load_tokenizer(llm.model_path()),
-        tokenizer_name=llm.model_name,
-        data_dir=data_dir,
-    )
-    summary.paths["blend_export_megatron"] = megatron.directory
+    manifest = load_manifest(settings, DEMO_BLEND)
+    out = export_dir(settings, DEMO_BLEND)
+    summary.export = {
+        phase.name: sum(pq.read_metadata(p).num_rows for p in (out / phase.name).glob("*.parquet"))
+        for phase in manifest.phases
+    }
+    summary.paths["blend_export_megatron"] = out / MEGATRON_DIRNAME
     summary.paths["blend_manifest"] = directory / "manifest.json"
     summary.paths["blend_export"] = out
     summary.paths["metrics"] = data_dir / "metrics.duckdb"

@@ -279,6 +279,40 @@ class DiversitySettings(StageSettings):
     )
 
 
+class BlendSettings(StageSettings):
+    """Blend exports (`MIND_BLENDS__*`); the specs themselves live in MIND_BLENDS_DIR."""
+
+    export_formats: list[Literal["parquet", "megatron"]] = Field(
+        default_factory=lambda: ["parquet"],
+        min_length=1,
+        description="What blend_export writes: 'parquet' shards per phase (what `mind trace` "
+        "reads, always written) and/or 'megatron' indexed datasets (needs megatron-core).",
+    )
+    export_shard_rows: int = Field(default=10_000, ge=1, description="Rows per parquet shard.")
+    export_bucket: bool = Field(
+        default=False, description="Record a sequence-length bucket on every exported row."
+    )
+    export_length_buckets: list[int] = Field(
+        default_factory=lambda: [512, 1024, 2048, 4096, 8192, 16384],
+        min_length=1,
+        description="Upper token bounds of the export's length buckets (Nemotron-Math style).",
+    )
+
+    @field_validator("export_formats")
+    @classmethod
+    def _parquet_always(cls, formats: list[str]) -> list[str]:
+        # `mind trace` reads rows from the parquet export; the Megatron export maps documents
+        # back to those rows, so parquet is always written.
+        return ["parquet", *(f for f in dict.fromkeys(formats) if f != "parquet")]
+
+    @field_validator("export_length_buckets")
+    @classmethod
+    def _ascending(cls, bounds: list[int]) -> list[int]:
+        if any(b <= 0 for b in bounds) or bounds != sorted(set(bounds)):
+            raise ValueError(f"length buckets must be ascending positive token counts: {bounds}")
+        return bounds
+
+
 # Flat variables of earlier versions and the nested names that replaced them. Setting an old name
 # is an error rather than silently ignored.
 RENAMED_VARIABLES = {
@@ -443,6 +477,7 @@ class MindSettings(BaseSettings):
     task_qa: TaskQASettings = Field(default_factory=TaskQASettings)
     math: MathSettings = Field(default_factory=MathSettings)
     diversity: DiversitySettings = Field(default_factory=DiversitySettings)
+    blends: BlendSettings = Field(default_factory=BlendSettings)
 
     @model_validator(mode="before")
     @classmethod

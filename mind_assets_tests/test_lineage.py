@@ -21,6 +21,7 @@ from mind_assets.blends.lineage import audit_rows, trace_row
 from mind_assets.blends.manifest import build_manifest, upstream_chain
 from mind_assets.blends.spec import load_blend_spec
 from mind_assets.lib.outputs import OutputFamily, PartitionDim
+from mind_assets.settings import BlendSettings
 
 ROWS = 3
 
@@ -77,10 +78,9 @@ def make_row(family: OutputFamily, i: int) -> dict[str, Any]:
     return row
 
 
-@pytest.fixture
-def data_root(tmp_path: Path) -> tuple[Path, dict[str, list[str]]]:
-    """Every declared family written in one partition, and each dimension's known keys."""
-    data_dir = tmp_path / "data"
+def write_declared_families(data_dir: Path) -> dict[str, list[str]]:
+    """Every declared family written in one partition (its quarantine beside it); returns each
+    registered or configured dimension's known keys."""
     for family in FAMILIES.values():
         keys = {dim.name: key_of(dim) for dim in family.dims}
         rows = [make_row(family, i) for i in range(ROWS)]
@@ -94,13 +94,12 @@ def data_root(tmp_path: Path) -> tuple[Path, dict[str, list[str]]]:
                 pa.Table.from_pylist([rejected], schema=family.quarantine_schema),
                 family.quarantine_path(data_dir, keys),
             )
-    known = {dim.name: [key_of(dim)] for f in FAMILIES.values() for dim in f.dims if not dim.values}
-    return data_dir, known
+    return {dim.name: [key_of(dim)] for f in FAMILIES.values() for dim in f.dims if not dim.values}
 
 
-def blend_every_source(data_dir: Path, known: dict[str, list[str]], tmp_path: Path):
-    """A one-phase blend with every blendable family as a source, enough tokens to take every
-    row, exported as parquet."""
+def blend_spec_over_every_source(path: Path) -> Path:
+    """A one-phase blend named after `path` with every blendable family as a source and enough
+    tokens to take every row."""
     sources = []
     for name, family in BLEND_SOURCES.items():
         selection = {dim.selection: [key_of(dim)] for dim in family.dims if dim.values}
@@ -114,9 +113,20 @@ def blend_every_source(data_dir: Path, known: dict[str, list[str]], tmp_path: Pa
                 "max_epochs": 100,
             }
         )
-    spec_path = tmp_path / "every.yaml"
     phase = {"name": "all", "fraction": 1.0, "sources": sources}
-    spec_path.write_text(json.dumps({"name": "every", "total_tokens": 2000, "phases": [phase]}))
+    path.write_text(json.dumps({"name": path.stem, "total_tokens": 2000, "phases": [phase]}))
+    return path
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> tuple[Path, dict[str, list[str]]]:
+    data_dir = tmp_path / "data"
+    return data_dir, write_declared_families(data_dir)
+
+
+def blend_every_source(data_dir: Path, known: dict[str, list[str]], tmp_path: Path):
+    """The blend over every source, built and exported as parquet."""
+    spec_path = blend_spec_over_every_source(tmp_path / "every.yaml")
     manifest = build_manifest(
         load_blend_spec(spec_path),
         spec_path,
@@ -126,8 +136,9 @@ def blend_every_source(data_dir: Path, known: dict[str, list[str]], tmp_path: Pa
         tokenizer_name="words",
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
     )
-    export_blend(manifest, data_dir / "blend_exports" / "every", words, data_dir=data_dir)
-    return manifest, pq.read_table(data_dir / "blend_exports" / "every" / "all").to_pylist()
+    out = data_dir / "blend_exports" / "every"
+    export_blend(manifest, out, words, data_dir=data_dir, options=BlendSettings())
+    return manifest, pq.read_table(out / "all").to_pylist()
 
 
 def test_every_declared_family_traces_from_an_exported_row_to_its_root(data_root, tmp_path):

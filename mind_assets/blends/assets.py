@@ -1,5 +1,10 @@
-"""`blend_manifest`: one partition per blend spec in `blends/`."""
+"""`blend_manifest` and `blend_export`: one partition per blend spec in `blends/`."""
 
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -9,18 +14,21 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    DataVersion,
     MaterializeResult,
     MetadataValue,
     StaticPartitionsDefinition,
     asset,
 )
 
+from mind_assets.blends.export import ExportReport, export_blend
 from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.blends.lineage import audit_markdown, stale_inputs
 from mind_assets.blends.manifest import (
     Manifest,
     MaterializationLookup,
     build_manifest,
+    manifest_from_json,
     manifest_table,
     megatron_weights,
 )
@@ -29,12 +37,13 @@ from mind_assets.lib.metadata import file_data_version, markdown_table
 from mind_assets.lib.storage import (
     asset_path,
     atomic_path,
+    sha256_file,
     write_json_atomic,
     write_parquet_atomic,
 )
-from mind_assets.lib.tokenizer import token_counter
+from mind_assets.lib.tokenizer import load_tokenizer, token_counter
 from mind_assets.llm.resource import LLMResource
-from mind_assets.settings import MindSettings, get_settings
+from mind_assets.settings import BlendSettings, MindSettings, get_settings
 
 blend_partitions = StaticPartitionsDefinition(blend_names(get_settings().blends_dir) or ["example"])
 DATA_VERSION_TAG = "dagster/data_version"
@@ -57,8 +66,21 @@ def instance_lookup(instance: DagsterInstance) -> MaterializationLookup:
     return lookup
 
 
-def manifest_dir(settings: MindSettings, blend: str):
+def manifest_dir(settings: MindSettings, blend: str) -> Path:
     return asset_path(settings.data_dir, "blend_manifest", blend, suffix="")
+
+
+def export_dir(settings: MindSettings, blend: str) -> Path:
+    return asset_path(settings.data_dir, "blend_exports", blend, suffix="")
+
+
+def load_manifest(settings: MindSettings, blend: str) -> Manifest:
+    path = manifest_dir(settings, blend) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"blend {blend!r} has no manifest at {path}: materialize blend_manifest[{blend}]"
+        )
+    return manifest_from_json(json.loads(path.read_text()))
 
 
 def resolve_blend(
@@ -147,4 +169,102 @@ def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> Material
             "stale_inputs_at_build": len(stale_inputs(manifest, instance_lookup(context.instance))),
         },
         data_version=file_data_version(paths["parquet"]),
+    )
+
+
+@dataclass
+class BlendExports:
+    """What one export of a blend wrote, per format."""
+
+    directory: Path
+    parquet: ExportReport | None = None
+    megatron: Any = None  # MegatronReport, imported with megatron-core only when asked for
+
+    def lines(self) -> list[str]:
+        """One line per phase and format, as `mind export-blend` prints them."""
+        lines = []
+        if self.parquet is not None:
+            for phase, rows in self.parquet.rows.items():
+                lines.append(
+                    f"{self.directory.name}/{phase}: {rows} rows, {self.parquet.tokens[phase]} "
+                    f"tokens, {self.parquet.shards[phase]} shard(s) in {self.directory / phase}"
+                )
+        if self.megatron is not None:
+            for phase, documents in self.megatron.documents.items():
+                lines.append(
+                    f"{self.directory.name}/{phase}: {documents} documents, "
+                    f"{self.megatron.tokens[phase]} tokens (one eod each) in "
+                    f"{self.megatron.datasets[phase]} indexed dataset(s); "
+                    f"--data-args-path {self.megatron.data_path_file(phase)}"
+                )
+        return lines
+
+
+def write_blend_exports(
+    settings: MindSettings,
+    manifest: Manifest,
+    llm: LLMResource,
+    formats: Sequence[str],
+    options: BlendSettings,
+) -> BlendExports:
+    """A blend's manifest exported in each of `formats` (parquet shards per phase, Megatron
+    indexed datasets), the model's tokenizer counting and encoding the rows."""
+    out = export_dir(settings, manifest.blend)
+    exports = BlendExports(out)
+    if "parquet" in formats:
+        count = token_counter(llm.model_path())
+        exports.parquet = export_blend(
+            manifest, out, count, data_dir=settings.data_dir, options=options
+        )
+    if "megatron" in formats:
+        from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron
+
+        exports.megatron = export_megatron(
+            manifest,
+            out / MEGATRON_DIRNAME,
+            load_tokenizer(llm.model_path()),
+            tokenizer_name=llm.model_name,
+            data_dir=settings.data_dir,
+        )
+    return exports
+
+
+def _export_data_version(directory: Path) -> DataVersion:
+    """The hash of every file the export holds, by relative path."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(directory)}:{sha256_file(path)}\n".encode())
+    return DataVersion(digest.hexdigest()[:24])
+
+
+@asset(
+    partitions_def=blend_partitions,
+    deps=[blend_manifest],
+    group_name="blends",
+    kinds={"parquet"},
+    code_version="1",
+    description="The blend's mixed data, sampled by its manifest: shuffled parquet shards per "
+    "phase (what `mind trace` reads) and, with MIND_BLENDS__EXPORT_FORMATS, Megatron indexed "
+    "datasets with a --data-path list per phase.",
+)
+def blend_export(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    settings = get_settings()
+    manifest = load_manifest(settings, context.partition_key)
+    exports = write_blend_exports(
+        settings, manifest, llm, settings.blends.export_formats, settings.blends
+    )
+    for line in exports.lines():
+        context.log.info(line)
+    per_phase = [
+        {"phase": phase, "rows": rows, "tokens": exports.parquet.tokens[phase]}
+        for phase, rows in (exports.parquet.rows if exports.parquet else {}).items()
+    ]
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(exports.directory)),
+            "formats": MetadataValue.json(list(settings.blends.export_formats)),
+            "rows": sum(r["rows"] for r in per_phase),
+            "phases": MetadataValue.md(markdown_table(per_phase)),
+        },
+        data_version=_export_data_version(exports.directory),
     )

@@ -7,6 +7,7 @@ import math
 import random
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,7 @@ from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
 from mind_assets.lib.storage import sha256_file
 from mind_assets.lib.tokenizer import TokenCounter
-
-# Sequence-length buckets (tokens), after Nemotron-Math's bucketed long-context training.
-LENGTH_BUCKETS = (512, 1024, 2048, 4096, 8192, 16384)
+from mind_assets.settings import BlendSettings
 
 EXPORT_SCHEMA = pa.schema(
     [
@@ -38,11 +37,13 @@ EXPORT_SCHEMA = pa.schema(
 )
 
 
-def length_bucket(tokens: int) -> str:
-    for upper in LENGTH_BUCKETS:
+def length_bucket(tokens: int, bounds: Sequence[int]) -> str:
+    """The sequence-length bucket of a row, after Nemotron-Math's bucketed long-context training
+    (`MIND_BLENDS__EXPORT_LENGTH_BUCKETS`)."""
+    for upper in bounds:
         if tokens <= upper:
             return f"<={upper}"
-    return f">{LENGTH_BUCKETS[-1]}"
+    return f">{bounds[-1]}"
 
 
 @dataclass
@@ -142,15 +143,20 @@ def export_blend(
     count_tokens: TokenCounter,
     *,
     data_dir: Path,
-    shard_rows: int = 10_000,
-    bucket: bool = False,
+    options: BlendSettings,
 ) -> ExportReport:
-    """Rewrite `out_dir/<phase>/shard-NNNNN.parquet` for every phase of the manifest."""
+    """Rewrite `out_dir/<phase>/shard-NNNNN.parquet` for every phase of the manifest, in shards
+    of `options.export_shard_rows`, each row with its length bucket when `export_bucket`."""
+    shard_rows = options.export_shard_rows
     report = ExportReport(out_dir, {}, {}, {})
     for phase in manifest.phases:
         mixed = mix_phase(manifest, phase, count_tokens, data_dir)
         for row in mixed:
-            row["length_bucket"] = length_bucket(row["n_tokens"]) if bucket else None
+            row["length_bucket"] = (
+                length_bucket(row["n_tokens"], options.export_length_buckets)
+                if options.export_bucket
+                else None
+            )
         # Shards are written into a staging directory that replaces the phase's directory only
         # once complete, so readers never see a half-exported phase.
         out_dir.mkdir(parents=True, exist_ok=True)
