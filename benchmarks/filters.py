@@ -36,7 +36,12 @@ def base_texts(data_dir: Path) -> tuple[list[tuple[str, str]], list[tuple[str, s
     chunks = []
     with NAPKIN.open() as handle:
         for line in handle:
-            chunks += [c.text for c in chunk_text(json.loads(line)["text"], words, 500)]
+            chunks += [
+                c.text
+                for c in chunk_text(
+                    json.loads(line)["text"], words, target_tokens=500, overlap_tokens=0
+                )
+            ]
     conversations = []
     for path in sorted((data_dir / "conversations").glob("*/*.parquet")):
         table = pq.read_table(path)

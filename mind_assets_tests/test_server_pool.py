@@ -101,7 +101,15 @@ def requests(n: int, prefix: bool = False) -> list[ChatRequest]:
 
 
 def fast_pool(urls: list[str], **overrides: float) -> ServerPool:
-    settings = {"backoff_s": 0.01, "max_backoff_s": 0.05, "cooldown_s": 60.0, **overrides}
+    settings = {
+        "model": None,
+        "max_concurrency_per_server": 32,
+        "timeout_s": 600.0,
+        "backoff_s": 0.01,
+        "max_backoff_s": 0.05,
+        "cooldown_s": 60.0,
+        **overrides,
+    }
     config = ServerPoolConfig(urls=urls, **settings)
     return ServerPool(config)
 
@@ -156,4 +164,4 @@ def test_a_response_prefix_is_continued_and_kept_in_the_text(stand_ins):
 
 def test_server_mode_needs_urls():
     with pytest.raises(ValueError, match="MIND_SERVER_URLS"):
-        ServerPool(ServerPoolConfig(urls=[]))
+        ServerPool(ServerPoolConfig(urls=[], model=None, max_concurrency_per_server=1, timeout_s=1))

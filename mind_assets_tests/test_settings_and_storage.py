@@ -1,3 +1,5 @@
+import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +12,7 @@ from mind_assets.lib.storage import (
     validate_name,
     write_parquet_atomic,
 )
-from mind_assets.settings import EMBEDDED_MODEL, MindSettings
+from mind_assets.settings import EMBEDDED_MODEL, PROJECT_DIR, MindSettings, StageSettings
 
 
 def test_defaults_point_at_embedded_model_and_local_data_dir(monkeypatch):
@@ -89,3 +91,54 @@ def test_parquet_write_is_atomic_rename(tmp_path):
     write_parquet_atomic(pa.table({"a": [1, 2]}), target)
     assert target.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def settings_variables() -> list[tuple[str, object]]:
+    """(environment variable, default) of every setting, stage sub-models included."""
+    found = []
+    for name, field in MindSettings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, StageSettings):
+            found += [
+                (f"MIND_{name.upper()}__{sub.upper()}", f.get_default(call_default_factory=True))
+                for sub, f in type(default).model_fields.items()
+            ]
+        else:
+            found.append((field.alias or f"MIND_{name.upper()}", default))
+    return found
+
+
+def readme_settings_table() -> dict[str, str]:
+    """README's settings table: variable -> its default cell."""
+    rows = {}
+    for line in (PROJECT_DIR / "README.md").read_text().splitlines():
+        match = re.match(r"\| `(MIND_[A-Z0-9_]+)` \| (.*?) \|", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+def test_every_setting_is_in_the_readme_table_with_its_default():
+    table = readme_settings_table()
+    variables = settings_variables()
+    assert [v for v, _ in variables if v not in table] == []
+    wrong = []
+    for variable, default in variables:
+        literal = re.fullmatch(r"`([^`]*)`", table[variable])
+        if literal is None or isinstance(default, Path):
+            continue  # described in words (a curated list, "True on CPU, False on GPU")
+        text = literal.group(1)
+        if default is None:
+            # unset, or what unset means (`$MIND_DATA_DIR/models`)
+            ok = text == "unset" or text.startswith("$MIND_")
+        elif isinstance(default, str):
+            ok = text == default
+        elif isinstance(default, dict):  # JSON object keys are strings (n-gram sizes)
+            ok = json.loads(text) == {str(k): v for k, v in default.items()}
+        elif isinstance(default, bool) or not isinstance(default, int | float):
+            ok = json.loads(text) == default
+        else:
+            ok = float(text) == default
+        if not ok:
+            wrong.append((variable, text, default))
+    assert wrong == []

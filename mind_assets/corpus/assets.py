@@ -78,7 +78,10 @@ def chunks(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResul
         documents.column("doc_id").to_pylist(), documents.column("text").to_pylist(), strict=True
     ):
         for chunk in chunk_text(
-            text, count, settings.corpus.chunk_tokens, settings.corpus.chunk_overlap_tokens
+            text,
+            count,
+            target_tokens=settings.corpus.chunk_tokens,
+            overlap_tokens=settings.corpus.chunk_overlap_tokens,
         ):
             rows.append(
                 {

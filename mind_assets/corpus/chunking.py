@@ -82,9 +82,10 @@ def _units(
 
 
 def chunk_text(
-    text: str, count: TokenCounter, target_tokens: int = 500, overlap_tokens: int = 0
+    text: str, count: TokenCounter, *, target_tokens: int, overlap_tokens: int
 ) -> list[Chunk]:
-    """Pack boundary-aligned units greedily into chunks of about `target_tokens` tokens."""
+    """Pack boundary-aligned units greedily into chunks of about `target_tokens` tokens
+    (MIND_CORPUS__CHUNK_TOKENS), each starting with `overlap_tokens` of the one before."""
     if not text.strip():
         return []
     protected = _Protected(protected_spans(text))

@@ -40,8 +40,8 @@ class OfflineEngineConfig:
     tensor_parallel_size: int
     max_num_seqs: int
     enforce_eager: bool | None
-    engine_seed: int = 0
-    enable_prefix_caching: bool = True
+    engine_seed: int
+    enable_prefix_caching: bool
 
 
 def vllm_distribution() -> tuple[str, str]:

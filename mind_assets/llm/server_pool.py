@@ -43,10 +43,13 @@ class ServerState:
 
 @dataclass
 class ServerPoolConfig:
+    """The configured fields come from settings (MIND_SERVER_*, through LLMResource); the
+    retry policy below them is the pool's own."""
+
     urls: list[str]
-    model: str | None = None  # served model name; asked from /v1/models when unset
-    max_concurrency_per_server: int = 32
-    timeout_s: float = 600.0
+    model: str | None  # served model name; asked from /v1/models when unset
+    max_concurrency_per_server: int
+    timeout_s: float
     max_attempts: int = 6
     backoff_s: float = 0.5
     max_backoff_s: float = 10.0

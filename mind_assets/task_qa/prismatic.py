@@ -88,7 +88,7 @@ class Selection:
 
 
 def prismatic_filter(
-    clustering: Clustering, features: np.ndarray, keep_fraction: float = 0.5
+    clustering: Clustering, features: np.ndarray, keep_fraction: float
 ) -> list[Selection]:
     """Keep the samples that land in the smaller `keep_fraction` of the pool's clusters."""
     favoured = clustering.smallest(keep_fraction)
@@ -107,7 +107,7 @@ def prismatic_filter(
 
 
 def pick_generation_cluster(
-    clustering: Clustering, rng: np.random.Generator, fraction: float = 0.1
+    clustering: Clustering, rng: np.random.Generator, fraction: float
 ) -> tuple[int, str]:
     """A random cluster among the smallest `fraction`, and the reason to record."""
     candidates = sorted(clustering.smallest(fraction))
@@ -123,7 +123,7 @@ def cluster_shares(labels: np.ndarray, clusters: set[int]) -> float:
     return float(np.isin(labels, list(clusters)).mean()) if len(labels) else 0.0
 
 
-def cluster_seed_picker(clustering: Clustering, fraction: float = 0.1):
+def cluster_seed_picker(clustering: Clustering, fraction: float):
     """Generation mode as a task-Q&A seed picker: for each item, one random cluster among the
     smallest `fraction`; its members are the few-shot seeds (topped up from the next smallest
     clusters when it has fewer than `shots`). Rows must be in pool order."""
