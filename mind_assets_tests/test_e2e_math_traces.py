@@ -1,12 +1,23 @@
 """Verified solution traces with the real engine on 10 real GSM8K training problems, all six
-modes; the verifier's labels are checked against an independent numeric comparison."""
+modes; the verifier's labels are checked against an independent numeric comparison. Then a
+blend of real verified traces, materialized and exported, traces back to its problems."""
 
+import json
 import re
 
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, MultiPartitionKey
 
+from mind_assets.blends.assets import (
+    blend_export,
+    blend_manifest,
+    export_dir,
+    instance_lookup,
+    load_manifest,
+)
+from mind_assets.blends.lineage import format_audit
+from mind_assets.cli import main as mind_cli
 from mind_assets.lib.storage import asset_path
 from mind_assets.math_traces.assets import math_problems, solution_traces
 from mind_assets.math_traces.sandbox import OUTCOMES
@@ -87,3 +98,79 @@ def test_traces_for_ten_gsm8k_problems_in_all_six_modes(
     assert "maj_at_k" in report and all(mode in report for mode in MODES)
     print(report)
     print(f"labels checked against the numeric oracle: {checked}; tool calls run: {tool_calls}")
+    assert checked > 0  # the oracle compared at least one plain-number answer
+
+
+# One-step sums the 135M model can get right within the token cap (it solves no GSM8K problem
+# in 96 tokens), so that verified traces exist to blend.
+EASY = [
+    (f"Sam has {a} apples and buys {b} more. How many apples does Sam have now?", a + b)
+    for a, b in ((2, 3), (4, 1), (5, 5), (1, 1), (3, 6), (7, 2), (6, 3), (8, 1))
+]
+BLEND_SPEC = """
+name: example
+total_tokens: 100
+phases:
+  - name: reasoning
+    fraction: 1.0
+    sources:
+      - name: traces
+        asset: solution_traces
+        selection: {modes: [low_no_tir]}
+        quality_tier: high
+        share: 1.0
+        max_epochs: 20
+"""
+
+
+def test_a_blend_row_from_verified_traces_traces_to_its_problem(
+    settings, run, instance, tmp_path, monkeypatch, capsys
+):
+    # Math source partitions are fixed when the definitions load (one, gsm8k): the easy
+    # problems are configured under that name, as a local dataset with its own test split.
+    mirror = tmp_path / "mirror" / "easy" / "default"
+    mirror.mkdir(parents=True)
+    rows = [{"question": q, "answer": str(a)} for q, a in EASY]
+    (mirror / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (mirror / "test.jsonl").write_text(json.dumps({"question": "What is 9 + 9?", "answer": "18"}))
+    source = {"name": "gsm8k", "dataset_path": "easy", "answer_format": "plain"}
+    monkeypatch.setenv("MIND_MATH__SOURCES", json.dumps([source]))
+    monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("MIND_MATH__SAMPLES_PER_PROBLEM", "2")
+    monkeypatch.setenv("MIND_MAX_TOKENS", "96")
+    blends = tmp_path / "blends"
+    blends.mkdir()
+    (blends / "example.yaml").write_text(BLEND_SPEC)
+    monkeypatch.setenv("MIND_BLENDS_DIR", str(blends))
+
+    assert run([math_problems], "gsm8k").success
+    key = MultiPartitionKey({"source": "gsm8k", "mode": "low_no_tir"})
+    assert run([solution_traces], key).success
+    kept = pq.read_table(asset_path(settings.data_dir, "solution_traces", "gsm8k", "low_no_tir"))
+    assert kept.num_rows >= 1, "no sample verified correct: nothing to blend"
+    assert run([blend_manifest], "example").success
+    assert run([blend_export], "example").success
+
+    exported = pq.read_table(export_dir(settings, "example") / "reasoning").to_pylist()
+    assert exported and {r["source_asset"] for r in exported} == {"solution_traces"}
+    problems = {
+        p["problem_id"]: p
+        for p in pq.read_table(asset_path(settings.data_dir, "math_problems", "gsm8k")).to_pylist()
+    }
+    traces = {t["trace_id"]: t for t in kept.to_pylist()}
+    row = exported[0]
+    capsys.readouterr()
+    assert mind_cli(["trace", row["row_id"]]) == 0
+    traced = capsys.readouterr().out
+    trace = traces[row["source_row_id"]]
+    problem = problems[trace["problem_id"]]
+    assert "== solution_traces ==" in traced and "== generation_request ==" in traced
+    assert "== problem ==" in traced and json.dumps(problem["question"]) in traced
+    assert trace["request_hash"] in traced
+
+    # The audit names the trace partition and its problems, not a shard.
+    manifest = load_manifest(settings, "example")
+    audit = format_audit(manifest, settings.data_dir, instance_lookup(instance)).splitlines()
+    assert "up to date" in audit[0]
+    assert any("solution_traces" in line and "low_no_tir|gsm8k" in line for line in audit)
+    assert any(line.split()[:2] == ["math_problems", "gsm8k"] for line in audit)
