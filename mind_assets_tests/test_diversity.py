@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mind_assets.blends.families import FAMILIES
 from mind_assets.diversity.scores import distinct_ngram_ratio, vendi_score
 from mind_assets.diversity.stage import DiversityTargetError, parse_target, target_samples
 from mind_assets.llm.embedded_model import prepare_embedded_model
@@ -23,6 +24,7 @@ from mind_assets.task_qa.prismatic import (
     spherical_kmeans,
 )
 from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
+from mind_assets_tests.test_lineage import ROWS, key_of, row_id, write_declared_families
 
 # --- known answers ------------------------------------------------------------------------------
 
@@ -213,3 +215,18 @@ def test_prismatic_filter_on_real_gradients_of_napkin_text(proxy):
     before, after = is_rare.mean(), is_rare[kept].mean() if kept.any() else 0.0
     print(f"real napkin gradients: under-represented share before {before:.2f}, after {after:.2f}")
     assert after > before + 0.2
+
+
+def test_a_partition_of_every_declared_family_is_a_diversity_target(tmp_path):
+    """Targets come from the output declarations: each family's partition keys in path order;
+    the completion (and the prompt, for rows that answer a question) are the declared columns."""
+    data_dir = tmp_path / "data"
+    write_declared_families(data_dir)
+    for name, family in FAMILIES.items():
+        keys = [key_of(dim) for dim in family.dims]
+        samples = target_samples(data_dir, ":".join([name, *keys]))
+        assert [s.row_id for s in samples] == [row_id(family, i) for i in range(ROWS)]
+        if family.prompt_column:
+            assert all(s.prompt == "{}" for s in samples)  # the filler of a string column
+        if family.completion_column is None:
+            assert samples[0].completion == f"text of {name} row 0"

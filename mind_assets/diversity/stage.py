@@ -1,11 +1,10 @@
-"""Diversity of one target (a conversations shard × style, a task-Q&A family, a blend phase, a
-solution-trace partition): G-Vendi over cached gradient features, and two baselines.
+"""Diversity of one target (a partition of any declared output family, or a blend phase):
+G-Vendi over cached gradient features, and two baselines.
 
-Targets are named `<kind>:<part>[:<part>]`:
-  conversations:<shard>:<style>   task_qa:<family>   solution_traces:<source>:<mode>
-  blend:<blend>:<phase>
-Features are cached per target, keyed by row id, text hash and feature configuration, so a rerun
-computes gradients only for rows that are new or changed.
+Targets are named `<family>:<key>[:<key>]`, the family's partition keys in path order
+(`conversations:<shard>:<style>`, `task_qa:<family>`, `solution_traces:<source>:<mode>`), or
+`blend:<blend>:<phase>`. Features are cached per target, keyed by row id, text hash and feature
+configuration, so a rerun computes gradients only for rows that are new or changed.
 """
 
 from __future__ import annotations
@@ -18,11 +17,17 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from mind_assets.blends.families import FAMILIES
 from mind_assets.diversity.scores import distinct_ngram_ratio, vendi_score
 from mind_assets.lib.storage import asset_path, validate_name
 from mind_assets.llm.features import Sample
 
-TARGET_KINDS = {"conversations": 2, "task_qa": 1, "solution_traces": 2, "blend": 2}
+BLEND_TARGET = "blend"  # blend:<blend>:<phase>
+# Target kind -> its parts: each family's partition dimensions in path order.
+TARGET_KINDS = {
+    **{name: family.dim_names for name, family in FAMILIES.items()},
+    BLEND_TARGET: ("blend", "phase"),
+}
 
 
 class DiversityTargetError(ValueError):
@@ -31,11 +36,11 @@ class DiversityTargetError(ValueError):
 
 def parse_target(target: str) -> tuple[str, list[str]]:
     kind, *parts = target.split(":")
-    if kind not in TARGET_KINDS or len(parts) != TARGET_KINDS[kind]:
-        raise DiversityTargetError(
-            f"diversity target {target!r}: expected one of conversations:<shard>:<style>, "
-            "task_qa:<family>, solution_traces:<source>:<mode>, blend:<blend>:<phase>"
+    if kind not in TARGET_KINDS or len(parts) != len(TARGET_KINDS[kind]):
+        forms = ", ".join(
+            ":".join([name, *(f"<{p}>" for p in dims)]) for name, dims in TARGET_KINDS.items()
         )
+        raise DiversityTargetError(f"diversity target {target!r}: expected one of {forms}")
     for part in parts:
         validate_name(part, kind="diversity target part")
     return kind, parts
@@ -44,16 +49,16 @@ def parse_target(target: str) -> tuple[str, list[str]]:
 def target_samples(data_dir: Path, target: str) -> list[Sample]:
     """The (prompt, completion) pairs of a target; the gradient is taken on the completion."""
     kind, parts = parse_target(target)
-    if kind == "conversations":
-        rows = _read(asset_path(data_dir, "conversations", *parts), ["conversation_id", "text"])
-        return [Sample(r["conversation_id"], "", r["text"]) for r in rows if r["text"]]
-    if kind == "task_qa":
-        rows = _read(asset_path(data_dir, "task_qa", *parts), ["qa_id", "question", "text"])
-        return [Sample(r["qa_id"], r["question"] or "", r["text"]) for r in rows if r["text"]]
-    if kind == "solution_traces":
-        columns = ["trace_id", "question", "solution"]
-        rows = _read(asset_path(data_dir, "solution_traces", *parts), columns)
-        return [Sample(r["trace_id"], r["question"], r["solution"]) for r in rows]
+    if kind != BLEND_TARGET:
+        family = FAMILIES[kind]
+        path = family.path(data_dir, dict(zip(family.dim_names, parts, strict=True)))
+        prompt, completion = family.prompt_column, family.completion
+        columns = [family.id_column, *([prompt] if prompt else []), completion]
+        return [
+            Sample(str(r[family.id_column]), (r[prompt] or "") if prompt else "", r[completion])
+            for r in _read(path, list(dict.fromkeys(columns)))
+            if r[completion]
+        ]
     blend, phase = parts
     manifest_path = asset_path(data_dir, "blend_manifest", blend, suffix="") / "manifest.json"
     if not manifest_path.is_file():

@@ -69,13 +69,24 @@ class OutputFamily:
     quarantine_schema: pa.Schema | None = None  # rejected rows, beside the accepted file
     parents: tuple[ParentLink, ...] = ()
     token_column: str | None = None  # tokens a row holds or cost, summed by the audit
+    # What a row answers, where it answers something: diversity takes the gradient of the
+    # completion (default: the text column) given this prompt column.
+    prompt_column: str | None = None
+    completion_column: str | None = None
     label: str = ""  # how `mind trace` names one row of the family (default: the name)
     blendable: bool = False  # a blend spec may name it as a source
     dim_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_names", tuple(d.name for d in self.dims))
-        for column in (self.id_column, self.text_column, self.token_column):
+        columns = (
+            self.id_column,
+            self.text_column,
+            self.token_column,
+            self.prompt_column,
+            self.completion_column,
+        )
+        for column in columns:
             if column is not None and column not in self.schema.names:
                 raise ValueError(f"{self.name}: column {column!r} is not in its schema")
         for link in self.parents:
@@ -87,6 +98,10 @@ class OutputFamily:
     @property
     def row_label(self) -> str:
         return self.label or self.name
+
+    @property
+    def completion(self) -> str:
+        return self.completion_column or self.text_column
 
     @property
     def is_root(self) -> bool:

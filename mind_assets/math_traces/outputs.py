@@ -33,5 +33,7 @@ SOLUTION_TRACES = OutputFamily(
     quarantine_schema=TRACE_QUARANTINE_SCHEMA,
     parents=(ParentLink(MATH_PROBLEMS, "problem_id"),),
     token_column="seq_tokens",
+    prompt_column="question",
+    completion_column="solution",
     blendable=True,
 )

@@ -28,5 +28,6 @@ TASK_QA = OutputFamily(
     quarantine_schema=TASK_QA_QUARANTINE_SCHEMA,
     parents=(ParentLink(TASK_SEEDS, "seed_ids", many=True),),
     token_column="completion_tokens",
+    prompt_column="question",
     blendable=True,
 )
