@@ -221,3 +221,22 @@ def test_a_selection_that_does_not_partition_the_source_is_refused(tmp_path):
     spec.write_text(json.dumps({"name": "b", "total_tokens": 10, "phases": [phase]}))
     with pytest.raises(ValueError, match=r"selection\.styles: task_qa is not partitioned by it"):
         load_blend_spec(spec)
+
+
+def test_declared_paths_are_the_documented_layout(tmp_path):
+    """<data_dir>/<asset>/<keys in path order>.parquet, the quarantine beside it; Dagster's
+    multi-partition keys (ordered by dimension name) map back to the same keys."""
+    traces = FAMILIES["solution_traces"]
+    keys = traces.keys(str(MultiPartitionKey({"source": "gsm8k", "mode": "low_tir"})))
+    assert traces.path(tmp_path, keys) == tmp_path / "solution_traces/gsm8k/low_tir.parquet"
+    assert traces.quarantine_path(tmp_path, keys) == (
+        tmp_path / "solution_traces/gsm8k/low_tir.quarantine.parquet"
+    )
+    assert traces.keys_from_path(traces.path(tmp_path, keys)) == keys
+    filtered = FAMILIES["filtered_conversations"]
+    assert filtered.path(tmp_path, {"shard": "a", "style": "debate"}) == (
+        tmp_path / "filtered_conversations/a/debate.parquet"
+    )
+    assert FAMILIES["task_qa"].quarantine_path(tmp_path, {"family": "gsm8k"}) == (
+        tmp_path / "task_qa/gsm8k.quarantine.parquet"
+    )

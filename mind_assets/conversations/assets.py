@@ -31,9 +31,11 @@ from mind_assets.conversations.generation import (
     sampling_summary,
     turn_count_distribution,
 )
+from mind_assets.conversations.outputs import CONVERSATIONS
 from mind_assets.conversations.schema import LINEAGE_COLUMNS
 from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
+from mind_assets.corpus.outputs import CHUNKS
 from mind_assets.lib.metadata import file_data_version, markdown_preview, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path, write_parquet_atomic
@@ -108,7 +110,7 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
     settings = get_settings()
     shard, style = shard_and_style(context)
     prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
-    chunk_table = pq.read_table(asset_path(settings.data_dir, "chunks", shard))
+    chunk_table = pq.read_table(CHUNKS.path(settings.data_dir, {"shard": shard}))
     plan = plan_conversations(
         chunk_table,
         prompt,
@@ -125,7 +127,7 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
             len(plan.skipped_too_long),
             ", ".join(plan.skipped_too_long[:5]),
         )
-    out_path = asset_path(settings.data_dir, "conversations", shard, style)
+    out_path = CONVERSATIONS.path(settings.data_dir, {"shard": shard, "style": style})
     store = RequestStore(
         asset_path(settings.data_dir, "_requests", "conversations", shard, style, suffix="")
     )

@@ -20,21 +20,18 @@ from dagster import (
 
 from mind_assets.conversations.assets import conversations, shard_and_style, shard_style_partitions
 from mind_assets.conversations.longest import longest_per_chunk
+from mind_assets.conversations.outputs import CONVERSATIONS
 from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
+from mind_assets.corpus.outputs import CHUNKS
 from mind_assets.filtering.checks import FILTER_CHECKS, evaluate_filter_checks
+from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
 from mind_assets.filtering.stage import filter_partition
 from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, write_parquet_atomic
+from mind_assets.lib.storage import write_parquet_atomic
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import get_settings
-
-
-def quarantine_path(data_dir: Path, shard: str, style: str) -> Path:
-    return asset_path(
-        data_dir, "filtered_conversations", shard, style, suffix=".quarantine.parquet"
-    )
 
 
 def _chunk_texts(path: Path) -> dict[str, str]:
@@ -72,20 +69,21 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
     thresholds = settings.filters
     shard, style = shard_and_style(context)
+    keys = {"shard": shard, "style": style}
     prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
     partition = filter_partition(
-        pq.read_table(asset_path(settings.data_dir, "conversations", shard, style)),
-        _chunk_texts(asset_path(settings.data_dir, "chunks", shard)),
+        pq.read_table(CONVERSATIONS.path(settings.data_dir, keys)),
+        _chunk_texts(CHUNKS.path(settings.data_dir, keys)),
         thresholds,
         {style: "\n".join(filter(None, [prompt.system, prompt.instruction_text]))},
         shard=shard,
         style=style,
     )
     out_path = write_parquet_atomic(
-        partition.accepted, asset_path(settings.data_dir, "filtered_conversations", shard, style)
+        partition.accepted, FILTERED_CONVERSATIONS.path(settings.data_dir, keys)
     )
     q_path = write_parquet_atomic(
-        partition.quarantine, quarantine_path(settings.data_dir, shard, style)
+        partition.quarantine, FILTERED_CONVERSATIONS.quarantine_path(settings.data_dir, keys)
     )
     counts = partition.rejections_per_rule
     store = metrics_store(settings.data_dir)
@@ -171,13 +169,15 @@ def longest_conversations(context: AssetExecutionContext) -> MaterializeResult:
     style_files = {
         style: path
         for style in STYLE_KEYS
-        if (path := asset_path(settings.data_dir, "filtered_conversations", shard, style)).is_file()
+        if (
+            path := FILTERED_CONVERSATIONS.path(settings.data_dir, {"shard": shard, "style": style})
+        ).is_file()
     }
     if not style_files:
         raise FileNotFoundError(f"no filtered conversations yet for shard {shard!r}")
     table = longest_per_chunk([pq.read_table(p) for p in style_files.values()])
     out_path = write_parquet_atomic(
-        table, asset_path(settings.data_dir, "longest_conversations", shard)
+        table, LONGEST_CONVERSATIONS.path(settings.data_dir, {"shard": shard})
     )
     chosen = pc.value_counts(table.column("style")).to_pylist() if table.num_rows else []
     return MaterializeResult(

@@ -24,6 +24,7 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path, write_parquet_atomic
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
+from mind_assets.math_traces.outputs import MATH_PROBLEMS, SOLUTION_TRACES
 from mind_assets.math_traces.problems import build_problem_set
 from mind_assets.math_traces.sandbox import NO_TOOL_CALLS
 from mind_assets.math_traces.sources import MODES, MathSource
@@ -74,7 +75,7 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
             "contaminated)"
         )
     out = write_parquet_atomic(
-        problem_set.problems, asset_path(settings.data_dir, "math_problems", source.name)
+        problem_set.problems, MATH_PROBLEMS.path(settings.data_dir, {"source": source.name})
     )
     metrics_store(settings.data_dir).record_aggregates(
         "math_problems",
@@ -121,7 +122,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
     settings = get_settings()
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     source, mode = keys["source"], keys["mode"]
-    problems = pq.read_table(asset_path(settings.data_dir, "math_problems", source)).to_pylist()
+    problems = pq.read_table(MATH_PROBLEMS.path(settings.data_dir, {"source": source})).to_pylist()
     prompt = load_prompt(settings.prompts_dir / "math" / f"{mode}.yaml")
     trace_settings = settings.math
     context.log.info(
@@ -149,14 +150,10 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         count_tokens=token_counter(llm.model_path()),
         logger=context.log,
     )
-    out = write_parquet_atomic(
-        run.accepted, asset_path(settings.data_dir, "solution_traces", source, mode)
-    )
+    out = write_parquet_atomic(run.accepted, SOLUTION_TRACES.path(settings.data_dir, keys))
     quarantine = write_parquet_atomic(
         run.quarantine,
-        asset_path(
-            settings.data_dir, "solution_traces", source, mode, suffix=".quarantine.parquet"
-        ),
+        SOLUTION_TRACES.quarantine_path(settings.data_dir, keys),
     )
     store = metrics_store(settings.data_dir)
     store.replace_partition(

@@ -24,7 +24,7 @@ from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
-from mind_assets.task_qa.outputs import TASK_FAMILIES_PARTITION
+from mind_assets.task_qa.outputs import TASK_FAMILIES_PARTITION, TASK_QA, TASK_SEEDS
 from mind_assets.task_qa.prismatic import (
     cluster_seed_picker,
     cluster_shares,
@@ -116,7 +116,7 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
     entry = read_catalog_entry(settings, family)
     train = load_seed_split(entry, entry.training_split, settings.task_mirror)
     table = normalize_split(entry, train, limit=settings.task_qa.seed_limit)
-    path = write_parquet_atomic(table, asset_path(settings.data_dir, "task_seeds", family))
+    path = write_parquet_atomic(table, TASK_SEEDS.path(settings.data_dir, {"family": family}))
     return MaterializeResult(
         metadata={
             **parquet_metadata(table, path, ["question", "choices", "answer"]),
@@ -153,7 +153,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     settings = get_settings()
     family = context.partition_key
     entry = read_catalog_entry(settings, family)
-    seeds = pq.read_table(asset_path(settings.data_dir, "task_seeds", family))
+    seeds = pq.read_table(TASK_SEEDS.path(settings.data_dir, {"family": family}))
     kind = "multiple_choice" if entry.output_type == "multiple_choice" else "open_ended"
     prompts = TaskQAPrompts(
         generate=load_prompt(settings.prompts_dir / "task_qa" / f"generate_{kind}.yaml"),
@@ -182,10 +182,10 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         seed_picker=seed_picker,
         logger=context.log,
     )
-    out = write_parquet_atomic(result.accepted, asset_path(settings.data_dir, "task_qa", family))
+    out = write_parquet_atomic(result.accepted, TASK_QA.path(settings.data_dir, {"family": family}))
     quarantine = write_parquet_atomic(
         result.quarantine,
-        asset_path(settings.data_dir, "task_qa", family, suffix=".quarantine.parquet"),
+        TASK_QA.quarantine_path(settings.data_dir, {"family": family}),
     )
     generated = result.accepted.num_rows + result.quarantine.num_rows
     metrics_store(settings.data_dir).record_aggregates(
@@ -242,8 +242,8 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
 def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
     family = context.partition_key
-    seeds = pq.read_table(asset_path(settings.data_dir, "task_seeds", family)).to_pylist()
-    items = pq.read_table(asset_path(settings.data_dir, "task_qa", family))
+    seeds = pq.read_table(TASK_SEEDS.path(settings.data_dir, {"family": family})).to_pylist()
+    items = pq.read_table(TASK_QA.path(settings.data_dir, {"family": family}))
     new = [
         Sample(r["qa_id"], r["question"] or "", r["text"] or "")
         for r in items.select(["qa_id", "question", "text"]).to_pylist()
