@@ -64,9 +64,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from mind_assets.blends.gc import collect, format_garbage, parse_duration
+
+    data_dir = get_settings().data_dir
+    garbage = collect(data_dir, parse_duration(args.older_than), apply=args.apply)
+    print(format_garbage(garbage, data_dir, applied=args.apply))
+    return 0
+
+
 def _metrics(args: argparse.Namespace) -> int:
     from mind_assets.metrics.report import format_metrics
+    from mind_assets.metrics.store import metrics_store
 
+    if args.action == "rebuild":
+        store = metrics_store(get_settings().data_dir)
+        counts = store.rebuild_cache()
+        print(f"rebuilt {store.cache_path} from {store.root}:")
+        for table, rows in counts.items():
+            print(f"  {table}: {rows} rows")
+        return 0
     print(
         format_metrics(get_settings().data_dir, views=args.views.split(",") if args.views else None)
     )
@@ -252,7 +269,31 @@ def build_parser() -> argparse.ArgumentParser:
     targets.add_argument("targets", nargs="+", metavar="TARGET")
     targets.set_defaults(func=_diversity_add)
 
-    metrics = commands.add_parser("metrics", help="quality metrics from the DuckDB store")
+    gc = commands.add_parser(
+        "gc",
+        help="list (and with --apply delete) output versions no manifest or current pointer "
+        "needs, temp files of killed writes and staging directories of killed exports",
+    )
+    gc.add_argument(
+        "--older-than",
+        default="1h",
+        metavar="AGE",
+        help="leave anything younger alone, e.g. 30d, 12h, 0 (default 1h: writes in flight keep "
+        "their new version for a moment before the pointer moves)",
+    )
+    gc.add_argument("--apply", action="store_true", help="delete (default: dry run)")
+    gc.set_defaults(func=_gc)
+    metrics = commands.add_parser(
+        "metrics", help="quality metrics (parquet under metrics/, read through DuckDB)"
+    )
+    metrics.add_argument(
+        "action",
+        nargs="?",
+        choices=["report", "rebuild"],
+        default="report",
+        help="report: print the views (default); rebuild: rewrite metrics.duckdb, the copy for "
+        "DuckDB clients, from the parquet files (an unreadable one is moved aside)",
+    )
     metrics.add_argument(
         "--views", default=None, help="comma-separated views (default: all of them)"
     )

@@ -172,7 +172,10 @@ def run_demo(
     summary.paths["blend_export_megatron"] = megatron.directory
     summary.paths["blend_manifest"] = directory / "manifest.json"
     summary.paths["blend_export"] = out
-    summary.paths["metrics"] = data_dir / "metrics.duckdb"
+    # The metrics are parquet files; metrics.duckdb is a copy of them for DuckDB clients.
+    store = metrics_store(data_dir)
+    store.rebuild_cache()
+    summary.paths["metrics"] = store.cache_path
     summary.audit = format_audit(manifest, metrics_store(data_dir), instance_lookup(instance))
     summary.seconds = time.monotonic() - started
     return summary

@@ -184,6 +184,15 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
     chunk -> raw document, or -> seeds for task Q&A)."""
     exported = find_exported_row(data_dir / "blend_exports", row_id)
     ancestry: dict[str, Any] = {"exported_row": exported}
+    pinned = _pinned_versions(data_dir, exported["blend"])
+
+    def upstream(asset: str, partition: str) -> Path:
+        """The version the blend's manifest pinned, so a regenerated partition still traces
+        to the text this row came from; the current file when the manifest names none."""
+        if (asset, partition) in pinned:
+            return data_dir / pinned[(asset, partition)]
+        return asset_path(data_dir, asset, *partition.split("|"))
+
     # source_file is relative to the data root (absolute in exports from before), so a moved
     # data root traces the same.
     source = _row_by_id(
@@ -211,19 +220,28 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
         )
     }
     if asset == "task_qa":
-        seeds = pq.read_table(asset_path(data_dir, "task_seeds", source["family"])).to_pylist()
+        seeds = pq.read_table(upstream("task_seeds", source["family"])).to_pylist()
         ancestry["seeds"] = [s for s in seeds if s["seed_id"] in set(source["seed_ids"])]
         return ancestry
     shard = source["shard"]
     chunks = pq.read_table(
-        asset_path(data_dir, "chunks", shard), filters=[("chunk_id", "=", source["chunk_id"])]
+        upstream("chunks", shard), filters=[("chunk_id", "=", source["chunk_id"])]
     )
     ancestry["chunk"] = chunks.to_pylist()[0] if chunks.num_rows else None
     documents = pq.read_table(
-        asset_path(data_dir, "raw_documents", shard), filters=[("doc_id", "=", source["doc_id"])]
+        upstream("raw_documents", shard), filters=[("doc_id", "=", source["doc_id"])]
     )
     ancestry["raw_document"] = documents.to_pylist()[0] if documents.num_rows else None
     return ancestry
+
+
+def _pinned_versions(data_dir: Path, blend: str) -> dict[tuple[str, str], str]:
+    """(asset, partition) -> version file of every upstream partition the manifest pinned."""
+    path = data_dir / "blend_manifest" / blend / "manifest.json"
+    if not path.is_file():
+        return {}
+    pinned = json.loads(path.read_text()).get("pinned", [])
+    return {(p["asset"], p["partition"]): p["path"] for p in pinned if p.get("path")}
 
 
 def _row_by_id(path: Path, asset: str, row_id: str) -> dict[str, Any]:

@@ -16,7 +16,13 @@ from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.spec import SOURCE_COLUMNS, BlendSpec, BlendSpecError, SourceSpec
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.chunking import TokenCounter
-from mind_assets.lib.storage import asset_path, sha256_file
+from mind_assets.lib.storage import (
+    InvalidNameError,
+    asset_path,
+    current_version,
+    sha256_file,
+    versions_dir,
+)
 from mind_assets.math_traces.sources import MODES
 
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
@@ -38,8 +44,9 @@ LINEAGE_FIELDS = (
 class ResolvedFile:
     asset: str
     partition: str  # Dagster partition key ("shard", "shard|style" or "family")
-    # Relative to the data root (`MIND_DATA_DIR`), so a data root moved, copied or mounted
-    # elsewhere still resolves; `resolve` joins it (manifests from before were absolute).
+    # The pinned version file, relative to the data root (`MIND_DATA_DIR`), so a data root
+    # moved, copied or mounted elsewhere still resolves. Regeneration writes a new version and
+    # leaves this one in place.
     path: str
     sha256: str
     rows: int
@@ -48,7 +55,13 @@ class ResolvedFile:
     data_version: str | None = None
 
     def resolve(self, data_dir: Path) -> Path:
-        return data_dir / self.path
+        path = data_dir / self.path  # joining keeps the absolute paths of older manifests
+        if path.is_symlink():
+            # A manifest from before outputs were versioned names the current pointer; the
+            # content it pinned is the version whose name carries its sha256.
+            for version in sorted(versions_dir(path).glob(f"*-{self.sha256[:16]}.*")):
+                return version
+        return path
 
 
 def data_root_relative(path: Path, data_dir: Path) -> str:
@@ -152,6 +165,18 @@ def upstream_chain(asset: str, partition: str) -> list[tuple[str, str]]:
     return [(asset, partition), ("task_seeds", partition)]
 
 
+def upstream_version(data_dir: Path, asset: str, partition: str) -> str | None:
+    """The current version file of an upstream partition, relative to the data root, when the
+    partition is one file at `<asset>/<dim>/<dim>.parquet`."""
+    try:
+        pointer = asset_path(data_dir, asset, *partition.split("|"))
+    except InvalidNameError:
+        return None
+    if not pointer.is_file():
+        return None
+    return data_root_relative(current_version(pointer), data_dir)
+
+
 def source_files(
     source: SourceSpec,
     data_dir: Path,
@@ -232,7 +257,8 @@ def build_manifest(
         for source in phase_spec.sources:
             pairs = source_files(source, data_dir, known_shards, known_families, known_math_sources)
             files = []
-            for partition, path in pairs:
+            for partition, pointer in pairs:
+                path = current_version(pointer)  # the version this manifest pins
                 digest = sha256_file(path)
                 if digest not in token_cache:
                     text_column = SOURCE_COLUMNS[source.asset][0]
@@ -288,7 +314,11 @@ def build_manifest(
     for asset, partition in links:
         materialization = lookup(asset, partition)
         if materialization.get("data_version") is not None:
-            pinned.append({"asset": asset, "partition": partition, **materialization})
+            entry = {"asset": asset, "partition": partition, **materialization}
+            version = upstream_version(data_dir, asset, partition)
+            if version is not None:
+                entry["path"] = version  # kept by `mind gc`, read by `mind trace`
+            pinned.append(entry)
     return Manifest(
         blend=spec.name,
         spec_path=str(spec_path),

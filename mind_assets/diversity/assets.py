@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     AllPartitionMapping,
     AssetDep,
@@ -29,7 +28,7 @@ from mind_assets.diversity.stage import (
     target_samples,
 )
 from mind_assets.lib.metadata import file_data_version
-from mind_assets.lib.storage import asset_path, write_parquet_atomic
+from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.math_traces.assets import solution_traces
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import get_settings
@@ -122,8 +121,8 @@ def diversity(context: AssetExecutionContext) -> MaterializeResult:
 def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
     family = context.partition_key
-    seeds = pq.read_table(asset_path(settings.data_dir, "task_seeds", family)).to_pylist()
-    items = pq.read_table(asset_path(settings.data_dir, "task_qa", family))
+    seeds = read_output(asset_path(settings.data_dir, "task_seeds", family)).to_pylist()
+    items = read_output(asset_path(settings.data_dir, "task_qa", family))
     new = [
         Sample(r["qa_id"], r["question"] or "", r["text"] or "")
         for r in items.select(["qa_id", "question", "text"]).to_pylist()
@@ -147,11 +146,11 @@ def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
         row = {**row, "prismatic_cluster": decision.cluster_id, "selection_reason": decision.reason}
         (kept if decision.kept else dropped).append(row)
     schema = prismatic_schema(TASK_QA_SCHEMA)
-    out = write_parquet_atomic(
+    out = write_parquet_version(
         pa.Table.from_pylist(kept, schema=schema),
         asset_path(settings.data_dir, "prismatic_task_qa", family),
     )
-    write_parquet_atomic(
+    write_parquet_version(
         pa.Table.from_pylist(
             [{**r, "rejected_by": ["prismatic_over_represented"]} for r in dropped],
             schema=prismatic_schema(TASK_QA_QUARANTINE_SCHEMA),

@@ -6,7 +6,6 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -21,7 +20,7 @@ from dagster import (
 
 from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, write_parquet_atomic
+from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.problems import build_problem_set
@@ -70,7 +69,7 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
             f"({len(problem_set.skipped)} rows skipped, {len(problem_set.contaminated)} "
             "contaminated)"
         )
-    out = write_parquet_atomic(
+    out = write_parquet_version(
         problem_set.problems, asset_path(settings.data_dir, "math_problems", source.name)
     )
     metrics_store(settings.data_dir).record_aggregates(
@@ -118,7 +117,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
     settings = get_settings()
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     source, mode = keys["source"], keys["mode"]
-    problems = pq.read_table(asset_path(settings.data_dir, "math_problems", source)).to_pylist()
+    problems = read_output(asset_path(settings.data_dir, "math_problems", source)).to_pylist()
     prompt = load_prompt(settings.prompts_dir / "math" / f"{mode}.yaml")
     trace_settings = TraceSettings(
         samples_per_problem=settings.math_samples_per_problem,
@@ -159,10 +158,10 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         count_tokens=token_counter(llm.model_path()),
         logger=context.log,
     )
-    out = write_parquet_atomic(
+    out = write_parquet_version(
         run.accepted, asset_path(settings.data_dir, "solution_traces", source, mode)
     )
-    quarantine = write_parquet_atomic(
+    quarantine = write_parquet_version(
         run.quarantine,
         asset_path(
             settings.data_dir, "solution_traces", source, mode, suffix=".quarantine.parquet"

@@ -5,7 +5,6 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
@@ -17,7 +16,7 @@ from dagster import (
 
 from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, validate_name, write_parquet_atomic
+from mind_assets.lib.storage import asset_path, read_output, validate_name, write_parquet_version
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
@@ -47,7 +46,7 @@ def read_catalog_entry(settings: MindSettings, family: str) -> CatalogEntry:
     path = catalog_path(settings)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: materialize task_seed_catalog first")
-    rows = pq.read_table(path).to_pylist()
+    rows = read_output(path).to_pylist()
     for row in rows:
         if row["family"] == family:
             return CatalogEntry(**row)
@@ -66,7 +65,7 @@ def task_seed_catalog(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
     entries = build_catalog()
     table = pa.Table.from_pylist([e.__dict__ for e in entries])
-    path = write_parquet_atomic(table, catalog_path(settings))
+    path = write_parquet_version(table, catalog_path(settings))
     families, unusable = selected_families(entries, settings.task_families)
     if unusable:
         context.log.warning("configured task families that are unknown or ineligible: %s", unusable)
@@ -107,7 +106,7 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
     entry = read_catalog_entry(settings, family)
     train = load_seed_split(entry, entry.training_split, settings.task_mirror)
     table = normalize_split(entry, train, limit=settings.task_seed_limit)
-    path = write_parquet_atomic(table, asset_path(settings.data_dir, "task_seeds", family))
+    path = write_parquet_version(table, asset_path(settings.data_dir, "task_seeds", family))
     return MaterializeResult(
         metadata={
             **parquet_metadata(table, path, ["question", "choices", "answer"]),
@@ -147,7 +146,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     settings = get_settings()
     family = context.partition_key
     entry = read_catalog_entry(settings, family)
-    seeds = pq.read_table(asset_path(settings.data_dir, "task_seeds", family))
+    seeds = read_output(asset_path(settings.data_dir, "task_seeds", family))
     kind = "multiple_choice" if entry.output_type == "multiple_choice" else "open_ended"
     prompts = TaskQAPrompts(
         generate=load_prompt(settings.prompts_dir / "task_qa" / f"generate_{kind}.yaml"),
@@ -177,8 +176,8 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         seed_picker=seed_picker,
         logger=context.log,
     )
-    out = write_parquet_atomic(result.accepted, asset_path(settings.data_dir, "task_qa", family))
-    quarantine = write_parquet_atomic(
+    out = write_parquet_version(result.accepted, asset_path(settings.data_dir, "task_qa", family))
+    quarantine = write_parquet_version(
         result.quarantine,
         asset_path(settings.data_dir, "task_qa", family, suffix=".quarantine.parquet"),
     )
