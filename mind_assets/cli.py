@@ -54,7 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
     from mind_assets.metrics.report import format_metrics
 
     styles = tuple(args.styles.split(",")) if args.styles else DEMO_STYLES
-    summary = run_demo(styles)
+    summary = run_demo(styles, passages=args.passages)
     print(format_summary(summary))
     print()
     print(format_metrics(get_settings().data_dir))
@@ -96,13 +96,29 @@ def _load_manifest(name: str):
 
 def _export_blend(args: argparse.Namespace) -> int:
     from mind_assets.blends.export import export_blend
-    from mind_assets.lib.tokenizer import token_counter
+    from mind_assets.lib.tokenizer import load_tokenizer, token_counter
     from mind_assets.llm.resource import LLMResource
 
     settings = get_settings()
     manifest = _load_manifest(args.name)
-    count = token_counter(LLMResource.from_settings(settings).model_path())
+    llm = LLMResource.from_settings(settings)
     out = settings.data_dir / "blend_exports" / args.name
+    if args.format == "megatron":
+        from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron
+
+        tokenizer = load_tokenizer(llm.model_path())
+        megatron = export_megatron(
+            manifest, out / MEGATRON_DIRNAME, tokenizer, tokenizer_name=llm.model_name
+        )
+        for phase in megatron.documents:
+            print(
+                f"{args.name}/{phase}: {megatron.documents[phase]} documents, "
+                f"{megatron.tokens[phase]} tokens (one eod each) in "
+                f"{megatron.datasets[phase]} indexed dataset(s); "
+                f"--data-args-path {megatron.data_path_file(phase)}"
+            )
+        return 0
+    count = token_counter(llm.model_path())
     report = export_blend(manifest, out, count, shard_rows=args.shard_rows, bucket=args.bucket)
     for phase in report.rows:
         print(
@@ -173,15 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the main job on the bundled demo corpus")
     demo.add_argument("--styles", default=None, help="comma-separated styles to generate")
+    demo.add_argument(
+        "--passages",
+        type=int,
+        default=8,
+        choices=range(1, 31),
+        metavar="N",
+        help="how many of the 30 bundled passages to use (default 8, sized for a 2-core CPU)",
+    )
     demo.set_defaults(func=_demo)
     tasks = commands.add_parser("tasks", help="lm-eval tasks eligible to seed task Q&A")
     tasks.add_argument("--refused", action="store_true", help="also list every refused task")
     tasks.set_defaults(func=_tasks)
 
     export = commands.add_parser(
-        "export-blend", help="write a blend's mixed data as shuffled parquet shards per phase"
+        "export-blend",
+        help="write a blend's mixed data per phase: shuffled parquet shards, or Megatron "
+        "indexed datasets with a --data-path list",
     )
     export.add_argument("name")
+    export.add_argument(
+        "--format",
+        choices=("parquet", "megatron"),
+        default="parquet",
+        help="parquet: blend_exports/NAME/<phase>/; megatron: blend_exports/NAME/megatron/ "
+        "(same rows, tokenized)",
+    )
     export.add_argument("--shard-rows", type=int, default=10_000)
     export.add_argument(
         "--bucket", action="store_true", help="record a sequence-length bucket on each row"

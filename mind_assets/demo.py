@@ -23,6 +23,7 @@ from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_
 from mind_assets.blends.export import export_blend
 from mind_assets.blends.lineage import format_audit
 from mind_assets.blends.manifest import manifest_from_json
+from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
@@ -31,7 +32,7 @@ from mind_assets.definitions import ASSETS
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.lib.instance import local_instance, register_shard
 from mind_assets.lib.storage import asset_path
-from mind_assets.lib.tokenizer import token_counter
+from mind_assets.lib.tokenizer import load_tokenizer, token_counter
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
 from mind_assets.llm.resource import LLMResource
@@ -44,13 +45,16 @@ DEMO_STYLES = STYLE_KEYS
 DEMO_FAMILY = "gsm8k"
 DEMO_BLEND = "example"
 # Demo defaults, applied only where the environment does not set them already.
+# Sized to finish in minutes on a 2-core CPU without native bf16 (the slowest machines it runs
+# on); `mind demo --passages 30` and a larger MIND_MAX_TOKENS make a fuller run.
 DEMO_ENVIRONMENT = {
     # One process runs many in-process Dagster runs: keep the engine loaded between them.
     "MIND_KEEP_ENGINE_BETWEEN_RUNS": "1",
-    "MIND_MAX_TOKENS": "256",
+    "MIND_MAX_TOKENS": "160",
     "MIND_TASK_FAMILIES": json.dumps([DEMO_FAMILY]),
-    "MIND_TASK_QA_ITEMS": "8",
+    "MIND_TASK_QA_ITEMS": "4",
 }
+DEMO_PASSAGES = 8  # of the 30 in the bundled corpus
 
 
 def demo_corpus_path() -> Path:
@@ -77,7 +81,9 @@ class DemoSummary:
 
 
 def run_demo(
-    styles: tuple[str, ...] = DEMO_STYLES, echo: Callable[[str], None] = print
+    styles: tuple[str, ...] = DEMO_STYLES,
+    echo: Callable[[str], None] = print,
+    passages: int = DEMO_PASSAGES,
 ) -> DemoSummary:
     started = time.monotonic()
     # Assets read their settings from the environment, so the demo's defaults go there.
@@ -88,7 +94,11 @@ def run_demo(
     instance = local_instance(settings)
     if settings.model == EMBEDDED_MODEL:
         echo(f"embedded model: {prepare_embedded_model(settings.models_dir)}")
-    register_shard(instance, settings, make_shard_spec(DEMO_SHARD, [str(demo_corpus_path())]))
+    register_shard(
+        instance,
+        settings,
+        make_shard_spec(DEMO_SHARD, [str(demo_corpus_path())], rows=f"0:{passages}"),
+    )
     llm = LLMResource.from_settings(settings)
     summary = DemoSummary(shard=DEMO_SHARD)
 
@@ -149,6 +159,14 @@ def run_demo(
     out = data_dir / "blend_exports" / DEMO_BLEND
     report = export_blend(manifest, out, token_counter(llm.model_path()), bucket=True)
     summary.export = report.rows
+    # The same rows as Megatron indexed datasets, for training with Megatron-LM or NeMo.
+    megatron = export_megatron(
+        manifest,
+        out / MEGATRON_DIRNAME,
+        load_tokenizer(llm.model_path()),
+        tokenizer_name=llm.model_name,
+    )
+    summary.paths["blend_export_megatron"] = megatron.directory
     summary.paths["blend_manifest"] = directory / "manifest.json"
     summary.paths["blend_export"] = out
     summary.paths["metrics"] = data_dir / "metrics.duckdb"

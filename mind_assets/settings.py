@@ -77,7 +77,24 @@ class MindSettings(BaseSettings):
         default=32, ge=1, description="Server mode: requests in flight per server."
     )
     server_timeout_s: float = Field(default=600.0, gt=0, description="Server mode: per request.")
-    dtype: str = Field(default="bfloat16", description="Weight and activation dtype.")
+    dtype: str = Field(
+        default="auto",
+        description="Weight and activation dtype. 'auto': bfloat16 on GPUs (float16 before "
+        "Ampere) and on CPUs with native bf16 (avx512_bf16 or amx_bf16), float32 on other CPUs, "
+        "where bf16 is emulated and several times slower. Any vLLM dtype name overrides it.",
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU engine: torch/OpenMP threads. Empty means one per CPU this process "
+        "may use (its affinity mask).",
+    )
+    max_num_batched_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Prompt tokens one engine step may process. Empty leaves vLLM's default on "
+        "GPU and chooses on CPU (never below max_model_len: CPU prefill is not chunked).",
+    )
     max_model_len: int = Field(default=4096, gt=0, description="Context length of the engine.")
     memory_fraction: float | None = Field(
         default=None,
@@ -107,8 +124,12 @@ class MindSettings(BaseSettings):
 
     # --- generation ----------------------------------------------------------------------
     seed: int = Field(default=0, description="Base seed; each request derives its own from it.")
-    batch_size: int = Field(
-        default=256, ge=1, description="Requests per engine call; each batch is persisted."
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests per engine call; each finished batch is persisted. Empty means 256 "
+        "on GPU, 16 per core on CPU (where throughput stops growing long before 256), and "
+        "server_max_concurrency x servers in server mode.",
     )
     max_tokens: int | None = Field(
         default=None,
@@ -169,12 +190,23 @@ class MindSettings(BaseSettings):
         default_factory=lambda: [4096, 8192, 16384, 32768, 65536, 131072],
         description="Upper token bounds of the sequence-length buckets recorded on traces.",
     )
+    sandbox: Literal["bubblewrap", "unsafe-no-isolation"] = Field(
+        default="bubblewrap",
+        description="How TIR tool calls are contained. 'bubblewrap': each call in a kernel jail "
+        "(new namespaces, read-only minimal root, unprivileged uid); TIR modes refuse to start "
+        "when it cannot be set up. 'unsafe-no-isolation': a plain child process with rlimits and "
+        "an audit hook only, for trusted code; warns on every run and is recorded on every "
+        "trace row (column `isolation`).",
+    )
     sandbox_wall_seconds: float = Field(
         default=10.0, gt=0, description="Tool calls: wall-clock limit per call."
     )
     sandbox_cpu_seconds: int = Field(default=5, ge=1, description="Tool calls: CPU-time limit.")
     sandbox_memory_mb: int = Field(
         default=1024, ge=64, description="Tool calls: address-space limit (MiB)."
+    )
+    sandbox_disk_mb: int = Field(
+        default=64, ge=1, description="Tool calls: size of the jail's writable tmpfs (MiB)."
     )
     sandbox_output_kb: int = Field(
         default=64, ge=1, description="Tool calls: captured output cap (KiB); more is killed."

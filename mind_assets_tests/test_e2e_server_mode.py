@@ -19,6 +19,7 @@ from mind_assets.conversations.assets import conversations
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.embedded_model import prepare_embedded_model
+from mind_assets.llm.hardware import AUTO, choose_dtype, detect_host
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import get_settings
 from mind_assets_tests.conftest import MODELS_DIR, napkin_shard
@@ -44,7 +45,7 @@ def start_server(model_dir, port, log_path, core):
         "--port",
         str(port),
         "--dtype",
-        "bfloat16",
+        choose_dtype(AUTO, detect_host())[0],  # as the in-process engine would choose here
         "--max-model-len",
         "2048",
         "--enforce-eager",
@@ -114,13 +115,13 @@ def test_partition_spreads_over_two_servers_and_survives_losing_one(
     monkeypatch.setenv("MIND_SERVER_MAX_CONCURRENCY", "8")
     server_llm = LLMResource.from_settings(get_settings())
     assert server_llm.engine_mode == "server" and server_llm.server_urls == urls
-    register(napkin_shard("napkin8", 8))
-    run([raw_documents, chunks], "napkin8")
+    register(napkin_shard("napkin3", 3))
+    run([raw_documents, chunks], "napkin3")
 
-    key = MultiPartitionKey({"shard": "napkin8", "style": "interview"})
+    key = MultiPartitionKey({"shard": "napkin3", "style": "interview"})
     assert run([conversations], key, resources={"llm": server_llm}).success
     rows = pq.read_table(
-        asset_path(settings.data_dir, "conversations", "napkin8", "interview")
+        asset_path(settings.data_dir, "conversations", "napkin3", "interview")
     ).to_pylist()
     assert rows and all(r["engine"] == "vllm-openai-server" and r["text"] for r in rows)
     served = served_by(instance)
@@ -134,14 +135,14 @@ def test_partition_spreads_over_two_servers_and_survives_losing_one(
     victim_url, victim = two_servers[1]
     killer = threading.Timer(3.0, stop, args=(victim,))
     killer.start()
-    key = MultiPartitionKey({"shard": "napkin8", "style": "debate"})
+    key = MultiPartitionKey({"shard": "napkin3", "style": "debate"})
     result = run([conversations], key, resources={"llm": server_llm})
     killer.join()
     assert result.success and victim.poll() is not None
     rows = pq.read_table(
-        asset_path(settings.data_dir, "conversations", "napkin8", "debate")
+        asset_path(settings.data_dir, "conversations", "napkin3", "debate")
     ).to_pylist()
-    chunk_count = pq.read_metadata(asset_path(settings.data_dir, "chunks", "napkin8")).num_rows
+    chunk_count = pq.read_metadata(asset_path(settings.data_dir, "chunks", "napkin3")).num_rows
     assert len(rows) == chunk_count and all(r["text"] for r in rows)
     report = server_report(instance)
     assert report[victim_url]["failed"] > 0, report

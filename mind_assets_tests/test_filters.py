@@ -171,3 +171,14 @@ def test_real_napkin_math_is_not_rejected_wholesale_as_non_text():
     kept = rules.reject_non_text(batch, T).passed.mean()
     repetition_kept = rules.reject_degenerate_repetition(batch, T).passed.mean()
     assert kept > 0.9 and repetition_kept > 0.9, (kept, repetition_kept)
+
+
+def test_a_disabled_rule_is_not_applied_and_an_unknown_one_is_refused():
+    cut = row(finish_reason="length")
+    strict = run_filters(table(cut), [SOURCE], T, {"teacher_student": INSTRUCTION})
+    assert strict.rejected_by == [["truncated"]]
+    relaxed = FilterThresholds(disabled_rules=["truncated"])
+    result = run_filters(table(cut), [SOURCE], relaxed, {"teacher_student": INSTRUCTION})
+    assert result.rejected_by == [[]] and "truncated" not in result.counts
+    with pytest.raises(ValueError, match="unknown filter rules \\['truncate'\\]"):
+        FilterThresholds(disabled_rules=["truncate"])

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
+from mind_assets.blends.manifest import source_lineage
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.llm.requests import ChatResult, EngineIdentity
 from mind_assets.math_traces.problems import (
@@ -16,7 +18,7 @@ from mind_assets.math_traces.problems import (
     normalize_row,
     strip_calculator_annotations,
 )
-from mind_assets.math_traces.sandbox import SandboxLimits
+from mind_assets.math_traces.sandbox import IsolationUnavailable, SandboxLimits
 from mind_assets.math_traces.sources import MODES, MathSource
 from mind_assets.math_traces.traces import (
     TraceSettings,
@@ -111,6 +113,7 @@ def test_tool_round_runs_the_code_and_the_model_continues_from_its_output(tmp_pa
         assert row["model"] == "scripted" and row["prompt_id"] == "math/medium_tir"
         assert json.loads(row["sampling_params"])["seed"] == row["seed"]
         assert row["length_bucket"] == "<=4k" and row["rounds"] == 2
+        assert row["isolation"] == "bubblewrap"
 
 
 def test_a_rerun_reuses_every_round(tmp_path):
@@ -134,6 +137,30 @@ def test_without_tools_code_is_not_run(tmp_path):
     result = run(tmp_path, Scripted(tool_then_answer), mode="low_no_tir")
     rows = result.quarantine.to_pylist() + result.accepted.to_pylist()
     assert all(r["tool_calls"] == [] and not r["tool_use"] for r in rows)
+    assert all(r["isolation"] == "none-needed" for r in rows)
+
+
+def test_without_bwrap_tir_refuses_before_any_generation_and_no_tir_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no bwrap to be found
+    chat = Scripted(tool_then_answer)
+    with pytest.raises(IsolationUnavailable) as refused:
+        run(tmp_path, chat, mode="medium_tir")
+    assert chat.calls == 0
+    message = str(refused.value)
+    assert "bwrap" in message and "apt-get install bubblewrap" in message
+    assert "MIND_SANDBOX=unsafe-no-isolation" in message
+    result = run(tmp_path, Scripted(tool_then_answer), mode="medium_no_tir")
+    assert result.accepted.num_rows + result.quarantine.num_rows == 4
+
+
+def test_the_unsafe_opt_out_warns_and_is_recorded_on_every_row(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # the opt-out does not need bwrap
+    caplog.set_level("WARNING")
+    result = run(tmp_path, Scripted(tool_then_answer), sandbox_mode="unsafe-no-isolation")
+    rows = result.accepted.to_pylist() + result.quarantine.to_pylist()
+    assert len(rows) == 4 and all(r["isolation"] == "unsafe-no-isolation" for r in rows)
+    assert result.tool_outcomes == {"ok": 4}
+    assert "WITHOUT kernel isolation" in caplog.text
 
 
 def test_problems_solved_by_every_sample_can_be_dropped(tmp_path):
@@ -141,6 +168,21 @@ def test_problems_solved_by_every_sample_can_be_dropped(tmp_path):
     assert result.accepted.num_rows == 0
     reasons = sorted(tuple(r) for r in result.quarantine.column("rejected_by").to_pylist())
     assert reasons == [("incorrect",)] * 2 + [("too_easy",)] * 2
+
+
+def test_a_blend_manifest_lineage_shows_how_tool_calls_were_contained(tmp_path):
+    jailed = run(tmp_path / "a", Scripted(tool_then_answer)).quarantine
+    unjailed = run(
+        tmp_path / "b", Scripted(tool_then_answer), sandbox_mode="unsafe-no-isolation"
+    ).quarantine
+    paths = [tmp_path / "jailed.parquet", tmp_path / "unjailed.parquet"]
+    for table, path in zip((jailed, unjailed), paths, strict=True):
+        pq.write_table(table, path)
+    lineage = source_lineage(paths)
+    assert sorted(entry["isolation"] for entry in lineage) == [
+        "bubblewrap",
+        "unsafe-no-isolation",
+    ]
 
 
 def test_sandbox_refusals_are_recorded_on_the_trace(tmp_path):

@@ -75,3 +75,15 @@ def test_metrics_report_prints_each_view(tmp_path):
     )
     report = format_metrics(tmp_path)
     assert "== Rejections per rule ==" in report and "truncated" in report
+
+
+def test_a_store_from_an_earlier_version_gains_new_columns_and_keeps_its_rows(tmp_path):
+    import duckdb
+
+    path = tmp_path / "metrics.duckdb"
+    with duckdb.connect(str(path)) as old:  # `generations` as written before engine_dtype existed
+        old.execute("CREATE TABLE generations (shard VARCHAR, style VARCHAR, model VARCHAR)")
+        old.execute("INSERT INTO generations VALUES ('s', 'debate', 'm')")
+    store = MetricsStore(path)
+    rows = store.query("SELECT shard, model, engine_dtype FROM generations").to_pylist()
+    assert rows == [{"shard": "s", "model": "m", "engine_dtype": None}]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mind_assets.blends.manifest import Manifest, ResolvedSource
+from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
 from mind_assets.blends.spec import SOURCE_COLUMNS
 from mind_assets.corpus.chunking import TokenCounter
 
@@ -52,10 +52,19 @@ class ExportReport:
     shards: dict[str, int]
 
 
+class ExportError(ValueError):
+    """A blend that cannot be exported as its manifest describes; the message names the file."""
+
+
 def _source_rows(source: ResolvedSource, count: TokenCounter) -> list[dict]:
     text_column, id_column = SOURCE_COLUMNS[source.asset]
     rows = []
     for f in source.files:
+        if not Path(f.path).is_file():
+            raise ExportError(
+                f"source {source.name!r}: manifest file missing on disk: {f.path} "
+                "(rematerialize it, or rebuild the blend's manifest)"
+            )
         table = pq.read_table(f.path, columns=[text_column, id_column])
         texts = [t or "" for t in table[text_column].to_pylist()]
         for text, row_id, n in zip(texts, table[id_column].to_pylist(), count(texts), strict=True):
@@ -86,6 +95,30 @@ def sample_source(
     return picked
 
 
+def mix_phase(manifest: Manifest, phase: ResolvedPhase, count_tokens: TokenCounter) -> list[dict]:
+    """A phase's rows in training order, each with its `row_id`: every source sampled by its
+    manifest tokens, then shuffled together. Seeded by the manifest alone, so every export
+    format of a blend carries the same rows in the same order."""
+    rng = random.Random(f"{manifest.seed}:{manifest.blend}:{phase.name}")
+    mixed = []
+    for source in phase.sources:
+        for epoch, row in sample_source(_source_rows(source, count_tokens), source.tokens, rng):
+            mixed.append(
+                {
+                    "blend": manifest.blend,
+                    "phase": phase.name,
+                    "source": source.name,
+                    "source_asset": source.asset,
+                    "epoch": epoch,
+                    **row,
+                }
+            )
+    rng.shuffle(mixed)
+    for n, row in enumerate(mixed):
+        row["row_id"] = f"{manifest.blend}:{phase.name}:{n}"
+    return mixed
+
+
 def export_blend(
     manifest: Manifest,
     out_dir: Path,
@@ -97,24 +130,9 @@ def export_blend(
     """Rewrite `out_dir/<phase>/shard-NNNNN.parquet` for every phase of the manifest."""
     report = ExportReport(out_dir, {}, {}, {})
     for phase in manifest.phases:
-        rng = random.Random(f"{manifest.seed}:{manifest.blend}:{phase.name}")
-        mixed = []
-        for source in phase.sources:
-            for epoch, row in sample_source(_source_rows(source, count_tokens), source.tokens, rng):
-                mixed.append(
-                    {
-                        "blend": manifest.blend,
-                        "phase": phase.name,
-                        "source": source.name,
-                        "source_asset": source.asset,
-                        "epoch": epoch,
-                        **row,
-                        "length_bucket": length_bucket(row["n_tokens"]) if bucket else None,
-                    }
-                )
-        rng.shuffle(mixed)
-        for n, row in enumerate(mixed):
-            row["row_id"] = f"{manifest.blend}:{phase.name}:{n}"
+        mixed = mix_phase(manifest, phase, count_tokens)
+        for row in mixed:
+            row["length_bucket"] = length_bucket(row["n_tokens"]) if bucket else None
         # Shards are written into a staging directory that replaces the phase's directory only
         # once complete, so readers never see a half-exported phase.
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -169,7 +169,11 @@ def find_exported_row(export_root: Path, row_id: str) -> dict[str, Any]:
         raise KeyError(
             f"no export for blend {blend!r} under {export_root} (run `mind export-blend {blend}`)"
         )
-    table = ds.dataset(directory, format="parquet").to_table(filter=pc.field("row_id") == row_id)
+    # Only the parquet export's shards: the Megatron export and staging directories live beside.
+    shards = [p for p in sorted(directory.glob("*/shard-*.parquet")) if p.parent.name[0] != "."]
+    if not shards:
+        raise KeyError(f"blend {blend!r} has no parquet export (run `mind export-blend {blend}`)")
+    table = ds.dataset(shards, format="parquet").to_table(filter=pc.field("row_id") == row_id)
     if table.num_rows == 0:
         raise KeyError(f"row {row_id!r} is not in the export of blend {blend!r}")
     return table.to_pylist()[0]
@@ -196,6 +200,7 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
             "model",
             "engine",
             "engine_version",
+            "engine_dtype",
             "sampling_params",
             "seed",
             "request_hash",

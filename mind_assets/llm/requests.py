@@ -21,6 +21,8 @@ GENERATION_FIELDS = [
     pa.field("model", pa.string(), nullable=False),
     pa.field("engine", pa.string(), nullable=False),
     pa.field("engine_version", pa.string(), nullable=False),
+    # The dtype the engine computed in ("auto" resolves per machine; outputs differ by dtype).
+    pa.field("engine_dtype", pa.string(), nullable=False),
     pa.field("sampling_params", pa.string(), nullable=False),  # JSON, seed included
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("prompt_tokens", pa.int32(), nullable=False),
@@ -83,6 +85,17 @@ class EngineIdentity:
     model: str
     engine: str
     engine_version: str
+    # What the engine computed in; "unknown" where a remote server does not say.
+    dtype: str = "unknown"
+
+    def lineage(self) -> dict[str, str]:
+        """The identity as the generation lineage columns of a row."""
+        return {
+            "model": self.model,
+            "engine": self.engine,
+            "engine_version": self.engine_version,
+            "engine_dtype": self.dtype,
+        }
 
 
 @dataclass

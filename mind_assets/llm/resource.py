@@ -13,6 +13,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from mind_assets.llm.embedded_model import embedded_model_name, prepare_embedded_model
+from mind_assets.llm.hardware import AUTO, EngineTuning, choose_engine_tuning, detect_host
 from mind_assets.llm.offline_engine import (
     OfflineEngine,
     OfflineEngineConfig,
@@ -29,7 +30,9 @@ class LLMResource(ConfigurableResource):
 
     model: str = Field(default=EMBEDDED_MODEL, description="Model id, directory or 'embedded'.")
     models_dir: str = Field(description="Where the embedded model is converted and cached.")
-    dtype: str = "bfloat16"
+    dtype: str = Field(default=AUTO, description="'auto' chooses from the machine (see README).")
+    threads: int | None = None
+    max_num_batched_tokens: int | None = None
     max_model_len: int = 4096
     memory_fraction: float | None = None
     kv_cache_gib: float | None = None
@@ -54,6 +57,8 @@ class LLMResource(ConfigurableResource):
             model=settings.model,
             models_dir=str(settings.models_dir),
             dtype=settings.dtype,
+            threads=settings.threads,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
             max_model_len=settings.max_model_len,
             memory_fraction=settings.memory_fraction,
             kv_cache_gib=settings.kv_cache_gib,
@@ -81,6 +86,25 @@ class LLMResource(ConfigurableResource):
             return str(prepare_embedded_model(Path(self.models_dir)))
         return self.model
 
+    def tuning(self) -> EngineTuning:
+        """The dtype and CPU settings the in-process engine uses on this machine."""
+        return choose_engine_tuning(
+            self.dtype,
+            detect_host(),
+            max_model_len=self.max_model_len,
+            threads=self.threads,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+        )
+
+    def requests_per_batch(self, requested: int | None = None) -> int:
+        """Requests per engine call: `requested` (MIND_BATCH_SIZE), or what suits the engine
+        that answers."""
+        if requested:
+            return requested
+        if self.engine_mode == "server":  # the servers batch continuously; keep them busy
+            return self.server_max_concurrency * max(1, len(self.server_urls))
+        return self.tuning().batch_size
+
     def identity(self) -> EngineIdentity:
         if self.engine_mode == "server":
             return EngineIdentity(
@@ -91,7 +115,15 @@ class LLMResource(ConfigurableResource):
         from mind_assets.llm.offline_engine import vllm_distribution
 
         dist, version = vllm_distribution()
-        return EngineIdentity(model=self.model_name, engine=dist, engine_version=version)
+        return EngineIdentity(
+            model=self.model_name, engine=dist, engine_version=version, dtype=self.tuning().dtype
+        )
+
+    def engine_metadata(self) -> dict[str, object]:
+        """What ran the generation, for a materialization's `engine` metadata entry."""
+        if self.engine_mode == "server":
+            return {"mode": "server", "servers": list(self.server_urls)}
+        return {"mode": "offline", **self.tuning().as_metadata()}
 
     def _server_version(self) -> str:
         import httpx
@@ -126,7 +158,7 @@ class LLMResource(ConfigurableResource):
                 OfflineEngineConfig(
                     model_path=self.model_path(),
                     model_name=self.model_name,
-                    dtype=self.dtype,
+                    tuning=self.tuning(),
                     max_model_len=self.max_model_len,
                     memory_fraction=self.memory_fraction,
                     kv_cache_gib=self.kv_cache_gib,

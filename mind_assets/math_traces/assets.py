@@ -25,7 +25,7 @@ from mind_assets.lib.storage import asset_path, write_parquet_atomic
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.problems import build_problem_set
-from mind_assets.math_traces.sandbox import SandboxLimits
+from mind_assets.math_traces.sandbox import NO_TOOL_CALLS, SandboxLimits
 from mind_assets.math_traces.sources import MODES, MathSource
 from mind_assets.math_traces.traces import TraceSettings, generate_traces, summarize
 from mind_assets.metrics.store import metrics_store
@@ -101,7 +101,7 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
     kinds={"vllm", "parquet"},
     pool="llm",
     backfill_policy=BackfillPolicy.multi_run(1),
-    code_version="1",
+    code_version="2",  # 2: tool calls jailed, `isolation` column
     check_specs=[
         AssetCheckSpec(
             "every_sample_verified",
@@ -130,16 +130,19 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
             wall_seconds=settings.sandbox_wall_seconds,
             cpu_seconds=settings.sandbox_cpu_seconds,
             memory_bytes=settings.sandbox_memory_mb << 20,
+            disk_bytes=settings.sandbox_disk_mb << 20,
             output_bytes=settings.sandbox_output_kb << 10,
         ),
+        sandbox_mode=settings.sandbox,
     )
     context.log.info(
-        "solution_traces %s/%s: %d problems x %d samples, tool use %s",
+        "solution_traces %s/%s: %d problems x %d samples, tool use %s, sandbox %s",
         source,
         mode,
         len(problems),
         trace_settings.samples_per_problem,
         prompt.tool_use,
+        settings.sandbox if prompt.tool_use else "not needed",
     )
     run = generate_traces(
         problems=problems,
@@ -152,7 +155,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         ),
         settings=trace_settings,
         base_seed=settings.seed,
-        batch_size=settings.batch_size,
+        batch_size=llm.requests_per_batch(settings.batch_size),
         count_tokens=token_counter(llm.model_path()),
         logger=context.log,
     )
@@ -206,6 +209,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
             "quarantined_by_reason": MetadataValue.json(dict(reasons)),
             "answer_methods": MetadataValue.json(dict(methods)),
             "tool_outcomes": MetadataValue.json(run.tool_outcomes),
+            "isolation": settings.sandbox if prompt.tool_use else NO_TOOL_CALLS,
             "mean_tool_calls": round(
                 sum(len(t) for t in all_rows.column("tool_calls").to_pylist()) / max(total, 1), 3
             ),
@@ -217,6 +221,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
             ),
             "prompt": f"{prompt.id}@{prompt.version}",
             "model": llm.model_name,
+            "engine": MetadataValue.json(llm.engine_metadata()),
             "requests": MetadataValue.json(
                 [{"generated": s.generated, "reused": s.reused} for s in run.stats]
             ),

@@ -34,7 +34,14 @@ from mind_assets.llm.requests import (
     derive_seed,
     make_request,
 )
-from mind_assets.math_traces.sandbox import SandboxLimits, SandboxResult, run_python
+from mind_assets.math_traces.sandbox import (
+    BUBBLEWRAP,
+    NO_TOOL_CALLS,
+    SandboxLimits,
+    SandboxResult,
+    require_isolation,
+    run_python,
+)
 from mind_assets.math_traces.verify import judge, last_boxed, majority
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,8 @@ TRACE_SCHEMA = pa.schema(
         pa.field("solution", pa.string(), nullable=False),  # the trace, tool outputs included
         pa.field("tool_calls", pa.list_(pa.field("element", TOOL_CALL_TYPE)), nullable=False),
         pa.field("rounds", pa.int32(), nullable=False),
+        # how tool calls were contained: bubblewrap | unsafe-no-isolation | none-needed (no-TIR)
+        pa.field("isolation", pa.string(), nullable=False),
         # verification
         pa.field("reference_answer", pa.string(), nullable=False),
         pa.field("extracted_answer", pa.string()),
@@ -100,6 +109,7 @@ class TraceSettings:
     length_buckets: tuple[int, ...] = (4096, 8192, 16384, 32768, 65536, 131072)
     max_tokens_override: int | None = None
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    sandbox_mode: str = BUBBLEWRAP  # MIND_SANDBOX
 
 
 @dataclass
@@ -199,6 +209,8 @@ def generate_traces(
     logger: logging.Logger | None = None,
 ) -> TraceRun:
     logger = logger or log
+    if prompt.tool_use:  # fail closed before any generation, not at the first tool call
+        require_isolation(settings.sandbox_mode, logger)
     budget = min(
         prompt.sampling.max_tokens, settings.max_tokens_override or prompt.sampling.max_tokens
     )
@@ -264,7 +276,11 @@ def generate_traces(
             pending.append((state, cut, code))
         # Each call is its own short-lived process; run a few side by side.
         with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            outcomes = list(pool.map(lambda p: run_python(p[2], settings.sandbox), pending))
+            outcomes = list(
+                pool.map(
+                    lambda p: run_python(p[2], settings.sandbox, settings.sandbox_mode), pending
+                )
+            )
         for (state, cut, code), outcome in zip(pending, outcomes, strict=True):
             tool_outcomes[outcome.outcome] += 1
             state.tool_calls.append(
@@ -309,6 +325,7 @@ def _verify_and_build(
     lengths = dict(zip((id(s) for s in states), count_tokens(texts), strict=True))
     accepted, rejected, per_problem = [], [], []
     k = settings.samples_per_problem
+    isolation = settings.sandbox_mode if prompt.tool_use else NO_TOOL_CALLS
     for problem_id, samples in by_problem.items():
         n_correct = sum(v.correct for _, v in samples)
         vote = majority([v.normalized for _, v in samples])
@@ -343,6 +360,7 @@ def _verify_and_build(
                 "solution": state.text,
                 "tool_calls": state.tool_calls,
                 "rounds": state.rounds,
+                "isolation": isolation,
                 "reference_answer": problem["reference_answer"],
                 "extracted_answer": verdict.extracted,
                 "normalized_answer": verdict.normalized,
@@ -357,9 +375,7 @@ def _verify_and_build(
                 "length_bucket": length_bucket(seq_tokens, settings.length_buckets),
                 "prompt_id": prompt.id,
                 "prompt_version": prompt.version,
-                "model": identity.model,
-                "engine": identity.engine,
-                "engine_version": identity.engine_version,
+                **identity.lineage(),
                 "sampling_params": state.first_request.sampling.to_json(),
                 "seed": state.seed,
                 "prompt_tokens": state.prompt_tokens,

@@ -33,8 +33,9 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "generations": (
         "shard VARCHAR, style VARCHAR, conversation_id VARCHAR, doc_id VARCHAR, chunk_id VARCHAR, "
         "prompt_id VARCHAR, prompt_version VARCHAR, model VARCHAR, engine VARCHAR, "
-        "engine_version VARCHAR, seed BIGINT, prompt_tokens INTEGER, completion_tokens INTEGER, "
-        "finish_reason VARCHAR, n_turns INTEGER, created_at TIMESTAMPTZ, request_hash VARCHAR",
+        "engine_version VARCHAR, engine_dtype VARCHAR, seed BIGINT, prompt_tokens INTEGER, "
+        "completion_tokens INTEGER, finish_reason VARCHAR, n_turns INTEGER, "
+        "created_at TIMESTAMPTZ, request_hash VARCHAR",
         ("shard", "style"),
     ),
     "filter_decisions": (
@@ -176,6 +177,17 @@ class MetricsStore:
 def _ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
     for name, (columns, _) in TABLES.items():
         connection.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+    # A store written by an earlier version lacks columns added since; add them (nulls for the
+    # old rows) rather than failing every insert.
+    existing = set(
+        connection.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+        ).fetchall()
+    )
+    for name, (columns, _) in TABLES.items():
+        for definition in columns.split(", "):
+            if (name, definition.split()[0]) not in existing:
+                connection.execute(f"ALTER TABLE {name} ADD COLUMN {definition}")
     for name, sql in VIEWS.items():
         connection.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 

@@ -172,7 +172,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         n_items=settings.task_qa_items,
         shots=settings.task_qa_shots,
         base_seed=settings.seed,
-        batch_size=settings.batch_size,
+        batch_size=llm.requests_per_batch(settings.batch_size),
         max_tokens_override=settings.max_tokens,
         seed_picker=seed_picker,
         logger=context.log,
@@ -206,6 +206,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
                 )
             ),
             "decontaminated_against": len(eval_texts),
+            "engine": MetadataValue.json(llm.engine_metadata()),
             "generate_prompt": f"{prompts.generate.id}@{prompts.generate.version}",
             "enrich_prompt": f"{prompts.enrich.id}@{prompts.enrich.version}",
             "requests": MetadataValue.json(
