@@ -31,14 +31,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 @dataclass(frozen=True)
 class InboxFile:
-    path: Path
+    directory: Path
+    name: str
     size: int
     mtime_ns: int
 
     @property
+    def path(self) -> Path:
+        # Built on demand: a scan of 50,000 files builds no Path objects it does not need.
+        return self.directory / self.name
+
+    @property
     def key(self) -> str:
         """This version of the file: name + size + mtime, so a rewritten file counts as new."""
-        return f"{self.path.name}:{self.size}:{self.mtime_ns}"
+        return f"{self.name}:{self.size}:{self.mtime_ns}"
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,8 @@ def scan_inbox(inbox: Path) -> list[InboxFile]:
                 stat = entry.stat()
             except FileNotFoundError:  # vanished between listing and stat
                 continue
-            files.append(InboxFile(Path(entry.path), stat.st_size, stat.st_mtime_ns))
-    files.sort(key=lambda f: f.path.name)
+            files.append(InboxFile(inbox, entry.name, stat.st_size, stat.st_mtime_ns))
+    files.sort(key=lambda f: f.name)
     return files
 
 
@@ -82,8 +88,8 @@ def unseen_files(files: Iterable[InboxFile], seen: Mapping[str, str]) -> list[In
     Oldest first (mtime, then name) so a flood drains in the order it arrived and a file dropped
     later waits behind it rather than jumping the queue by its name.
     """
-    new = [f for f in files if seen.get(f.path.name) != f.key]
-    new.sort(key=lambda f: (f.mtime_ns, f.path.name))
+    new = [f for f in files if seen.get(f.name) != f.key]
+    new.sort(key=lambda f: (f.mtime_ns, f.name))
     return new
 
 

@@ -178,14 +178,14 @@ def inbox_tick(
         notes.append(f"{committed} files of the last tick marked registered")
 
     files = scan_inbox(settings.inbox)
-    new = unseen_files(files, ledger.seen(f.path.name for f in files))
+    new = unseen_files(files, ledger.seen(f.name for f in files))
     batch, remaining = new[:limit], max(len(new) - limit, 0)
     decisions = [inspect_file(file) for file in batch]
     registered = [(d.file, d.spec) for d in decisions if d.spec is not None]
     added = register_shards(instance, settings, [spec for _, spec in registered])
     # Skipped files are staged too: a corrupt file is reported once, and a fixed (rewritten) one
     # has a new version and is tried again.
-    batch_id = ledger.stage({f.path.name: f.key for f in batch}) if batch else None
+    batch_id = ledger.stage({f.name: f.key for f in batch}) if batch else None
     return InboxTick(
         registered=registered,
         skipped=[d for d in decisions if d.spec is None],

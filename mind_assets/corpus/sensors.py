@@ -28,7 +28,7 @@ def inbox_run_request(file: InboxFile, spec: ShardSpec) -> RunRequest:
         run_key=f"inbox:{file.key}",
         partition_key=spec.name,
         asset_selection=[raw_documents.key],
-        tags={INBOX_RUN_TAG: file.path.name},
+        tags={INBOX_RUN_TAG: file.name},
     )
 
 
@@ -52,7 +52,7 @@ def corpus_inbox_sensor(context: SensorEvaluationContext) -> SensorResult:
     for decision in tick.skipped:
         context.log.warning("corpus inbox: skipped: %s", decision.problem)
     if tick.registered:
-        shown = ", ".join(f"{f.path.name} -> {s.name}" for f, s in tick.registered[:5])
+        shown = ", ".join(f"{f.name} -> {s.name}" for f, s in tick.registered[:5])
         more = len(tick.registered) - 5
         context.log.info(
             "corpus inbox: %d file(s) registered as shards (%d new partitions): %s%s",
