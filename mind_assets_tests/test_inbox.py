@@ -89,6 +89,35 @@ def test_a_tick_stops_at_the_limit_and_the_next_continues_where_it_stopped(
     assert len(cursor) < 100
 
 
+def test_a_flood_drains_in_bounded_ticks_with_one_request_per_file(
+    settings, instance, inbox, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MIND_INBOX_MAX_FILES_PER_TICK", "25")
+    rows = napkin_rows(1)
+    templates = {
+        suffix: drop(tmp_path, f"template{suffix}", rows, mtime_s=1).read_bytes()
+        for suffix in (".parquet", ".jsonl")
+    }
+    names = [f"owm-{i:04d}" for i in range(300)]
+    for i, name in enumerate(names):  # dropped at once, as a copy of a corpus arrives
+        suffix = ".parquet" if i % 2 else ".jsonl"
+        (inbox / f"{name}{suffix}").write_bytes(templates[suffix])
+
+    cursor, per_tick, requested = None, [], []
+    while len(per_tick) <= len(names):  # a bound, should the inbox never drain
+        result, ticked = tick(instance, cursor)
+        cursor = result.cursor
+        assert len(cursor) < 100, "the cursor does not grow with the files seen"
+        if not ticked:
+            break
+        per_tick.append(len(ticked))
+        requested += ticked
+    assert per_tick == [25] * 12, "every tick stops at the limit, none repeats or skips"
+    assert json.loads(cursor)["remaining"] == 0
+    assert sorted(shard for shard, _ in requested) == names, "each file requested exactly once"
+    assert sorted(instance.get_dynamic_partitions("shards")) == names
+
+
 def test_a_tick_that_was_not_accepted_is_repeated_under_the_same_run_keys(instance, inbox):
     rows = napkin_rows(1)
     for i in range(5):

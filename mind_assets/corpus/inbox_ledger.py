@@ -65,10 +65,10 @@ class InboxCursor:
         if not isinstance(data, dict):
             raise ValueError(f"the corpus inbox cursor is not a JSON object: {text[:80]!r}")
         if data.get("version") == CURSOR_VERSION:
-            batch = data.get("batch")
+            batch, remaining = data.get("batch"), data.get("remaining")
             return cls(
                 batch=batch if isinstance(batch, str) else None,
-                remaining=int(data.get("remaining", 0)),
+                remaining=remaining if isinstance(remaining, int) else 0,
             )
         return cls(legacy_seen={k: v for k, v in data.items() if isinstance(v, str)})
 
