@@ -4,12 +4,15 @@
      sampling parameters the platform uses (so (a) and (b) generate the very same tokens);
 (a0) raw vLLM with library defaults and unseeded sampling (chunked prefill on);
 (a-) as (a) with prefix caching off;
+(a~) as (a) in the dtype `MIND_DTYPE=auto` did not choose (bf16 where auto chose float32 and the
+     other way round), so the table shows what the choice is worth on this CPU;
 (b)  the `conversations` asset path through Dagster: planning, rendering, batching, persisting
      batches and writing parquet;
 (c)  Hugging Face transformers `generate`, padding-batched, as a simple pipeline would do.
 
 Writes its figures into benchmarks/RESULTS.md (the section between the generation markers).
-Run with `make bench`; it takes about 15 minutes on a 2-core CPU machine.
+Run with `make bench`; it takes about 15 minutes on a 2-core CPU machine. Every path runs at
+the dtype `auto` chose for this machine except (a~); the header names the CPU and the choice.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -50,9 +52,9 @@ CONTINUE = {"add_generation_prompt": False, "continue_final_message": True}
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=128)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--hf-prompts", type=int, default=32)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--hf-prompts", type=int, default=16)
     parser.add_argument("--hf-batch", type=int, default=32)
     parser.add_argument("--words", type=int, default=350)
     args = parser.parse_args()
@@ -87,6 +89,8 @@ def main() -> None:
     settings = get_settings()
     llm_resource = LLMResource.from_settings(settings)
     model_path = llm_resource.model_path()
+    tuning = llm_resource.tuning()
+    other_dtype = "float32" if tuning.dtype == "bfloat16" else "bfloat16"
     instance = DagsterInstance.get()
     style = "teacher_student"
     corpus = bench_corpus(work / "bench.jsonl", args.prompts, args.words)
@@ -167,10 +171,10 @@ def main() -> None:
     figures["a"]["identical_to_b"] = same
     release_engines()
 
-    def raw_engine(**kwargs):
+    def raw_engine(dtype: str = tuning.dtype, **kwargs):
         return LLM(
             model=model_path,
-            dtype="bfloat16",
+            dtype=dtype,
             max_model_len=settings.max_model_len,
             gpu_memory_utilization=0.3,
             enforce_eager=True,
@@ -182,6 +186,20 @@ def main() -> None:
     outs = llm.chat(messages, seeded_params(), use_tqdm=False, **CONTINUE)
     record(
         "a_no_prefix_cache",
+        sum(len(o.outputs[0].token_ids) for o in outs),
+        time.monotonic() - started,
+        len(requests),
+    )
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+
+    # The platform's configuration apart from the dtype (chunked prefill off, prefix cache on).
+    step = {"max_num_batched_tokens": tuning.max_num_batched_tokens} if tuning.threads else {}
+    llm = raw_engine(other_dtype, enable_chunked_prefill=False, **step)
+    started = time.monotonic()
+    outs = llm.chat(messages, seeded_params(), use_tqdm=False, **CONTINUE)
+    record(
+        "a_other_dtype",
         sum(len(o.outputs[0].token_ids) for o in outs),
         time.monotonic() - started,
         len(requests),
@@ -203,10 +221,10 @@ def main() -> None:
     del llm
 
     figures["c"] = hf_generate(
-        model_path, messages[: args.hf_prompts], args.max_tokens, args.hf_batch
+        model_path, messages[: args.hf_prompts], args.max_tokens, args.hf_batch, tuning.dtype
     )
     print("c", figures["c"], flush=True)
-    write_results(figures, args, len(requests))
+    write_results(figures, args, len(requests), tuning, other_dtype)
 
 
 def _texts_in_plan_order(table, plan) -> list[str]:
@@ -214,12 +232,14 @@ def _texts_in_plan_order(table, plan) -> list[str]:
     return [by_hash[p.request.request_hash] for p in plan.planned]
 
 
-def hf_generate(model_path: str, messages, max_tokens: int, batch: int) -> dict[str, float]:
+def hf_generate(
+    model_path: str, messages, max_tokens: int, batch: int, dtype: str
+) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
     tokens = 0
     started = time.monotonic()
     for i in range(0, len(messages), batch):
@@ -250,10 +270,16 @@ def hf_generate(model_path: str, messages, max_tokens: int, batch: int) -> dict[
     }
 
 
-def write_results(figures, args, n_prompts: int) -> None:
+def write_results(figures, args, n_prompts: int, tuning, other_dtype: str) -> None:
     a, b, c = figures["a"], figures["b"], figures["c"]
+    other = figures["a_other_dtype"]
     rows = [
-        ("(a) vLLM `LLM.chat`, one call, platform config (seeded, prefix cache on)", a),
+        (
+            f"(a) vLLM `LLM.chat`, one call, platform config (seeded, prefix cache on), "
+            f"{tuning.dtype} (**auto's choice**)",
+            a,
+        ),
+        (f"(a~) same, {other_dtype}", other),
         ("(a) same, prefix caching off", figures["a_no_prefix_cache"]),
         ("(a0) vLLM defaults, unseeded (chunked prefill on)", figures["a0_defaults_unseeded"]),
         ("(b) `conversations` asset through Dagster", b),
@@ -263,9 +289,13 @@ def write_results(figures, args, n_prompts: int) -> None:
         "<!-- generation:start -->",
         "## Generation throughput (`benchmarks/generation.py`)",
         "",
-        f"Run {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, CPU only; "
-        f"embedded SmolLM2-135M-Instruct (bf16), {n_prompts} MIND teacher-student prompts built from "
-        f"napkin sections cut to {args.words} words, max_tokens {args.max_tokens}, temperature 0.7.",
+        f"Run {time.strftime('%Y-%m-%d')} on {tuning.host}; load average before the run "
+        f"{os.getloadavg()[0]:.1f}. Embedded SmolLM2-135M-Instruct, {n_prompts} MIND "
+        f"teacher-student prompts built from napkin sections cut to {args.words} words, "
+        f"max_tokens {args.max_tokens}, temperature 0.7.",
+        "",
+        f"`MIND_DTYPE=auto` chose **{tuning.dtype}**: {tuning.dtype_reason}. Every path runs in "
+        f"{tuning.dtype} except (a~).",
         "",
         "| path | prompts | output tokens | seconds | output tok/s |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -277,6 +307,8 @@ def write_results(figures, args, n_prompts: int) -> None:
     lines += [
         "",
         f"- **b/a = {b['tok_s'] / a['tok_s']:.2f}** (goal ≥ 0.9). (a) and (b) share engine settings and per-request seeds.",
+        f"- **{tuning.dtype} / {other_dtype} = {a['tok_s'] / other['tok_s']:.2f}x** for (a) on this CPU: "
+        "what `auto`'s choice is worth here.",
         f"- **b/c = {b['tok_s'] / c['tok_s']:.1f}**: the platform against a padded transformers loop.",
         f"- Prefix caching on/off for (a): {a['tok_s']} vs {figures['a_no_prefix_cache']['tok_s']} tok/s "
         f"({a['tok_s'] / figures['a_no_prefix_cache']['tok_s']:.2f}x).",
@@ -288,7 +320,8 @@ def write_results(figures, args, n_prompts: int) -> None:
             else f"reproducible per-request seeds cost {1 - a['tok_s'] / figures['a0_defaults_unseeded']['tok_s']:.0%}."
         ),
         f"- Token-identical completions between (a) and (b): {a.get('identical_to_b', 0)}/{n_prompts}. Both use the same "
-        "seeds, but in bf16 a different prefix-cache state changes the batch shapes and rounding (see README, Reproducibility).",
+        "seeds; in bf16 a different prefix-cache state changes the batch shapes and rounding, in float32 outputs "
+        "are batch-invariant (see README, Reproducibility).",
         "- The engine is loaded before timing; (b) includes the Dagster run, prompt rendering, token "
         "counting, request hashing, persisting the batch and writing parquet.",
         "<!-- generation:end -->",

@@ -108,7 +108,11 @@ def _export_blend(args: argparse.Namespace) -> int:
 
         tokenizer = load_tokenizer(llm.model_path())
         megatron = export_megatron(
-            manifest, out / MEGATRON_DIRNAME, tokenizer, tokenizer_name=llm.model_name
+            manifest,
+            out / MEGATRON_DIRNAME,
+            tokenizer,
+            tokenizer_name=llm.model_name,
+            data_dir=settings.data_dir,
         )
         for phase in megatron.documents:
             print(
@@ -119,7 +123,14 @@ def _export_blend(args: argparse.Namespace) -> int:
             )
         return 0
     count = token_counter(llm.model_path())
-    report = export_blend(manifest, out, count, shard_rows=args.shard_rows, bucket=args.bucket)
+    report = export_blend(
+        manifest,
+        out,
+        count,
+        data_dir=settings.data_dir,
+        shard_rows=args.shard_rows,
+        bucket=args.bucket,
+    )
     for phase in report.rows:
         print(
             f"{args.name}/{phase}: {report.rows[phase]} rows, {report.tokens[phase]} tokens, "

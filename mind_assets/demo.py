@@ -157,7 +157,9 @@ def run_demo(
     directory = manifest_dir(settings, DEMO_BLEND)
     manifest = manifest_from_json(json.loads((directory / "manifest.json").read_text()))
     out = data_dir / "blend_exports" / DEMO_BLEND
-    report = export_blend(manifest, out, token_counter(llm.model_path()), bucket=True)
+    report = export_blend(
+        manifest, out, token_counter(llm.model_path()), data_dir=data_dir, bucket=True
+    )
     summary.export = report.rows
     # The same rows as Megatron indexed datasets, for training with Megatron-LM or NeMo.
     megatron = export_megatron(
@@ -165,6 +167,7 @@ def run_demo(
         out / MEGATRON_DIRNAME,
         load_tokenizer(llm.model_path()),
         tokenizer_name=llm.model_name,
+        data_dir=data_dir,
     )
     summary.paths["blend_export_megatron"] = megatron.directory
     summary.paths["blend_manifest"] = directory / "manifest.json"

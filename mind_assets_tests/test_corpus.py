@@ -79,6 +79,24 @@ def test_empty_text_names_file_and_row(tmp_path, settings, register, instance):
     assert_no_output(settings, "empty")
 
 
+def test_an_empty_file_is_named_and_called_empty(tmp_path, settings, register, instance):
+    fine = write_jsonl(tmp_path / "fine.jsonl", [{"id": "a", "text": "fine"}])
+    blank = write_jsonl(tmp_path / "blank.jsonl", [b"\n", b"  \n"])
+    result = materialize_shard(tmp_path, register, instance, "blankfile", [fine, blank])
+    assert f"{blank}: the file is empty (no rows)" in failure_message(result)
+    assert_no_output(settings, "blankfile")
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), empty)
+    with pytest.raises(CorpusError, match=rf"{empty}: the file is empty"):
+        read_raw_documents(make_shard_spec("emptypq", [str(empty)]))
+
+
+def test_a_row_range_past_the_end_names_the_files_and_the_range(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "text": "fine"}])
+    with pytest.raises(CorpusError, match=rf"shard 'past': no rows in {path} within rows 5:9"):
+        read_raw_documents(make_shard_spec("past", [str(path)], rows="5:9"))
+
+
 def test_invalid_utf8_names_file_and_row(tmp_path, settings, register, instance):
     path = write_jsonl(
         tmp_path / "c.jsonl",

@@ -7,6 +7,8 @@ import itertools
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mind_assets.diversity.gradients import FeatureConfig, GradientFeaturizer, RademacherProjection
@@ -22,6 +24,7 @@ from mind_assets.diversity.stage import (
     Sample,
     cached_features,
     parse_target,
+    target_samples,
 )
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
@@ -101,6 +104,27 @@ def test_target_names_are_validated():
     for bad in ("conversations:napkin", "task_qa:a:b", "nothing:x", "conversations:..:debate"):
         with pytest.raises((DiversityTargetError, ValueError)):
             parse_target(bad)
+
+
+def test_a_blend_target_reads_its_manifest_files_relative_to_the_data_root(tmp_path):
+    data_dir = tmp_path / "data"
+    part = data_dir / "raw_documents" / "napkin.parquet"
+    part.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"doc_id": ["a", "b"], "text": ["one", "two"]}), part)
+    manifest = data_dir / "blend_manifest" / "mix" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    source = {
+        "name": "raw",
+        "files": [{"partition": "napkin", "path": "raw_documents/napkin.parquet"}],
+    }
+    manifest.write_text(json.dumps({"phases": [{"name": "phase1", "sources": [source]}]}))
+    samples = target_samples(data_dir, "blend:mix:phase1")
+    assert [(s.row_id, s.completion) for s in samples] == [
+        ("raw:napkin:0", "one"),
+        ("raw:napkin:1", "two"),
+    ]
+    with pytest.raises(DiversityTargetError, match="has no phase 'phase9'"):
+        target_samples(data_dir, "blend:mix:phase9")
 
 
 # --- Prismatic ------------------------------------------------------------------------------------

@@ -44,6 +44,13 @@ from mind_assets.math_traces.verify import (
         ("The answer is 5.", "-5", False),
         # decimals equal to integers
         ("#### 18.00", "18", True),
+        # the marker wherever it stands in the last lines
+        ("She earns 9 * 2 = 18 dollars a day. #### 18", "18", True),
+        ("Total: 6 + 12 = 18.\nSo she makes 18 dollars.  ####18\n", "18", True),
+        ("Final answer: #### 1,600", "1600", True),
+        ("So the answer is 18 dollars.\nI hope this helps!", "18", True),
+        ("Putting it together, the answer is 18. Check: 9 * 2 = 18.", "18", True),
+        (r"so $x = \boxed{\frac{\sqrt{3}}{2}}$ and we are done.\nThanks!", r"\sqrt{3}/2", True),
         # no answer marker: incorrect, not guessed from the last number
         ("We get 42 in the end", "42", False),
         # cut off inside the box
@@ -68,6 +75,8 @@ def test_last_boxed_matches_nested_braces():
 
 def test_gsm8k_reference_is_the_number_after_the_hashes():
     assert reference_answer("She pays 2*3=<<2*3=6>>6.\n#### 1,600") == "1600"
+    assert reference_answer("She pays 2*3=<<2*3=6>>6. #### 6") == "6"
+    assert reference_answer("#### 5\nchecked again: #### 6") == "6"
     with pytest.raises(ValueError, match="####"):
         reference_answer("no final line")
 

@@ -312,7 +312,11 @@ def test_failed_export_leaves_the_previous_one_in_place(blend, monkeypatch):
     monkeypatch.setattr("mind_assets.blends.megatron.pq.write_table", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         export_megatron(
-            blend.manifest, blend.megatron, blend.tokenizer, tokenizer_name=blend.model_name
+            blend.manifest,
+            blend.megatron,
+            blend.tokenizer,
+            tokenizer_name=blend.model_name,
+            data_dir=blend.settings.data_dir,
         )
     after = {p.relative_to(blend.megatron): p.read_bytes() for p in blend.megatron.rglob("*.idx")}
     assert after == before
@@ -321,22 +325,85 @@ def test_failed_export_leaves_the_previous_one_in_place(blend, monkeypatch):
 
 def test_bad_input_fails_naming_what_is_wrong(blend, tmp_path):
     out = tmp_path / "megatron"
+    data_dir = blend.settings.data_dir
     with pytest.raises(ExportError, match=r"counted tokens with .*SmolLM2.*configured model is"):
-        export_megatron(blend.manifest, out, blend.tokenizer, tokenizer_name="other/model")
+        export_megatron(
+            blend.manifest, out, blend.tokenizer, tokenizer_name="other/model", data_dir=data_dir
+        )
 
     no_eos = SimpleNamespace(eos_token_id=None, name_or_path="no-eos-tokenizer")
     with pytest.raises(ExportError, match=r"'no-eos-tokenizer' has no eos token"):
-        export_megatron(blend.manifest, out, no_eos, tokenizer_name=blend.model_name)
+        export_megatron(
+            blend.manifest, out, no_eos, tokenizer_name=blend.model_name, data_dir=data_dir
+        )
 
     moved = manifest_from_json(json.loads(json.dumps(blend.manifest.to_json())))
     missing = tmp_path / "gone" / "napkin_a.parquet"
     moved.phases[0].sources[0].files[0].path = str(missing)
     with pytest.raises(ExportError, match=rf"raw_pages.*missing on disk: {missing}"):
-        export_megatron(moved, out, blend.tokenizer, tokenizer_name=blend.model_name)
+        export_megatron(
+            moved, out, blend.tokenizer, tokenizer_name=blend.model_name, data_dir=data_dir
+        )
     moved.phases[0].sources[0].name = "raw pages"
     with pytest.raises(ExportError, match=r"phase 'phase1': name 'raw pages'"):
-        export_megatron(moved, out, blend.tokenizer, tokenizer_name=blend.model_name)
+        export_megatron(
+            moved, out, blend.tokenizer, tokenizer_name=blend.model_name, data_dir=data_dir
+        )
     assert not out.exists()
+
+
+def test_a_source_file_changed_since_the_manifest_stops_both_exports(blend, capsys):
+    """A regenerated partition under a pinned manifest is an error naming the file, and the
+    exports already written stay as they were."""
+    source = asset_path(blend.settings.data_dir, "filtered_conversations", "napkin_a", "debate")
+    original = source.read_bytes()
+    exports = sorted(p for p in blend.parquet.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in exports}
+    table = pq.read_table(source)
+    pq.write_table(table.slice(1), source)  # one row fewer, as a regeneration might leave
+    try:
+        for fmt in ("parquet", "megatron"):
+            capsys.readouterr()
+            assert mind_cli(["export-blend", BLEND, "--format", fmt]) == 2
+            error = capsys.readouterr().err
+            assert f"source 'debates': {source} changed since the manifest was built" in error
+    finally:
+        source.write_bytes(original)
+    assert {p: p.read_bytes() for p in exports} == before
+
+
+def test_a_moved_data_root_exports_traces_and_reads_the_same(blend, tmp_path, monkeypatch, capsys):
+    """Manifests and exports record paths relative to the data root: a copy of the whole data
+    root elsewhere, with the original out of reach, re-exports byte-identically and traces."""
+    manifest = json.loads((manifest_dir(blend.settings, BLEND) / "manifest.json").read_text())
+    paths = [f["path"] for p in manifest["phases"] for s in p["sources"] for f in s["files"]]
+    assert paths and not any(Path(path).is_absolute() for path in paths)
+    exported = parquet_rows(blend, "phase2")
+    assert not any(Path(r["source_file"]).is_absolute() for r in exported)
+
+    moved = tmp_path / "mounted" / "data"
+    shutil.copytree(blend.settings.data_dir, moved)
+    hidden = blend.settings.data_dir.rename(blend.root / "data-hidden")
+    try:
+        monkeypatch.setenv("MIND_DATA_DIR", str(moved))
+        before = {
+            p.relative_to(moved): p.read_bytes()
+            for p in (moved / "blend_exports").rglob("*.parquet")
+        }
+        assert mind_cli(["export-blend", BLEND]) == 0
+        assert mind_cli(["export-blend", BLEND, "--format", "megatron"]) == 0
+        after = {
+            p.relative_to(moved): p.read_bytes()
+            for p in (moved / "blend_exports").rglob("*.parquet")
+        }
+        assert after == before
+        row = next(r for r in exported if r["source_asset"] == "raw_documents")
+        capsys.readouterr()
+        assert mind_cli(["trace", row["row_id"]]) == 0
+        traced = capsys.readouterr().out
+        assert "== raw_document ==" in traced and json.dumps(row["text"])[1:120] in traced
+    finally:
+        hidden.rename(blend.settings.data_dir)
 
 
 def test_megatron_documents_trace_to_their_source_with_the_megatron_export_beside(blend):

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
 from mind_assets.blends.spec import SOURCE_COLUMNS
 from mind_assets.corpus.chunking import TokenCounter
+from mind_assets.lib.storage import sha256_file
 
 # Sequence-length buckets (tokens), after Nemotron-Math's bucketed long-context training.
 LENGTH_BUCKETS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -56,16 +57,26 @@ class ExportError(ValueError):
     """A blend that cannot be exported as its manifest describes; the message names the file."""
 
 
-def _source_rows(source: ResolvedSource, count: TokenCounter) -> list[dict]:
+def _source_rows(source: ResolvedSource, count: TokenCounter, data_dir: Path) -> list[dict]:
     text_column, id_column = SOURCE_COLUMNS[source.asset]
     rows = []
     for f in source.files:
-        if not Path(f.path).is_file():
+        path = f.resolve(data_dir)
+        if not path.is_file():
             raise ExportError(
-                f"source {source.name!r}: manifest file missing on disk: {f.path} "
+                f"source {source.name!r}: manifest file missing on disk: {path} "
                 "(rematerialize it, or rebuild the blend's manifest)"
             )
-        table = pq.read_table(f.path, columns=[text_column, id_column])
+        # The manifest pins each file's content: a file rewritten since (a regenerated
+        # partition) would silently swap the blend's rows, so it stops the export instead.
+        digest = sha256_file(path)
+        if digest != f.sha256:
+            raise ExportError(
+                f"source {source.name!r}: {path} changed since the manifest was built "
+                f"(manifest sha256 {f.sha256[:12]}..., on disk {digest[:12]}...); "
+                "restore the file, or rebuild the manifest to blend the new data"
+            )
+        table = pq.read_table(path, columns=[text_column, id_column])
         texts = [t or "" for t in table[text_column].to_pylist()]
         for text, row_id, n in zip(texts, table[id_column].to_pylist(), count(texts), strict=True):
             rows.append(
@@ -95,14 +106,19 @@ def sample_source(
     return picked
 
 
-def mix_phase(manifest: Manifest, phase: ResolvedPhase, count_tokens: TokenCounter) -> list[dict]:
+def mix_phase(
+    manifest: Manifest, phase: ResolvedPhase, count_tokens: TokenCounter, data_dir: Path
+) -> list[dict]:
     """A phase's rows in training order, each with its `row_id`: every source sampled by its
     manifest tokens, then shuffled together. Seeded by the manifest alone, so every export
-    format of a blend carries the same rows in the same order."""
+    format of a blend carries the same rows in the same order. `source_file` stays relative to
+    the data root `data_dir` the manifest's files resolve against."""
     rng = random.Random(f"{manifest.seed}:{manifest.blend}:{phase.name}")
     mixed = []
     for source in phase.sources:
-        for epoch, row in sample_source(_source_rows(source, count_tokens), source.tokens, rng):
+        for epoch, row in sample_source(
+            _source_rows(source, count_tokens, data_dir), source.tokens, rng
+        ):
             mixed.append(
                 {
                     "blend": manifest.blend,
@@ -124,13 +140,14 @@ def export_blend(
     out_dir: Path,
     count_tokens: TokenCounter,
     *,
+    data_dir: Path,
     shard_rows: int = 10_000,
     bucket: bool = False,
 ) -> ExportReport:
     """Rewrite `out_dir/<phase>/shard-NNNNN.parquet` for every phase of the manifest."""
     report = ExportReport(out_dir, {}, {}, {})
     for phase in manifest.phases:
-        mixed = mix_phase(manifest, phase, count_tokens)
+        mixed = mix_phase(manifest, phase, count_tokens, data_dir)
         for row in mixed:
             row["length_bucket"] = length_bucket(row["n_tokens"]) if bucket else None
         # Shards are written into a staging directory that replaces the phase's directory only

@@ -184,8 +184,10 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
     chunk -> raw document, or -> seeds for task Q&A)."""
     exported = find_exported_row(data_dir / "blend_exports", row_id)
     ancestry: dict[str, Any] = {"exported_row": exported}
+    # source_file is relative to the data root (absolute in exports from before), so a moved
+    # data root traces the same.
     source = _row_by_id(
-        Path(exported["source_file"]), exported["source_asset"], exported["source_row_id"]
+        data_dir / exported["source_file"], exported["source_asset"], exported["source_row_id"]
     )
     asset = exported["source_asset"]
     if asset == "raw_documents":

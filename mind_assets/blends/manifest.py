@@ -38,12 +38,22 @@ LINEAGE_FIELDS = (
 class ResolvedFile:
     asset: str
     partition: str  # Dagster partition key ("shard", "shard|style" or "family")
+    # Relative to the data root (`MIND_DATA_DIR`), so a data root moved, copied or mounted
+    # elsewhere still resolves; `resolve` joins it (manifests from before were absolute).
     path: str
     sha256: str
     rows: int
     tokens: int
     run_id: str | None = None
     data_version: str | None = None
+
+    def resolve(self, data_dir: Path) -> Path:
+        return data_dir / self.path
+
+
+def data_root_relative(path: Path, data_dir: Path) -> str:
+    """`path` as the manifest and exports record it: relative to the data root, '/'-separated."""
+    return path.relative_to(data_dir).as_posix()
 
 
 @dataclass
@@ -236,7 +246,7 @@ def build_manifest(
                     ResolvedFile(
                         asset=source.asset,
                         partition=partition,
-                        path=str(path),
+                        path=data_root_relative(path, data_dir),
                         sha256=digest,
                         rows=pq.read_metadata(path).num_rows,
                         tokens=token_cache[digest],
@@ -252,7 +262,7 @@ def build_manifest(
                     target_share=source.share,
                     max_epochs=source.max_epochs,
                     files=files,
-                    lineage=source_lineage([Path(f.path) for f in files]),
+                    lineage=source_lineage([f.resolve(data_dir) for f in files]),
                 )
             )
         allocations = allocate_phase(

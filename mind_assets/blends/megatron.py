@@ -100,7 +100,7 @@ def _replace_dir(staging: Path, final: Path) -> None:
 
 
 def export_megatron(
-    manifest: Manifest, out_dir: Path, tokenizer: Any, *, tokenizer_name: str
+    manifest: Manifest, out_dir: Path, tokenizer: Any, *, tokenizer_name: str, data_dir: Path
 ) -> MegatronReport:
     """Rewrite `out_dir` (normally `blend_exports/<blend>/megatron`): `<phase>/<source>.bin/.idx`
     per source with tokens, `<phase>.data-path.txt` (weights and prefixes relative to `out_dir`,
@@ -152,7 +152,7 @@ def export_megatron(
     try:
         tokenizer.save_pretrained(str(staging / TOKENIZER_DIRNAME))
         for phase in manifest.phases:
-            mixed = mix_phase(manifest, phase, count)
+            mixed = mix_phase(manifest, phase, count, data_dir)
             (staging / phase.name).mkdir()
             documents: list[dict[str, Any]] = []
             datasets = []

@@ -90,10 +90,13 @@ def _iter_parquet(path: Path, text_field: str) -> Iterator[SourceRow]:
 def _iter_local(path: Path, text_field: str) -> Iterator[SourceRow]:
     if not path.is_file():
         raise CorpusError(f"corpus file not found: {path}")
-    if path.suffix == ".parquet":
-        yield from _iter_parquet(path, text_field)
-    else:
-        yield from _iter_jsonl(path)
+    rows = _iter_parquet(path, text_field) if path.suffix == ".parquet" else _iter_jsonl(path)
+    empty = True
+    for row in rows:
+        empty = False
+        yield row
+    if empty:
+        raise CorpusError(f"{path}: the file is empty (no rows)")
 
 
 def _iter_hf(spec: ShardSpec) -> Iterator[SourceRow]:
@@ -187,5 +190,8 @@ def read_raw_documents(spec: ShardSpec) -> tuple[pa.Table, ReadReport]:
         seen[document["doc_id"]] = document["source"]
         documents.append(document)
     if not documents:
-        raise CorpusError(f"shard {spec.name!r} has no rows in its source")
+        where = spec.dataset if spec.kind == "hf" else ", ".join(map(str, spec.paths))
+        raise CorpusError(
+            f"shard {spec.name!r}: no rows in {where} within rows {spec.start}:{spec.stop or ''}"
+        )
     return pa.Table.from_pylist(documents, schema=RAW_DOCUMENT_SCHEMA), report

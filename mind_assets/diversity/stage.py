@@ -89,7 +89,8 @@ def target_samples(data_dir: Path, target: str) -> list[Sample]:
     samples = []
     for source in phases[phase]["sources"]:
         for file in source["files"]:
-            for i, row in enumerate(_read(Path(file["path"]), ["text"])):
+            # Manifest paths are relative to the data root (absolute in older manifests).
+            for i, row in enumerate(_read(data_dir / file["path"], ["text"])):
                 samples.append(Sample(f"{source['name']}:{file['partition']}:{i}", "", row["text"]))
     return samples
 

@@ -20,7 +20,9 @@ _ANSWER_IS = re.compile(
     r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:is)?\s*:?)\s*:?\s*(.+)",
     re.IGNORECASE,
 )
-_HASHES = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
+# `#### x` wherever the marker stands on its line: models write "... so she pays $18. #### 18"
+# as often as GSM8K's own line of its own.
+_HASHES = re.compile(r"####\s*(\S[^\n]*?)\s*$", re.MULTILINE)
 _UNIT_WORDS = (
     "dollars|dollar|cents|cent|usd|euros|euro|pounds|percent|units|unit|meters|meter|metres|"
     "cm|mm|km|kg|g|lbs|lb|miles|mile|hours|hour|minutes|minute|seconds|second|days|day|weeks|"
@@ -102,10 +104,10 @@ def normalize_answer(answer: str) -> str:
 
 def reference_answer(gsm8k_answer: str) -> str:
     """The number after `#### ` in a GSM8K answer field."""
-    match = _HASHES.search(gsm8k_answer)
-    if match is None:
-        raise ValueError("GSM8K answer has no '#### <answer>' line")
-    return normalize_answer(match.group(1))
+    found = _HASHES.findall(gsm8k_answer)
+    if not found:
+        raise ValueError("GSM8K answer has no '#### <answer>' marker")
+    return normalize_answer(found[-1])
 
 
 def equivalent(candidate: str, reference: str) -> bool:

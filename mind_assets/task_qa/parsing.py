@@ -10,8 +10,10 @@ _QUESTION = re.compile(
 )
 _OPTION = re.compile(r"^\s*([A-H])\)\s*(.+?)\s*$", re.M)
 _ANSWER = re.compile(r"^\s*Answer:\s*(.+?)\s*$", re.M)
-_SOLUTION = re.compile(r"^\s*Solution:\s*(.+?)\s*(?=^\s*####)", re.S | re.M)
-_FINAL = re.compile(r"^\s*####\s*(.+?)\s*$", re.M)
+# The final-answer marker may end the solution's last line ("... 18 apples. #### 18") or
+# stand on a line of its own.
+_SOLUTION = re.compile(r"^\s*Solution:\s*(.+?)\s*(?=####)", re.S | re.M)
+_FINAL = re.compile(r"####\s*(\S[^\n]*?)\s*$", re.M)
 _WRONG = re.compile(r"^\s*Wrong:\s*(.+?)\s*:\s*(.+?)\s*$", re.M)
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
