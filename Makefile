@@ -62,6 +62,7 @@ bench: install
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/diversity.py
 	$(PY) benchmarks/sandbox.py
+	$(PY) benchmarks/inbox.py
 
 clean:
 	rm -rf $(VENV) data
