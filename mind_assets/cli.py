@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc = commands.add_parser(
         "gc",
         help="list (and with --apply delete) output versions no manifest or current pointer "
-        "needs, temp files of killed writes and staging directories of killed exports",
+        "needs, temp files of killed writes and staging directories of killed exports and "
+        "publishes",
     )
     gc.add_argument(
         "--older-than",

@@ -3,8 +3,8 @@
 A version is needed while a current pointer names it or any blend manifest pins it (its source
 files, and the upstream partitions it records in `pinned`). Everything else under a `.versions`
 directory is garbage, as are temporary files of killed writes and staging directories of killed
-exports. Nothing younger than `older_than` is touched: a write in flight has a version on disk
-for a moment before its pointer moves.
+exports and publishes. Nothing younger than `older_than` is touched: a write in flight has a
+version on disk for a moment before its pointer moves.
 """
 
 from __future__ import annotations
