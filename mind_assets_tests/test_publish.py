@@ -37,7 +37,7 @@ from mind_assets_tests.conftest import GSM8K_TRAIN, MODELS_DIR, NAPKIN
 
 BLEND = "napkin_publish"
 SPEC = """
-name: napkin_publish
+name: {name}
 total_tokens: {total_tokens}
 seed: 5
 phases:
@@ -193,7 +193,9 @@ def _mkparent(path: Path) -> Path:
     return path
 
 
-def build_blend(root: Path, mp: pytest.MonkeyPatch, *, export: bool = True) -> SimpleNamespace:
+def build_blend(
+    root: Path, mp: pytest.MonkeyPatch, *, export: bool = True, name: str = BLEND
+) -> SimpleNamespace:
     """Sources, spec, manifest and (unless told not to) the parquet export of the blend."""
     mp.setenv("MIND_DATA_DIR", str(root / "data"))
     mp.setenv("MIND_MODELS_DIR", str(MODELS_DIR))
@@ -203,9 +205,9 @@ def build_blend(root: Path, mp: pytest.MonkeyPatch, *, export: bool = True) -> S
     llm = LLMResource.from_settings(settings)
     count = token_counter(llm.model_path())
     write_sources(settings.data_dir, settings.prompts_dir, llm.model_name)
-    spec_path = settings.blends_dir / f"{BLEND}.yaml"
+    spec_path = settings.blends_dir / f"{name}.yaml"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(SPEC.format(total_tokens=20_000))
+    spec_path.write_text(SPEC.format(name=name, total_tokens=20_000))
     manifest = build_manifest(
         load_blend_spec(spec_path),
         spec_path,
@@ -216,10 +218,10 @@ def build_blend(root: Path, mp: pytest.MonkeyPatch, *, export: bool = True) -> S
         tokenizer_name=llm.model_name,
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
     )
-    write_json_atomic(manifest.to_json(), manifest_path(settings.data_dir, BLEND))
+    write_json_atomic(manifest.to_json(), manifest_path(settings.data_dir, name))
     if export:
         export_blend(
-            manifest, export_dir(settings.data_dir, BLEND), count, data_dir=settings.data_dir
+            manifest, export_dir(settings.data_dir, name), count, data_dir=settings.data_dir
         )
     return SimpleNamespace(
         settings=settings, manifest=manifest, count=count, model=llm.model_name, root=root
@@ -409,3 +411,44 @@ def test_gc_collects_what_a_killed_publish_left_and_keeps_the_published_folder(p
     ]
     assert not leftover.exists()
     assert datasets.load_dataset(str(published.folder), "phase1")["train"].num_rows > 0
+
+
+def test_published_dataset_asset_writes_the_folder_for_its_blend_partition(tmp_path):
+    from dagster import instance_for_test, materialize
+
+    from mind_assets.publish.assets import published_dataset
+
+    # The asset's partitions are the blend specs in the repository's blends/: `example`.
+    with pytest.MonkeyPatch.context() as mp:
+        blend = build_blend(tmp_path, mp, name="example")
+        with instance_for_test() as instance:
+            result = materialize(
+                [published_dataset],
+                partition_key="example",
+                instance=instance,
+                resources={"llm": LLMResource.from_settings(blend.settings)},
+            )
+        assert result.success
+        metadata = result.asset_materializations_for_node("published_dataset")[0].metadata
+        folder = published_dir(blend.settings.data_dir, "example")
+        assert metadata["path"].value == str(folder)
+        rows = datasets.load_dataset(str(folder), "phase1")["train"].num_rows
+        assert metadata["rows/phase1"].value == rows > 0
+        assert metadata["exported_first"].value is False
+
+
+def test_a_malformed_manifest_is_named_with_what_it_lacks(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        blend = build_blend(tmp_path, mp, export=False)
+        path = manifest_path(blend.settings.data_dir, BLEND)
+        payload = json.loads(path.read_text())
+        del payload["phases"]
+        path.write_text(json.dumps(payload))
+        with pytest.raises(
+            PublishError, match=rf"manifest {path} is malformed: KeyError\('phases'\)"
+        ):
+            _publish(blend)
+        path.write_text("{not json")
+        with pytest.raises(PublishError, match=f"manifest {path} is not valid JSON"):
+            _publish(blend)
+        assert not published_dir(blend.settings.data_dir, BLEND).exists()
