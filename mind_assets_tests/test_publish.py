@@ -5,6 +5,7 @@ folder loads with `datasets` one config per phase, the card's metadata parses wi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -452,3 +453,19 @@ def test_a_malformed_manifest_is_named_with_what_it_lacks(tmp_path):
         with pytest.raises(PublishError, match=f"manifest {path} is not valid JSON"):
             _publish(blend)
         assert not published_dir(blend.settings.data_dir, BLEND).exists()
+
+
+def test_a_prompt_file_changed_since_the_rows_is_named_not_shown(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        blend = build_blend(tmp_path, mp)
+        path = manifest_path(blend.settings.data_dir, BLEND)
+        payload = json.loads(path.read_text())
+        debates = next(s for s in payload["phases"][0]["sources"] if s["name"] == "debates")
+        debates["lineage"][0]["prompt_version"] = "0123456789abcdef"
+        path.write_text(json.dumps(payload))
+        os.utime(path, (0, 0))  # keep the export current: only the lineage changed
+        body = DatasetCard.load(_publish(blend) / "README.md").text
+        current = load_prompt(blend.settings.prompts_dir / "mind" / "debate.yaml").version
+        assert "### `mind/debate` version `0123456789abcdef`" in body
+        assert f"has changed since (now version `{current}`)" in body
+        assert f"### `mind/debate` version `{current}`" not in body

@@ -57,7 +57,8 @@ class PhaseData:
     files: list[str]  # relative to the published folder
     rows: int
     tokens: int
-    num_bytes: int
+    num_bytes: int  # uncompressed, as the Hub's `num_bytes` counts a split
+    download_size: int  # the parquet files as stored
     example_row_id: str | None
 
 
@@ -120,6 +121,8 @@ def card_data(facts: CardFacts) -> DatasetCardData:
                 "config_name": p.name,
                 "features": features(facts.schema),
                 "splits": [{"name": SPLIT, "num_bytes": p.num_bytes, "num_examples": p.rows}],
+                "download_size": p.download_size,
+                "dataset_size": p.num_bytes,
             }
             for p in facts.phases
         ],

@@ -219,7 +219,7 @@ def _stage_phases(manifest: Manifest, exports: Path, staging: Path) -> list[Phas
             raise PublishError(f"blend export {exports / phase.name} has no shard-*.parquet")
         target = staging / phase.name
         target.mkdir()
-        files, rows, tokens, first = [], 0, 0, None
+        files, rows, tokens, num_bytes, first = [], 0, 0, 0, None
         for n, shard in enumerate(shards):
             table = _phase_rows(shard)
             blends = set(table["blend"].to_pylist())
@@ -229,6 +229,10 @@ def _stage_phases(manifest: Manifest, exports: Path, staging: Path) -> list[Phas
                     f"not {manifest.blend!r}"
                 )
             rows += table.num_rows
+            metadata = pq.read_metadata(shard)
+            num_bytes += sum(
+                metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
+            )
             tokens += pc.sum(table["n_tokens"]).as_py() or 0
             if first is None and table.num_rows:
                 first = table["row_id"][0].as_py()
@@ -236,8 +240,8 @@ def _stage_phases(manifest: Manifest, exports: Path, staging: Path) -> list[Phas
             name = f"{SPLIT}-{n:05d}-of-{len(shards):05d}.parquet"
             shutil.copyfile(shard, target / name)
             files.append(f"{phase.name}/{name}")
-        num_bytes = sum((staging / f).stat().st_size for f in files)
-        phases.append(PhaseData(phase.name, files, rows, tokens, num_bytes, first))
+        download = sum((staging / f).stat().st_size for f in files)
+        phases.append(PhaseData(phase.name, files, rows, tokens, num_bytes, download, first))
     return phases
 
 
