@@ -68,7 +68,8 @@ class PromptText:
     version: str
     path: str
     text: str | None  # the file's bytes when its current version is the recorded one
-    current_version: str | None = None  # when the file changed since, or None when missing
+    current_version: str | None = None  # the file's version now, when it changed since
+    problem: str | None = None  # why the file could not be read
 
 
 @dataclass
@@ -363,7 +364,7 @@ def _appendix_prompts(facts: CardFacts) -> list[str]:
         lines += [f"### `{prompt.prompt_id}` version `{prompt.version}`", ""]
         if prompt.text is None:
             if prompt.current_version is None:
-                lines += [f"The prompt file `{prompt.path}` is missing.", ""]
+                lines += [f"The prompt file `{prompt.path}` cannot be read: {prompt.problem}", ""]
             else:
                 lines += [
                     f"The prompt file `{prompt.path}` has changed since (now version "

@@ -125,12 +125,14 @@ def _prompts(manifest: Manifest, prompts_dir: Path) -> list[PromptText]:
         path = prompts_dir / f"{prompt_id}.yaml"
         shown = f"prompts/{prompt_id}.yaml"
         if root not in path.resolve().parents:
-            texts.append(PromptText(prompt_id, version, shown, None))
+            texts.append(PromptText(prompt_id, version, shown, None, problem="outside prompts/"))
             continue
         try:
             prompt = load_prompt(path)
-        except PromptError:
-            texts.append(PromptText(prompt_id, version, shown, None))
+        except PromptError as error:
+            # The card is public: the build machine's paths stay out of it.
+            problem = str(error).replace(str(prompts_dir), "prompts")
+            texts.append(PromptText(prompt_id, version, shown, None, problem=problem))
             continue
         if prompt.version == version:
             texts.append(PromptText(prompt_id, version, shown, path.read_text()))
@@ -266,7 +268,13 @@ def _replace_dir(staging: Path, folder: Path) -> None:
     if folder.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
         os.rename(folder, old / folder.name)
-    os.rename(staging, folder)
+    try:
+        os.rename(staging, folder)
+    except OSError:
+        if old is not None:
+            os.rename(old / folder.name, folder)  # the earlier publish stays where it was
+            old.rmdir()
+        raise
     if old is not None:
         shutil.rmtree(old)
 
@@ -288,13 +296,13 @@ def publish_blend(
     manifest = load_blend_manifest(data_dir, blends_dir, blend)
     if not manifest.phases:
         raise PublishError(f"manifest {manifest_path(data_dir, blend)} has no phases")
+    folder = out_dir if out_dir is not None else published_dir(data_dir, blend)
+    _check_replaceable(folder)
     exports = export_dir(data_dir, blend)
     exported = False
     if not export_is_current(manifest, manifest_path(data_dir, blend), exports):
         export_blend(manifest, exports, make_counter(), data_dir=data_dir)
         exported = True
-    folder = out_dir if out_dir is not None else published_dir(data_dir, blend)
-    _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging.", dir=folder.parent))
     # mkdtemp makes the directory private; the published folder is meant to be read by others.
