@@ -176,6 +176,45 @@ def _trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mind_assets.publish.dataset import publish_blend
+    from mind_assets.publish.hub import hub_token, push_folder
+
+    settings = get_settings()
+    # Checked before any work: an upload asked for without a token must not look like success.
+    token = hub_token() if args.repo_id else None
+
+    def make_counter():
+        from mind_assets.lib.tokenizer import token_counter
+        from mind_assets.llm.resource import LLMResource
+
+        return token_counter(LLMResource.from_settings(settings).model_path())
+
+    report = publish_blend(
+        args.name,
+        data_dir=settings.data_dir,
+        blends_dir=settings.blends_dir,
+        prompts_dir=settings.prompts_dir,
+        make_counter=make_counter,
+        out_dir=Path(args.out).resolve() if args.out else None,
+        math_sources=settings.math_sources,
+    )
+    if report.exported:
+        print(
+            f"exported {args.name} first (its parquet export was missing or older than its "
+            "manifest)"
+        )
+    for phase, rows in report.rows.items():
+        print(f"{args.name}/{phase}: {rows} rows, {report.tokens[phase]} tokens")
+    print(f"published {report.folder} (datasets.load_dataset({str(report.folder)!r}, PHASE))")
+    if args.repo_id:
+        url = push_folder(report.folder, args.repo_id, token=token, private=args.private)
+        print(f"uploaded to https://huggingface.co/datasets/{args.repo_id} ({url})")
+    return 0
+
+
 def _diversity_add(args: argparse.Namespace) -> int:
     from mind_assets.diversity.assets import register_targets
     from mind_assets.lib.instance import local_instance
@@ -253,6 +292,26 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("name")
     audit.set_defaults(func=_audit_blend)
 
+    publish = commands.add_parser(
+        "publish",
+        help="write a blend as a Hugging Face dataset folder with a generated dataset card, "
+        "and upload it with --repo-id",
+    )
+    publish.add_argument("name", metavar="BLEND")
+    publish.add_argument(
+        "--out", default=None, metavar="DIR", help="folder to write (default: published/BLEND)"
+    )
+    publish.add_argument(
+        "--repo-id",
+        default=None,
+        metavar="ID",
+        help="also upload to this Hub dataset repository (needs HF_TOKEN)",
+    )
+    publish.add_argument(
+        "--private", action="store_true", help="create the Hub repository as private"
+    )
+    publish.set_defaults(func=_publish)
+
     trace = commands.add_parser("trace", help="full ancestry of one exported blend row")
     trace.add_argument("row_id", help="e.g. example:phase1:42")
     trace.set_defaults(func=_trace)
@@ -272,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc = commands.add_parser(
         "gc",
         help="list (and with --apply delete) output versions no manifest or current pointer "
-        "needs, temp files of killed writes and staging directories of killed exports",
+        "needs, temp files of killed writes and staging directories of killed exports and "
+        "publishes",
     )
     gc.add_argument(
         "--older-than",

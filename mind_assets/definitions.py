@@ -16,6 +16,7 @@ from mind_assets.operations.schedules import (
     nightly_blend_rebuild,
     regenerate_unsynced_conversations,
 )
+from mind_assets.publish.assets import published_dataset
 from mind_assets.settings import get_settings
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
@@ -32,6 +33,7 @@ ASSETS = [
     math_problems,
     solution_traces,
     blend_manifest,
+    published_dataset,
     diversity,
     prismatic_task_qa,
 ]

@@ -3,8 +3,8 @@
 A version is needed while a current pointer names it or any blend manifest pins it (its source
 files, and the upstream partitions it records in `pinned`). Everything else under a `.versions`
 directory is garbage, as are temporary files of killed writes and staging directories of killed
-exports. Nothing younger than `older_than` is touched: a write in flight has a version on disk
-for a moment before its pointer moves.
+exports and publishes. Nothing younger than `older_than` is touched: a write in flight has a
+version on disk for a moment before its pointer moves.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from mind_assets.lib.storage import VERSIONS_DIRNAME, current_version
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_OLDER_THAN = "1h"
+# Leftover directories of killed exports and publishes, deleted as whole trees.
+STAGING_KINDS = ("export staging", "publish staging")
 
 
 @dataclass(frozen=True)
 class Garbage:
     path: Path
-    kind: str  # "version", "temp file" or "export staging"
+    kind: str  # "version", "temp file", "export staging" or "publish staging"
     bytes: int
     age_s: float
 
@@ -75,7 +77,7 @@ def find_garbage(data_dir: Path, older_than_s: float) -> list[Garbage]:
             continue
         if kind == "version" and os.path.normpath(path) in needed:
             continue
-        size = stat.st_size if kind != "export staging" else _tree_size(path)
+        size = _tree_size(path) if kind in STAGING_KINDS else stat.st_size
         found.append(Garbage(path, kind, size, age))
     return found
 
@@ -95,6 +97,13 @@ def _candidates(data_dir: Path) -> Iterator[tuple[Path, str]]:
             dirnames[:] = [d for d in dirnames if d not in staging]
             for name in staging:
                 yield here / name, "export staging"
+        if here == data_dir / "published":
+            # `mind publish` stages into '.<blend>.staging.*' and moves the folder it replaces
+            # into '.<blend>.old.*' until the new one is in place.
+            staging = [d for d in dirnames if d.startswith(".")]
+            dirnames[:] = [d for d in dirnames if d not in staging]
+            for name in staging:
+                yield here / name, "publish staging"
 
 
 def _tree_size(path: Path) -> int:
@@ -106,7 +115,7 @@ def collect(data_dir: Path, older_than_s: float, *, apply: bool) -> list[Garbage
     garbage = find_garbage(data_dir, older_than_s)
     if apply:
         for item in garbage:
-            if item.kind == "export staging":
+            if item.kind in STAGING_KINDS:
                 shutil.rmtree(item.path, ignore_errors=True)
             else:
                 item.path.unlink(missing_ok=True)
