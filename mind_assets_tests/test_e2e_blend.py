@@ -6,10 +6,12 @@ import json
 import random
 import shutil
 
+import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from dagster import MultiPartitionKey
+from huggingface_hub import DatasetCard
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_dir
@@ -24,6 +26,7 @@ from mind_assets.filtering.assets import filtered_conversations, longest_convers
 from mind_assets.lib.storage import asset_path, current_version, sha256_file
 from mind_assets.lib.tokenizer import load_tokenizer
 from mind_assets.metrics.store import metrics_store
+from mind_assets.publish.dataset import published_dir
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 from mind_assets_tests.conftest import (
@@ -128,6 +131,20 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
                 ids = np.array(dataset[i])
                 assert ids[-1] == tokenizer.eos_token_id
                 assert tokenizer.decode(ids[:-1].tolist()) in texts
+
+    # Published as a Hugging Face dataset folder: one config per phase holding the exported
+    # rows, and a card generated from the lineage of these real generations.
+    assert mind_cli(["publish", "example"]) == 0
+    folder = published_dir(settings.data_dir, "example")
+    assert datasets.get_dataset_config_names(str(folder)) == ["phase1", "phase2"]
+    loaded = datasets.load_dataset(str(folder), "phase1")["train"]
+    assert sorted(loaded["row_id"]) == sorted(r["row_id"] for r in exported)
+    card = DatasetCard.load(folder / "README.md")
+    assert [c["config_name"] for c in card.data.configs] == ["phase1", "phase2"]
+    versions = {
+        c["prompt_version"] for s in generated for c in s.lineage if c.get("prompt_version")
+    }
+    assert versions and all(v in card.text for v in versions)
 
     # Trace a randomly chosen exported row back to its raw document text.
     row = random.Random(7).choice(exported)
