@@ -13,7 +13,7 @@ export MIND_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)
 export MIND_DAGSTER_STORAGE_DIR ?= $(MIND_DATA_DIR)/dagster
 
-.PHONY: install demo test lint ui bench validate clean bubblewrap
+.PHONY: install demo test lint ui bench validate clean bubblewrap chromium
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bubblewrap:
 
 install: $(STAMP) bubblewrap
 
+# The UI test drives Debian's chromium through Debian's chromedriver (test_e2e_ui_path.py);
+# nothing is downloaded at test time.
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+
 demo: install
 	$(VENV)/bin/mind demo
 
@@ -42,7 +48,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 # The slowest tests and the suite's wall time, with the CPU it ran on, close every run.
-test: lint
+test: lint chromium
 	@started=$$(date +%s); $(PY) -m pytest --durations=25; status=$$?; \
 	echo "make test: suite wall time $$(( $$(date +%s) - started )) s on $$($(PY) -m mind_assets.llm.hardware)"; \
 	exit $$status
@@ -62,6 +68,7 @@ bench: install
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/diversity.py
 	$(PY) benchmarks/sandbox.py
+	$(PY) benchmarks/inbox.py
 
 clean:
 	rm -rf $(VENV) data

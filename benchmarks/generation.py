@@ -180,44 +180,32 @@ def main() -> None:
             **kwargs,
         )
 
-    llm = raw_engine(enable_chunked_prefill=False, enable_prefix_caching=False)
-    started = time.monotonic()
-    outs = llm.chat(messages, seeded_params(), use_tqdm=False, **CONTINUE)
-    record(
-        "a_no_prefix_cache",
-        sum(len(o.outputs[0].token_ids) for o in outs),
-        time.monotonic() - started,
-        len(requests),
-    )
-    llm.llm_engine.engine_core.shutdown()
-    del llm
+    def time_raw_engine(name: str, params, dtype: str = tuning.dtype, **engine_kwargs) -> None:
+        """One timed `chat` call over every prompt on a fresh raw engine, shut down after."""
+        llm = raw_engine(dtype, **engine_kwargs)
+        started = time.monotonic()
+        outs = llm.chat(messages, params, use_tqdm=False, **CONTINUE)
+        record(
+            name,
+            sum(len(o.outputs[0].token_ids) for o in outs),
+            time.monotonic() - started,
+            len(requests),
+        )
+        llm.llm_engine.engine_core.shutdown()
 
+    time_raw_engine(
+        "a_no_prefix_cache",
+        seeded_params(),
+        enable_chunked_prefill=False,
+        enable_prefix_caching=False,
+    )
     # The platform's configuration apart from the dtype (chunked prefill off, prefix cache on).
     step = {"max_num_batched_tokens": tuning.max_num_batched_tokens} if tuning.threads else {}
-    llm = raw_engine(other_dtype, enable_chunked_prefill=False, **step)
-    started = time.monotonic()
-    outs = llm.chat(messages, seeded_params(), use_tqdm=False, **CONTINUE)
-    record(
-        "a_other_dtype",
-        sum(len(o.outputs[0].token_ids) for o in outs),
-        time.monotonic() - started,
-        len(requests),
+    time_raw_engine(
+        "a_other_dtype", seeded_params(), other_dtype, enable_chunked_prefill=False, **step
     )
-    llm.llm_engine.engine_core.shutdown()
-    del llm
-
-    llm = raw_engine()
     unseeded = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens)
-    started = time.monotonic()
-    outs = llm.chat(messages, unseeded, use_tqdm=False, **CONTINUE)
-    record(
-        "a0_defaults_unseeded",
-        sum(len(o.outputs[0].token_ids) for o in outs),
-        time.monotonic() - started,
-        len(requests),
-    )
-    llm.llm_engine.engine_core.shutdown()
-    del llm
+    time_raw_engine("a0_defaults_unseeded", unseeded)
 
     figures["c"] = hf_generate(
         model_path, messages[: args.hf_prompts], args.max_tokens, args.hf_batch, tuning.dtype

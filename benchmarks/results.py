@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mind_assets.lib.storage import atomic_path
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 _HEADER = (
     "# Benchmark results\n\n"
@@ -19,4 +21,6 @@ def replace_section(path: Path, name: str, section: str) -> None:
         text = before + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    with atomic_path(path) as tmp:  # an interrupted run leaves the other sections intact
+        tmp.write_text(text)
+        tmp.chmod(0o644)  # mkstemp creates it private

@@ -65,9 +65,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from mind_assets.blends.gc import collect, format_garbage, parse_duration
+
+    data_dir = get_settings().data_dir
+    garbage = collect(data_dir, parse_duration(args.older_than), apply=args.apply)
+    print(format_garbage(garbage, data_dir, applied=args.apply))
+    return 0
+
+
 def _metrics(args: argparse.Namespace) -> int:
     from mind_assets.metrics.report import format_metrics
+    from mind_assets.metrics.store import metrics_store
 
+    if args.action == "rebuild":
+        store = metrics_store(get_settings().data_dir)
+        counts = store.rebuild_cache()
+        print(f"rebuilt {store.cache_path} from {store.root}:")
+        for table, rows in counts.items():
+            print(f"  {table}: {rows} rows")
+        return 0
     print(
         format_metrics(get_settings().data_dir, views=args.views.split(",") if args.views else None)
     )
@@ -126,6 +143,46 @@ def _trace(args: argparse.Namespace) -> int:
     from mind_assets.blends.lineage import format_trace, trace_row
 
     print(format_trace(trace_row(args.row_id, get_settings().data_dir)))
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mind_assets.publish.dataset import publish_blend
+    from mind_assets.publish.hub import hub_token, push_folder
+
+    settings = get_settings()
+    # Checked before any work: an upload asked for without a token must not look like success.
+    token = hub_token() if args.repo_id else None
+
+    def make_counter():
+        from mind_assets.lib.tokenizer import token_counter
+        from mind_assets.llm.resource import LLMResource
+
+        return token_counter(LLMResource.from_settings(settings).model_path())
+
+    report = publish_blend(
+        args.name,
+        data_dir=settings.data_dir,
+        blends_dir=settings.blends_dir,
+        prompts_dir=settings.prompts_dir,
+        make_counter=make_counter,
+        out_dir=Path(args.out).resolve() if args.out else None,
+        math_sources=settings.math.sources,
+        export_options=settings.blends,
+    )
+    if report.exported:
+        print(
+            f"exported {args.name} first (its parquet export was missing or older than its "
+            "manifest)"
+        )
+    for phase, rows in report.rows.items():
+        print(f"{args.name}/{phase}: {rows} rows, {report.tokens[phase]} tokens")
+    print(f"published {report.folder} (datasets.load_dataset({str(report.folder)!r}, PHASE))")
+    if args.repo_id:
+        url = push_folder(report.folder, args.repo_id, token=token, private=args.private)
+        print(f"uploaded to https://huggingface.co/datasets/{args.repo_id} ({url})")
     return 0
 
 
@@ -211,6 +268,26 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("name")
     audit.set_defaults(func=_audit_blend)
 
+    publish = commands.add_parser(
+        "publish",
+        help="write a blend as a Hugging Face dataset folder with a generated dataset card, "
+        "and upload it with --repo-id",
+    )
+    publish.add_argument("name", metavar="BLEND")
+    publish.add_argument(
+        "--out", default=None, metavar="DIR", help="folder to write (default: published/BLEND)"
+    )
+    publish.add_argument(
+        "--repo-id",
+        default=None,
+        metavar="ID",
+        help="also upload to this Hub dataset repository (needs HF_TOKEN)",
+    )
+    publish.add_argument(
+        "--private", action="store_true", help="create the Hub repository as private"
+    )
+    publish.set_defaults(func=_publish)
+
     trace = commands.add_parser("trace", help="full ancestry of one exported blend row")
     trace.add_argument("row_id", help="e.g. example:phase1:42")
     trace.set_defaults(func=_trace)
@@ -227,7 +304,32 @@ def build_parser() -> argparse.ArgumentParser:
     targets.add_argument("targets", nargs="+", metavar="TARGET")
     targets.set_defaults(func=_diversity_add)
 
-    metrics = commands.add_parser("metrics", help="quality metrics from the DuckDB store")
+    gc = commands.add_parser(
+        "gc",
+        help="list (and with --apply delete) output versions no manifest or current pointer "
+        "needs, temp files of killed writes and staging directories of killed exports and "
+        "publishes",
+    )
+    gc.add_argument(
+        "--older-than",
+        default="1h",
+        metavar="AGE",
+        help="leave anything younger alone, e.g. 30d, 12h, 0 (default 1h: writes in flight keep "
+        "their new version for a moment before the pointer moves)",
+    )
+    gc.add_argument("--apply", action="store_true", help="delete (default: dry run)")
+    gc.set_defaults(func=_gc)
+    metrics = commands.add_parser(
+        "metrics", help="quality metrics (parquet under metrics/, read through DuckDB)"
+    )
+    metrics.add_argument(
+        "action",
+        nargs="?",
+        choices=["report", "rebuild"],
+        default="report",
+        help="report: print the views (default); rebuild: rewrite metrics.duckdb, the copy for "
+        "DuckDB clients, from the parquet files (an unreadable one is moved aside)",
+    )
     metrics.add_argument(
         "--views", default=None, help="comma-separated views (default: all of them)"
     )

@@ -16,6 +16,7 @@ from mind_assets.operations.schedules import (
     nightly_blend_rebuild,
     regenerate_unsynced_conversations,
 )
+from mind_assets.publish.assets import published_dataset
 from mind_assets.settings import get_settings
 from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
 
@@ -33,6 +34,7 @@ ASSETS = [
     solution_traces,
     blend_manifest,
     blend_export,
+    published_dataset,
     diversity,
     prismatic_task_qa,
 ]

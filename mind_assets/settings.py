@@ -371,6 +371,14 @@ class MindSettings(BaseSettings):
         default=None,
         description="Corpus inbox watched by corpus_inbox_sensor (default <data_dir>/inbox).",
     )
+    # 100: with 10,000 files waiting, the worst tick took 5.4 s on the loaded 2-core
+    # development machine (benchmarks/RESULTS.md); the rest of a tick is the inbox's scan.
+    inbox_max_files_per_tick: int = Field(
+        default=100,
+        ge=1,
+        description="New inbox files one corpus_inbox_sensor tick registers; the rest wait for "
+        "the next ticks (every 30 s), so a flood of files never makes a tick time out.",
+    )
     blends_dir: Path = Field(
         default=PROJECT_DIR / "blends", description="Directory of blend specs (*.yaml)."
     )

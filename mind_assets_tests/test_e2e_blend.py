@@ -1,25 +1,31 @@
 """The example two-phase blend over real data generated from napkin sections: manifest, export,
-a traced row, the audit, and staleness after a prompt edit and regeneration."""
+a traced row, the audit, staleness after a prompt edit and regeneration, and the old blend
+exporting the same bytes afterwards because regeneration writes a new version."""
 
 import json
 import random
 import shutil
 
+import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from dagster import MultiPartitionKey
+from huggingface_hub import DatasetCard
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from mind_assets.blends.assets import blend_manifest, instance_lookup, manifest_dir
-from mind_assets.blends.lineage import format_audit, stale_inputs
+from mind_assets.blends.lineage import format_audit, stale_inputs, trace_row
 from mind_assets.blends.manifest import manifest_from_json
 from mind_assets.cli import main as mind_cli
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
+from mind_assets.corpus.normalize import normalize_text
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.lib.storage import asset_path, current_version, sha256_file
 from mind_assets.lib.tokenizer import load_tokenizer
+from mind_assets.publish.dataset import published_dir
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 from mind_assets_tests.conftest import (
@@ -125,6 +131,20 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
                 assert ids[-1] == tokenizer.eos_token_id
                 assert tokenizer.decode(ids[:-1].tolist()) in texts
 
+    # Published as a Hugging Face dataset folder: one config per phase holding the exported
+    # rows, and a card generated from the lineage of these real generations.
+    assert mind_cli(["publish", "example"]) == 0
+    folder = published_dir(settings.data_dir, "example")
+    assert datasets.get_dataset_config_names(str(folder)) == ["phase1", "phase2"]
+    loaded = datasets.load_dataset(str(folder), "phase1")["train"]
+    assert sorted(loaded["row_id"]) == sorted(r["row_id"] for r in exported)
+    card = DatasetCard.load(folder / "README.md")
+    assert [c["config_name"] for c in card.data.configs] == ["phase1", "phase2"]
+    versions = {
+        c["prompt_version"] for s in generated for c in s.lineage if c.get("prompt_version")
+    }
+    assert versions and all(v in card.text for v in versions)
+
     # Trace a randomly chosen exported row back to its raw document text.
     row = random.Random(7).choice(exported)
     capsys.readouterr()
@@ -151,3 +171,45 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     assert all(partition.endswith("|debate") for _, partition in changed)
     report = format_audit(manifest, settings.data_dir, lookup)
     assert "STALE" in report and f"conversations [{WORLD_SHARD}|debate]" in report
+
+    # Regeneration wrote a new version; the old manifest's version is still on disk, so the
+    # blend exports the very same bytes in both formats and every row traces to its raw text.
+    debate = next(
+        f
+        for s in manifest.phases[0].sources
+        for f in s.files
+        if f.partition == f"{WORLD_SHARD}|debate"
+    )
+    current = current_version(
+        asset_path(settings.data_dir, "filtered_conversations", WORLD_SHARD, "debate")
+    )
+    assert current != debate.resolve(settings.data_dir)
+    assert sha256_file(current) != debate.sha256, (
+        "the regeneration did not change the blend's input"
+    )
+    exports = settings.data_dir / "blend_exports" / "example"
+
+    def exported_bytes():
+        return {p.relative_to(exports): p.read_bytes() for p in exports.rglob("*") if p.is_file()}
+
+    before = exported_bytes()
+    assert mind_cli(["export-blend", "example", "--bucket", "--shard-rows", "50"]) == 0
+    assert mind_cli(["export-blend", "example", "--format", "megatron"]) == 0
+    assert exported_bytes() == before
+    napkin_texts = {
+        normalize_text(json.loads(line)["text"])
+        for line in NAPKIN.open().readlines()[:WORLD_SECTIONS]
+    }
+    for row in pq.read_table(exports / "phase1").to_pylist():
+        raw = trace_row(row["row_id"], settings.data_dir)["raw_document"]
+        assert raw is not None and raw["text"] in napkin_texts
+
+    # gc removes nothing the blend needs while it exists, and its pinned versions once it is gone.
+    assert mind_cli(["gc", "--older-than", "0", "--apply"]) == 0
+    assert debate.resolve(settings.data_dir).is_file()
+    assert mind_cli(["export-blend", "example", "--bucket", "--shard-rows", "50"]) == 0
+    assert exported_bytes() == before
+    shutil.rmtree(manifest_dir(settings, "example"))
+    assert mind_cli(["gc", "--older-than", "0", "--apply"]) == 0
+    assert not debate.resolve(settings.data_dir).exists()
+    assert current.is_file()  # the current version is never collected

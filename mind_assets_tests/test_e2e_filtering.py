@@ -11,7 +11,8 @@ from mind_assets.conversations.assets import mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import make_shard_spec
-from mind_assets.filtering.assets import filtered_conversations, quarantine_path
+from mind_assets.filtering.assets import filtered_conversations
+from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS
 from mind_assets.lib.storage import asset_path, write_parquet_atomic
 from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
 from mind_assets_tests.filter_rows import GOOD, SOURCE, row, table
@@ -51,7 +52,9 @@ def test_checks_fail_on_a_bad_partition(settings, run, register, tmp_path):
     assert checks["near_duplicate_rate_below_bound"] is False
     assert checks["quarantine_accounts_for_all_rows"] is True
     accepted = pq.read_table(asset_path(settings.data_dir, "filtered_conversations", "bad", STYLE))
-    quarantined = pq.read_table(quarantine_path(settings.data_dir, "bad", STYLE)).to_pylist()
+    quarantined = pq.read_table(
+        FILTERED_CONVERSATIONS.quarantine_path(settings.data_dir, {"shard": "bad", "style": STYLE})
+    ).to_pylist()
     assert accepted.num_rows == 1
     assert [r["rejected_by"] for r in quarantined] == [["duplicate"]] * 2
 
@@ -90,7 +93,9 @@ def test_filter_stage_on_real_engine_output_matches_mind_metrics(
             asset_path(settings.data_dir, "filtered_conversations", WORLD_SHARD, style)
         )
         quarantined = pq.read_table(
-            quarantine_path(settings.data_dir, WORLD_SHARD, style)
+            FILTERED_CONVERSATIONS.quarantine_path(
+                settings.data_dir, {"shard": WORLD_SHARD, "style": style}
+            )
         ).to_pylist()
         assert accepted.num_rows + len(quarantined) == generated
         assert all(r["rejected_by"] for r in quarantined), "every rejected row says why"

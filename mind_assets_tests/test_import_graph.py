@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("conversations",),
     ("filtering",),
     ("blends",),
-    ("diversity",),
+    ("publish", "diversity"),
     ("operations",),  # schedules over the stages' assets
     ("definitions",),  # assembles everything
     ("demo",),
@@ -37,6 +37,7 @@ STAGE_INPUTS: dict[str, set[str]] = {
     "filtering": {"conversations", "corpus"},
     "blends": {"corpus", "filtering", "task_qa", "math_traces"},
     "diversity": {"conversations", "task_qa", "math_traces", "blends"},
+    "publish": {"blends"},
 }
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}
 

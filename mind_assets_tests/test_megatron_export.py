@@ -371,9 +371,10 @@ def test_a_source_file_changed_since_the_manifest_stops_both_exports(blend, caps
     assert {p: p.read_bytes() for p in exports} == before
 
 
-def test_a_moved_data_root_exports_traces_and_reads_the_same(blend, tmp_path, monkeypatch, capsys):
+def test_a_moved_data_root_exports_audits_and_traces_the_same(blend, tmp_path, monkeypatch, capsys):
     """Manifests and exports record paths relative to the data root: a copy of the whole data
-    root elsewhere, with the original out of reach, re-exports byte-identically and traces."""
+    root elsewhere, with the original out of reach, re-exports byte-identically, audits and
+    traces."""
     manifest = json.loads((manifest_dir(blend.settings, BLEND) / "manifest.json").read_text())
     paths = [f["path"] for p in manifest["phases"] for s in p["sources"] for f in s["files"]]
     assert paths and not any(Path(path).is_absolute() for path in paths)
@@ -401,6 +402,9 @@ def test_a_moved_data_root_exports_traces_and_reads_the_same(blend, tmp_path, mo
         assert mind_cli(["trace", row["row_id"]]) == 0
         traced = capsys.readouterr().out
         assert "== raw_document ==" in traced and json.dumps(row["text"])[1:120] in traced
+        assert mind_cli(["audit-blend", BLEND]) == 0
+        audit = capsys.readouterr().out
+        assert f"blend {BLEND}" in audit and "phase2/raw_replay" in audit
     finally:
         hidden.rename(blend.settings.data_dir)
 

@@ -1,11 +1,17 @@
-"""The DuckDB metrics store: partition replacement, views, and concurrent writers."""
+"""The metrics store: parquet per partition, DuckDB views over it, concurrent writers that never
+wait, and metrics.duckdb as a disposable copy that a corrupt file cannot stop."""
 
 import multiprocessing
+import threading
 
+import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
+from mind_assets.cli import main as mind_cli
 from mind_assets.metrics.report import format_metrics
-from mind_assets.metrics.store import MetricsStore
+from mind_assets.metrics.store import MetricsStore, metrics_store, table_schema
 
 
 def decisions(shard, style, n, rejected_every=3):
@@ -25,8 +31,8 @@ def decisions(shard, style, n, rejected_every=3):
     return pa.Table.from_pylist(rows)
 
 
-def write_partition_repeatedly(path, shard, times):
-    store = MetricsStore(path)
+def write_partition_repeatedly(data_dir, shard, times):
+    store = metrics_store(data_dir)
     for _ in range(times):
         store.replace_partition(
             "filter_decisions", {"shard": shard, "style": "debate"}, decisions(shard, "debate", 50)
@@ -34,27 +40,60 @@ def write_partition_repeatedly(path, shard, times):
         store.record_aggregates("filtered_conversations", f"{shard}|debate", {"accepted": 33})
 
 
-def test_two_partitions_write_concurrently_without_lock_errors(tmp_path):
-    path = tmp_path / "metrics.duckdb"
+def test_two_partitions_write_concurrently_without_waiting_on_each_other(tmp_path):
+    # A DuckDB client holding metrics.duckdb open for writing (DuckDB's own file lock) must not
+    # hold anyone up: writers never open that file.
+    cache = tmp_path / "metrics.duckdb"
+    holder = duckdb.connect(str(cache))
+    holder.execute("CREATE TABLE held (x INTEGER)")
     context = multiprocessing.get_context("spawn")
     writers = [
-        context.Process(target=write_partition_repeatedly, args=(path, s, 15)) for s in ("a", "b")
+        context.Process(target=write_partition_repeatedly, args=(tmp_path, s, 15))
+        for s in ("a", "b")
     ]
     for writer in writers:
         writer.start()
     for writer in writers:
         writer.join(timeout=120)
+    holder.close()
     assert [w.exitcode for w in writers] == [0, 0]
     counts = (
-        MetricsStore(path)
+        metrics_store(tmp_path)
         .query("SELECT shard, count(*) AS n FROM filter_decisions GROUP BY shard ORDER BY shard")
         .to_pylist()
     )
     assert counts == [{"shard": "a", "n": 100}, {"shard": "b", "n": 100}]
+    # No temporary file of any write is left behind.
+    assert not [p for p in (tmp_path / "metrics").rglob("*.tmp")]
+
+
+def test_a_reader_during_writes_sees_whole_partitions_only(tmp_path):
+    store = metrics_store(tmp_path)
+    key = {"shard": "s", "style": "debate"}
+    store.replace_partition("filter_decisions", key, decisions("s", "debate", 40))
+    stop = threading.Event()
+
+    def rewrite():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            store.replace_partition("filter_decisions", key, decisions("s", "debate", 40 + n % 2))
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        seen = {
+            store.query("SELECT count(*) AS n FROM filter_decisions")["n"][0].as_py()
+            for _ in range(30)
+        }
+    finally:
+        stop.set()
+        writer.join()
+    assert seen <= {80, 82}
 
 
 def test_rematerializing_a_partition_replaces_its_rows(tmp_path):
-    store = MetricsStore(tmp_path / "m.duckdb")
+    store = metrics_store(tmp_path)
     store.replace_partition(
         "filter_decisions", {"shard": "s", "style": "debate"}, decisions("s", "debate", 9)
     )
@@ -65,11 +104,23 @@ def test_rematerializing_a_partition_replaces_its_rows(tmp_path):
     assert rejected == [
         {"shard": "s", "style": "debate", "rule": "truncated", "rejected": 2, "evaluated": 6}
     ]
+    assert [p.name for p in store.files("filter_decisions")] == ["s__debate.parquet"]
+
+
+def test_partition_values_with_separators_get_one_file_each(tmp_path):
+    store = metrics_store(tmp_path)
+    for partition in ("napkin|debate", "napkin/debate", "napkin:debate"):
+        store.record_aggregates("filtered_conversations", partition, {"accepted": 1})
+    rows = store.query("SELECT partition FROM partition_aggregates ORDER BY partition").to_pylist()
+    assert [r["partition"] for r in rows] == ["napkin/debate", "napkin:debate", "napkin|debate"]
+    assert len(store.files("partition_aggregates")) == 3
+    with pytest.raises(ValueError, match=r"keyed by \('shard', 'style'\)"):
+        store.replace_partition("filter_decisions", {"shard": "s"}, decisions("s", "x", 1))
 
 
 def test_metrics_report_prints_each_view(tmp_path):
     assert "no metrics yet" in format_metrics(tmp_path)
-    store = MetricsStore(tmp_path / "metrics.duckdb")
+    store = metrics_store(tmp_path)
     store.replace_partition(
         "filter_decisions", {"shard": "s", "style": "debate"}, decisions("s", "debate", 3)
     )
@@ -77,13 +128,64 @@ def test_metrics_report_prints_each_view(tmp_path):
     assert "== Rejections per rule ==" in report and "truncated" in report
 
 
-def test_a_store_from_an_earlier_version_gains_new_columns_and_keeps_its_rows(tmp_path):
-    import duckdb
-
-    path = tmp_path / "metrics.duckdb"
-    with duckdb.connect(str(path)) as old:  # `generations` as written before engine_dtype existed
-        old.execute("CREATE TABLE generations (shard VARCHAR, style VARCHAR, model VARCHAR)")
-        old.execute("INSERT INTO generations VALUES ('s', 'debate', 'm')")
-    store = MetricsStore(path)
+def test_files_from_before_a_column_existed_read_it_as_null(tmp_path):
+    store = MetricsStore(tmp_path / "metrics")
+    old = table_schema("generations").remove(
+        table_schema("generations").get_field_index("engine_dtype")
+    )
+    path = store.partition_file("generations", {"shard": "s", "style": "debate"})
+    path.parent.mkdir(parents=True)
+    row = {name: None for name in old.names} | {"shard": "s", "style": "debate", "model": "m"}
+    pq.write_table(pa.Table.from_pylist([row], schema=old), path)
     rows = store.query("SELECT shard, model, engine_dtype FROM generations").to_pylist()
     assert rows == [{"shard": "s", "model": "m", "engine_dtype": None}]
+
+
+def test_a_corrupt_duckdb_copy_blocks_nothing_and_rebuild_restores_the_counts(
+    tmp_path, monkeypatch, capsys, caplog
+):
+    monkeypatch.setenv("MIND_DATA_DIR", str(tmp_path))
+    store = metrics_store(tmp_path)
+    for shard in ("a", "b"):
+        store.replace_partition(
+            "filter_decisions", {"shard": shard, "style": "debate"}, decisions(shard, "debate", 9)
+        )
+    assert mind_cli(["metrics", "rebuild"]) == 0
+    view = "SELECT * FROM rejections_per_rule ORDER BY shard, rule"
+    expected = store.query(view).to_pylist()
+    with duckdb.connect(str(store.cache_path), read_only=True) as cache:
+        assert cache.sql(view).to_arrow_table().to_pylist() == expected
+
+    # A few KB overwritten, as a crash or a bad disk can do.
+    with store.cache_path.open("r+b") as damaged:
+        damaged.seek(0)
+        damaged.write(b"\x00garbage" * 512)
+    with pytest.raises(duckdb.Error):
+        duckdb.connect(str(store.cache_path)).close()
+    # Writes and reports go on: they never open the copy.
+    store.replace_partition(
+        "filter_decisions", {"shard": "c", "style": "debate"}, decisions("c", "debate", 9)
+    )
+    assert "== Rejections per rule ==" in format_metrics(tmp_path)
+    assert mind_cli(["metrics", "rebuild"]) == 0
+    assert "filter_decisions: 54 rows" in capsys.readouterr().out
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("metrics.duckdb.corrupt-")]
+    assert len(aside) == 1 and f"moved to {aside[0]}" in caplog.text
+    with duckdb.connect(str(store.cache_path), read_only=True) as cache:
+        assert cache.sql(view).to_arrow_table().to_pylist() == store.query(view).to_pylist()
+
+
+def test_a_materialization_runs_with_a_garbage_duckdb_file_in_place(settings, register, instance):
+    from dagster import materialize
+
+    from mind_assets.corpus.assets import raw_documents
+    from mind_assets_tests.conftest import napkin_shard
+
+    garbage = settings.data_dir / "metrics.duckdb"
+    garbage.parent.mkdir(parents=True, exist_ok=True)
+    garbage.write_bytes(b"\x00not a database" * 400)
+    register(napkin_shard("napkin2", 2))
+    assert materialize([raw_documents], partition_key="napkin2", instance=instance).success
+    rows = metrics_store(settings.data_dir).query("SELECT count(*) AS n FROM documents")
+    assert rows["n"][0].as_py() == 2
+    assert garbage.read_bytes() == b"\x00not a database" * 400  # untouched until a rebuild

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from mind_assets.blends.families import family
 from mind_assets.blends.manifest import Manifest, MaterializationLookup
 from mind_assets.lib.outputs import Keys, OutputFamily
+from mind_assets.lib.storage import output_of
 from mind_assets.metrics.report import format_table
 
 # What a generated row records about the request that made it, shown once per trace.
@@ -173,11 +174,13 @@ def find_exported_row(export_root: Path, row_id: str) -> dict[str, Any]:
 def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
     """The full ancestry of one exported row, as nested dicts: the exported row, the source row
     it was sampled from, the request that generated it, and each parent its family declares, up
-    to a root (raw document, seed rows, problem). A parent row that is gone is None."""
+    to a root (raw document, seed rows, problem). Parents are read at the versions the blend's
+    manifest pinned, so a partition regenerated since still traces to the text this row came
+    from. A parent row that is gone is None."""
     exported = find_exported_row(data_dir / "blend_exports", row_id)
     declared = family(exported["source_asset"])
     # source_file is relative to the data root (absolute in exports from before), so a moved
-    # data root traces the same.
+    # data root traces the same; it names the pinned version file.
     path = data_dir / exported["source_file"]
     row = _rows_by_id(path, declared, [exported["source_row_id"]])
     if not row:
@@ -185,14 +188,17 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
             f"{path} no longer holds {declared.id_column}={exported['source_row_id']!r} "
             "(regenerated since export?)"
         )
-    return {
-        "exported_row": exported,
-        **_ancestry(declared, declared.keys_from_path(path), row[0], data_dir),
-    }
+    pinned = _pinned_versions(data_dir, exported["blend"])
+    keys = declared.keys_from_path(output_of(path))
+    return {"exported_row": exported, **_ancestry(declared, keys, row[0], data_dir, pinned)}
 
 
 def _ancestry(
-    declared: OutputFamily, keys: Keys, row: dict[str, Any], data_dir: Path
+    declared: OutputFamily,
+    keys: Keys,
+    row: dict[str, Any],
+    data_dir: Path,
+    pinned: dict[tuple[str, str], str],
 ) -> dict[str, Any]:
     found: dict[str, Any] = {declared.row_label: row}
     if "request_hash" in row:
@@ -203,19 +209,40 @@ def _ancestry(
         parents = [
             (parent_keys, parent_row)
             for parent_keys in declared.parent_keys(link, keys, row)
-            for parent_row in _rows_by_id(parent.path(data_dir, parent_keys), parent, ids)
+            for parent_row in _rows_by_id(
+                _pinned_or_current(parent, parent_keys, data_dir, pinned), parent, ids
+            )
         ]
         if link.many:
             found[parent.row_label] = [
-                r if parent.is_root else _ancestry(parent, k, r, data_dir) for k, r in parents
+                r if parent.is_root else _ancestry(parent, k, r, data_dir, pinned)
+                for k, r in parents
             ]
         elif parents:
             # Nearer ancestry first: a request recorded by this row is not replaced.
-            for name, value in _ancestry(parent, *parents[0], data_dir).items():
+            for name, value in _ancestry(parent, *parents[0], data_dir, pinned).items():
                 found.setdefault(name, value)
         else:
             found[parent.row_label] = None
     return found
+
+
+def _pinned_or_current(
+    declared: OutputFamily, keys: Keys, data_dir: Path, pinned: dict[tuple[str, str], str]
+) -> Path:
+    """The version of a parent partition the blend's manifest pinned; the current file when the
+    manifest names none (manifests from before versioned outputs)."""
+    version = pinned.get((declared.name, declared.partition_key(keys)))
+    return data_dir / version if version else declared.path(data_dir, keys)
+
+
+def _pinned_versions(data_dir: Path, blend: str) -> dict[tuple[str, str], str]:
+    """(asset, partition) -> version file of every upstream partition the manifest pinned."""
+    path = data_dir / "blend_manifest" / blend / "manifest.json"
+    if not path.is_file():
+        return {}
+    pinned = json.loads(path.read_text()).get("pinned", [])
+    return {(p["asset"], p["partition"]): p["path"] for p in pinned if p.get("path")}
 
 
 def _rows_by_id(path: Path, declared: OutputFamily, ids: list[str]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
-from mind_assets.lib.storage import sha256_file
+from mind_assets.lib.storage import current_version, sha256_file, versions_dir
 from mind_assets.lib.tokenizer import TokenCounter
 
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
@@ -37,8 +37,9 @@ LINEAGE_FIELDS = (
 class ResolvedFile:
     asset: str
     partition: str  # Dagster partition key ("shard", "shard|style", "mode|source", ...)
-    # Relative to the data root (`MIND_DATA_DIR`), so a data root moved, copied or mounted
-    # elsewhere still resolves; `resolve` joins it (manifests from before were absolute).
+    # The pinned version file, relative to the data root (`MIND_DATA_DIR`), so a data root
+    # moved, copied or mounted elsewhere still resolves. Regeneration writes a new version and
+    # leaves this one in place.
     path: str
     sha256: str
     rows: int
@@ -47,7 +48,13 @@ class ResolvedFile:
     data_version: str | None = None
 
     def resolve(self, data_dir: Path) -> Path:
-        return data_dir / self.path
+        path = data_dir / self.path  # joining keeps the absolute paths of older manifests
+        if path.is_symlink():
+            # A manifest from before outputs were versioned names the current pointer; the
+            # content it pinned is the version whose name carries its sha256.
+            for version in sorted(versions_dir(path).glob(f"*-{self.sha256[:16]}.*")):
+                return version
+        return path
 
 
 def data_root_relative(path: Path, data_dir: Path) -> str:
@@ -137,6 +144,15 @@ def upstream_chain(asset: str, partition: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys(chain))
 
 
+def upstream_version(data_dir: Path, asset: str, partition: str) -> str | None:
+    """The current version file of an upstream partition, relative to the data root."""
+    declared = family(asset)
+    pointer = declared.path(data_dir, declared.keys(partition))
+    if not pointer.is_file():
+        return None
+    return data_root_relative(current_version(pointer), data_dir)
+
+
 def source_files(
     source: SourceSpec, data_dir: Path, known: Mapping[str, Sequence[str]]
 ) -> list[tuple[str, Path]]:
@@ -196,7 +212,8 @@ def build_manifest(
         for source in phase_spec.sources:
             pairs = source_files(source, data_dir, known)
             files = []
-            for partition, path in pairs:
+            for partition, pointer in pairs:
+                path = current_version(pointer)  # the version this manifest pins
                 digest = sha256_file(path)
                 if digest not in token_cache:
                     text_column = BLEND_SOURCES[source.asset].text_column
@@ -252,7 +269,11 @@ def build_manifest(
     for asset, partition in links:
         materialization = lookup(asset, partition)
         if materialization.get("data_version") is not None:
-            pinned.append({"asset": asset, "partition": partition, **materialization})
+            entry = {"asset": asset, "partition": partition, **materialization}
+            version = upstream_version(data_dir, asset, partition)
+            if version is not None:
+                entry["path"] = version  # kept by `mind gc`, read by `mind trace`
+            pinned.append(entry)
     return Manifest(
         blend=spec.name,
         spec_path=str(spec_path),

@@ -4,7 +4,6 @@ import time
 from collections import Counter
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -38,7 +37,7 @@ from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.corpus.outputs import CHUNKS
 from mind_assets.lib.metadata import file_data_version, markdown_preview, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, write_parquet_atomic
+from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.batch_runner import RequestStore, generate_resumable
 from mind_assets.llm.resource import LLMResource
@@ -110,7 +109,7 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
     settings = get_settings()
     shard, style = shard_and_style(context)
     prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
-    chunk_table = pq.read_table(CHUNKS.path(settings.data_dir, {"shard": shard}))
+    chunk_table = read_output(CHUNKS.path(settings.data_dir, {"shard": shard}))
     plan = plan_conversations(
         chunk_table,
         prompt,
@@ -144,7 +143,7 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
     table = conversation_rows(
         plan, results, shard=shard, style=style, prompt=prompt, identity=llm.identity()
     )
-    write_parquet_atomic(table, out_path)
+    write_parquet_version(table, out_path)
     store.clear()
     metrics_store(settings.data_dir).replace_partition(
         "generations", {"shard": shard, "style": style}, table

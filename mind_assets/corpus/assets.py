@@ -2,7 +2,6 @@
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AutomationCondition,
@@ -19,7 +18,7 @@ from mind_assets.corpus.shards import load_shard_spec
 from mind_assets.corpus.sources import read_raw_documents
 from mind_assets.lib.instance import SHARDS_PARTITION
 from mind_assets.lib.metadata import file_data_version, parquet_metadata
-from mind_assets.lib.storage import write_parquet_atomic
+from mind_assets.lib.storage import read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store, with_partition_columns
@@ -41,7 +40,7 @@ def raw_documents(context: AssetExecutionContext) -> MaterializeResult:
     shard = context.partition_key
     spec = load_shard_spec(settings.shard_specs_dir, shard)
     table, report = read_raw_documents(spec)
-    path = write_parquet_atomic(table, RAW_DOCUMENTS.path(settings.data_dir, {"shard": shard}))
+    path = write_parquet_version(table, RAW_DOCUMENTS.path(settings.data_dir, {"shard": shard}))
     metrics_store(settings.data_dir).replace_partition(
         "documents", {"shard": shard}, with_partition_columns(table.drop(["text"]), shard=shard)
     )
@@ -71,7 +70,7 @@ def raw_documents(context: AssetExecutionContext) -> MaterializeResult:
 def chunks(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
     shard = context.partition_key
-    documents = pq.read_table(RAW_DOCUMENTS.path(settings.data_dir, {"shard": shard}))
+    documents = read_output(RAW_DOCUMENTS.path(settings.data_dir, {"shard": shard}))
     model_path = llm.model_path()
     count = token_counter(model_path)
     rows = []
@@ -98,7 +97,7 @@ def chunks(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResul
                 }
             )
     table = pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA)
-    path = write_parquet_atomic(table, CHUNKS.path(settings.data_dir, {"shard": shard}))
+    path = write_parquet_version(table, CHUNKS.path(settings.data_dir, {"shard": shard}))
     metrics_store(settings.data_dir).replace_partition("chunks", {"shard": shard}, table)
     tokens = table.column("n_tokens")
     context.log.info("shard %s: %d documents -> %d chunks", shard, documents.num_rows, len(rows))

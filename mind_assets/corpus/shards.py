@@ -8,6 +8,7 @@ the Dagster partition key is the shard name.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -160,3 +161,21 @@ def register_shard(instance: DagsterInstance, settings: MindSettings, spec: Shar
     save_shard_spec(settings.shard_specs_dir, spec)
     if not instance.has_dynamic_partition(SHARDS_PARTITION, spec.name):
         instance.add_dynamic_partitions(SHARDS_PARTITION, [spec.name])
+
+
+def register_shards(
+    instance: DagsterInstance, settings: MindSettings, specs: Sequence[ShardSpec]
+) -> list[str]:
+    """Save each spec and add the missing keys to the `shards` partitions in one call (the
+    per-key check of `register_shard`, or of the sensor daemon's partition requests, costs a
+    query per shard). Returns the keys added."""
+    for spec in specs:
+        save_shard_spec(settings.shard_specs_dir, spec)
+    names = list(dict.fromkeys(spec.name for spec in specs))
+    if not names:
+        return []
+    existing = instance.get_existing_dynamic_partitions(SHARDS_PARTITION, names)
+    added = [name for name in names if name not in existing]
+    if added:
+        instance.add_dynamic_partitions(SHARDS_PARTITION, added)
+    return added

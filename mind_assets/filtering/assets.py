@@ -4,7 +4,6 @@
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -29,7 +28,7 @@ from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVER
 from mind_assets.filtering.stage import filter_partition
 from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import write_parquet_atomic
+from mind_assets.lib.storage import read_output, write_parquet_version
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import get_settings
 
@@ -38,7 +37,7 @@ def _chunk_texts(path: Path) -> dict[str, str]:
     """chunk_id -> text; empty when the shard's chunks are gone (every row is then rejected)."""
     if not path.is_file():
         return {}
-    table = pq.read_table(path, columns=["chunk_id", "text"])
+    table = read_output(path, columns=["chunk_id", "text"])
     return dict(zip(table["chunk_id"].to_pylist(), table["text"].to_pylist(), strict=True))
 
 
@@ -72,17 +71,17 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
     keys = {"shard": shard, "style": style}
     prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
     partition = filter_partition(
-        pq.read_table(CONVERSATIONS.path(settings.data_dir, keys)),
+        read_output(CONVERSATIONS.path(settings.data_dir, keys)),
         _chunk_texts(CHUNKS.path(settings.data_dir, keys)),
         thresholds,
         {style: "\n".join(filter(None, [prompt.system, prompt.instruction_text]))},
         shard=shard,
         style=style,
     )
-    out_path = write_parquet_atomic(
+    out_path = write_parquet_version(
         partition.accepted, FILTERED_CONVERSATIONS.path(settings.data_dir, keys)
     )
-    q_path = write_parquet_atomic(
+    q_path = write_parquet_version(
         partition.quarantine, FILTERED_CONVERSATIONS.quarantine_path(settings.data_dir, keys)
     )
     counts = partition.rejections_per_rule
@@ -175,8 +174,8 @@ def longest_conversations(context: AssetExecutionContext) -> MaterializeResult:
     }
     if not style_files:
         raise FileNotFoundError(f"no filtered conversations yet for shard {shard!r}")
-    table = longest_per_chunk([pq.read_table(p) for p in style_files.values()])
-    out_path = write_parquet_atomic(
+    table = longest_per_chunk([read_output(p) for p in style_files.values()])
+    out_path = write_parquet_version(
         table, LONGEST_CONVERSATIONS.path(settings.data_dir, {"shard": shard})
     )
     chosen = pc.value_counts(table.column("style")).to_pylist() if table.num_rows else []

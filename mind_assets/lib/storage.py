@@ -2,6 +2,12 @@
 
 Every writer goes through a temporary file in the destination directory and an atomic rename,
 so a crash never leaves a partial parquet where a reader could find it.
+
+Asset outputs are also immutable versions: `<dir>/<name>` is a relative symbolic link (the
+"current" pointer) to `<dir>/.versions/<name>/<UTC time>-<sha256 prefix><suffix>`. A new
+materialization writes a new version and swaps the link atomically; readers open `<dir>/<name>`
+as before and manifests pin the version file, so regeneration never deletes or swaps what a
+blend references. Only `mind gc --apply` deletes versions, and only unreferenced ones.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +80,103 @@ def write_parquet_atomic(table: pa.Table, final_path: Path) -> Path:
     with atomic_path(final_path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return final_path
+
+
+VERSIONS_DIRNAME = ".versions"
+
+
+def versions_dir(final_path: Path) -> Path:
+    """Where the versions of the output `final_path` live."""
+    return final_path.parent / VERSIONS_DIRNAME / final_path.name
+
+
+def current_version(final_path: Path) -> Path:
+    """The version file `final_path` points at (itself when it is a plain file from before
+    outputs were versioned)."""
+    if final_path.is_symlink():
+        return Path(os.path.normpath(final_path.parent / os.readlink(final_path)))
+    return final_path
+
+
+def output_of(path: Path) -> Path:
+    """The output a version file belongs to (`<dir>/.versions/<name>/<version>` -> `<dir>/<name>`);
+    any other path is returned as it is."""
+    if path.parent.parent.name == VERSIONS_DIRNAME:
+        return path.parent.parent.parent / path.parent.name
+    return path
+
+
+def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
+    """Write `table` as a new immutable version of `final_path` and point `final_path` at it.
+
+    The version is written under a temporary name and renamed once complete; the pointer is a
+    new symbolic link renamed over the old one. A reader sees the old version or the new one,
+    never a partial file, and the old version stays on disk for whoever pinned it.
+    """
+    directory = versions_dir(final_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(final_path.suffixes[-1:])
+    fd, tmp_name = tempfile.mkstemp(prefix=".incoming.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        version = directory / f"{stamp}-{sha256_file(tmp)[:16]}{suffix}"
+        os.replace(tmp, version)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _keep_unversioned(final_path)
+    point_at(final_path, version)
+    return final_path
+
+
+def point_at(final_path: Path, version: Path) -> None:
+    """Atomically make `final_path` a relative link to `version`."""
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final_path.name}.", suffix=".link.tmp", dir=final_path.parent
+    )
+    os.close(fd)
+    os.unlink(tmp_name)
+    os.symlink(os.path.relpath(version, final_path.parent), tmp_name)
+    try:
+        os.replace(tmp_name, final_path)
+    finally:
+        if os.path.lexists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def _keep_unversioned(final_path: Path) -> None:
+    """A plain file written before outputs were versioned becomes a version (hard-linked, so
+    it never disappears from `final_path` before the new link replaces it)."""
+    if final_path.is_symlink() or not final_path.is_file():
+        return
+    mtime = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(final_path.stat().st_mtime))
+    kept = versions_dir(final_path) / (
+        f"{mtime}-{sha256_file(final_path)[:16]}{''.join(final_path.suffixes[-1:])}"
+    )
+    if not kept.exists():
+        os.link(final_path, kept)
+
+
+class OutputReadError(ValueError):
+    """An upstream output file that cannot be read; the message names the file."""
+
+
+def read_output(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read an upstream output, failing with the file's name (and the version its pointer names)
+    instead of a bare Arrow error, so a truncated or damaged file is found at once."""
+    if not path.is_file():
+        raise OutputReadError(f"{path} is missing: materialize its asset first")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        version = current_version(path)
+        where = f"{path} (version {version.name})" if version != path else str(path)
+        raise OutputReadError(
+            f"{where} is not a readable parquet file ({error}); rematerialize that partition"
+        ) from error
 
 
 def write_json_atomic(payload: Any, final_path: Path) -> Path:

@@ -6,7 +6,6 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -21,7 +20,7 @@ from dagster import (
 
 from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, write_parquet_atomic
+from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.outputs import MATH_PROBLEMS, SOLUTION_TRACES
@@ -74,7 +73,7 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
             f"({len(problem_set.skipped)} rows skipped, {len(problem_set.contaminated)} "
             "contaminated)"
         )
-    out = write_parquet_atomic(
+    out = write_parquet_version(
         problem_set.problems, MATH_PROBLEMS.path(settings.data_dir, {"source": source.name})
     )
     metrics_store(settings.data_dir).record_aggregates(
@@ -122,7 +121,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
     settings = get_settings()
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     source, mode = keys["source"], keys["mode"]
-    problems = pq.read_table(MATH_PROBLEMS.path(settings.data_dir, {"source": source})).to_pylist()
+    problems = read_output(MATH_PROBLEMS.path(settings.data_dir, {"source": source})).to_pylist()
     prompt = load_prompt(settings.prompts_dir / "math" / f"{mode}.yaml")
     trace_settings = settings.math
     context.log.info(
@@ -150,8 +149,8 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         count_tokens=token_counter(llm.model_path()),
         logger=context.log,
     )
-    out = write_parquet_atomic(run.accepted, SOLUTION_TRACES.path(settings.data_dir, keys))
-    quarantine = write_parquet_atomic(
+    out = write_parquet_version(run.accepted, SOLUTION_TRACES.path(settings.data_dir, keys))
+    quarantine = write_parquet_version(
         run.quarantine,
         SOLUTION_TRACES.quarantine_path(settings.data_dir, keys),
     )

@@ -53,8 +53,8 @@ def _cell(value: object) -> str:
 
 def format_metrics(data_dir: Path, views: list[str] | None = None) -> str:
     store = metrics_store(data_dir)
-    if not store.path.exists():
-        return f"no metrics yet: {store.path} does not exist (materialize some assets first)"
+    if not store.exists():
+        return f"no metrics yet under {store.root} (materialize some assets first)"
     unknown = set(views or ()) - set(REPORT_VIEWS)
     if unknown:
         raise ValueError(f"unknown view(s) {sorted(unknown)}; choose from {sorted(REPORT_VIEWS)}")

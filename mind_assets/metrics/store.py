@@ -1,23 +1,30 @@
-"""The DuckDB quality-metrics store: one file, `$MIND_DATA_DIR/metrics.duckdb`.
+"""Quality metrics as data, DuckDB as the lens.
 
-DuckDB allows one writing process per file. Every connection here is taken under an exclusive
-file lock beside the database and held only for one short transaction, so parallel runs and
-backfills queue for a few milliseconds instead of failing with lock errors. Each asset replaces
-its own partition's rows, so re-materializing a partition never double-counts.
+Each materialization writes its partition's metric rows as one parquet file under
+`$MIND_DATA_DIR/metrics/<table>/` (temporary file, then an atomic rename that replaces the
+partition's earlier file), so re-materializing never double-counts, concurrent runs never wait
+on a writer lock, and no single damaged file can stop a write. Queries run in an in-memory DuckDB
+whose tables are views over those files (`read_parquet`), with the report views on top.
+
+`metrics.duckdb` beside them is only a disposable copy for DuckDB clients: `mind metrics rebuild`
+writes it from the parquet files, moving a corrupt one aside; nothing else opens it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import time
-from collections.abc import Iterator
+import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import duckdb
 import pyarrow as pa
+
+from mind_assets.lib.storage import atomic_path, write_parquet_version
+
+log = logging.getLogger(__name__)
 
 # Table name -> (DDL columns, partition key columns).
 TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -111,48 +118,57 @@ VIEWS: dict[str, str] = {
 }
 
 
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+}
+
+
+def table_columns(table: str) -> list[tuple[str, str]]:
+    """(column, DuckDB type) pairs of a metrics table, in order."""
+    return [tuple(d.split()) for d in TABLES[table][0].split(", ")]  # type: ignore[misc]
+
+
+def table_schema(table: str) -> pa.Schema:
+    return pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in table_columns(table)])
+
+
 class MetricsStore:
-    def __init__(self, path: Path, lock_timeout_s: float = 300.0) -> None:
-        self.path = path
-        self.lock_path = path.with_name(path.name + ".lock")
-        self.lock_timeout_s = lock_timeout_s
+    """The metrics of one data root: `root` holds one directory of parquet files per table."""
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection held under the store's exclusive lock (a writer pool of size one)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock_path.open("w") as lock:
-            deadline = time.monotonic() + self.lock_timeout_s
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"metrics store {self.path} stayed locked") from None
-                    time.sleep(0.05)
-            connection = duckdb.connect(str(self.path))
-            try:
-                _ensure_schema(connection)
-                yield connection
-            finally:
-                connection.close()
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cache_path = root.parent / "metrics.duckdb"
 
-    def replace_partition(self, table: str, partition: dict[str, str], rows: pa.Table) -> None:
-        """Delete the partition's earlier rows of `table` and insert `rows`, in one transaction."""
+    def exists(self) -> bool:
+        return any(self.files(table) for table in TABLES)
+
+    def partition_file(self, table: str, partition: dict[str, str]) -> Path:
         _, keys = TABLES[table]
         if set(partition) != set(keys):
             raise ValueError(f"{table} is keyed by {keys}, got {sorted(partition)}")
-        columns = [c.split()[0] for c in TABLES[table][0].split(", ")]
-        with self.connect() as connection:
-            connection.execute("BEGIN TRANSACTION")
-            where = " AND ".join(f"{k} = ?" for k in keys)
-            connection.execute(f"DELETE FROM {table} WHERE {where}", [partition[k] for k in keys])
-            if rows.num_rows:
-                connection.register("incoming", rows.select(columns))
-                connection.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming")
-                connection.unregister("incoming")
-            connection.execute("COMMIT")
+        # Partition values hold '|' and ':' (and could hold '/'): quoted, one readable file name.
+        name = "__".join(quote(str(partition[k]), safe="") for k in keys)
+        return self.root / table / f"{name}.parquet"
+
+    def files(self, table: str) -> list[Path]:
+        directory = self.root / table
+        if not directory.is_dir():
+            return []
+        # The current pointer of each partition; temporary files of writes in flight and the
+        # `.versions` directory start with '.' and are never read.
+        return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+
+    def replace_partition(self, table: str, partition: dict[str, str], rows: pa.Table) -> None:
+        """Replace the partition's rows of `table` with `rows` (one file, renamed into place)."""
+        path = self.partition_file(table, partition)
+        schema = table_schema(table)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet_version(rows.select(schema.names).cast(schema), path)
 
     def record_aggregates(self, asset: str, partition: str, metrics: dict[str, float]) -> None:
         now = datetime.now(UTC)
@@ -169,31 +185,78 @@ class MetricsStore:
             "partition_aggregates", {"asset": asset, "partition": partition}, rows
         )
 
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with every metrics table as a view over its parquet files."""
+        connection = duckdb.connect()
+        for table in TABLES:
+            connection.execute(f"CREATE VIEW {table} AS {self._select(connection, table)}")
+        for name, sql in VIEWS.items():
+            connection.execute(f"CREATE VIEW {name} AS {sql}")
+        return connection
+
+    def _select(self, connection: duckdb.DuckDBPyConnection, table: str) -> str:
+        columns = table_columns(table)
+        files = self.files(table)
+        if not files:
+            nulls = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in columns)
+            return f"SELECT {nulls} WHERE false"
+        listing = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+        source = f"read_parquet({listing}, union_by_name = true)"
+        present = {
+            row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+        }
+        # Files written before a column existed read it as null.
+        select = ", ".join(
+            name if name in present else f"CAST(NULL AS {kind}) AS {name}" for name, kind in columns
+        )
+        return f"SELECT {select} FROM {source}"
+
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        with self.connect() as connection:
-            return connection.execute(sql, params or []).to_arrow_table()
+        connection = self.connect()
+        try:
+            return connection.sql(sql, params=params or None).to_arrow_table()
+        finally:
+            connection.close()
 
-
-def _ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
-    for name, (columns, _) in TABLES.items():
-        connection.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
-    # A store written by an earlier version lacks columns added since; add them (nulls for the
-    # old rows) rather than failing every insert.
-    existing = set(
-        connection.execute(
-            "SELECT table_name, column_name FROM information_schema.columns"
-        ).fetchall()
-    )
-    for name, (columns, _) in TABLES.items():
-        for definition in columns.split(", "):
-            if (name, definition.split()[0]) not in existing:
-                connection.execute(f"ALTER TABLE {name} ADD COLUMN {definition}")
-    for name, sql in VIEWS.items():
-        connection.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    def rebuild_cache(self) -> dict[str, int]:
+        """Write `metrics.duckdb` (tables copied from the parquet files, and the report views)
+        for DuckDB clients; a file there that DuckDB cannot open is moved aside first. Returns
+        the rows per table."""
+        if self.cache_path.exists():
+            try:
+                duckdb.connect(str(self.cache_path)).close()
+            except duckdb.Error as error:
+                aside = self.cache_path.with_name(
+                    f"{self.cache_path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+                )
+                os.replace(self.cache_path, aside)
+                log.warning(
+                    "metrics cache %s is unreadable (%s); moved to %s",
+                    self.cache_path,
+                    error,
+                    aside,
+                )
+        counts: dict[str, int] = {}
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.cache_path) as tmp:
+            tmp.unlink()  # DuckDB creates its own file
+            source = self.connect()
+            try:
+                source.execute(f"ATTACH '{tmp}' AS cache")
+                for table in TABLES:
+                    source.execute(f"CREATE TABLE cache.{table} AS SELECT * FROM {table}")
+                    counts[table] = source.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                source.execute("DETACH cache")
+            finally:
+                source.close()
+            with duckdb.connect(str(tmp)) as cache:
+                for name, sql in VIEWS.items():
+                    cache.execute(f"CREATE VIEW {name} AS {sql}")
+        return counts
 
 
 def metrics_store(data_dir: Path) -> MetricsStore:
-    return MetricsStore(data_dir / "metrics.duckdb")
+    return MetricsStore(data_dir / "metrics")
 
 
 def with_partition_columns(table: pa.Table, **columns: str) -> pa.Table:

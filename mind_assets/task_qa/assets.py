@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
@@ -18,7 +17,7 @@ from dagster import (
 
 from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, validate_name, write_parquet_atomic
+from mind_assets.lib.storage import asset_path, read_output, validate_name, write_parquet_version
 from mind_assets.llm.features import Sample, features_for
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
@@ -56,7 +55,7 @@ def read_catalog_entry(settings: MindSettings, family: str) -> CatalogEntry:
     path = catalog_path(settings)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: materialize task_seed_catalog first")
-    rows = pq.read_table(path).to_pylist()
+    rows = read_output(path).to_pylist()
     for row in rows:
         if row["family"] == family:
             return CatalogEntry(**row)
@@ -75,7 +74,7 @@ def task_seed_catalog(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
     entries = build_catalog()
     table = pa.Table.from_pylist([e.__dict__ for e in entries])
-    path = write_parquet_atomic(table, catalog_path(settings))
+    path = write_parquet_version(table, catalog_path(settings))
     families, unusable = selected_families(entries, settings.task_qa.families)
     if unusable:
         context.log.warning("configured task families that are unknown or ineligible: %s", unusable)
@@ -116,7 +115,7 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
     entry = read_catalog_entry(settings, family)
     train = load_seed_split(entry, entry.training_split, settings.task_mirror)
     table = normalize_split(entry, train, limit=settings.task_qa.seed_limit)
-    path = write_parquet_atomic(table, TASK_SEEDS.path(settings.data_dir, {"family": family}))
+    path = write_parquet_version(table, TASK_SEEDS.path(settings.data_dir, {"family": family}))
     return MaterializeResult(
         metadata={
             **parquet_metadata(table, path, ["question", "choices", "answer"]),
@@ -153,7 +152,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     settings = get_settings()
     family = context.partition_key
     entry = read_catalog_entry(settings, family)
-    seeds = pq.read_table(TASK_SEEDS.path(settings.data_dir, {"family": family}))
+    seeds = read_output(TASK_SEEDS.path(settings.data_dir, {"family": family}))
     kind = "multiple_choice" if entry.output_type == "multiple_choice" else "open_ended"
     prompts = TaskQAPrompts(
         generate=load_prompt(settings.prompts_dir / "task_qa" / f"generate_{kind}.yaml"),
@@ -182,8 +181,10 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         seed_picker=seed_picker,
         logger=context.log,
     )
-    out = write_parquet_atomic(result.accepted, TASK_QA.path(settings.data_dir, {"family": family}))
-    quarantine = write_parquet_atomic(
+    out = write_parquet_version(
+        result.accepted, TASK_QA.path(settings.data_dir, {"family": family})
+    )
+    quarantine = write_parquet_version(
         result.quarantine,
         TASK_QA.quarantine_path(settings.data_dir, {"family": family}),
     )
@@ -242,8 +243,8 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
 def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
     family = context.partition_key
-    seeds = pq.read_table(TASK_SEEDS.path(settings.data_dir, {"family": family})).to_pylist()
-    items = pq.read_table(TASK_QA.path(settings.data_dir, {"family": family}))
+    seeds = read_output(TASK_SEEDS.path(settings.data_dir, {"family": family})).to_pylist()
+    items = read_output(TASK_QA.path(settings.data_dir, {"family": family}))
     new = [
         Sample(r["qa_id"], r["question"] or "", r["text"] or "")
         for r in items.select(["qa_id", "question", "text"]).to_pylist()
@@ -267,11 +268,11 @@ def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
         row = {**row, "prismatic_cluster": decision.cluster_id, "selection_reason": decision.reason}
         (kept if decision.kept else dropped).append(row)
     schema = prismatic_schema(TASK_QA_SCHEMA)
-    out = write_parquet_atomic(
+    out = write_parquet_version(
         pa.Table.from_pylist(kept, schema=schema),
         asset_path(settings.data_dir, "prismatic_task_qa", family),
     )
-    write_parquet_atomic(
+    write_parquet_version(
         pa.Table.from_pylist(
             [{**r, "rejected_by": ["prismatic_over_represented"]} for r in dropped],
             schema=prismatic_schema(TASK_QA_QUARANTINE_SCHEMA),
