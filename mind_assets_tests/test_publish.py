@@ -213,8 +213,7 @@ def build_blend(
         load_blend_spec(spec_path),
         spec_path,
         settings.data_dir,
-        known_shards=["napkin_a"],
-        known_families=["gsm8k"],
+        known={"shard": ["napkin_a"], "family": ["gsm8k"]},
         count_tokens=count,
         tokenizer_name=llm.model_name,
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
@@ -222,7 +221,11 @@ def build_blend(
     write_json_atomic(manifest.to_json(), manifest_path(settings.data_dir, name))
     if export:
         export_blend(
-            manifest, export_dir(settings.data_dir, name), count, data_dir=settings.data_dir
+            manifest,
+            export_dir(settings.data_dir, name),
+            count,
+            data_dir=settings.data_dir,
+            options=settings.blends,
         )
     return SimpleNamespace(
         settings=settings, manifest=manifest, count=count, model=llm.model_name, root=root
