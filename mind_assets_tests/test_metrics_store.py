@@ -189,3 +189,34 @@ def test_a_materialization_runs_with_a_garbage_duckdb_file_in_place(settings, re
     rows = metrics_store(settings.data_dir).query("SELECT count(*) AS n FROM documents")
     assert rows["n"][0].as_py() == 2
     assert garbage.read_bytes() == b"\x00not a database" * 400  # untouched until a rebuild
+
+
+@pytest.mark.parametrize(
+    ("table", "family_name", "left_out"),
+    [
+        ("documents", "raw_documents", {"text"}),
+        # character offsets and the tokenizer name are read from the chunks' parquet
+        ("chunks", "chunks", {"text", "char_start", "char_end", "tokenizer"}),
+        ("generations", "conversations", {"text", "turns", "sampling_params"}),
+    ],
+)
+def test_metrics_tables_mirror_their_output_family(table, family_name, left_out):
+    """A metrics table that mirrors a family's rows has the family's columns, minus the text, in
+    the family's types: a column added or retyped in the family fails here, not in a query."""
+    from mind_assets.blends.families import family
+
+    declared = family(family_name).schema
+    metrics = table_schema(table)
+    shared = [name for name in metrics.names if name in declared.names]
+    assert set(declared.names) - set(shared) == left_out
+    for name in shared:
+        assert metrics.field(name).type == declared.field(name).type, (table, name)
+
+
+def test_duckdb_column_types_come_from_the_arrow_schema():
+    from mind_assets.metrics.store import TABLES, table_columns
+
+    for table, declared in TABLES.items():
+        assert [name for name, _ in table_columns(table)] == declared.schema.names
+    assert dict(table_columns("generations"))["created_at"] == "TIMESTAMPTZ"
+    assert dict(table_columns("chunks"))["n_tokens"] == "INTEGER"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,45 +27,112 @@ from mind_assets.lib.storage import atomic_path, write_parquet_version
 
 log = logging.getLogger(__name__)
 
-# Table name -> (DDL columns, partition key columns).
-TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "documents": (
-        "shard VARCHAR, doc_id VARCHAR, source VARCHAR, url VARCHAR, title VARCHAR, "
-        "n_chars BIGINT, sha256 VARCHAR",
+S = pa.string()
+I32 = pa.int32()
+I64 = pa.int64()
+F64 = pa.float64()
+UTC_TIME = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class MetricsTable:
+    """One metrics table: its Arrow schema (the one definition: the parquet files are written in
+    it and the DuckDB column types are generated from it) and the columns one file is keyed by.
+    Columns that mirror an output family's rows keep that family's types (a test holds them)."""
+
+    schema: pa.Schema
+    keys: tuple[str, ...]
+
+
+def _table(keys: tuple[str, ...], *columns: tuple[str, pa.DataType]) -> MetricsTable:
+    return MetricsTable(pa.schema(list(columns)), keys)
+
+
+TABLES: dict[str, MetricsTable] = {
+    # raw_documents without the text
+    "documents": _table(
         ("shard",),
+        ("shard", S),
+        ("doc_id", S),
+        ("source", S),
+        ("url", S),
+        ("title", S),
+        ("n_chars", I64),
+        ("sha256", S),
     ),
-    "chunks": (
-        "shard VARCHAR, chunk_id VARCHAR, doc_id VARCHAR, chunk_index INTEGER, n_tokens INTEGER",
+    # chunks without the text
+    "chunks": _table(
         ("shard",),
+        ("shard", S),
+        ("chunk_id", S),
+        ("doc_id", S),
+        ("chunk_index", I32),
+        ("n_tokens", I32),
     ),
-    "generations": (
-        "shard VARCHAR, style VARCHAR, conversation_id VARCHAR, doc_id VARCHAR, chunk_id VARCHAR, "
-        "prompt_id VARCHAR, prompt_version VARCHAR, model VARCHAR, engine VARCHAR, "
-        "engine_version VARCHAR, engine_dtype VARCHAR, seed BIGINT, prompt_tokens INTEGER, "
-        "completion_tokens INTEGER, finish_reason VARCHAR, n_turns INTEGER, "
-        "created_at TIMESTAMPTZ, request_hash VARCHAR",
+    # conversations without the text and turns
+    "generations": _table(
         ("shard", "style"),
+        ("shard", S),
+        ("style", S),
+        ("conversation_id", S),
+        ("doc_id", S),
+        ("chunk_id", S),
+        ("prompt_id", S),
+        ("prompt_version", S),
+        ("model", S),
+        ("engine", S),
+        ("engine_version", S),
+        ("engine_dtype", S),
+        ("seed", I64),
+        ("prompt_tokens", I32),
+        ("completion_tokens", I32),
+        ("finish_reason", S),
+        ("n_turns", I32),
+        ("created_at", UTC_TIME),
+        ("request_hash", S),
     ),
-    "filter_decisions": (
-        "shard VARCHAR, style VARCHAR, conversation_id VARCHAR, rule VARCHAR, passed BOOLEAN, "
-        "value DOUBLE",
+    "filter_decisions": _table(
         ("shard", "style"),
+        ("shard", S),
+        ("style", S),
+        ("conversation_id", S),
+        ("rule", S),
+        ("passed", pa.bool_()),
+        ("value", F64),
     ),
-    "partition_aggregates": (
-        "asset VARCHAR, partition VARCHAR, metric VARCHAR, value DOUBLE, recorded_at TIMESTAMPTZ",
+    "partition_aggregates": _table(
         ("asset", "partition"),
+        ("asset", S),
+        ("partition", S),
+        ("metric", S),
+        ("value", F64),
+        ("recorded_at", UTC_TIME),
     ),
     # One row per diversity materialization (keyed by run), so scores can be followed over time.
-    "diversity_scores": (
-        "target VARCHAR, run_id VARCHAR, kind VARCHAR, samples INTEGER, g_vendi DOUBLE, "
-        "embedding_vendi DOUBLE, distinct_2 DOUBLE, distinct_3 DOUBLE, feature_config VARCHAR, "
-        "recorded_at TIMESTAMPTZ",
+    "diversity_scores": _table(
         ("target", "run_id"),
+        ("target", S),
+        ("run_id", S),
+        ("kind", S),
+        ("samples", I32),
+        ("g_vendi", F64),
+        ("embedding_vendi", F64),
+        ("distinct_2", F64),
+        ("distinct_3", F64),
+        ("feature_config", S),
+        ("recorded_at", UTC_TIME),
     ),
-    "trace_verification": (
-        "source VARCHAR, mode VARCHAR, problem_id VARCHAR, k INTEGER, n_correct INTEGER, "
-        "pass_rate DOUBLE, majority_answer VARCHAR, majority_correct BOOLEAN, tool_calls INTEGER",
+    "trace_verification": _table(
         ("source", "mode"),
+        ("source", S),
+        ("mode", S),
+        ("problem_id", S),
+        ("k", I32),
+        ("n_correct", I32),
+        ("pass_rate", F64),
+        ("majority_answer", S),
+        ("majority_correct", pa.bool_()),
+        ("tool_calls", I32),
     ),
 }
 
@@ -118,23 +186,31 @@ VIEWS: dict[str, str] = {
 }
 
 
-_ARROW_TYPES = {
-    "VARCHAR": pa.string(),
-    "BIGINT": pa.int64(),
-    "INTEGER": pa.int32(),
-    "DOUBLE": pa.float64(),
-    "BOOLEAN": pa.bool_(),
-    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+# DuckDB's name for each Arrow type the tables use (the only types they may use).
+_DUCKDB_TYPES = {
+    S: "VARCHAR",
+    I64: "BIGINT",
+    I32: "INTEGER",
+    F64: "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    UTC_TIME: "TIMESTAMPTZ",
 }
 
 
+def duckdb_type(arrow_type: pa.DataType) -> str:
+    try:
+        return _DUCKDB_TYPES[arrow_type]
+    except KeyError:
+        raise TypeError(f"metrics tables have no DuckDB type for {arrow_type}") from None
+
+
 def table_columns(table: str) -> list[tuple[str, str]]:
-    """(column, DuckDB type) pairs of a metrics table, in order."""
-    return [tuple(d.split()) for d in TABLES[table][0].split(", ")]  # type: ignore[misc]
+    """(column, DuckDB type) pairs of a metrics table, in order, generated from its schema."""
+    return [(f.name, duckdb_type(f.type)) for f in TABLES[table].schema]
 
 
 def table_schema(table: str) -> pa.Schema:
-    return pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in table_columns(table)])
+    return TABLES[table].schema
 
 
 class MetricsStore:
@@ -148,7 +224,7 @@ class MetricsStore:
         return any(self.files(table) for table in TABLES)
 
     def partition_file(self, table: str, partition: dict[str, str]) -> Path:
-        _, keys = TABLES[table]
+        keys = TABLES[table].keys
         if set(partition) != set(keys):
             raise ValueError(f"{table} is keyed by {keys}, got {sorted(partition)}")
         # Partition values hold '|' and ':' (and could hold '/'): quoted, one readable file name.
