@@ -33,7 +33,8 @@ from mind_assets.blends.manifest import (
     megatron_weights,
 )
 from mind_assets.blends.spec import blend_names, check_selection, load_blend_spec
-from mind_assets.lib.metadata import file_data_version, markdown_table
+from mind_assets.lib.metadata import file_data_version
+from mind_assets.lib.report import markdown_table
 from mind_assets.lib.storage import (
     asset_path,
     atomic_path,

@@ -8,7 +8,7 @@ from mind_assets.corpus.outputs import CHUNKS, RAW_DOCUMENTS
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
 from mind_assets.lib.outputs import OutputFamily, family_graph
 from mind_assets.math_traces.outputs import MATH_PROBLEMS, SOLUTION_TRACES
-from mind_assets.task_qa.outputs import TASK_QA, TASK_SEEDS
+from mind_assets.task_qa.outputs import PRISMATIC_TASK_QA, TASK_QA, TASK_SEEDS
 
 FAMILIES: dict[str, OutputFamily] = family_graph(
     (
@@ -19,6 +19,7 @@ FAMILIES: dict[str, OutputFamily] = family_graph(
         LONGEST_CONVERSATIONS,
         TASK_SEEDS,
         TASK_QA,
+        PRISMATIC_TASK_QA,
         MATH_PROBLEMS,
         SOLUTION_TRACES,
     )

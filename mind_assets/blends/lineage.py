@@ -4,7 +4,6 @@ walked along the parent links each output family declares."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 from mind_assets.blends.families import family
 from mind_assets.blends.manifest import Manifest, MaterializationLookup
 from mind_assets.lib.outputs import Keys, OutputFamily
+from mind_assets.lib.quarantine import rejections_per_rule
 from mind_assets.lib.storage import output_of
 from mind_assets.metrics.report import format_table
 
@@ -115,7 +115,7 @@ def partition_audit(declared: OutputFamily, keys: Keys, data_dir: Path) -> dict[
         quarantine = declared.quarantine_path(data_dir, keys)
         if quarantine.is_file():
             reasons = pq.read_table(quarantine, columns=["rejected_by"])["rejected_by"]
-            per_rule = Counter(r.split(":")[0] for rs in reasons.to_pylist() for r in rs or ())
+            per_rule = rejections_per_rule(reasons.to_pylist())
             details.append(
                 f"quarantined {len(reasons)}"
                 + (

@@ -1,11 +1,8 @@
 """MIND assets: prompt versions per style, and `conversations` per shard × style."""
 
 import time
-from collections import Counter
 
-import pyarrow.compute as pc
 from dagster import (
-    AssetCheckResult,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
@@ -15,7 +12,6 @@ from dagster import (
     DataVersion,
     DataVersionsByPartition,
     MaterializeResult,
-    MetadataValue,
     MultiPartitionKey,
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
@@ -27,15 +23,13 @@ from dagster import (
 from mind_assets.conversations.generation import (
     conversation_rows,
     plan_conversations,
-    sampling_summary,
-    turn_count_distribution,
+    summarize_conversations,
 )
 from mind_assets.conversations.outputs import CONVERSATIONS
-from mind_assets.conversations.schema import LINEAGE_COLUMNS
 from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.corpus.outputs import CHUNKS
-from mind_assets.lib.metadata import file_data_version, markdown_preview, parquet_metadata
+from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
@@ -148,55 +142,20 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
     metrics_store(settings.data_dir).replace_partition(
         "generations", {"shard": shard, "style": style}, table
     )
-    missing_chunks = (
-        set(chunk_table.column("chunk_id").to_pylist())
-        - set(table.column("chunk_id").to_pylist())
-        - set(plan.skipped_too_long)
+    summary = summarize_conversations(
+        table,
+        chunk_ids=chunk_table.column("chunk_id").to_pylist(),
+        plan=plan,
+        stats=stats,
+        served_by=[r.result.served_by for r in results.values()],
+        prompt=prompt,
+        model=llm.model_name,
+        engine=llm.engine_metadata(),
+        servers=llm.server_report(),
+        wall_seconds=time.monotonic() - started,
     )
-    null_lineage = {
-        c: table.column(c).null_count for c in LINEAGE_COLUMNS if table.column(c).null_count
-    }
-    return MaterializeResult(
-        check_results=[
-            AssetCheckResult(
-                check_name="every_chunk_has_a_conversation",
-                passed=not missing_chunks,
-                metadata={
-                    "missing": len(missing_chunks),
-                    "skipped_too_long": len(plan.skipped_too_long),
-                },
-            ),
-            AssetCheckResult(
-                check_name="lineage_non_null",
-                passed=not null_lineage,
-                metadata={"null_counts": MetadataValue.json(null_lineage)},
-            ),
-        ],
-        metadata={
-            **parquet_metadata(table, out_path, ["chunk_id", "n_turns", "finish_reason", "text"]),
-            "prompt_id": prompt.id,
-            "prompt_version": prompt.version,
-            "model": llm.model_name,
-            "engine": MetadataValue.json(llm.engine_metadata()),
-            "sampling": MetadataValue.json(sampling_summary(table)),
-            "requests": stats.requested,
-            "generated_requests": stats.generated,
-            "reused_requests": stats.reused,
-            "nothing_to_generate": stats.generated == 0,
-            "skipped_too_long": len(plan.skipped_too_long),
-            "input_tokens": int(pc.sum(table.column("prompt_tokens")).as_py() or 0),
-            "output_tokens": int(pc.sum(table.column("completion_tokens")).as_py() or 0),
-            "output_tokens_per_s": round(stats.output_tokens_per_s, 1),
-            "finish_reason_length": int(
-                pc.sum(pc.equal(table.column("finish_reason"), "length")).as_py() or 0
-            ),
-            "turn_count_distribution": MetadataValue.json(turn_count_distribution(table)),
-            "wall_seconds": round(time.monotonic() - started, 1),
-            "served_by": MetadataValue.json(
-                dict(Counter(r.result.served_by for r in results.values() if r.result.served_by))
-            ),
-            "servers": MetadataValue.json(llm.server_report()),
-            "sample": MetadataValue.md(markdown_preview(table, ["chunk_id", "text"])),
-        },
+    return stage_result(
+        summary,
         data_version=file_data_version(out_path),
+        **parquet_metadata(table, out_path, ["chunk_id", "n_turns", "finish_reason", "text"]),
     )

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mind_assets.conversations.parsing import parse_turns
-from mind_assets.conversations.schema import CONVERSATION_SCHEMA
+from mind_assets.conversations.schema import CONVERSATION_SCHEMA, LINEAGE_COLUMNS
 from mind_assets.lib.prompts import PromptFile
+from mind_assets.lib.report import CheckOutcome, Markdown, StageSummary, markdown_preview
 from mind_assets.lib.tokenizer import TokenCounter
-from mind_assets.llm.batch_runner import StoredResult
+from mind_assets.llm.batch_runner import RunStats, StoredResult
 from mind_assets.llm.requests import (
     ChatRequest,
     EngineIdentity,
@@ -129,3 +131,58 @@ def sampling_summary(table: pa.Table) -> dict[str, Any]:
     first = json.loads(table.column("sampling_params")[0].as_py())
     first.pop("seed", None)
     return first
+
+
+def summarize_conversations(
+    table: pa.Table,
+    *,
+    chunk_ids: list[str],
+    plan: Plan,
+    stats: RunStats,
+    served_by: list[str | None],
+    prompt: PromptFile,
+    model: str,
+    engine: dict[str, Any],
+    servers: Any,
+    wall_seconds: float,
+) -> StageSummary:
+    """What one conversations partition reports: its checks (a conversation per chunk, lineage
+    filled), the prompt, model, engine and sampling behind it, and tokens and throughput."""
+    missing_chunks = (
+        set(chunk_ids) - set(table.column("chunk_id").to_pylist()) - set(plan.skipped_too_long)
+    )
+    null_lineage = {
+        c: table.column(c).null_count for c in LINEAGE_COLUMNS if table.column(c).null_count
+    }
+    finish = table.column("finish_reason").to_pylist()
+    return StageSummary(
+        checks=[
+            CheckOutcome(
+                "every_chunk_has_a_conversation",
+                not missing_chunks,
+                {"missing": len(missing_chunks), "skipped_too_long": len(plan.skipped_too_long)},
+            ),
+            CheckOutcome("lineage_non_null", not null_lineage, {"null_counts": null_lineage}),
+        ],
+        metadata={
+            "prompt_id": prompt.id,
+            "prompt_version": prompt.version,
+            "model": model,
+            "engine": engine,
+            "sampling": sampling_summary(table),
+            "requests": stats.requested,
+            "generated_requests": stats.generated,
+            "reused_requests": stats.reused,
+            "nothing_to_generate": stats.generated == 0,
+            "skipped_too_long": len(plan.skipped_too_long),
+            "input_tokens": int(pc.sum(table.column("prompt_tokens")).as_py() or 0),
+            "output_tokens": int(pc.sum(table.column("completion_tokens")).as_py() or 0),
+            "output_tokens_per_s": round(stats.output_tokens_per_s, 1),
+            "finish_reason_length": finish.count("length"),
+            "turn_count_distribution": turn_count_distribution(table),
+            "wall_seconds": round(wall_seconds, 1),
+            "served_by": dict(Counter(s for s in served_by if s)),
+            "servers": servers,
+            "sample": Markdown(markdown_preview(table, ["chunk_id", "text"])),
+        },
+    )

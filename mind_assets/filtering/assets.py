@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
@@ -25,9 +23,10 @@ from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.corpus.outputs import CHUNKS
 from mind_assets.filtering.checks import FILTER_CHECKS, evaluate_filter_checks
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
-from mind_assets.filtering.stage import filter_partition
-from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
+from mind_assets.filtering.stage import filter_partition, summarize_filtered_partition
+from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
 from mind_assets.lib.prompts import load_prompt
+from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import read_output, write_parquet_version
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import get_settings
@@ -39,12 +38,6 @@ def _chunk_texts(path: Path) -> dict[str, str]:
         return {}
     table = read_output(path, columns=["chunk_id", "text"])
     return dict(zip(table["chunk_id"].to_pylist(), table["text"].to_pylist(), strict=True))
-
-
-def _json_safe(metadata: dict) -> dict:
-    return {
-        k: MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in metadata.items()
-    }
 
 
 @asset(
@@ -78,12 +71,10 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
         shard=shard,
         style=style,
     )
-    out_path = write_parquet_version(
-        partition.accepted, FILTERED_CONVERSATIONS.path(settings.data_dir, keys)
+    written = write_split(
+        FILTERED_CONVERSATIONS, settings.data_dir, keys, partition.accepted, partition.quarantine
     )
-    q_path = write_parquet_version(
-        partition.quarantine, FILTERED_CONVERSATIONS.quarantine_path(settings.data_dir, keys)
-    )
+    out_path, q_path = written.accepted_path, written.quarantine_path
     counts = partition.rejections_per_rule
     store = metrics_store(settings.data_dir)
     store.replace_partition(
@@ -116,34 +107,10 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
         100 * partition.acceptance_rate,
         {k: v for k, v in counts.items() if v},
     )
-    rule_table = markdown_table(
-        [
-            {"rule": rule, "rejected": n, "share": f"{n / max(partition.generated, 1):.0%}"}
-            for rule, n in sorted(counts.items(), key=lambda kv: -kv[1])
-        ]
-    )
-    return MaterializeResult(
-        metadata={
-            **parquet_metadata(partition.accepted, out_path, ["chunk_id", "n_turns", "text"]),
-            "quarantine_path": MetadataValue.path(str(q_path)),
-            "generated": partition.generated,
-            "accepted": partition.accepted.num_rows,
-            "rejected": partition.quarantine.num_rows,
-            "acceptance_rate": partition.acceptance_rate,
-            "preambles_stripped": partition.preambles_stripped,
-            "rejections_per_rule": MetadataValue.md(rule_table),
-            **{f"rejected/{rule}": n for rule, n in counts.items()},
-        },
-        check_results=[
-            AssetCheckResult(
-                check_name=o.name,
-                passed=o.passed,
-                severity=AssetCheckSeverity.ERROR,
-                metadata=_json_safe(o.metadata),
-            )
-            for o in outcomes
-        ],
+    return stage_result(
+        summarize_filtered_partition(partition, outcomes, q_path),
         data_version=file_data_version(out_path),
+        **parquet_metadata(partition.accepted, out_path, ["chunk_id", "n_turns", "text"]),
     )
 
 

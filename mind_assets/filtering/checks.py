@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 
 from mind_assets.conversations.schema import LINEAGE_COLUMNS
 from mind_assets.filtering.schema import FILTERED_SCHEMA
+from mind_assets.lib.report import CheckOutcome
 
 # name -> (blocking, description). Blocking checks stop downstream assets in the same run.
 FILTER_CHECKS: dict[str, tuple[bool, str]] = {
@@ -29,13 +28,6 @@ FILTER_CHECKS: dict[str, tuple[bool, str]] = {
         "accepted + quarantined = generated: no row vanished.",
     ),
 }
-
-
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate_filter_checks(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from mind_assets.filtering.rules import run_filters
 from mind_assets.filtering.schema import DECISION_SCHEMA, FILTERED_SCHEMA, QUARANTINE_SCHEMA
+from mind_assets.lib.report import CheckOutcome, Markdown, StageSummary, markdown_table
 from mind_assets.settings import FilterThresholds
 
 
@@ -93,3 +95,31 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError):
         return table
+
+
+def summarize_filtered_partition(
+    partition: FilteredPartition, checks: list[CheckOutcome], quarantine_path: Path
+) -> StageSummary:
+    """What one filtered partition reports: acceptance, rejections per rule (a table and one
+    number per rule, which the UI plots over time) and the filter checks."""
+    counts = partition.rejections_per_rule
+    generated = max(partition.generated, 1)
+    rule_table = markdown_table(
+        [
+            {"rule": rule, "rejected": n, "share": f"{n / generated:.0%}"}
+            for rule, n in sorted(counts.items(), key=lambda kv: -kv[1])
+        ]
+    )
+    return StageSummary(
+        checks=checks,
+        metadata={
+            "quarantine_path": quarantine_path,
+            "generated": partition.generated,
+            "accepted": partition.accepted.num_rows,
+            "rejected": partition.quarantine.num_rows,
+            "acceptance_rate": partition.acceptance_rate,
+            "preambles_stripped": partition.preambles_stripped,
+            "rejections_per_rule": Markdown(rule_table),
+            **{f"rejected/{rule}": n for rule, n in counts.items()},
+        },
+    )

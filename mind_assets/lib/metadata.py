@@ -6,11 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from dagster import DataVersion, MetadataValue, TableColumn, TableSchema
+from dagster import (
+    AssetCheckResult,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+)
 
+from mind_assets.lib.report import Markdown, StageSummary, markdown_preview
 from mind_assets.lib.storage import sha256_file
-
-_PREVIEW_CHARS = 600
 
 
 def column_schema(schema: pa.Schema) -> TableSchema:
@@ -22,21 +28,6 @@ def column_schema(schema: pa.Schema) -> TableSchema:
             for f in schema
         ]
     )
-
-
-def markdown_preview(table: pa.Table, columns: list[str] | None = None) -> str:
-    """One row as a two-column markdown table, long values cut short."""
-    if table.num_rows == 0:
-        return "_no rows_"
-    row = table.slice(0, 1).to_pylist()[0]
-    lines = ["| column | value |", "| --- | --- |"]
-    for name in columns or list(row):
-        value = str(row.get(name))
-        if len(value) > _PREVIEW_CHARS:
-            value = value[:_PREVIEW_CHARS] + " …"
-        value = value.replace("|", "\\|").replace("\n", "<br>")
-        lines.append(f"| {name} | {value} |")
-    return "\n".join(lines)
 
 
 def parquet_metadata(
@@ -55,10 +46,33 @@ def file_data_version(path: Path) -> DataVersion:
     return DataVersion(sha256_file(path)[:24])
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "_none_"
-    headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    lines += ["| " + " | ".join(str(r.get(h, "")) for h in headers) + " |" for r in rows]
-    return "\n".join(lines)
+def dagster_value(value: Any) -> Any:
+    """A summary value as Dagster metadata: markdown, a path, JSON for dicts and lists; numbers,
+    strings and Dagster values as they are."""
+    if isinstance(value, Markdown):
+        return MetadataValue.md(str(value))
+    if isinstance(value, Path):
+        return MetadataValue.path(str(value))
+    if isinstance(value, dict | list | tuple):
+        return MetadataValue.json(value)
+    return value
+
+
+def stage_result(
+    summary: StageSummary, *, data_version: DataVersion | None = None, **extra: Any
+) -> MaterializeResult:
+    """The MaterializeResult of a stage summary (`extra`: metadata only the asset knows)."""
+    metadata = {**summary.metadata, **extra}
+    return MaterializeResult(
+        metadata={k: dagster_value(v) for k, v in metadata.items()},
+        check_results=[
+            AssetCheckResult(
+                check_name=check.name,
+                passed=check.passed,
+                metadata={k: dagster_value(v) for k, v in check.metadata.items()},
+            )
+            for check in summary.checks
+        ]
+        or None,
+        data_version=data_version,
+    )

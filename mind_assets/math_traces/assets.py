@@ -1,13 +1,7 @@
 """Verified math solution traces: normalised problems per source, then traces per source × mode
 (reasoning effort × tool use), each verified against the reference answer."""
 
-import json
-from collections import Counter
-
-import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
-    AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
@@ -18,8 +12,9 @@ from dagster import (
     asset,
 )
 
-from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
+from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
 from mind_assets.lib.prompts import load_prompt
+from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
@@ -27,7 +22,11 @@ from mind_assets.math_traces.outputs import MATH_PROBLEMS, SOLUTION_TRACES
 from mind_assets.math_traces.problems import build_problem_set
 from mind_assets.math_traces.sandbox import NO_TOOL_CALLS
 from mind_assets.math_traces.sources import MODES, MathSource
-from mind_assets.math_traces.traces import generate_traces, summarize
+from mind_assets.math_traces.traces import (
+    generate_traces,
+    record_trace_metrics,
+    summarize_traces,
+)
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 
@@ -149,86 +148,21 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         count_tokens=token_counter(llm.model_path()),
         logger=context.log,
     )
-    out = write_parquet_version(run.accepted, SOLUTION_TRACES.path(settings.data_dir, keys))
-    quarantine = write_parquet_version(
-        run.quarantine,
-        SOLUTION_TRACES.quarantine_path(settings.data_dir, keys),
+    written = write_split(SOLUTION_TRACES, settings.data_dir, keys, run.accepted, run.quarantine)
+    out, quarantine = written.accepted_path, written.quarantine_path
+    record_trace_metrics(metrics_store(settings.data_dir), source, mode, run)
+    report = summarize_traces(
+        run,
+        problems=len(problems),
+        settings=trace_settings,
+        prompt=prompt,
+        isolation=trace_settings.sandbox if prompt.tool_use else NO_TOOL_CALLS,
+        quarantine_path=quarantine,
+        model=llm.model_name,
+        engine=llm.engine_metadata(),
     )
-    store = metrics_store(settings.data_dir)
-    store.replace_partition(
-        "trace_verification",
-        {"source": source, "mode": mode},
-        pa.Table.from_pylist(run.per_problem),
-    )
-    summary = summarize(run.per_problem)
-    total = run.accepted.num_rows + run.quarantine.num_rows
-    store.record_aggregates(
-        "solution_traces",
-        f"{source}|{mode}",
-        {
-            **summary,
-            "traces": total,
-            "kept": run.accepted.num_rows,
-            **{f"tool/{k}": v for k, v in run.tool_outcomes.items()},
-        },
-    )
-    expected = len(problems) * trace_settings.samples_per_problem
-    reasons = Counter(r for rs in run.quarantine.column("rejected_by").to_pylist() for r in rs)
-    all_rows = pa.concat_tables([run.accepted, run.quarantine.drop_columns(["rejected_by"])])
-    methods = Counter(all_rows.column("answer_method").to_pylist())
-    return MaterializeResult(
-        check_results=[
-            AssetCheckResult(
-                check_name="every_sample_verified",
-                passed=total == expected,
-                metadata={"expected": expected, "verified": total},
-            )
-        ],
-        metadata={
-            **parquet_metadata(run.accepted, out, ["question", "solution", "extracted_answer"]),
-            "quarantine_path": MetadataValue.path(str(quarantine)),
-            "traces": total,
-            "kept_correct": run.accepted.num_rows,
-            **{k: v for k, v in summary.items() if k != "problems"},
-            "problems": len(problems),
-            "k": trace_settings.samples_per_problem,
-            "quarantined_by_reason": MetadataValue.json(dict(reasons)),
-            "answer_methods": MetadataValue.json(dict(methods)),
-            "tool_outcomes": MetadataValue.json(run.tool_outcomes),
-            "isolation": trace_settings.sandbox if prompt.tool_use else NO_TOOL_CALLS,
-            "mean_tool_calls": round(
-                sum(len(t) for t in all_rows.column("tool_calls").to_pylist()) / max(total, 1), 3
-            ),
-            "length_buckets": MetadataValue.json(
-                dict(Counter(all_rows.column("length_bucket").to_pylist()))
-            ),
-            "mean_seq_tokens": round(
-                float(pc.mean(all_rows.column("seq_tokens")).as_py() or 0.0), 1
-            ),
-            "prompt": f"{prompt.id}@{prompt.version}",
-            "model": llm.model_name,
-            "engine": MetadataValue.json(llm.engine_metadata()),
-            "requests": MetadataValue.json(
-                [{"generated": s.generated, "reused": s.reused} for s in run.stats]
-            ),
-            "per_problem": MetadataValue.md(
-                markdown_table(
-                    [
-                        {
-                            "problem": p["problem_id"],
-                            "pass_rate": p["pass_rate"],
-                            "maj": p["majority_answer"],
-                            "maj_correct": p["majority_correct"],
-                        }
-                        for p in run.per_problem[:20]
-                    ]
-                )
-            ),
-            "sample_trace": MetadataValue.md(
-                "```\n" + json.dumps(all_rows.slice(0, 1).to_pylist(), default=str)[:1500] + "\n```"
-                if total
-                else "_none_"
-            ),
-        },
+    return stage_result(
+        report,
         data_version=file_data_version(out),
+        **parquet_metadata(run.accepted, out, ["question", "solution", "extracted_answer"]),
     )

@@ -11,10 +11,11 @@ through the resumable batch runner, so a crash repeats at most one batch of one 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from mind_assets.lib.prompts import PromptFile
+from mind_assets.lib.report import CheckOutcome, Markdown, StageSummary, markdown_table
 from mind_assets.llm.batch_runner import ChatFn, RequestStore, RunStats, generate_resumable
 from mind_assets.llm.requests import (
     GENERATION_FIELDS,
@@ -43,6 +45,7 @@ from mind_assets.math_traces.sandbox import (
     run_python,
 )
 from mind_assets.math_traces.verify import judge, last_boxed, majority
+from mind_assets.metrics.store import MetricsStore
 from mind_assets.settings import MathSettings
 
 log = logging.getLogger(__name__)
@@ -410,3 +413,86 @@ def summarize(per_problem: list[dict[str, Any]]) -> dict[str, float]:
         "pass_at_k": round(sum(p["n_correct"] > 0 for p in per_problem) / n, 4),
         "solved_by_all": sum(p["n_correct"] == p["k"] for p in per_problem),
     }
+
+
+def summarize_traces(
+    run: TraceRun,
+    *,
+    problems: int,
+    settings: MathSettings,
+    prompt: PromptFile,
+    isolation: str,
+    quarantine_path: Path,
+    model: str,
+    engine: dict[str, Any],
+) -> StageSummary:
+    """What one solution-traces partition reports: the check that every sample was verified,
+    pass rates, why traces were quarantined, how answers were checked, tool use, lengths, and a
+    sample trace."""
+    total = run.accepted.num_rows + run.quarantine.num_rows
+    expected = problems * settings.samples_per_problem
+    rates = summarize(run.per_problem)
+    reasons = Counter(r for rs in run.quarantine.column("rejected_by").to_pylist() for r in rs)
+    all_rows = pa.concat_tables([run.accepted, run.quarantine.drop_columns(["rejected_by"])])
+    seq_tokens = [n for n in all_rows.column("seq_tokens").to_pylist() if n is not None]
+    per_problem = [
+        {
+            "problem": p["problem_id"],
+            "pass_rate": p["pass_rate"],
+            "maj": p["majority_answer"],
+            "maj_correct": p["majority_correct"],
+        }
+        for p in run.per_problem[:20]
+    ]
+    sample = json.dumps(all_rows.slice(0, 1).to_pylist(), default=str)[:1500]
+    return StageSummary(
+        checks=[
+            CheckOutcome(
+                "every_sample_verified",
+                total == expected,
+                {"expected": expected, "verified": total},
+            )
+        ],
+        metadata={
+            "quarantine_path": quarantine_path,
+            "traces": total,
+            "kept_correct": run.accepted.num_rows,
+            **{k: v for k, v in rates.items() if k != "problems"},
+            "problems": problems,
+            "k": settings.samples_per_problem,
+            "quarantined_by_reason": dict(reasons),
+            "answer_methods": dict(Counter(all_rows.column("answer_method").to_pylist())),
+            "tool_outcomes": run.tool_outcomes,
+            "isolation": isolation,
+            "mean_tool_calls": round(
+                sum(len(t) for t in all_rows.column("tool_calls").to_pylist()) / max(total, 1), 3
+            ),
+            "length_buckets": dict(Counter(all_rows.column("length_bucket").to_pylist())),
+            "mean_seq_tokens": round(sum(seq_tokens) / len(seq_tokens), 1) if seq_tokens else 0.0,
+            "prompt": f"{prompt.id}@{prompt.version}",
+            "model": model,
+            "engine": engine,
+            "requests": [{"generated": s.generated, "reused": s.reused} for s in run.stats],
+            "per_problem": Markdown(markdown_table(per_problem)),
+            "sample_trace": Markdown(f"```\n{sample}\n```" if total else "_none_"),
+        },
+    )
+
+
+def record_trace_metrics(store: MetricsStore, source: str, mode: str, run: TraceRun) -> None:
+    """The partition's per-problem verification and its aggregates, in the metrics store."""
+    store.replace_partition(
+        "trace_verification",
+        {"source": source, "mode": mode},
+        pa.Table.from_pylist(run.per_problem),
+    )
+    store.record_aggregates(
+        "solution_traces",
+        f"{source}|{mode}",
+        {
+            **summarize(run.per_problem),
+            "traces": run.accepted.num_rows + run.quarantine.num_rows,
+            "kept": run.accepted.num_rows,
+            **{f"tool/{k}": v for k, v in run.tool_outcomes.items()},
+        },
+    )

@@ -14,6 +14,7 @@ import pyarrow as pa
 from huggingface_hub import DatasetCardData
 
 from mind_assets.blends.manifest import Manifest
+from mind_assets.lib.report import markdown_table
 from mind_assets.publish.licences import UNKNOWN_LICENCE, SourceLicences, card_licence
 
 # The Hub's size buckets, by total rows.
@@ -130,20 +131,6 @@ def card_data(facts: CardFacts) -> DatasetCardData:
     )
 
 
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "_none_"
-    headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    lines += ["| " + " | ".join(_cell(r.get(h, "")) for h in headers) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _fence(text: str) -> str:
     """A code fence longer than any backtick run inside `text`, so a prompt cannot close it."""
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
@@ -211,13 +198,13 @@ def _section_phases(facts: CardFacts) -> list[str]:
         f"(mixed by the manifest's weights, seed {manifest.seed}). Load one with "
         f'`datasets.load_dataset(PATH_OR_REPO, "{manifest.phases[0].name}")`.',
         "",
-        table(phase_rows),
+        markdown_table(phase_rows),
         "",
         "Sources of each phase (tokens counted with the tokenizer of "
         f"`{manifest.tokenizer}`; a source whose rows cannot fill its share repeats at most "
         "`max epochs` times and is marked `capped`):",
         "",
-        table(source_rows),
+        markdown_table(source_rows),
         "",
     ]
 
@@ -238,7 +225,7 @@ def _section_generation(facts: CardFacts) -> list[str]:
         "`prompt_id`, `prompt_version`, `sampling_params`, `seed`). The combinations behind "
         "this blend:",
         "",
-        table(lineage),
+        markdown_table(lineage),
         "",
         "Raw-document sources are text as collected, not generated.",
         "",
@@ -260,7 +247,7 @@ def _section_seeds(facts: CardFacts) -> list[str]:
         "and sample) and the platform's base seed, so a row reproduces independently of the "
         "batch it ran in:",
         "",
-        table(rows) if rows else "_no source of this blend records per-request seeds_",
+        markdown_table(rows) if rows else "_no source of this blend records per-request seeds_",
         "",
     ]
 
@@ -276,7 +263,7 @@ def _section_filters(facts: CardFacts) -> list[str]:
     ]
     if not facts.rejections:
         return [*lines, "_no filter decisions are recorded for these partitions_", ""]
-    return [*lines, table(facts.rejections), ""]
+    return [*lines, markdown_table(facts.rejections), ""]
 
 
 def _section_licences(facts: CardFacts) -> list[str]:
@@ -302,7 +289,7 @@ def _section_licences(facts: CardFacts) -> list[str]:
         "source document or seed dataset, so it keeps that text's terms; a share-alike licence "
         "such as CC BY-SA 4.0 applies to the conversations written from that text):",
         "",
-        table(rows),
+        markdown_table(rows),
         "",
     ]
     if unknown:

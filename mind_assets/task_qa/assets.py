@@ -1,6 +1,5 @@
 """Task-seeded Q&A assets: the seed catalog, normalised seeds per family, generated Q&A."""
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -15,24 +14,29 @@ from dagster import (
     asset,
 )
 
-from mind_assets.lib.metadata import file_data_version, markdown_table, parquet_metadata
+from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
 from mind_assets.lib.prompts import load_prompt
+from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import asset_path, read_output, validate_name, write_parquet_version
 from mind_assets.llm.features import Sample, features_for
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
-from mind_assets.task_qa.outputs import TASK_FAMILIES_PARTITION, TASK_QA, TASK_SEEDS
+from mind_assets.task_qa.outputs import (
+    PRISMATIC_TASK_QA,
+    TASK_FAMILIES_PARTITION,
+    TASK_QA,
+    TASK_SEEDS,
+)
 from mind_assets.task_qa.prismatic import (
     cluster_seed_picker,
     cluster_shares,
     cluster_task_seeds,
     prismatic_filter,
 )
-from mind_assets.task_qa.schema import TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
 from mind_assets.task_qa.seeds import load_eval_texts, load_seed_split, normalize_split
-from mind_assets.task_qa.stage import TaskQAPrompts, run_task_qa
+from mind_assets.task_qa.stage import TaskQAPrompts, run_task_qa, summarize_task_qa
 
 task_families_partitions = DynamicPartitionsDefinition(name=TASK_FAMILIES_PARTITION)
 
@@ -181,13 +185,10 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         seed_picker=seed_picker,
         logger=context.log,
     )
-    out = write_parquet_version(
-        result.accepted, TASK_QA.path(settings.data_dir, {"family": family})
+    written = write_split(
+        TASK_QA, settings.data_dir, {"family": family}, result.accepted, result.quarantine
     )
-    quarantine = write_parquet_version(
-        result.quarantine,
-        TASK_QA.quarantine_path(settings.data_dir, {"family": family}),
-    )
+    out, quarantine = written.accepted_path, written.quarantine_path
     generated = result.accepted.num_rows + result.quarantine.num_rows
     metrics_store(settings.data_dir).record_aggregates(
         "task_qa",
@@ -199,34 +200,17 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
             **{f"rejected/{rule}": n for rule, n in result.rejections_per_rule.items()},
         },
     )
-    return MaterializeResult(
-        metadata={
-            **parquet_metadata(result.accepted, out, ["form", "question", "answer", "reasoning"]),
-            "quarantine_path": MetadataValue.path(str(quarantine)),
-            "generated_rows": generated,
-            "accepted": result.accepted.num_rows,
-            "acceptance_rate": result.accepted.num_rows / generated if generated else 0.0,
-            "rejections_per_rule": MetadataValue.md(
-                markdown_table(
-                    [{"rule": r, "rejected": n} for r, n in result.rejections_per_rule.items()]
-                )
-            ),
-            "decontaminated_against": len(eval_texts),
-            "engine": MetadataValue.json(llm.engine_metadata()),
-            "generate_prompt": f"{prompts.generate.id}@{prompts.generate.version}",
-            "enrich_prompt": f"{prompts.enrich.id}@{prompts.enrich.version}",
-            "requests": MetadataValue.json(
-                [{"generated": s.generated, "reused": s.reused} for s in result.stats]
-            ),
-            "quarantine_sample": MetadataValue.md(
-                "\n".join(
-                    f"- {json.dumps(r['rejected_by'])}: {(r['raw_output'] or '')[:160]!r}"
-                    for r in result.quarantine.slice(0, 5).to_pylist()
-                )
-                or "_none_"
-            ),
-        },
+    summary = summarize_task_qa(
+        result,
+        prompts=prompts,
+        quarantine_path=quarantine,
+        eval_texts=len(eval_texts),
+        engine=llm.engine_metadata(),
+    )
+    return stage_result(
+        summary,
         data_version=file_data_version(out),
+        **parquet_metadata(result.accepted, out, ["form", "question", "answer", "reasoning"]),
     )
 
 
@@ -265,20 +249,17 @@ def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
     rows = items.to_pylist()
     kept, dropped = [], []
     for row, decision in zip(rows, decisions, strict=True):
-        row = {**row, "prismatic_cluster": decision.cluster_id, "selection_reason": decision.reason}
+        row = {**row, "prismatic_cluster": decision.cluster_id, "prismatic_reason": decision.reason}
         (kept if decision.kept else dropped).append(row)
-    schema = prismatic_schema(TASK_QA_SCHEMA)
-    out = write_parquet_version(
-        pa.Table.from_pylist(kept, schema=schema),
-        asset_path(settings.data_dir, "prismatic_task_qa", family),
+    rejected = [{**r, "rejected_by": ["prismatic_over_represented"]} for r in dropped]
+    written = write_split(
+        PRISMATIC_TASK_QA,
+        settings.data_dir,
+        {"family": family},
+        pa.Table.from_pylist(kept, schema=PRISMATIC_TASK_QA.schema),
+        pa.Table.from_pylist(rejected, schema=PRISMATIC_TASK_QA.quarantine_schema),
     )
-    write_parquet_version(
-        pa.Table.from_pylist(
-            [{**r, "rejected_by": ["prismatic_over_represented"]} for r in dropped],
-            schema=prismatic_schema(TASK_QA_QUARANTINE_SCHEMA),
-        ),
-        asset_path(settings.data_dir, "prismatic_task_qa", family, suffix=".quarantine.parquet"),
-    )
+    out = written.accepted_path
     return MaterializeResult(
         metadata={
             "pool": len(seeds),
@@ -291,10 +272,4 @@ def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
             "path": MetadataValue.path(str(out)),
         },
         data_version=file_data_version(out),
-    )
-
-
-def prismatic_schema(base: pa.Schema) -> pa.Schema:
-    return base.append(pa.field("prismatic_cluster", pa.int32())).append(
-        pa.field("selection_reason", pa.string())
     )

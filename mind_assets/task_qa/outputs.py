@@ -1,10 +1,17 @@
-"""What the task Q&A stage writes, declared once: a task family's normalised seed rows, and the
-items generated from them (each naming the seeds it was shown)."""
+"""What the task Q&A stage writes, declared once: a task family's normalised seed rows, the
+items generated from them (each naming the seeds it was shown), and the items the Prismatic
+filter keeps."""
 
 from __future__ import annotations
 
 from mind_assets.lib.outputs import OutputFamily, ParentLink, PartitionDim
-from mind_assets.task_qa.schema import SEED_SCHEMA, TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
+from mind_assets.task_qa.schema import (
+    PRISMATIC_TASK_QA_QUARANTINE_SCHEMA,
+    PRISMATIC_TASK_QA_SCHEMA,
+    SEED_SCHEMA,
+    TASK_QA_QUARANTINE_SCHEMA,
+    TASK_QA_SCHEMA,
+)
 
 # The dynamic partitions holding the selected task families (task_seed_catalog registers them).
 TASK_FAMILIES_PARTITION = "task_families"
@@ -27,6 +34,21 @@ TASK_QA = OutputFamily(
     text_column="text",
     quarantine_schema=TASK_QA_QUARANTINE_SCHEMA,
     parents=(ParentLink(TASK_SEEDS, "seed_ids", many=True),),
+    token_column="completion_tokens",
+    prompt_column="question",
+    blendable=True,
+)
+
+# The task Q&A items the Prismatic filter keeps: each row is its task_qa item (same qa_id) with
+# its cluster and the reason, so it traces through that item to the seeds.
+PRISMATIC_TASK_QA = OutputFamily(
+    name="prismatic_task_qa",
+    dims=(FAMILY,),
+    schema=PRISMATIC_TASK_QA_SCHEMA,
+    id_column="qa_id",
+    text_column="text",
+    quarantine_schema=PRISMATIC_TASK_QA_QUARANTINE_SCHEMA,
+    parents=(ParentLink(TASK_QA, "qa_id"),),
     token_column="completion_tokens",
     prompt_column="question",
     blendable=True,

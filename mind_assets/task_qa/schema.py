@@ -54,3 +54,17 @@ TASK_QA_SCHEMA = pa.schema(
 TASK_QA_QUARANTINE_SCHEMA = TASK_QA_SCHEMA.append(
     pa.field("rejected_by", pa.list_(pa.field("element", pa.string())), nullable=False)
 )
+
+
+def prismatic_schema(base: pa.Schema) -> pa.Schema:
+    """A task Q&A schema with the Prismatic filter's record of each row: its cluster and why it
+    was kept or dropped."""
+    # `selection_reason` already says how the item's seeds were chosen; the filter's own
+    # reason gets its own column.
+    return base.append(pa.field("prismatic_cluster", pa.int32())).append(
+        pa.field("prismatic_reason", pa.string())
+    )
+
+
+PRISMATIC_TASK_QA_SCHEMA = prismatic_schema(TASK_QA_SCHEMA)
+PRISMATIC_TASK_QA_QUARANTINE_SCHEMA = prismatic_schema(TASK_QA_QUARANTINE_SCHEMA)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from mind_assets.lib.prompts import PromptFile
+from mind_assets.lib.report import Markdown, StageSummary, markdown_table
 from mind_assets.llm.batch_runner import (
     ChatFn,
     RequestStore,
@@ -183,3 +185,42 @@ def _row(
         "request_hash": plan.request.request_hash,
         "raw_output": result.text,
     }
+
+
+def summarize_task_qa(
+    result: TaskQAResult,
+    *,
+    prompts: TaskQAPrompts,
+    quarantine_path: Path,
+    eval_texts: int,
+    engine: dict[str, Any],
+) -> StageSummary:
+    """What one task Q&A partition reports: acceptance, rejections per rule, what it was
+    decontaminated against, the prompts and engine, and a sample of the quarantine."""
+    generated = result.accepted.num_rows + result.quarantine.num_rows
+    rejected = result.quarantine.slice(0, 5).to_pylist()
+    return StageSummary(
+        metadata={
+            "quarantine_path": quarantine_path,
+            "generated_rows": generated,
+            "accepted": result.accepted.num_rows,
+            "acceptance_rate": result.accepted.num_rows / generated if generated else 0.0,
+            "rejections_per_rule": Markdown(
+                markdown_table(
+                    [{"rule": r, "rejected": n} for r, n in result.rejections_per_rule.items()]
+                )
+            ),
+            "decontaminated_against": eval_texts,
+            "engine": engine,
+            "generate_prompt": f"{prompts.generate.id}@{prompts.generate.version}",
+            "enrich_prompt": f"{prompts.enrich.id}@{prompts.enrich.version}",
+            "requests": [{"generated": s.generated, "reused": s.reused} for s in result.stats],
+            "quarantine_sample": Markdown(
+                "\n".join(
+                    f"- {json.dumps(r['rejected_by'])}: {(r['raw_output'] or '')[:160]!r}"
+                    for r in rejected
+                )
+                or "_none_"
+            ),
+        }
+    )

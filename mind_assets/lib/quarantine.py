@@ -1,0 +1,94 @@
+"""Accepted rows and their quarantine, written one way for every stage that rejects rows.
+
+The rule interface every stage shares is the quarantine's `rejected_by` column: each rejected
+row lists the rules that rejected it, each as `rule` or `rule: detail` (the detail says what the
+rule measured). Conversations filtering, task Q&A, solution traces and the Prismatic filter all
+hand their split to `write_split`, which checks that contract and writes both files as new
+versions at the paths the family declares.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from mind_assets.lib.outputs import OutputFamily
+from mind_assets.lib.storage import write_parquet_version
+
+REJECTED_BY = "rejected_by"
+
+
+class QuarantineError(ValueError):
+    """A split that breaks the quarantine contract (a rejected row that names no rule, or rows in
+    another schema than the family declares)."""
+
+
+def rule_name(reason: str) -> str:
+    """`"incorrect: 4 != 5"` -> `"incorrect"`."""
+    return reason.split(":", 1)[0].strip()
+
+
+def rejections_per_rule(reasons: Iterable[Iterable[str] | None]) -> Counter[str]:
+    """How many rows each rule rejected (a row rejected by two rules counts for both)."""
+    return Counter(name for row in reasons for name in {rule_name(r) for r in row or ()})
+
+
+@dataclass(frozen=True)
+class WrittenSplit:
+    accepted_path: Path
+    quarantine_path: Path
+    accepted: int
+    quarantined: int
+    per_rule: Counter[str]
+
+    @property
+    def generated(self) -> int:
+        return self.accepted + self.quarantined
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.generated if self.generated else 0.0
+
+
+def write_split(
+    family: OutputFamily,
+    data_dir: Path,
+    keys: Mapping[str, str],
+    accepted: pa.Table,
+    quarantine: pa.Table,
+) -> WrittenSplit:
+    """Write one partition's accepted rows and its quarantine as new versions of the family's two
+    files, each cast to its declared schema; refuse a quarantined row that names no rule."""
+    if family.quarantine_schema is None:
+        raise QuarantineError(f"{family.name} declares no quarantine")
+    reasons = quarantine.column(REJECTED_BY).to_pylist() if quarantine.num_rows else []
+    unexplained = [i for i, r in enumerate(reasons) if not r]
+    if unexplained:
+        raise QuarantineError(
+            f"{family.name} {dict(keys)}: quarantined rows {unexplained[:5]} name no rule"
+        )
+    accepted_path = write_parquet_version(
+        _conform(accepted, family.schema, family.name), family.path(data_dir, keys)
+    )
+    quarantine_path = write_parquet_version(
+        _conform(quarantine, family.quarantine_schema, f"{family.name} quarantine"),
+        family.quarantine_path(data_dir, keys),
+    )
+    return WrittenSplit(
+        accepted_path,
+        quarantine_path,
+        accepted.num_rows,
+        quarantine.num_rows,
+        rejections_per_rule(reasons),
+    )
+
+
+def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise QuarantineError(f"{what}: rows lack the declared columns {missing}")
+    return table.select(schema.names).cast(schema)
