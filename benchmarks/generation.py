@@ -164,8 +164,13 @@ def main() -> None:
         time.monotonic() - started,
         len(requests),
     )
+    # A stored conversation starts with the assistant prefix its prompt ends in (the first
+    # speaker's label); the raw completion continues after it.
     same = sum(
-        o.outputs[0].text == t for o, t in zip(outs, _texts_in_plan_order(table, plan), strict=True)
+        item.request.response_prefix + o.outputs[0].text == stored
+        for o, item, stored in zip(
+            outs, plan.planned, _texts_in_plan_order(table, plan), strict=True
+        )
     )
     figures["a"]["identical_to_b"] = same
     release_engines()
