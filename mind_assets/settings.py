@@ -46,6 +46,14 @@ class CorpusSettings(StageSettings):
 class ConversationSettings(StageSettings):
     """MIND conversations (`MIND_CONVERSATIONS__*`)."""
 
+    prompt_set: str = Field(
+        default="enhanced",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The MIND prompt set, a directory under prompts/mind/: `enhanced` (this "
+        "platform's wording) or `paper` (the seven styles as published); each file in it is a "
+        "style partition.",
+    )
+
     regeneration_budget: int = Field(
         default=4,
         ge=1,

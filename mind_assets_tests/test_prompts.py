@@ -12,7 +12,7 @@ PROMPTS = PROJECT_DIR / "prompts"
 def test_every_style_has_a_prompt_with_instruction_first_and_document_last():
     for style in STYLE_KEYS:
         prompt = load_prompt(style_prompt_path(PROMPTS, style))
-        assert prompt.id == f"mind/{style}"
+        assert prompt.id == f"mind/enhanced/{style}"
         assert prompt.description and len(prompt.speakers) == 2
         messages = prompt.render(text="THE-DOCUMENT")
         user = [m for m in messages if m["role"] == "user"]

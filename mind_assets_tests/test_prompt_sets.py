@@ -1,0 +1,131 @@
+"""MIND prompt sets as data: styles come from the files of the configured set."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mind_assets.conversations.styles import (
+    KNOWLEDGE_GAP_STYLES,
+    STYLE_KEYS,
+    load_styles,
+    style_prompt_path,
+)
+from mind_assets.lib.prompts import PromptError, load_prompt
+from mind_assets.settings import PROJECT_DIR
+
+PROMPTS = PROJECT_DIR / "prompts"
+PAPER_GROUPS = {
+    "explicit": {"teacher_student", "layman_knowall"},
+    "implicit": {"problem_solving", "debate"},
+    "none": {"two_students", "two_professors", "interview"},
+}
+
+
+@pytest.mark.parametrize("prompt_set", ["paper", "enhanced"])
+def test_both_sets_hold_the_seven_styles_in_the_papers_knowledge_gap_groups(prompt_set):
+    styles = load_styles(PROMPTS, prompt_set)
+    assert [s.key for s in styles] == [
+        "two_students",
+        "teacher_student",
+        "two_professors",
+        "debate",
+        "problem_solving",
+        "layman_knowall",
+        "interview",
+    ]
+    for group, keys in PAPER_GROUPS.items():
+        assert {s.key for s in styles if s.knowledge_gap == group} == keys
+    for style in styles:
+        assert load_prompt(style.path).id == f"mind/{prompt_set}/{style.key}"
+
+
+def test_paper_prompts_put_the_context_first_with_nothing_added_around_it():
+    for style in load_styles(PROMPTS, "paper"):
+        prompt = load_prompt(style.path)
+        messages = prompt.render(text="THE CONTEXT")
+        # One user message that opens with the context; no system message, no reply prefix.
+        assert [m["role"] for m in messages] == ["user"]
+        assert messages[0]["content"].startswith("THE CONTEXT\n\n")
+        assert "faithful" in messages[0]["content"]
+        # Generation length follows the context left after the prompt, not a short fixed cap.
+        assert prompt.sampling.max_tokens >= 4096
+
+
+def test_default_set_is_enhanced_and_the_example_blend_takes_the_knowledge_gap_styles():
+    assert style_prompt_path(PROMPTS, "debate") == PROMPTS / "mind" / "enhanced" / "debate.yaml"
+    assert set(KNOWLEDGE_GAP_STYLES) == PAPER_GROUPS["explicit"] | PAPER_GROUPS["implicit"]
+    example = yaml.safe_load((PROJECT_DIR / "blends" / "example.yaml").read_text())
+    selected = [
+        source["selection"]["styles"]
+        for phase in example["phases"]
+        for source in phase["sources"]
+        if source["name"] == "mind_knowledge_gap"
+    ]
+    assert selected and set(selected[0]) == set(KNOWLEDGE_GAP_STYLES)
+
+
+def test_an_unknown_set_or_a_file_without_a_style_header_is_refused(tmp_path):
+    with pytest.raises(
+        PromptError, match=r"prompt set 'nope': no directory .*sets: enhanced, paper"
+    ):
+        load_styles(PROMPTS, "nope")
+    copy = tmp_path / "prompts"
+    shutil.copytree(PROMPTS, copy)
+    stray = copy / "mind" / "paper" / "stray.yaml"
+    stray.write_text("id: mind/paper/stray\ndescription: no header\ntemplate: '{{ text }}'\n")
+    with pytest.raises(
+        PromptError, match=r"stray.yaml: a MIND prompt file needs a `style:` header"
+    ):
+        load_styles(copy, "paper")
+    with pytest.raises(ValueError, match="unknown style 'socratic' in prompt set 'enhanced'"):
+        style_prompt_path(PROMPTS, "socratic")
+
+
+def test_a_prompt_file_dropped_into_the_set_is_a_new_style_partition(tmp_path):
+    """No code change: a copy of the prompts with one more file, and the definitions Dagster
+    loads have the new style in every conversation asset's partitions."""
+    copy = tmp_path / "prompts"
+    shutil.copytree(PROMPTS, copy)
+    socratic = copy / "mind" / "paper" / "socratic.yaml"
+    text = (copy / "mind" / "paper" / "two_professors.yaml").read_text()
+    socratic.write_text(
+        text.replace("id: mind/paper/two_professors", "id: mind/paper/socratic")
+        .replace("title: Two Professors", "title: Socratic Dialogue")
+        .replace("knowledge_gap: none", "knowledge_gap: explicit")
+        .replace("order: 3", "order: 8")
+        .replace("between two professors.", "in which a tutor only ever asks questions.")
+    )
+    script = (
+        "import json\n"
+        "from mind_assets.definitions import defs\n"
+        "from mind_assets.conversations.styles import KNOWLEDGE_GAP_STYLES\n"
+        "out = {}\n"
+        "for name in ('conversations', 'filtered_conversations'):\n"
+        "    partitions = defs.get_assets_def(name).partitions_def\n"
+        "    style = partitions.get_partitions_def_for_dimension('style')\n"
+        "    out[name] = style.get_partition_keys()\n"
+        "out['gap'] = list(KNOWLEDGE_GAP_STYLES)\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {
+        **os.environ,
+        "MIND_PROMPTS_DIR": str(copy),
+        "MIND_CONVERSATIONS__PROMPT_SET": "paper",
+        "MIND_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("conversations", "filtered_conversations"):
+        assert found[name] == [*STYLE_KEYS, "socratic"]
+    assert "socratic" in found["gap"]
