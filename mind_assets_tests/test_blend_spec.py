@@ -35,6 +35,8 @@ def test_the_shipped_example_blend_is_valid():
 
 def test_good_spec_loads(tmp_path):
     assert load_blend_spec(write(tmp_path, GOOD)).total_tokens == 1000
+    lenient = GOOD.replace("    fraction: 1.0", "    fraction: 1.0\n    min_quality_tier: low")
+    assert load_blend_spec(write(tmp_path, lenient)).phases[0].min_quality_tier == "low"
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,11 @@ def test_good_spec_loads(tmp_path):
         (("name: raw,", "name: raw data,"), r"phases\.0\.sources\.0\.name: .*invalid source name"),
         (("name: p1", "name: megatron"), r"phases\.0\.name: .*'megatron' is reserved"),
         (("name: mind", "name: raw"), r"phases\.0: .*source name\(s\) \['raw'\] used twice"),
+        # A phase that requires a quality tier refuses a source below it.
+        (
+            ("    fraction: 1.0", "    fraction: 1.0\n    min_quality_tier: medium"),
+            r"phases\.0: .*phase 'p1' takes only medium quality and up; below it: raw \(low\)",
+        ),
     ],
 )
 def test_bad_specs_fail_naming_the_field(tmp_path, change, message):

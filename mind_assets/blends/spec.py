@@ -43,13 +43,17 @@ class Selection(BaseModel):
         return {name: keys for name in fields if (keys := getattr(self, name)) is not None}
 
 
+QualityTier = Literal["low", "medium", "high"]
+TIER_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+
+
 class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
     asset: Literal[SOURCE_ASSETS]  # type: ignore[valid-type]
     selection: Selection = Selection()
-    quality_tier: Literal["low", "medium", "high"]
+    quality_tier: QualityTier
     share: float = Field(gt=0, le=1, description="Target share of the phase's tokens.")
     max_epochs: float = Field(gt=0, description="Most times the source's tokens may repeat.")
 
@@ -65,6 +69,9 @@ class PhaseSpec(BaseModel):
 
     name: str
     fraction: float = Field(gt=0, le=1, description="Share of the blend's total token budget.")
+    # The two-phase recipe's phase 2 takes only high-quality data: a phase may require a tier,
+    # and a source below it fails the spec at load time.
+    min_quality_tier: QualityTier | None = None
     sources: list[SourceSpec] = Field(min_length=1)
 
     @field_validator("name")
@@ -83,6 +90,18 @@ class PhaseSpec(BaseModel):
         total = sum(s.share for s in self.sources)
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"phase {self.name!r}: source shares sum to {total:g}, not 1")
+        if self.min_quality_tier is not None:
+            floor = TIER_RANK[self.min_quality_tier]
+            below = [
+                f"{s.name} ({s.quality_tier})"
+                for s in self.sources
+                if TIER_RANK[s.quality_tier] < floor
+            ]
+            if below:
+                raise ValueError(
+                    f"phase {self.name!r} takes only {self.min_quality_tier} quality and up; "
+                    f"below it: {', '.join(below)}"
+                )
         return self
 
 
