@@ -75,11 +75,22 @@ def test_a_quarantined_row_that_names_no_rule_is_refused_and_nothing_is_written(
     assert not FAMILY.quarantine_path(tmp_path, KEYS).exists()
 
 
-def test_rows_missing_a_declared_column_are_refused_with_its_name(tmp_path):
-    accepted = pa.Table.from_pylist([{"row_id": "r0", "text": "t0"}])
+def test_a_partition_that_does_not_fit_the_schema_is_written_as_it_is_for_the_checks(tmp_path):
+    # A missing column and a null in a required one: the stage's checks report these (schema,
+    # lineage), so the rows are written in their own shape rather than lost to a failed cast.
+    required = FAMILY.schema.set(0, pa.field("row_id", pa.string(), nullable=False))
+    family = OutputFamily(
+        name="strict",
+        dims=FAMILY.dims,
+        schema=required,
+        id_column="row_id",
+        text_column="text",
+        quarantine_schema=FAMILY.quarantine_schema,
+    )
+    accepted = pa.Table.from_pylist([{"row_id": None, "text": "t0"}])
     empty = pa.Table.from_pylist([], schema=FAMILY.quarantine_schema)
-    with pytest.raises(QuarantineError, match=r"things: rows lack the declared columns \['n'\]"):
-        write_split(FAMILY, tmp_path, KEYS, accepted, empty)
+    written = write_split(family, tmp_path, KEYS, accepted, empty)
+    assert pq.read_table(written.accepted_path).to_pylist() == [{"row_id": None, "text": "t0"}]
 
 
 def test_every_stage_that_quarantines_writes_through_write_split():

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from mind_assets.filtering.rules import run_filters
 from mind_assets.filtering.schema import DECISION_SCHEMA, FILTERED_SCHEMA, QUARANTINE_SCHEMA
+from mind_assets.lib.quarantine import conform
 from mind_assets.lib.report import CheckOutcome, Markdown, StageSummary, markdown_table
 from mind_assets.settings import FilterThresholds
 
@@ -85,16 +86,6 @@ def filter_partition(
         rejections_per_rule=result.counts,
         preambles_stripped=int(sum(result.preamble_stripped)),
     )
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Cast to the declared schema where the data allows it. A partition that does not fit (null
-    lineage, a missing column) keeps its own shape, so the schema and lineage checks report it
-    instead of the write failing."""
-    try:
-        return table.select(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError):
-        return table
 
 
 def summarize_filtered_partition(

@@ -23,8 +23,7 @@ REJECTED_BY = "rejected_by"
 
 
 class QuarantineError(ValueError):
-    """A split that breaks the quarantine contract (a rejected row that names no rule, or rows in
-    another schema than the family declares)."""
+    """A split that breaks the quarantine contract: a rejected row that names no rule."""
 
 
 def rule_name(reason: str) -> str:
@@ -62,7 +61,8 @@ def write_split(
     quarantine: pa.Table,
 ) -> WrittenSplit:
     """Write one partition's accepted rows and its quarantine as new versions of the family's two
-    files, each cast to its declared schema; refuse a quarantined row that names no rule."""
+    files, each cast to its declared schema where it fits (see `conform`); refuse a quarantined
+    row that names no rule, before anything is written."""
     if family.quarantine_schema is None:
         raise QuarantineError(f"{family.name} declares no quarantine")
     reasons = quarantine.column(REJECTED_BY).to_pylist() if quarantine.num_rows else []
@@ -72,11 +72,10 @@ def write_split(
             f"{family.name} {dict(keys)}: quarantined rows {unexplained[:5]} name no rule"
         )
     accepted_path = write_parquet_version(
-        _conform(accepted, family.schema, family.name), family.path(data_dir, keys)
+        conform(accepted, family.schema), family.path(data_dir, keys)
     )
     quarantine_path = write_parquet_version(
-        _conform(quarantine, family.quarantine_schema, f"{family.name} quarantine"),
-        family.quarantine_path(data_dir, keys),
+        conform(quarantine, family.quarantine_schema), family.quarantine_path(data_dir, keys)
     )
     return WrittenSplit(
         accepted_path,
@@ -87,8 +86,11 @@ def write_split(
     )
 
 
-def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
-    missing = [name for name in schema.names if name not in table.column_names]
-    if missing:
-        raise QuarantineError(f"{what}: rows lack the declared columns {missing}")
-    return table.select(schema.names).cast(schema)
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast to the declared schema where the data allows it. A partition that does not fit (null
+    lineage, a missing column) keeps its own shape, so the stage's schema and lineage checks
+    report it instead of the write failing."""
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError):
+        return table
