@@ -66,6 +66,9 @@ class FilterThresholds(StageSettings):
     """Every conversation-filter threshold (`MIND_FILTERS__<NAME>`, e.g.
     MIND_FILTERS__MIN_COMPLETION_TOKENS=80). The filtering stage refuses unknown rule names."""
 
+    # Which rules run: `strict` (all of them) or `paper` (the MIND paper's minimal heuristics,
+    # length and turn structure: missing_text, missing_source, too_short, not_a_conversation).
+    profile: Literal["strict", "paper"] = "strict"
     # Rules switched off by name, e.g. ["truncated"] to keep conversations cut at the token cap.
     disabled_rules: list[str] = Field(default_factory=list)
     # reject_oversized: longer texts are rejected, and every rule reads at most this many chars.

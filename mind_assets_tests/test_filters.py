@@ -183,3 +183,30 @@ def test_a_disabled_rule_is_not_applied_and_an_unknown_one_is_refused():
     misspelt = FilterThresholds(disabled_rules=["truncate"])
     with pytest.raises(ValueError, match="unknown filter rules \\['truncate'\\]"):
         run_filters(table(cut), [SOURCE], misspelt, {"teacher_student": INSTRUCTION})
+
+
+def test_the_paper_profile_runs_only_length_and_turn_rules_and_each_row_records_its_profile():
+    # The same generations under both profiles: repeated lines and a copy of the instruction are
+    # strict-only rejections; a one-liner fails both (too short, not a conversation).
+    repeated = "\n".join([GOOD] + ["Student: I see.\nTeacher: Yes."] * 12)
+    generated = table(row(GOOD, 0), row(repeated, 1), row(GOOD, 2), row("Teacher: hi", 3))
+    texts = {f"d#{i}": SOURCE for i in range(4)}
+    kept = {}
+    for profile in ("strict", "paper"):
+        partition = filter_partition(
+            generated,
+            texts,
+            FilterThresholds(profile=profile),
+            {"teacher_student": INSTRUCTION},
+            shard="s",
+            style="teacher_student",
+        )
+        kept[profile] = sorted(partition.accepted.column("conversation_id").to_pylist())
+        judged = set(partition.decisions.column("rule").to_pylist())
+        assert judged == set(rules.PROFILE_RULES[profile])
+        assert set(partition.accepted.column("filter_profile").to_pylist()) <= {profile}
+        assert set(partition.quarantine.column("filter_profile").to_pylist()) == {profile}
+    assert set(rules.PROFILE_RULES["paper"]) < set(rules.RULES)
+    # c2 repeats c0 word for word: a strict-only `duplicate`; c1's repetition is strict-only too.
+    assert kept["strict"] == ["c0"]
+    assert kept["paper"] == ["c0", "c1", "c2"]

@@ -11,7 +11,8 @@ def longest_per_chunk(tables: list[pa.Table]) -> pa.Table:
     then the style name, so the choice is deterministic)."""
     if not tables:
         raise ValueError("no conversations to choose from")
-    combined = pa.concat_tables(tables)
+    # Partitions filtered before a column existed read it as null.
+    combined = pa.concat_tables(tables, promote_options="default")
     if combined.num_rows == 0:
         return combined
     order = pc.sort_indices(

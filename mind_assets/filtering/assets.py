@@ -110,6 +110,7 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
     return stage_result(
         summarize_filtered_partition(partition, outcomes, q_path),
         data_version=file_data_version(out_path),
+        filter_profile=thresholds.profile,
         **parquet_metadata(partition.accepted, out_path, ["chunk_id", "n_turns", "text"]),
     )
 

@@ -376,6 +376,13 @@ RULES: dict[str, Rule] = {
     "duplicate": reject_duplicate,
 }
 
+# The rules each profile runs. `paper`: the MIND paper found LLM scoring too lenient and kept
+# to simple heuristics on length and turn structure; `strict`: every rule above.
+PROFILE_RULES: dict[str, tuple[str, ...]] = {
+    "paper": ("missing_text", "missing_source", "too_short", "not_a_conversation"),
+    "strict": tuple(RULES),
+}
+
 
 @dataclass
 class FilterResult:
@@ -394,8 +401,8 @@ def run_filters(
     instructions: dict[str, str],
     rules: dict[str, Rule] | None = None,
 ) -> FilterResult:
-    """Apply every rule (but those the thresholds disable) to every row; a row is accepted when
-    it passes all of them."""
+    """Apply the rules of the thresholds' profile (but those they disable) to every row; a row
+    is accepted when it passes all of them."""
     unknown = sorted(set(thresholds.disabled_rules) - set(rules or RULES))
     if unknown:
         raise ValueError(
@@ -403,10 +410,11 @@ def run_filters(
             f"{sorted(rules or RULES)}"
         )
     batch = FilterBatch(table, source_texts, thresholds, instructions)
+    in_profile = set(PROFILE_RULES[thresholds.profile]) if rules is None else set(rules)
     decisions = {
         name: rule(batch, thresholds)
         for name, rule in (rules or RULES).items()
-        if name not in thresholds.disabled_rules
+        if name in in_profile and name not in thresholds.disabled_rules
     }
     accepted = np.ones(batch.n, dtype=bool)
     for outcome in decisions.values():

@@ -10,7 +10,7 @@ from mind_assets.conversations.schema import CONVERSATION_SCHEMA
 # generated, lineage included.
 FILTERED_SCHEMA = CONVERSATION_SCHEMA.append(
     pa.field("preamble_stripped", pa.bool_(), nullable=False)
-)
+).append(pa.field("filter_profile", pa.string()))  # the rules that judged it (strict | paper)
 
 # Rejected rows keep whatever they arrived with (even nulls), plus why they were rejected.
 QUARANTINE_SCHEMA = pa.schema(
@@ -18,6 +18,7 @@ QUARANTINE_SCHEMA = pa.schema(
     + [
         pa.field("rejected_by", pa.list_(pa.string()), nullable=False),
         pa.field("rule_values", pa.string(), nullable=False),  # JSON {rule: measured value}
+        pa.field("filter_profile", pa.string()),
     ]
 )
 

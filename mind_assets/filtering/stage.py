@@ -48,9 +48,12 @@ def filter_partition(
 
     text_index = generated.schema.get_field_index("text")
     cleaned = generated.set_column(text_index, "text", pa.array(result.texts, pa.string()))
-    accepted = cleaned.append_column(
-        "preamble_stripped", pa.array(result.preamble_stripped, pa.bool_())
-    ).filter(pa.array(result.accepted))
+    profile = pa.array([thresholds.profile] * generated.num_rows, pa.string())
+    accepted = (
+        cleaned.append_column("preamble_stripped", pa.array(result.preamble_stripped, pa.bool_()))
+        .append_column("filter_profile", profile)
+        .filter(pa.array(result.accepted))
+    )
 
     rejected = np.flatnonzero(~result.accepted)
     values = [
@@ -64,6 +67,7 @@ def filter_partition(
             pa.array([result.rejected_by[i] for i in rejected], pa.list_(pa.string())),
         )
         .append_column("rule_values", pa.array(values, pa.string()))
+        .append_column("filter_profile", profile.take(pa.array(rejected, pa.int64())))
     )
 
     ids = generated.column("conversation_id").to_pylist()
