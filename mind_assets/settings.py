@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -426,6 +426,30 @@ class MindSettings(BaseSettings):
         default=32, ge=1, description="Server mode: requests in flight per server."
     )
     server_timeout_s: float = Field(default=600.0, gt=0, description="Server mode: per request.")
+    # Hosted OpenAI-compatible endpoints (NIM, hosted vLLM, any provider). The key is a secret:
+    # read when the pool starts, sent only as the Authorization header, never a resource field
+    # (Dagster would store it with the run's config), never logged or written.
+    server_api_key: SecretStr | None = Field(
+        default=None,
+        description="Server mode: API key sent as 'Authorization: Bearer <key>'.",
+    )
+    server_api_key_file: Path | None = Field(
+        default=None,
+        description="Server mode: file whose first line is the API key (used when "
+        "MIND_SERVER_API_KEY is unset).",
+    )
+    server_api: Literal["auto", "vllm", "openai"] = Field(
+        default="auto",
+        description="Server mode: 'vllm' sends vLLM's extra request fields (continuing a reply "
+        "prefix, chat-template arguments); 'openai' sends standard fields only; 'auto' asks "
+        "/v1/models whether the server is vLLM.",
+    )
+    server_max_rate_limit_wait_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Server mode: longest a request waits out a provider's 429 answers "
+        "(honouring Retry-After) before the step fails.",
+    )
     dtype: str = Field(
         default="auto",
         description="Weight and activation dtype. 'auto': bfloat16 on GPUs (float16 before "
@@ -519,6 +543,25 @@ class MindSettings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
+
+    def server_key(self) -> str | None:
+        """The server API key: MIND_SERVER_API_KEY, else the first line of
+        MIND_SERVER_API_KEY_FILE; None when neither is set. A named file that cannot be read is
+        an error naming the file (never its content)."""
+        if self.server_api_key is not None:
+            return self.server_api_key.get_secret_value().strip() or None
+        if self.server_api_key_file is None:
+            return None
+        try:
+            lines = self.server_api_key_file.read_text().splitlines()
+        except OSError as error:
+            raise ValueError(
+                f"MIND_SERVER_API_KEY_FILE {self.server_api_key_file}: {error.strerror}"
+            ) from None
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise ValueError(f"MIND_SERVER_API_KEY_FILE {self.server_api_key_file} is empty")
+        return key
 
     @property
     def models_dir(self) -> Path:

@@ -45,7 +45,8 @@ class StandIn:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                self._send(200, {"data": [{"id": "stand-in-model"}]})
+                # vLLM lists its models as owned by "vllm": this stand-in plays a vLLM server.
+                self._send(200, {"data": [{"id": "stand-in-model", "owned_by": "vllm"}]})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -122,7 +123,9 @@ def test_results_come_back_in_request_order_spread_over_both_servers(stand_ins):
     assert all(s.answered >= 4 for s in stand_ins), [s.answered for s in stand_ins]
     assert all(s.max_in_flight <= 4 for s in stand_ins)
     assert {r.served_by for r in results} == {s.url for s in stand_ins}
-    assert pool.report() == {s.url: {"served": s.answered, "failed": 0} for s in stand_ins}
+    assert pool.report() == {
+        s.url: {"served": s.answered, "failed": 0, "rate_limited": 0} for s in stand_ins
+    }
 
 
 def test_least_outstanding_routing_sends_more_to_the_faster_server(stand_ins):

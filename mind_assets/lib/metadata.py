@@ -53,7 +53,9 @@ def dagster_value(value: Any) -> Any:
         return MetadataValue.md(str(value))
     if isinstance(value, Path):
         return MetadataValue.path(str(value))
-    if isinstance(value, dict | list | tuple):
+    # Exactly these types: Dagster's own metadata values (TableSchema, ...) are records that
+    # subclass tuple, and pass through as they are.
+    if type(value) in (dict, list, tuple):
         return MetadataValue.json(value)
     return value
 

@@ -22,7 +22,7 @@ from mind_assets.llm.offline_engine import (
 )
 from mind_assets.llm.requests import ChatRequest, ChatResult, EngineIdentity, ProgressCallback
 from mind_assets.llm.server_pool import ServerPool, ServerPoolConfig
-from mind_assets.settings import EMBEDDED_MODEL, MindSettings
+from mind_assets.settings import EMBEDDED_MODEL, MindSettings, get_settings
 
 
 class LLMResource(ConfigurableResource):
@@ -48,6 +48,8 @@ class LLMResource(ConfigurableResource):
     server_model: str | None
     server_max_concurrency: int
     server_timeout_s: float
+    server_api: str = "auto"
+    server_max_rate_limit_wait_s: float = 300.0
 
     _engine: OfflineEngine | None = PrivateAttr(default=None)
     _pool: ServerPool | None = PrivateAttr(default=None)
@@ -74,6 +76,8 @@ class LLMResource(ConfigurableResource):
             server_model=settings.server_model,
             server_max_concurrency=settings.server_max_concurrency,
             server_timeout_s=settings.server_timeout_s,
+            server_api=settings.server_api,
+            server_max_rate_limit_wait_s=settings.server_max_rate_limit_wait_s,
         )
 
     # --- identity, known without loading the engine -------------------------------------------
@@ -130,9 +134,12 @@ class LLMResource(ConfigurableResource):
     def _server_version(self) -> str:
         import httpx
 
+        key = get_settings().server_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         for url in self.server_urls:
             try:
-                return str(httpx.get(f"{url.rstrip('/')}/version", timeout=10).json()["version"])
+                answer = httpx.get(f"{url.rstrip('/')}/version", headers=headers, timeout=10)
+                return str(answer.json()["version"])
             except (httpx.HTTPError, KeyError, ValueError):
                 continue
         return "unknown"
@@ -145,6 +152,10 @@ class LLMResource(ConfigurableResource):
                     model=self.server_model,
                     max_concurrency_per_server=self.server_max_concurrency,
                     timeout_s=self.server_timeout_s,
+                    # Read from the environment or its file here, never a resource field.
+                    api_key=get_settings().server_key(),
+                    api=self.server_api,
+                    max_rate_limit_wait_s=self.server_max_rate_limit_wait_s,
                 )
             )
         return self._pool
