@@ -221,7 +221,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     kinds={"torch", "parquet"},
     code_version="1",
     description="Prismatic filter mode on generated task Q&A: spherical k-means (k = 10% of the "
-    "pool) over the gradient features of the family's seeds and kept items; new items are kept "
+    "pool) over the gradient features of the family's seeds; new items are kept "
     "only when they land in the smaller clusters. Every row records its cluster and the reason.",
 )
 def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
