@@ -112,7 +112,7 @@ def main() -> None:
         base_seed=settings.seed,
         max_model_len=settings.max_model_len,
         count_tokens=token_counter(model_path),
-        max_tokens_override=args.max_tokens,
+        max_tokens_cap=args.max_tokens,
     )
     requests = [p.request for p in plan.planned]
     messages = [r.as_openai_messages() for r in requests]

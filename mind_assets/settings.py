@@ -359,6 +359,21 @@ RENAMED_VARIABLES = {
 }
 
 
+class ModelPrice(BaseModel):
+    """What one model costs: hosted endpoints bill per token, self-hosted engines per device
+    hour (any mix; missing parts cost nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: float = Field(default=0.0, ge=0, description="dollars per 1M prompt tokens")
+    output_per_million: float = Field(
+        default=0.0, ge=0, description="dollars per 1M completion tokens"
+    )
+    per_device_hour: float = Field(
+        default=0.0, ge=0, description="dollars per hour of one engine device (GPU or CPU)"
+    )
+
+
 class MindSettings(BaseSettings):
     """Platform configuration. Top-level fields are `MIND_<FIELD>`; stage fields are
     `MIND_<STAGE>__<FIELD>`."""
@@ -511,6 +526,14 @@ class MindSettings(BaseSettings):
         default=None,
         ge=1,
         description="Cap on every prompt file's max_tokens (keeps demos and tests short).",
+    )
+
+    # Cost accounting: what each model costs, for the dollars of a materialization.
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description='Price per model name, as JSON: {"<model>": {"input_per_million": 0.2, '
+        '"output_per_million": 0.6, "per_device_hour": 0}}. A materialization of a model with '
+        "a price records its dollars; without one, tokens and device-seconds only.",
     )
 
     # --- stages ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from mind_assets.llm.server_pool import (
     ServersUnavailableError,
     retry_after_seconds,
 )
+from mind_assets.metrics.report import format_metrics
 from mind_assets.settings import PROJECT_DIR, get_settings
 from mind_assets_tests.conftest import napkin_shard
 
@@ -155,6 +156,9 @@ def test_the_key_never_reaches_run_config_metadata_lineage_data_or_logs(
         monkeypatch.setenv("MIND_SERVER_URLS", json.dumps([url]))
         monkeypatch.setenv("MIND_SERVER_API_KEY_FILE", str(key_file))  # a mounted secret
         monkeypatch.setenv("MIND_MAX_TOKENS", "64")
+        model = LLMResource.from_settings(get_settings()).model_name
+        prices = {model: {"input_per_million": 2.0, "output_per_million": 8.0}}
+        monkeypatch.setenv("MIND_PRICES", json.dumps(prices))
         server_llm = LLMResource.from_settings(get_settings())
         register(napkin_shard("hosted", 2))
         run([raw_documents, chunks], "hosted")
@@ -182,3 +186,33 @@ def test_the_key_never_reaches_run_config_metadata_lineage_data_or_logs(
     assert key not in caplog.text and key not in out and key not in err
     materialization = result.asset_materializations_for_node("conversations")[0]
     assert key not in repr(materialization.metadata)
+
+    # Cost accounting from the same run: the provider billed 40 prompt and 52 completion tokens
+    # per answered request; the price table turns them into dollars.
+    n = generated.value
+    usage = {k: v.value for k, v in materialization.metadata.items() if k.startswith("usage/")}
+    assert usage["usage/requests"] == n
+    assert usage["usage/prompt_tokens"] == 40 * n and usage["usage/completion_tokens"] == 52 * n
+    assert usage["usage/dollars"] == pytest.approx((40 * 2.0 + 52 * 8.0) * n / 1e6)
+    assert "usage/device_seconds" not in usage  # a hosted endpoint bills tokens, not devices
+    report = format_metrics(settings.data_dir, ["cost"])
+    assert "Cost and usage per partition" in report
+    assert "conversations" in report and "hosted|teacher_student" in report
+
+
+def test_the_key_file_is_read_once_and_a_bad_one_is_named_never_shown(tmp_path, monkeypatch):
+    from mind_assets.settings import MindSettings
+
+    monkeypatch.delenv("MIND_SERVER_API_KEY", raising=False)
+    secret = tmp_path / "key"
+    secret.write_text("sk-from-file\nignored second line\n")
+    assert MindSettings(server_api_key_file=secret).server_key() == "sk-from-file"
+    assert MindSettings(server_api_key="sk-env", server_api_key_file=secret).server_key() == (
+        "sk-env"
+    )
+    assert "sk-env" not in repr(MindSettings(server_api_key="sk-env"))
+    with pytest.raises(ValueError, match=rf"MIND_SERVER_API_KEY_FILE {tmp_path / 'nope'}: No such"):
+        MindSettings(server_api_key_file=tmp_path / "nope").server_key()
+    (tmp_path / "blank").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        MindSettings(server_api_key_file=tmp_path / "blank").server_key()

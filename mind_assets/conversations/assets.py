@@ -139,9 +139,10 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
     )
     write_parquet_version(table, out_path)
     store.clear()
-    metrics_store(settings.data_dir).replace_partition(
-        "generations", {"shard": shard, "style": style}, table
-    )
+    usage = llm.usage([stats])
+    store_metrics = metrics_store(settings.data_dir)
+    store_metrics.replace_partition("generations", {"shard": shard, "style": style}, table)
+    store_metrics.record_aggregates("conversations", f"{shard}|{style}", usage)
     summary = summarize_conversations(
         table,
         chunk_ids=chunk_table.column("chunk_id").to_pylist(),
@@ -158,4 +159,5 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
         summary,
         data_version=file_data_version(out_path),
         **parquet_metadata(table, out_path, ["chunk_id", "n_turns", "finish_reason", "text"]),
+        **usage,
     )

@@ -6,12 +6,13 @@ shut down when the resource is torn down at the end of the step (or the in-proce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from mind_assets.llm.batch_runner import RunStats
 from mind_assets.llm.embedded_model import embedded_model_name, prepare_embedded_model
 from mind_assets.llm.hardware import EngineTuning, choose_engine_tuning, detect_host
 from mind_assets.llm.offline_engine import (
@@ -22,6 +23,7 @@ from mind_assets.llm.offline_engine import (
 )
 from mind_assets.llm.requests import ChatRequest, ChatResult, EngineIdentity, ProgressCallback
 from mind_assets.llm.server_pool import ServerPool, ServerPoolConfig
+from mind_assets.llm.usage import Usage
 from mind_assets.settings import EMBEDDED_MODEL, MindSettings, get_settings
 
 
@@ -159,6 +161,15 @@ class LLMResource(ConfigurableResource):
                 )
             )
         return self._pool
+
+    def usage(self, stats: Iterable[RunStats]) -> dict[str, float]:
+        """What the generation behind `stats` cost (llm/usage.py), as `usage/*` numbers."""
+        return Usage.of(stats).metrics(
+            model=self.model_name,
+            mode=self.engine_mode,
+            devices=max(1, self.tensor_parallel_size),
+            prices=get_settings().prices,
+        )
 
     def server_report(self) -> dict[str, dict[str, int]]:
         """Per-server answered requests and failed attempts (empty for the in-process engine)."""

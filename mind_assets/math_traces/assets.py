@@ -150,7 +150,8 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
     )
     written = write_split(SOLUTION_TRACES, settings.data_dir, keys, run.accepted, run.quarantine)
     out, quarantine = written.accepted_path, written.quarantine_path
-    record_trace_metrics(metrics_store(settings.data_dir), source, mode, run)
+    usage = llm.usage(run.stats)
+    record_trace_metrics(metrics_store(settings.data_dir), source, mode, run, usage)
     report = summarize_traces(
         run,
         problems=len(problems),
@@ -165,4 +166,5 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         report,
         data_version=file_data_version(out),
         **parquet_metadata(run.accepted, out, ["question", "solution", "extracted_answer"]),
+        **usage,
     )

@@ -479,8 +479,11 @@ def summarize_traces(
     )
 
 
-def record_trace_metrics(store: MetricsStore, source: str, mode: str, run: TraceRun) -> None:
-    """The partition's per-problem verification and its aggregates, in the metrics store."""
+def record_trace_metrics(
+    store: MetricsStore, source: str, mode: str, run: TraceRun, usage: dict[str, float]
+) -> None:
+    """The partition's per-problem verification, its aggregates and what it cost, in the
+    metrics store."""
     store.replace_partition(
         "trace_verification",
         {"source": source, "mode": mode},
@@ -494,5 +497,6 @@ def record_trace_metrics(store: MetricsStore, source: str, mode: str, run: Trace
             "traces": run.accepted.num_rows + run.quarantine.num_rows,
             "kept": run.accepted.num_rows,
             **{f"tool/{k}": v for k, v in run.tool_outcomes.items()},
+            **usage,
         },
     )

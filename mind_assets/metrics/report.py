@@ -14,7 +14,10 @@ REPORT_VIEWS = {
     "conversation_lengths": "Conversation length and turns",
     "math_pass_rates": "Solution traces: pass rate and maj@k per source and mode",
     "diversity": "Diversity: G-Vendi and baselines, latest per target",
+    "cost_per_partition": "Cost and usage per partition (latest materialization)",
 }
+# Short names `mind metrics --views` also accepts.
+VIEW_ALIASES = {"cost": "cost_per_partition"}
 
 
 def format_table(table: pa.Table) -> str:
@@ -55,9 +58,11 @@ def format_metrics(data_dir: Path, views: list[str] | None = None) -> str:
     store = metrics_store(data_dir)
     if not store.exists():
         return f"no metrics yet under {store.root} (materialize some assets first)"
+    views = [VIEW_ALIASES.get(v, v) for v in views] if views else None
     unknown = set(views or ()) - set(REPORT_VIEWS)
     if unknown:
-        raise ValueError(f"unknown view(s) {sorted(unknown)}; choose from {sorted(REPORT_VIEWS)}")
+        choices = sorted([*REPORT_VIEWS, *VIEW_ALIASES])
+        raise ValueError(f"unknown view(s) {sorted(unknown)}; choose from {choices}")
     sections = []
     for view in views or list(REPORT_VIEWS):
         title = REPORT_VIEWS.get(view, view)

@@ -166,6 +166,19 @@ VIEWS: dict[str, str] = {
                count(*) FILTER (WHERE n_turns BETWEEN 6 AND 10) AS turns_6_10,
                count(*) FILTER (WHERE n_turns > 10) AS turns_11_plus
         FROM generations GROUP BY shard, style ORDER BY shard, style""",
+    # What each partition's latest materialization cost (llm/usage.py): tokens, engine and
+    # device seconds, and dollars where the model has a price in MIND_PRICES.
+    "cost_per_partition": """
+        SELECT asset, partition,
+               max(value) FILTER (WHERE metric = 'usage/requests') AS requests,
+               max(value) FILTER (WHERE metric = 'usage/prompt_tokens') AS prompt_tokens,
+               max(value) FILTER (WHERE metric = 'usage/completion_tokens') AS completion_tokens,
+               max(value) FILTER (WHERE metric = 'usage/engine_seconds') AS engine_seconds,
+               max(value) FILTER (WHERE metric = 'usage/device_seconds') AS device_seconds,
+               max(value) FILTER (WHERE metric = 'usage/dollars') AS dollars,
+               max(recorded_at) AS recorded_at
+        FROM partition_aggregates WHERE metric LIKE 'usage/%'
+        GROUP BY asset, partition ORDER BY asset, partition""",
     # pass rate = mean over problems of (correct samples / k), an estimate of pass@1;
     # maj@k = share of problems whose majority answer is correct; pass@k = any sample correct.
     "diversity": """

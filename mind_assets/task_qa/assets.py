@@ -190,6 +190,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     )
     out, quarantine = written.accepted_path, written.quarantine_path
     generated = result.accepted.num_rows + result.quarantine.num_rows
+    usage = llm.usage(result.stats)
     metrics_store(settings.data_dir).record_aggregates(
         "task_qa",
         family,
@@ -198,6 +199,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
             "accepted": result.accepted.num_rows,
             "eval_texts": len(eval_texts),
             **{f"rejected/{rule}": n for rule, n in result.rejections_per_rule.items()},
+            **usage,
         },
     )
     summary = summarize_task_qa(
@@ -211,6 +213,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         summary,
         data_version=file_data_version(out),
         **parquet_metadata(result.accepted, out, ["form", "question", "answer", "reasoning"]),
+        **usage,
     )
 
 
