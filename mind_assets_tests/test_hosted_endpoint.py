@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from dagster import MultiPartitionKey
 
 from mind_assets.conversations.assets import conversations
 from mind_assets.corpus.assets import chunks, raw_documents
+from mind_assets.lib.storage import asset_path
 from mind_assets.llm.requests import ChatRequest, SamplingSpec
 from mind_assets.llm.resource import LLMResource
 from mind_assets.llm.server_pool import (
@@ -141,6 +143,15 @@ def test_a_wrong_key_fails_naming_the_server_and_the_answer_but_never_the_key(tm
     assert wrong not in str(error.value)
 
 
+def test_without_a_key_the_provider_refuses_and_the_step_fails_naming_it(tmp_path):
+    with (
+        provider(tmp_path, "the-right-key") as (url, log),
+        pytest.raises(ServersUnavailableError, match=r"401"),
+    ):
+        pool(url, None, max_attempts=2, model="provider-model").chat(conversation_requests(1))
+    assert received(log) and not any(r["key_ok"] for r in received(log))
+
+
 def test_the_key_never_reaches_run_config_metadata_lineage_data_or_logs(
     settings, instance, run, register, monkeypatch, tmp_path, caplog, capfd
 ):
@@ -195,6 +206,13 @@ def test_the_key_never_reaches_run_config_metadata_lineage_data_or_logs(
     assert usage["usage/prompt_tokens"] == 40 * n and usage["usage/completion_tokens"] == 52 * n
     assert usage["usage/dollars"] == pytest.approx((40 * 2.0 + 52 * 8.0) * n / 1e6)
     assert "usage/device_seconds" not in usage  # a hosted endpoint bills tokens, not devices
+    # ...and agree with the token columns of the rows the run wrote.
+    rows = pq.read_table(
+        asset_path(settings.data_dir, "conversations", "hosted", "teacher_student"),
+        columns=["prompt_tokens", "completion_tokens"],
+    )
+    assert usage["usage/prompt_tokens"] == sum(rows["prompt_tokens"].to_pylist())
+    assert usage["usage/completion_tokens"] == sum(rows["completion_tokens"].to_pylist())
     report = format_metrics(settings.data_dir, ["cost"])
     assert "Cost and usage per partition" in report
     assert "conversations" in report and "hosted|teacher_student" in report
