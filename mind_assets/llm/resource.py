@@ -22,7 +22,7 @@ from mind_assets.llm.offline_engine import (
     release_engines,
 )
 from mind_assets.llm.requests import ChatRequest, ChatResult, EngineIdentity, ProgressCallback
-from mind_assets.llm.server_pool import ServerPool, ServerPoolConfig
+from mind_assets.llm.server_pool import ServerPool, ServerPoolConfig, auth_headers
 from mind_assets.llm.usage import Usage
 from mind_assets.settings import EMBEDDED_MODEL, MindSettings, get_settings
 
@@ -136,8 +136,7 @@ class LLMResource(ConfigurableResource):
     def _server_version(self) -> str:
         import httpx
 
-        key = get_settings().server_key()
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = auth_headers(get_settings().server_key())
         for url in self.server_urls:
             try:
                 answer = httpx.get(f"{url.rstrip('/')}/version", headers=headers, timeout=10)

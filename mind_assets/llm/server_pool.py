@@ -48,6 +48,11 @@ class ServerState:
         return now >= self.down_until
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The only place the API key goes: the Authorization header of each request."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 @dataclass(frozen=True)
 class RateLimited:
     """A provider's 429: come back after `seconds`."""
@@ -281,7 +286,7 @@ class ServerPool:
         limits = httpx.Limits(
             max_connections=self.config.max_concurrency_per_server * len(self.states)
         )
-        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+        headers = auth_headers(self.config.api_key)
         async with httpx.AsyncClient(limits=limits, headers=headers) as client:
 
             async def one(request: ChatRequest) -> ChatResult:
