@@ -167,6 +167,12 @@ class TaskQASettings(StageSettings):
     min_reasoning_chars: int = Field(
         default=20, ge=0, description="Shortest reasoning a kept item may carry."
     )
+    structured_output: bool = Field(
+        default=True,
+        description="Generate and enrich items as JSON constrained to a schema (the prompts "
+        "under prompts/task_qa/structured/; vLLM structured outputs offline, the schema in the "
+        "request to servers); false uses the free-text prompts under prompts/task_qa/.",
+    )
 
 
 class MathSource(BaseModel):

@@ -7,13 +7,14 @@ sandbox with StrictUndefined, so a missing variable is an error rather than an e
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class PromptError(ValueError):
@@ -58,8 +59,17 @@ class PromptFile(BaseModel):
     # Solution-trace prompts: the reasoning effort they ask for and whether tool calls are on.
     effort: str | None = None
     tool_use: bool = False
+    # `json`: the reply is a JSON object whose schema the calling stage attaches to the request
+    # (structured generation); such prompts cannot also give a response_prefix.
+    output_format: Literal["text", "json"] = "text"
     version: str = ""
     path: str = ""
+
+    @model_validator(mode="after")
+    def _json_replies_start_fresh(self) -> PromptFile:
+        if self.output_format == "json" and self.response_prefix:
+            raise ValueError("a prompt with output_format json cannot have a response_prefix")
+        return self
 
     def render(self, **variables: Any) -> list[dict[str, str]]:
         """Chat messages for this prompt: an optional system message, then the user message."""
@@ -88,6 +98,8 @@ def _environment() -> SandboxedEnvironment:
         _ENV = SandboxedEnvironment(
             undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
         )
+        # JSON as a model should write it (Jinja's own `tojson` escapes <, > and & for HTML).
+        _ENV.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
     return _ENV
 
 

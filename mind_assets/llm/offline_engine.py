@@ -154,6 +154,7 @@ class OfflineEngine:
     ) -> list[ChatResult]:
         """Generate for every request in one engine call; results keep the request order."""
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         if not requests:
             return []
@@ -163,6 +164,12 @@ class OfflineEngine:
                 top_p=r.sampling.top_p,
                 max_tokens=r.sampling.max_tokens,
                 seed=r.sampling.seed,
+                # Compact JSON: without it a small model can spend its budget on whitespace.
+                structured_outputs=StructuredOutputsParams(
+                    json=r.response_schema, disable_any_whitespace=True
+                )
+                if r.json_schema
+                else None,
             )
             for r in requests
         ]

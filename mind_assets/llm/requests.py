@@ -56,6 +56,13 @@ class ChatRequest:
     request_hash: str
     # Extra chat-template variables, e.g. gpt-oss's native `reasoning_effort`.
     template_kwargs: tuple[tuple[str, str], ...] = ()
+    # A JSON schema (canonical JSON text) the reply must follow: decoding is constrained to it
+    # offline (vLLM structured outputs) and requested as `response_format` from servers.
+    json_schema: str = ""
+
+    @property
+    def response_schema(self) -> dict[str, Any] | None:
+        return json.loads(self.json_schema) if self.json_schema else None
 
     def as_openai_messages(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -148,6 +155,7 @@ def request_hash(
     sampling: SamplingSpec,
     messages: list[dict[str, str]],
     template_kwargs: dict[str, str] | None = None,
+    json_schema: str = "",
 ) -> str:
     fields: dict[str, Any] = {
         "model": model,
@@ -157,6 +165,8 @@ def request_hash(
     }
     if template_kwargs:  # only when used, so earlier hashes stay valid
         fields["template_kwargs"] = template_kwargs
+    if json_schema:  # likewise
+        fields["json_schema"] = json_schema
     payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -167,10 +177,20 @@ def make_request(
     sampling: SamplingSpec,
     messages: list[dict[str, str]],
     template_kwargs: dict[str, str] | None = None,
+    json_schema: dict[str, Any] | None = None,
 ) -> ChatRequest:
+    schema_text = canonical_json(json_schema) if json_schema else ""
     return ChatRequest(
         messages=tuple((m["role"], m["content"]) for m in messages),
         sampling=sampling,
-        request_hash=request_hash(model, prompt_version, sampling, messages, template_kwargs),
+        request_hash=request_hash(
+            model, prompt_version, sampling, messages, template_kwargs, schema_text
+        ),
         template_kwargs=tuple(sorted((template_kwargs or {}).items())),
+        json_schema=schema_text,
     )
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value (sorted keys, no spaces), so equal schemas hash alike."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

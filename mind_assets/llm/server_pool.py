@@ -173,7 +173,17 @@ class ServerPool:
             "max_tokens": request.sampling.max_tokens,
             "seed": request.sampling.seed,
         }
+        schema = request.response_schema
+        if schema is not None and not self._vllm:
+            # The OpenAI-standard field; providers that ignore it are caught by tolerant parsing.
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema.get("title", "reply"), "schema": schema},
+            }
         if self._vllm:
+            if schema is not None:
+                # vLLM's own field says the same as offline, compact JSON included.
+                body["structured_outputs"] = {"json": schema, "disable_any_whitespace": True}
             body["add_generation_prompt"] = not prefix
             body["continue_final_message"] = bool(prefix)
             if request.template_kwargs:

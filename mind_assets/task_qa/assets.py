@@ -15,7 +15,6 @@ from dagster import (
 )
 
 from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
-from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import asset_path, read_output, validate_name, write_parquet_version
 from mind_assets.llm.features import Sample, features_for
@@ -157,10 +156,10 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     family = context.partition_key
     entry = read_catalog_entry(settings, family)
     seeds = read_output(TASK_SEEDS.path(settings.data_dir, {"family": family}))
-    kind = "multiple_choice" if entry.output_type == "multiple_choice" else "open_ended"
-    prompts = TaskQAPrompts(
-        generate=load_prompt(settings.prompts_dir / "task_qa" / f"generate_{kind}.yaml"),
-        enrich=load_prompt(settings.prompts_dir / "task_qa" / "enrich_multiple_choice.yaml"),
+    prompts = TaskQAPrompts.load(
+        settings.prompts_dir,
+        output_type=entry.output_type,
+        structured=settings.task_qa.structured_output,
     )
     eval_texts = load_eval_texts(entry, settings.task_mirror)
     if not eval_texts:

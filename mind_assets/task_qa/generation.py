@@ -13,7 +13,18 @@ import pyarrow as pa
 
 from mind_assets.lib.prompts import PromptFile
 from mind_assets.llm.requests import ChatRequest, derive_seed, make_request, sampling_for
-from mind_assets.task_qa.parsing import parse_enrichment, parse_multiple_choice, parse_open_ended
+from mind_assets.task_qa.parsing import (
+    GeneratedEnrichment,
+    GeneratedMultipleChoice,
+    GeneratedOpenEnded,
+    ParsedItem,
+    parse_enrichment,
+    parse_multiple_choice,
+    parse_open_ended,
+    parse_structured_enrichment,
+    parse_structured_item,
+    response_schema,
+)
 from mind_assets.task_qa.rules import Candidate
 
 
@@ -42,9 +53,11 @@ def plan_items(
     base_seed: int,
     max_tokens_cap: int | None = None,
     seed_picker: SeedPicker | None = None,
+    generation_task: bool = False,
 ) -> list[PlannedItem]:
     """n_items few-shot requests; each draws `shots` seeds with an RNG seeded by (family, item),
-    uniformly or through `seed_picker` (Prismatic generation mode)."""
+    uniformly or through `seed_picker` (Prismatic generation mode). A JSON prompt's requests carry
+    the schema of the item it asks for (open-ended for generation tasks, else multiple choice)."""
     rows = seeds.to_pylist()
     planned = []
     for index in range(n_items):
@@ -55,6 +68,10 @@ def plan_items(
         else:
             examples, cluster, reason = seed_picker(seed, rows, shots)
         messages = prompt.render(task=task, examples=examples)
+        schema = None
+        if prompt.output_format == "json":
+            item = GeneratedOpenEnded if generation_task else GeneratedMultipleChoice
+            schema = response_schema(item)
         planned.append(
             PlannedItem(
                 item_index=index,
@@ -66,6 +83,7 @@ def plan_items(
                     prompt.version,
                     sampling_for(prompt, seed, max_tokens_cap),
                     messages,
+                    json_schema=schema,
                 ),
             )
         )
@@ -93,10 +111,18 @@ def _format_number(value: Fraction) -> str:
     return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
 
 
-def to_candidates(raw_text: str, *, generation_task: bool, seed: int) -> list[Candidate]:
+def parse_item(raw_text: str, *, generation_task: bool, structured: bool) -> ParsedItem:
+    if structured:
+        return parse_structured_item(raw_text, generation_task=generation_task)
+    return parse_open_ended(raw_text) if generation_task else parse_multiple_choice(raw_text)
+
+
+def to_candidates(
+    raw_text: str, *, generation_task: bool, seed: int, structured: bool = False
+) -> list[Candidate]:
     """Both forms of one generated item (or one failed candidate per form)."""
+    parsed = parse_item(raw_text, generation_task=generation_task, structured=structured)
     if generation_task:
-        parsed = parse_open_ended(raw_text)
         open_form = Candidate(
             "open_ended",
             parsed.question,
@@ -121,7 +147,6 @@ def to_candidates(raw_text: str, *, generation_task: bool, seed: int) -> list[Ca
             parse_error=parsed.error or ("" if wrong else "final answer is not a number"),
         )
         return [mc_form, open_form]
-    parsed = parse_multiple_choice(raw_text)
     mc_form = Candidate(
         "multiple_choice",
         parsed.question,
@@ -148,14 +173,20 @@ def plan_enrichment(
         question=candidate.question, choices=candidate.choices, answer=candidate.answer
     )
     return make_request(
-        model_name, prompt.version, sampling_for(prompt, seed, max_tokens_cap), messages
+        model_name,
+        prompt.version,
+        sampling_for(prompt, seed, max_tokens_cap),
+        messages,
+        json_schema=response_schema(GeneratedEnrichment)
+        if prompt.output_format == "json"
+        else None,
     )
 
 
-def apply_enrichment(candidates: list[Candidate], text: str) -> None:
+def apply_enrichment(candidates: list[Candidate], text: str, *, structured: bool = False) -> None:
     """Reasoning and per-distractor explanations onto an item's forms; a math item keeps its own
     worked solution as the reasoning of its open-ended form."""
-    enrichment = parse_enrichment(text)
+    enrichment = parse_structured_enrichment(text) if structured else parse_enrichment(text)
     for candidate in candidates:
         if candidate.form == "multiple_choice" or not candidate.solution:
             candidate.reasoning = enrichment.reasoning

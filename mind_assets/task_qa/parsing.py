@@ -1,9 +1,14 @@
-"""Parse generated task items and their enrichment out of the model's text."""
+"""Parse generated task items and their enrichment out of the model's text: the free-text
+format, or JSON following a schema (structured generation)."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 _QUESTION = re.compile(
     r"^\s*Question:\s*(.+?)\s*(?=^\s*(?:[A-H]\)|Solution:|Answer:|####))", re.S | re.M
@@ -16,6 +21,7 @@ _SOLUTION = re.compile(r"^\s*Solution:\s*(.+?)\s*(?=####)", re.S | re.M)
 _FINAL = re.compile(r"####\s*(\S[^\n]*?)\s*$", re.M)
 _WRONG = re.compile(r"^\s*Wrong:\s*(.+?)\s*:\s*(.+?)\s*$", re.M)
 _CALCULATOR = re.compile(r"<<[^>]*>>")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass
@@ -86,3 +92,157 @@ def parse_enrichment(text: str) -> Enrichment:
     first_wrong = _WRONG.search(body)
     reasoning = body[: first_wrong.start()] if first_wrong else body
     return Enrichment(reasoning.strip(), [(a.strip(), b.strip()) for a, b in _WRONG.findall(body)])
+
+
+# Structured generation. Each model below is what one request asks the LLM to write; its JSON
+# schema constrains decoding (vLLM structured outputs offline, `response_format` or vLLM's
+# `structured_outputs` from servers) and the same model validates the reply. String lengths are
+# capped so a constrained reply closes its JSON inside the token budget instead of being cut.
+
+
+class GeneratedMultipleChoice(BaseModel):
+    """A new multiple-choice item: the answer is the text of the correct option."""
+
+    model_config = ConfigDict(extra="forbid", title="multiple_choice_item")
+
+    question: str = Field(min_length=1, max_length=600)
+    options: list[Annotated[str, Field(min_length=1, max_length=160)]] = Field(
+        min_length=2, max_length=5
+    )
+    answer: str = Field(min_length=1, max_length=160)
+
+
+class GeneratedOpenEnded(BaseModel):
+    """A new problem with a worked solution and a short final answer."""
+
+    model_config = ConfigDict(extra="forbid", title="open_ended_item")
+
+    question: str = Field(min_length=1, max_length=600)
+    solution: str = Field(min_length=1, max_length=900)
+    final_answer: str = Field(min_length=1, max_length=40)
+
+
+class WrongOption(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="wrong_option")
+
+    option: str = Field(min_length=1, max_length=160)
+    why_wrong: str = Field(min_length=1, max_length=300)
+
+
+class GeneratedEnrichment(BaseModel):
+    """Why the correct answer follows from the question, and why each distractor is wrong."""
+
+    model_config = ConfigDict(extra="forbid", title="answer_explanation")
+
+    reasoning: str = Field(min_length=1, max_length=800)
+    wrong_options: list[WrongOption] = Field(max_length=5)
+
+
+def response_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def parse_json_reply(text: str, model: type[ModelT]) -> tuple[ModelT | None, str]:
+    """The reply as `model`, or None and why not. Tolerant of what servers that ignore the
+    schema add: a ```json fence, chatter before or after the object."""
+    candidates = [m.group(1) for m in _FENCE.finditer(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(text[start : end + 1])
+    candidates.append(text)
+    error = "no JSON object in the reply"
+    for candidate in candidates:
+        try:
+            payload = json.loads(candidate)
+        except json.JSONDecodeError as failure:
+            error = f"invalid JSON: {failure.msg} at char {failure.pos}"
+            continue
+        try:
+            parsed = model.model_validate(payload)
+        except ValidationError as failure:
+            first = failure.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "reply"
+            return None, f"JSON does not match {model.__name__}: {where}: {first['msg']}"
+        # Decoding held to the schema closes a string at its cap even mid-sentence: a text that
+        # long is a cut text, not a finished one.
+        cut = _strings_at_cap(parsed)
+        if cut:
+            return None, f"{model.__name__}: {cut} reached its length cap (cut off)"
+        return parsed, ""
+    return None, error
+
+
+def _strings_at_cap(value: BaseModel, where: str = "") -> str:
+    """The first string field whose length equals its schema's maxLength, by path."""
+    for name, info in type(value).model_fields.items():
+        path = f"{where}{name}"
+        field_value = getattr(value, name)
+        items = field_value if isinstance(field_value, list) else [field_value]
+        for index, item in enumerate(items):
+            item_path = f"{path}[{index}]" if isinstance(field_value, list) else path
+            if isinstance(item, BaseModel):
+                found = _strings_at_cap(item, item_path + ".")
+                if found:
+                    return found
+            elif isinstance(item, str) and len(item) == _max_length(info, nested=item_path != path):
+                return item_path
+    return ""
+
+
+def _max_length(info: Any, *, nested: bool) -> int | None:
+    """maxLength of a str field, or of the strings in a list[str] field (`nested`)."""
+    if nested:
+        args = getattr(info.annotation, "__args__", ())
+        metadata = getattr(args[0], "__metadata__", ()) if args else ()
+        constraints = [m for entry in metadata for m in getattr(entry, "metadata", [entry])]
+    else:
+        constraints = info.metadata
+    return next((c.max_length for c in constraints if hasattr(c, "max_length")), None)
+
+
+def parse_structured_item(text: str, *, generation_task: bool) -> ParsedItem:
+    """A structured reply as a ParsedItem; falls back to the text format for a server that
+    ignored both the schema and the prompt's request for JSON."""
+    if generation_task:
+        open_item, error = parse_json_reply(text, GeneratedOpenEnded)
+        if open_item is not None:
+            return ParsedItem(
+                question=open_item.question.strip(),
+                answer=open_item.final_answer.strip(),
+                solution=_CALCULATOR.sub("", open_item.solution).strip(),
+            )
+        fallback = parse_open_ended(text)
+    else:
+        mc_item, error = parse_json_reply(text, GeneratedMultipleChoice)
+        if mc_item is not None:
+            return _multiple_choice_item(mc_item)
+        fallback = parse_multiple_choice(text)
+    if fallback.error:
+        fallback.error = error
+    return fallback
+
+
+def _multiple_choice_item(item: GeneratedMultipleChoice) -> ParsedItem:
+    choices = [option.strip() for option in item.options]
+    raw = item.answer.strip()
+    # Small models answer with the letter despite the schema's description: map it back.
+    letter = re.fullmatch(r"\(?([A-E])\)?", raw)
+    if letter and ord(letter.group(1)) - ord("A") < len(choices):
+        raw = choices[ord(letter.group(1)) - ord("A")]
+    return ParsedItem(question=item.question.strip(), choices=choices, answer=raw)
+
+
+def parse_structured_enrichment(text: str) -> Enrichment:
+    parsed, _ = parse_json_reply(text, GeneratedEnrichment)
+    if parsed is None:
+        if text.lstrip().startswith("{"):
+            # Broken JSON is no explanation; the item then fails `missing_reasoning`.
+            return Enrichment("", [])
+        return parse_enrichment(text)
+    return Enrichment(
+        parsed.reasoning.strip(),
+        [(w.option.strip(), w.why_wrong.strip()) for w in parsed.wrong_options],
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mind_assets.lib.prompts import PromptFile
+from mind_assets.lib.prompts import PromptFile, load_prompt
 from mind_assets.lib.report import Markdown, StageSummary, markdown_table
 from mind_assets.llm.batch_runner import (
     ChatFn,
@@ -38,6 +38,17 @@ from mind_assets.task_qa.schema import TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
 class TaskQAPrompts:
     generate: PromptFile
     enrich: PromptFile
+
+    @classmethod
+    def load(cls, prompts_dir: Path, *, output_type: str, structured: bool) -> TaskQAPrompts:
+        """The generation prompt for a family's output type and the enrichment prompt, from the
+        structured (JSON) set or the free-text one."""
+        kind = "multiple_choice" if output_type == "multiple_choice" else "open_ended"
+        folder = prompts_dir / "task_qa" / ("structured" if structured else "")
+        return cls(
+            generate=load_prompt(folder / f"generate_{kind}.yaml"),
+            enrich=load_prompt(folder / "enrich_multiple_choice.yaml"),
+        )
 
 
 @dataclass
@@ -77,6 +88,7 @@ def run_task_qa(
         base_seed=base_seed,
         max_tokens_cap=max_tokens_cap,
         seed_picker=seed_picker,
+        generation_task=generation_task,
     )
     generated, gen_stats = generate_resumable(
         [p.request for p in planned],
@@ -93,7 +105,12 @@ def run_task_qa(
         items.append(
             (
                 plan,
-                to_candidates(stored.result.text, generation_task=generation_task, seed=item_seed),
+                to_candidates(
+                    stored.result.text,
+                    generation_task=generation_task,
+                    seed=item_seed,
+                    structured=prompts.generate.output_format == "json",
+                ),
                 stored,
             )
         )
@@ -120,7 +137,11 @@ def run_task_qa(
     for plan, candidates, _ in items:
         request = enrich_requests.get(plan.item_index)
         if request is not None:
-            apply_enrichment(candidates, enriched[request.request_hash].result.text)
+            apply_enrichment(
+                candidates,
+                enriched[request.request_hash].result.text,
+                structured=prompts.enrich.output_format == "json",
+            )
 
     flat = [(plan, c, stored) for plan, candidates, stored in items for c in candidates]
     reasons = run_task_rules(

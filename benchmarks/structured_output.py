@@ -1,0 +1,179 @@
+"""Structured generation for task Q&A, before and after, side by side in one run.
+
+The same families, seeds, item seeds and engine go through the `task_qa` asset three ways:
+  text        the free-text prompts (prompts/task_qa/), parsed with regular expressions: before;
+  json        the JSON prompts (prompts/task_qa/structured/) with the schema constraining
+              decoding (vLLM structured outputs): after, the default;
+  json-free   the JSON prompts without the constraint, to tell what the prompt does from what
+              the constraint does.
+For each: items generated, parse failures (rows rejected by `parse_failure`), rows kept after
+every rule, and output tokens per engine-second over generation and enrichment.
+
+Writes its figures into benchmarks/RESULTS.md (the section between the structured markers).
+Run with `make bench`; about 20 minutes on a 2-core CPU machine with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.data import SHARED_DATA  # noqa: E402
+from benchmarks.results import RESULTS, replace_section  # noqa: E402
+
+FIXTURES = ROOT / "mind_assets_tests" / "fixtures" / "task_mirror"
+ARMS = ("text", "json", "json-free")
+
+
+def task_mirror(root: Path) -> Path:
+    """The real GSM8K splits and the hand-written fixtures, linked in Hugging Face layout."""
+    gsm8k = root / "openai" / "gsm8k" / "main"
+    gsm8k.mkdir(parents=True)
+    for split in ("train", "test"):
+        (gsm8k / f"{split}.jsonl").symlink_to(SHARED_DATA / "gsm8k" / f"{split}.jsonl")
+    for dataset in ("tau", "allenai"):
+        (root / dataset).symlink_to(FIXTURES / dataset)
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=32, help="generated items per family")
+    parser.add_argument("--families", default="gsm8k,commonsense_qa")
+    args = parser.parse_args()
+    families = args.families.split(",")
+
+    work = Path(tempfile.mkdtemp(prefix="mind-bench-structured-"))
+    os.environ["MIND_DATA_DIR"] = str(work / "data")
+    os.environ.setdefault("MIND_MODELS_DIR", str(ROOT / "data" / "models"))
+    os.environ["MIND_KEEP_ENGINE_BETWEEN_RUNS"] = "1"
+    os.environ["MIND_TASK_MIRROR_DIR"] = str(task_mirror(work / "mirror"))
+    os.environ["MIND_TASK_QA__FAMILIES"] = json.dumps(families)
+    os.environ["MIND_TASK_QA__ITEMS"] = str(args.items)
+    os.environ["MIND_TASK_QA__SEED_LIMIT"] = "300"
+    os.environ.pop("MIND_MAX_TOKENS", None)  # each prompt file's own budget, as in production
+    os.environ["DAGSTER_HOME"] = str(work / "dagster_home")
+    (work / "dagster_home").mkdir(parents=True)
+
+    import pyarrow.parquet as pq
+    from dagster import DagsterInstance, materialize
+
+    import mind_assets.task_qa.generation as generation
+    from mind_assets.definitions import ASSETS
+    from mind_assets.lib.storage import asset_path
+    from mind_assets.llm.resource import LLMResource
+    from mind_assets.settings import get_settings
+    from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
+
+    instance = DagsterInstance.get()
+    settings = get_settings()
+    llm_resource = LLMResource.from_settings(settings)
+    tuning = llm_resource.tuning()
+    resources = {"llm": llm_resource}
+    materialize(ASSETS, selection=[task_seed_catalog], instance=instance, resources=resources)
+    for family in families:
+        materialize(
+            ASSETS,
+            selection=[task_seeds],
+            partition_key=family,
+            instance=instance,
+            resources=resources,
+        )
+
+    schema_of = generation.response_schema
+    figures: dict[tuple[str, str], dict[str, float]] = {}
+    # Arms alternate within each family, so a change in machine load hits them alike.
+    for family in families:
+        for arm in ARMS:
+            os.environ["MIND_TASK_QA__STRUCTURED_OUTPUT"] = "false" if arm == "text" else "true"
+            # json-free: the JSON prompts, but no schema in the requests (so no constraint).
+            generation.response_schema = (lambda model: None) if arm == "json-free" else schema_of
+            result = materialize(
+                ASSETS,
+                selection=[task_qa],
+                partition_key=family,
+                instance=instance,
+                resources=resources,
+            )
+            meta = {
+                k: v.value
+                for k, v in result.asset_materializations_for_node("task_qa")[0].metadata.items()
+            }
+            data = get_settings().data_dir
+            accepted = pq.read_table(asset_path(data, "task_qa", family)).to_pylist()
+            rejected = pq.read_table(
+                asset_path(data, "task_qa", family, suffix=".quarantine.parquet")
+            ).to_pylist()
+            rows = len(accepted) + len(rejected)
+            # Both forms of an item share its parse: count items, not rows.
+            parse_failed = {
+                r["item_id"]
+                for r in rejected
+                if any(reason.startswith("parse_failure") for reason in r["rejected_by"])
+            }
+            truncated = {
+                r["item_id"] for r in accepted + rejected if r["finish_reason"] == "length"
+            }
+            figures[(arm, family)] = {
+                "items": rows // 2,
+                "parse_failures": len(parse_failed),
+                "truncated": len(truncated),
+                "kept_rows": len(accepted),
+                "rows": rows,
+                "completion_tokens": meta["usage/completion_tokens"],
+                "engine_seconds": meta["usage/engine_seconds"],
+            }
+            print(arm, family, figures[(arm, family)], flush=True)
+    generation.response_schema = schema_of
+
+    lines = [
+        "<!-- structured:start -->",
+        "## Structured generation for task Q&A (`benchmarks/structured_output.py`)",
+        "",
+        f"Run {time.strftime('%Y-%m-%d')} on {tuning.host}; engine dtype {tuning.dtype}; "
+        f"embedded model; {args.items} items per family, each prompt file's own max_tokens; the "
+        "same seeds, few-shot draws and sampling seeds in every arm. *text*: free-text prompts "
+        "parsed by regular expressions (before); *json*: JSON prompts with the schema "
+        "constraining decoding (after, the default); *json-free*: the JSON prompts without "
+        "the constraint. An item is one generation (two rows: multiple-choice and open-ended "
+        "form); *truncated* items hit max_tokens.",
+        "",
+        "| arm | family | items | parse failures | truncated | rows kept | kept rate "
+        "| output tok/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (arm, family), f in figures.items():
+        lines.append(
+            f"| {arm} | {family} | {f['items']} | {f['parse_failures']} "
+            f"({f['parse_failures'] / f['items']:.0%}) | {f['truncated']} | {f['kept_rows']}"
+            f"/{f['rows']} | {f['kept_rows'] / f['rows']:.0%} "
+            f"| {f['completion_tokens'] / f['engine_seconds']:.1f} |"
+        )
+    lines.append("")
+    for family in families:
+        text, json_ = figures[("text", family)], figures[("json", family)]
+        speed = (json_["completion_tokens"] / json_["engine_seconds"]) / (
+            text["completion_tokens"] / text["engine_seconds"]
+        )
+        lines.append(
+            f"- {family}: parse failures {text['parse_failures']} -> {json_['parse_failures']} "
+            f"of {text['items']} items, kept rows {text['kept_rows']} -> {json_['kept_rows']}, "
+            f"output tok/s json/text = {speed:.2f}."
+        )
+    lines.append("<!-- structured:end -->")
+    replace_section(RESULTS, "structured", "\n".join(lines))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
