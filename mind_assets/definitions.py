@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dagster import AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions
+from dagster import (
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    ExecutorDefinition,
+)
 
 from mind_assets.blends.assets import blend_export, blend_manifest
 from mind_assets.conversations.assets import conversations, mind_prompts
@@ -17,7 +22,7 @@ from mind_assets.operations.schedules import (
     regenerate_unsynced_conversations,
 )
 from mind_assets.publish.assets import published_dataset
-from mind_assets.settings import get_settings
+from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
 
 ASSETS = [
@@ -49,10 +54,23 @@ default_automation_condition_sensor = AutomationConditionSensorDefinition(
 )
 
 
+def step_executor(settings: MindSettings) -> ExecutorDefinition | None:
+    """Dagster's default executor, or with MIND_K8S__EXECUTOR=k8s_job a Kubernetes Job per step,
+    so the `llm` pool's steps get the GPUs their `dagster-k8s/config` tags ask for."""
+    if settings.k8s.executor != "k8s_job":
+        return None
+    # Only deployments on Kubernetes install dagster-k8s (deploy/README.md).
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor
+
+
 def build_definitions() -> Definitions:
+    settings = get_settings()
     return Definitions(
         assets=ASSETS,
-        resources={"llm": LLMResource.from_settings(get_settings())},
+        resources={"llm": LLMResource.from_settings(settings)},
+        executor=step_executor(settings),
         sensors=[corpus_inbox_sensor, default_automation_condition_sensor],
         schedules=[nightly_blend_rebuild, regenerate_unsynced_conversations],
     )

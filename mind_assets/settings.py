@@ -332,6 +332,62 @@ class BlendSettings(StageSettings):
         return bounds
 
 
+class GpuToleration(BaseModel):
+    """A toleration of a GPU node's taint, spelt as in a Kubernetes pod spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    # Empty tolerates every effect of the taint.
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class KubernetesSettings(StageSettings):
+    """How steps run on Kubernetes (`MIND_K8S__*`): the step executor, and what the pod of an
+    offline LLM step asks for. Read where definitions load (the code location server) as well
+    as in run pods."""
+
+    executor: Literal["multiprocess", "k8s_job"] = Field(
+        default="multiprocess",
+        description="'multiprocess': Dagster's default, every step in the run's own process or "
+        "pod. 'k8s_job': every step in a Kubernetes Job of its own (dagster-k8s's "
+        "k8s_job_executor; needs the K8sRunLauncher), so LLM steps get the GPUs their "
+        "`dagster-k8s/config` tag asks for.",
+    )
+    gpu_resource: str = Field(
+        default="nvidia.com/gpu",
+        description="Extended resource an offline LLM step requests, MIND_TENSOR_PARALLEL_SIZE "
+        "of them.",
+    )
+    gpu_tolerations: list[GpuToleration] = Field(
+        default_factory=lambda: [
+            GpuToleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        ],
+        description="Tolerations of an offline LLM step's pod, as a JSON list of {key, "
+        "operator, value, effect}; the default tolerates the usual `nvidia.com/gpu` taint of "
+        "GPU nodes.",
+    )
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels an offline LLM step's pod must match, as a JSON object "
+        '(e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}).',
+    )
+    llm_cpu: str = Field(default="8", description="CPU request of an offline LLM step's pod.")
+    llm_memory: str = Field(
+        default="32Gi",
+        description="Memory request of an offline LLM step's pod (weights load "
+        "through host memory).",
+    )
+    shm_size: str = Field(
+        default="16Gi",
+        description="Size of the in-memory /dev/shm given to an offline LLM step's pod when "
+        "MIND_TENSOR_PARALLEL_SIZE > 1 (tensor-parallel workers exchange tensors through it; a "
+        "container's default is 64 MiB).",
+    )
+
+
 # Flat variables of earlier versions and the nested names that replaced them. Setting an old name
 # is an error rather than silently ignored.
 RENAMED_VARIABLES = {
@@ -552,6 +608,7 @@ class MindSettings(BaseSettings):
     math: MathSettings = Field(default_factory=MathSettings)
     diversity: DiversitySettings = Field(default_factory=DiversitySettings)
     blends: BlendSettings = Field(default_factory=BlendSettings)
+    k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -34,6 +34,7 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.batch_runner import RequestStore, generate_resumable
+from mind_assets.llm.pods import llm_step_tags
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import get_settings
@@ -92,6 +93,7 @@ def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
     group_name="mind",
     kinds={"vllm", "parquet"},
     pool="llm",
+    op_tags=llm_step_tags(),
     # One run per partition in backfills: each run loads one engine for one whole batch, and
     # Dagster's single-run backfills mishandle partial multi-partition selections.
     backfill_policy=BackfillPolicy.multi_run(1),

@@ -17,6 +17,7 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
+from mind_assets.llm.pods import llm_step_tags
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.outputs import MATH_PROBLEMS, SOLUTION_TRACES
 from mind_assets.math_traces.problems import build_problem_set
@@ -102,6 +103,7 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
     group_name="math_traces",
     kinds={"vllm", "parquet"},
     pool="llm",
+    op_tags=llm_step_tags(),
     backfill_policy=BackfillPolicy.multi_run(1),
     code_version="2",  # 2: tool calls jailed, `isolation` column
     check_specs=[

@@ -18,6 +18,7 @@ from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import asset_path, read_output, validate_name, write_parquet_version
 from mind_assets.llm.features import Sample, features_for
+from mind_assets.llm.pods import llm_step_tags
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
@@ -143,6 +144,7 @@ def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, 
     group_name="task_qa",
     kinds={"vllm", "parquet"},
     pool="llm",
+    op_tags=llm_step_tags(),
     # One run per partition in backfills: each run loads one engine for one whole batch, and
     # Dagster's single-run backfills mishandle partial multi-partition selections.
     backfill_policy=BackfillPolicy.multi_run(1),
