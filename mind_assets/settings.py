@@ -296,6 +296,18 @@ class DiversitySettings(StageSettings):
         le=1,
         description="Generation mode: draw seeds from one cluster among this smallest share.",
     )
+    prismatic_rounds: int = Field(
+        default=2,
+        ge=1,
+        description="Prismatic rounds per family: round 1 filters task_qa's items, each later "
+        "round generates from the small clusters of the grown pool (seeds + items kept so far).",
+    )
+    prismatic_verify_samples: int = Field(
+        default=5,
+        ge=0,
+        description="Math items: solutions sampled per generated item; it is kept only when "
+        "more than half agree with its stated answer. 0 turns the check off.",
+    )
 
 
 class BlendSettings(StageSettings):

@@ -14,6 +14,7 @@ REPORT_VIEWS = {
     "conversation_lengths": "Conversation length and turns",
     "math_pass_rates": "Solution traces: pass rate and maj@k per source and mode",
     "diversity": "Diversity: G-Vendi and baselines, latest per target",
+    "prismatic": "Prismatic rounds: pool, kept items and G-Vendi per round",
     "cost_per_partition": "Cost and usage per partition (latest materialization)",
 }
 # Short names `mind metrics --views` also accepts.

@@ -122,6 +122,24 @@ TABLES: dict[str, MetricsTable] = {
         ("feature_config", S),
         ("recorded_at", UTC_TIME),
     ),
+    # One row per Prismatic round of a family (round 0: the seeds), replaced on each run.
+    "prismatic_rounds": _table(
+        ("family",),
+        ("family", S),
+        ("run_id", S),
+        ("round", I32),
+        ("pool", I32),
+        ("clusters", I32),
+        ("new_items", I32),
+        ("kept_by_filter", I32),
+        ("verified", I32),
+        ("kept", I32),
+        ("pool_after", I32),
+        ("g_vendi_pool", F64),
+        ("g_vendi_kept", F64),
+        ("g_vendi_new", F64),
+        ("recorded_at", UTC_TIME),
+    ),
     "trace_verification": _table(
         ("source", "mode"),
         ("source", S),
@@ -188,6 +206,11 @@ VIEWS: dict[str, str] = {
         FROM diversity_scores
         QUALIFY row_number() OVER (PARTITION BY target ORDER BY recorded_at DESC) = 1
         ORDER BY target""",
+    "prismatic": """
+        SELECT family, round, pool, clusters, new_items, kept_by_filter, verified, kept,
+               pool_after, round(g_vendi_pool, 3) AS g_vendi_pool,
+               round(g_vendi_kept, 3) AS g_vendi_kept, round(g_vendi_new, 3) AS g_vendi_new
+        FROM prismatic_rounds ORDER BY family, round""",
     "math_pass_rates": """
         SELECT source, mode, count(*) AS problems, max(k) AS k,
                round(avg(pass_rate), 4) AS mean_pass_rate,

@@ -1,9 +1,10 @@
 """Task-seeded Q&A assets: the seed catalog, normalised seeds per family, generated Q&A."""
 
 from collections import Counter
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
@@ -15,14 +16,18 @@ from dagster import (
 )
 
 from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
+from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
+from mind_assets.lib.report import markdown_table
 from mind_assets.lib.storage import asset_path, read_output, validate_name, write_parquet_version
-from mind_assets.llm.features import Sample, features_for
+from mind_assets.llm.features import features_for
 from mind_assets.llm.pods import llm_step_tags
+from mind_assets.llm.requests import derive_seed
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
+from mind_assets.task_qa.majority import verify_by_majority
 from mind_assets.task_qa.outputs import (
     PRISMATIC_TASK_QA,
     TASK_FAMILIES_PARTITION,
@@ -31,10 +36,11 @@ from mind_assets.task_qa.outputs import (
 )
 from mind_assets.task_qa.prismatic import (
     cluster_seed_picker,
-    cluster_shares,
     cluster_task_seeds,
-    prismatic_filter,
+    prismatic_cache_name,
+    run_prismatic_rounds,
 )
+from mind_assets.task_qa.schema import SEED_SCHEMA
 from mind_assets.task_qa.seeds import load_eval_texts, load_seed_split, normalize_split
 from mind_assets.task_qa.stage import TaskQAPrompts, run_task_qa, summarize_task_qa
 
@@ -132,6 +138,19 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
+def native_form(entry: CatalogEntry) -> str:
+    """The form of a family's own items: multiple choice, or open-ended for generative tasks."""
+    return "multiple_choice" if entry.output_type == "multiple_choice" else "open_ended"
+
+
+def task_qa_prompts(settings: MindSettings, entry: CatalogEntry) -> TaskQAPrompts:
+    return TaskQAPrompts.load(
+        settings.prompts_dir,
+        output_type=entry.output_type,
+        structured=settings.task_qa.structured_output,
+    )
+
+
 def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, logger):
     """Generation mode: cluster the seeds' gradient features; items draw from small clusters."""
     clustering = cluster_task_seeds(settings, family, seeds.to_pylist(), logger)
@@ -158,11 +177,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     family = context.partition_key
     entry = read_catalog_entry(settings, family)
     seeds = read_output(TASK_SEEDS.path(settings.data_dir, {"family": family}))
-    prompts = TaskQAPrompts.load(
-        settings.prompts_dir,
-        output_type=entry.output_type,
-        structured=settings.task_qa.structured_output,
-    )
+    prompts = task_qa_prompts(settings, entry)
     eval_texts = load_eval_texts(entry, settings.task_mirror)
     if not eval_texts:
         context.log.warning(
@@ -222,58 +237,136 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     partitions_def=task_families_partitions,
     deps=[task_seeds, task_qa],
     group_name="diversity",
-    kinds={"torch", "parquet"},
-    code_version="1",
-    description="Prismatic filter mode on generated task Q&A: spherical k-means (k = 10% of the "
-    "pool) over the gradient features of the family's seeds; new items are kept "
-    "only when they land in the smaller clusters. Every row records its cluster and the reason.",
+    kinds={"torch", "vllm", "parquet"},
+    pool="llm",
+    backfill_policy=BackfillPolicy.multi_run(1),
+    code_version="2",
+    description="Prismatic Synthesis rounds on a family's task Q&A (MIND_DIVERSITY__PRISMATIC_"
+    "ROUNDS, default 2). The pool is the seeds plus the items kept so far, featurised alike "
+    "(question -> reasoning and answer). Each round clusters the pool (spherical k-means over "
+    "proxy-model gradients, k = 10% of the pool); round 1 filters task_qa's items, later rounds "
+    "generate from the smallest clusters; an item is kept when it lands in the smaller clusters "
+    "and, for math, when the majority of sampled solutions agrees with its answer. Rows record "
+    "round, cluster, reason and votes; the G-Vendi of the pool, the kept and the new items per "
+    "round goes to the metadata and the metrics store (prismatic_rounds).",
 )
-def prismatic_task_qa(context: AssetExecutionContext) -> MaterializeResult:
+def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
+    diversity = settings.diversity
     family = context.partition_key
+    entry = read_catalog_entry(settings, family)
     seeds = read_output(TASK_SEEDS.path(settings.data_dir, {"family": family})).to_pylist()
-    items = read_output(TASK_QA.path(settings.data_dir, {"family": family}))
-    new = [
-        Sample(r["qa_id"], r["question"] or "", r["text"] or "")
-        for r in items.select(["qa_id", "question", "text"]).to_pylist()
-    ]
-    clustering = cluster_task_seeds(settings, family, seeds, context.log)
-    _, new_features = features_for(settings, new, f"task_qa__{family}", context.log)
-    decisions = prismatic_filter(
-        clustering, new_features.features, settings.diversity.prismatic_keep_fraction
+    items = read_output(TASK_QA.path(settings.data_dir, {"family": family})).to_pylist()
+    requests_dir = asset_path(
+        settings.data_dir, "_requests", "prismatic_task_qa", family, suffix=""
     )
-    favoured = clustering.smallest(settings.diversity.prismatic_keep_fraction)
-    labels = np.array([d.cluster_id for d in decisions])
-    before = cluster_shares(labels, favoured)
-    after = (
-        cluster_shares(labels[[d.kept for d in decisions]], favoured)
-        if any(d.kept for d in decisions)
-        else 0.0
+    batch_size = llm.requests_per_batch(settings.batch_size)
+    stats = []
+
+    def generate(round_: int, pool_rows: list[dict], picker):
+        eval_texts = load_eval_texts(entry, settings.task_mirror)
+        result = run_task_qa(
+            entry=entry,
+            seeds=pa.Table.from_pylist(pool_rows, schema=SEED_SCHEMA),
+            eval_texts=eval_texts,
+            prompts=task_qa_prompts(settings, entry),
+            chat=llm.chat,
+            identity=llm.identity(),
+            requests_dir=requests_dir / f"round_{round_}",
+            settings=settings.task_qa,
+            base_seed=derive_seed(settings.seed, "prismatic", f"round_{round_}"),
+            batch_size=batch_size,
+            max_tokens_cap=settings.max_tokens,
+            seed_picker=picker,
+            logger=context.log,
+        )
+        stats.extend(result.stats)
+        return result.accepted.to_pylist(), result.quarantine.to_pylist()
+
+    def verify(round_: int, math_items):
+        verdicts, run_stats = verify_by_majority(
+            math_items,
+            load_prompt(settings.prompts_dir / "task_qa" / "solve.yaml"),
+            llm.chat,
+            requests_dir=requests_dir / f"verify_{round_}",
+            samples=diversity.prismatic_verify_samples,
+            model_name=llm.identity().model,
+            base_seed=settings.seed,
+            family=family,
+            batch_size=batch_size,
+            max_tokens_cap=settings.max_tokens,
+            logger=context.log,
+        )
+        stats.append(run_stats)
+        return verdicts
+
+    def featurise(samples):
+        _, cached = features_for(settings, samples, prismatic_cache_name(family), context.log)
+        return cached.features
+
+    is_math = entry.output_type != "multiple_choice"
+    result = run_prismatic_rounds(
+        seeds=seeds,
+        first_items=items,
+        rounds=diversity.prismatic_rounds,
+        native_form=native_form(entry),
+        featurise=featurise,
+        generate=generate,
+        verify=verify if is_math and diversity.prismatic_verify_samples else None,
+        cluster_fraction=diversity.prismatic_cluster_fraction,
+        keep_fraction=diversity.prismatic_keep_fraction,
+        generation_fraction=diversity.prismatic_generation_fraction,
+        seed=settings.seed,
+        logger=context.log,
     )
-    rows = items.to_pylist()
-    kept, dropped = [], []
-    for row, decision in zip(rows, decisions, strict=True):
-        row = {**row, "prismatic_cluster": decision.cluster_id, "prismatic_reason": decision.reason}
-        (kept if decision.kept else dropped).append(row)
-    rejected = [{**r, "rejected_by": ["prismatic_over_represented"]} for r in dropped]
     written = write_split(
         PRISMATIC_TASK_QA,
         settings.data_dir,
         {"family": family},
-        pa.Table.from_pylist(kept, schema=PRISMATIC_TASK_QA.schema),
-        pa.Table.from_pylist(rejected, schema=PRISMATIC_TASK_QA.quarantine_schema),
+        pa.Table.from_pylist(result.kept, schema=PRISMATIC_TASK_QA.schema),
+        pa.Table.from_pylist(result.dropped, schema=PRISMATIC_TASK_QA.quarantine_schema),
     )
     out = written.accepted_path
+    rounds = [asdict(r) for r in result.rounds]
+    store = metrics_store(settings.data_dir)
+    now = datetime.now(UTC)
+    store.replace_partition(
+        "prismatic_rounds",
+        {"family": family},
+        pa.Table.from_pylist(
+            [
+                {"family": family, "run_id": context.run.run_id, **r, "recorded_at": now}
+                for r in rounds
+            ]
+        ),
+    )
+    usage = llm.usage(stats)
+    store.record_aggregates(
+        "prismatic_task_qa",
+        family,
+        {
+            "kept": len(result.kept),
+            "dropped": len(result.dropped),
+            **{f"g_vendi_pool/round_{r['round']}": r["g_vendi_pool"] for r in rounds},
+            **usage,
+        },
+    )
     return MaterializeResult(
         metadata={
-            "pool": len(seeds),
-            "clusters": clustering.k,
-            "cluster_sizes": MetadataValue.json(sorted(int(s) for s in clustering.sizes)),
-            "new_items": len(new),
-            "kept": len(kept),
-            "share_in_small_clusters_before": round(before, 4),
-            "share_in_small_clusters_after": round(after, 4),
+            "rounds": MetadataValue.md(markdown_table(rounds)),
+            **{f"g_vendi_pool_round_{r['round']}": r["g_vendi_pool"] for r in rounds},
+            **{f"g_vendi_kept_round_{r['round']}": r["g_vendi_kept"] for r in rounds[1:]},
+            "seeds": len(seeds),
+            "pool": rounds[-1]["pool_after"],
+            "kept": len(result.kept),
+            "quarantined": len(result.dropped),
+            "majority_check": (
+                f"{diversity.prismatic_verify_samples} samples per item"
+                if is_math and diversity.prismatic_verify_samples
+                else "off"
+            ),
             "path": MetadataValue.path(str(out)),
+            **usage,
         },
         data_version=file_data_version(out),
     )

@@ -39,8 +39,10 @@ TASK_QA = OutputFamily(
     blendable=True,
 )
 
-# The task Q&A items the Prismatic filter keeps: each row is its task_qa item (same qa_id) with
-# its cluster and the reason, so it traces through that item to the seeds.
+# The task Q&A items the Prismatic rounds keep, each with its round, cluster and reason. A round-1
+# row is its task_qa item (same qa_id) and traces through it; a row generated in a later round
+# traces to the seeds among its `seed_ids` (the others are items kept in earlier rounds, rows of
+# this family).
 PRISMATIC_TASK_QA = OutputFamily(
     name="prismatic_task_qa",
     dims=(FAMILY,),
@@ -48,7 +50,7 @@ PRISMATIC_TASK_QA = OutputFamily(
     id_column="qa_id",
     text_column="text",
     quarantine_schema=PRISMATIC_TASK_QA_QUARANTINE_SCHEMA,
-    parents=(ParentLink(TASK_QA, "qa_id"),),
+    parents=(ParentLink(TASK_QA, "qa_id"), ParentLink(TASK_SEEDS, "seed_ids", many=True)),
     token_column="completion_tokens",
     prompt_column="question",
     blendable=True,

@@ -57,13 +57,20 @@ TASK_QA_QUARANTINE_SCHEMA = TASK_QA_SCHEMA.append(
 
 
 def prismatic_schema(base: pa.Schema) -> pa.Schema:
-    """A task Q&A schema with the Prismatic filter's record of each row: its cluster and why it
-    was kept or dropped."""
+    """A task Q&A schema with the Prismatic record of each row: the round that considered it, its
+    cluster, why it was kept or dropped, and the majority-answer check of a math item."""
     # `selection_reason` already says how the item's seeds were chosen; the filter's own
     # reason gets its own column.
-    return base.append(pa.field("prismatic_cluster", pa.int32())).append(
-        pa.field("prismatic_reason", pa.string())
-    )
+    for column in (
+        pa.field("prismatic_round", pa.int32()),
+        pa.field("prismatic_cluster", pa.int32()),  # null: rejected before clustering
+        pa.field("prismatic_reason", pa.string()),
+        pa.field("majority_answer", pa.string()),  # null: not checked, or no majority
+        pa.field("majority_votes", pa.int32()),
+        pa.field("majority_samples", pa.int32()),
+    ):
+        base = base.append(column)
+    return base
 
 
 PRISMATIC_TASK_QA_SCHEMA = prismatic_schema(TASK_QA_SCHEMA)
