@@ -16,7 +16,7 @@ from mind_assets.corpus.sensors import corpus_inbox_sensor
 from mind_assets.diversity.assets import diversity
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.llm.resource import LLMResource
-from mind_assets.math_traces.assets import math_problems, solution_traces
+from mind_assets.math_traces.assets import math_problems, problem_difficulty, solution_traces
 from mind_assets.operations.schedules import (
     nightly_blend_rebuild,
     regenerate_unsynced_conversations,
@@ -36,6 +36,7 @@ ASSETS = [
     task_seeds,
     task_qa,
     math_problems,
+    problem_difficulty,
     solution_traces,
     blend_manifest,
     blend_export,

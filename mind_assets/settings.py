@@ -175,9 +175,15 @@ class TaskQASettings(StageSettings):
     )
 
 
+ANSWER_TYPES = ("numeric", "expression", "multiple_choice", "yes_no", "proof")
+AnswerType = Literal["numeric", "expression", "multiple_choice", "yes_no", "proof"]
+
+
 class MathSource(BaseModel):
     """One problem source. `answer_format: gsm8k` reads the reference after `#### ` and strips
-    `<<...>>` calculator annotations; `plain` takes the answer field as it is."""
+    `<<...>>` calculator annotations; `plain` takes the answer field as it is (an empty one is
+    a missing reference, left to majority-vote repair). `answer_type` says what form the answer
+    takes, for the whole source or per row (`answer_type_field`); prompts ask for that form."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -193,6 +199,9 @@ class MathSource(BaseModel):
     question_field: str = "question"
     answer_field: str = "answer"
     answer_format: Literal["gsm8k", "plain"] = "gsm8k"
+    answer_type: AnswerType = "numeric"
+    answer_type_field: str | None = None  # a column naming each row's answer type
+    choices_field: str | None = None  # multiple choice: a list of options, shown as A) B) ...
 
     @model_validator(mode="after")
     def _train_is_not_eval(self) -> MathSource:
@@ -218,16 +227,47 @@ class MathSettings(StageSettings):
     problems_limit: int | None = Field(
         default=None, ge=1, description="Use at most this many problems per source."
     )
-    samples_per_problem: int = Field(
-        default=4, ge=1, description="k: solution traces sampled per problem and mode."
+    samples_per_problem: int | None = Field(
+        default=None,
+        ge=1,
+        description="k: solution traces sampled per problem and mode. Empty means 8 (the "
+        "recipe's k) when the engine runs on a GPU or in server mode, 4 on CPU.",
     )
     max_tool_calls: int = Field(default=4, ge=0, description="Most Python tool calls in one trace.")
-    drop_solved_by_all: bool = Field(
-        default=False, description="Quarantine problems every sample solved (too easy)."
+    token_budgets: dict[str, int] = Field(
+        default_factory=dict,
+        description='Completion tokens per trace, by effort or mode, as JSON ({"high": 32768, '
+        '"low_tir": 4096}); replaces the prompt file\'s max_tokens, up or down. Every request is '
+        "still held to what the context (MIND_MAX_MODEL_LEN) leaves after its prompt, and to "
+        "MIND_MAX_TOKENS when that is set.",
     )
-    length_buckets: list[int] = Field(
-        default_factory=lambda: [4096, 8192, 16384, 32768, 65536, 131072],
-        description="Upper token bounds of the sequence-length buckets recorded on traces.",
+    difficulty_filter: bool = Field(
+        default=True,
+        description="Quarantine every mode's traces of problems that every sample of the "
+        "difficulty modes solved (`too_easy`); decided once per source by problem_difficulty.",
+    )
+    difficulty_modes: list[str] = Field(
+        default_factory=lambda: ["high_tir", "high_no_tir"],
+        min_length=1,
+        description="The modes whose samples decide difficulty and reference repair.",
+    )
+    reference_repair: bool = Field(
+        default=True,
+        description="Replace a reference that is missing, unparseable or outvoted by a "
+        "confident majority of the difficulty modes' answers; flagged in `reference_status`.",
+    )
+    repair_min_share: float = Field(
+        default=0.75,
+        gt=0.5,
+        le=1,
+        description="Share of the difficulty modes' samples one answer needs to be a confident "
+        "majority (and at least 2 samples).",
+    )
+    judge: bool = Field(
+        default=False,
+        description="Ask the model (the same `llm` resource, prompts/math/judge.yaml) whether an "
+        "answer matches the reference when math-verify cannot decide; recorded per trace in "
+        "`verified_by` and `judge_reply`. Off: undecided answers are quarantined `undecided`.",
     )
     decontamination_ngram: int = Field(
         default=13,
@@ -321,12 +361,9 @@ class BlendSettings(StageSettings):
     )
     export_shard_rows: int = Field(default=10_000, ge=1, description="Rows per parquet shard.")
     export_bucket: bool = Field(
-        default=False, description="Record a sequence-length bucket on every exported row."
-    )
-    export_length_buckets: list[int] = Field(
-        default_factory=lambda: [512, 1024, 2048, 4096, 8192, 16384],
-        min_length=1,
-        description="Upper token bounds of the export's length buckets (Nemotron-Math style).",
+        default=False,
+        description="Export each phase in per-bucket shards (MIND_LENGTH_BUCKETS), short to "
+        "long, with the schedule in schedule.json and in the blend manifest.",
     )
 
     @field_validator("export_formats")
@@ -335,13 +372,6 @@ class BlendSettings(StageSettings):
         # `mind trace` reads rows from the parquet export; the Megatron export maps documents
         # back to those rows, so parquet is always written.
         return ["parquet", *(f for f in dict.fromkeys(formats) if f != "parquet")]
-
-    @field_validator("export_length_buckets")
-    @classmethod
-    def _ascending(cls, bounds: list[int]) -> list[int]:
-        if any(b <= 0 for b in bounds) or bounds != sorted(set(bounds)):
-            raise ValueError(f"length buckets must be ascending positive token counts: {bounds}")
-        return bounds
 
 
 class GpuToleration(BaseModel):
@@ -415,8 +445,11 @@ RENAMED_VARIABLES = {
     "MIND_MATH_PROBLEMS_LIMIT": "MIND_MATH__PROBLEMS_LIMIT",
     "MIND_MATH_SAMPLES_PER_PROBLEM": "MIND_MATH__SAMPLES_PER_PROBLEM",
     "MIND_MATH_MAX_TOOL_CALLS": "MIND_MATH__MAX_TOOL_CALLS",
-    "MIND_MATH_DROP_SOLVED_BY_ALL": "MIND_MATH__DROP_SOLVED_BY_ALL",
-    "MIND_MATH_LENGTH_BUCKETS": "MIND_MATH__LENGTH_BUCKETS",
+    "MIND_MATH_DROP_SOLVED_BY_ALL": "MIND_MATH__DIFFICULTY_FILTER",
+    "MIND_MATH__DROP_SOLVED_BY_ALL": "MIND_MATH__DIFFICULTY_FILTER",
+    "MIND_MATH_LENGTH_BUCKETS": "MIND_LENGTH_BUCKETS",
+    "MIND_MATH__LENGTH_BUCKETS": "MIND_LENGTH_BUCKETS",
+    "MIND_BLENDS__EXPORT_LENGTH_BUCKETS": "MIND_LENGTH_BUCKETS",
     "MIND_SANDBOX": "MIND_MATH__SANDBOX",
     "MIND_SANDBOX_WALL_SECONDS": "MIND_MATH__SANDBOX_WALL_SECONDS",
     "MIND_SANDBOX_CPU_SECONDS": "MIND_MATH__SANDBOX_CPU_SECONDS",
@@ -603,6 +636,22 @@ class MindSettings(BaseSettings):
         ge=1,
         description="Cap on every prompt file's max_tokens (keeps demos and tests short).",
     )
+
+    # One set of sequence-length buckets for traces (`length_bucket`) and bucketed exports.
+    length_buckets: list[int] = Field(
+        default_factory=lambda: [4096, 8192, 16384, 32768, 65536, 131072],
+        min_length=1,
+        description="Upper token bounds of the sequence-length buckets, short to long: the "
+        "`length_bucket` of solution traces and the per-bucket shards of bucketed blend exports "
+        "(Nemotron-Math's bucketed long-context training).",
+    )
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _ascending_buckets(cls, bounds: list[int]) -> list[int]:
+        if any(b <= 0 for b in bounds) or bounds != sorted(set(bounds)):
+            raise ValueError(f"length buckets must be ascending positive token counts: {bounds}")
+        return bounds
 
     # Cost accounting: what each model costs, for the dollars of a materialization.
     prices: dict[str, ModelPrice] = Field(

@@ -19,7 +19,7 @@ from mind_assets.blends.assets import (
 from mind_assets.blends.lineage import format_audit
 from mind_assets.cli import main as mind_cli
 from mind_assets.lib.storage import asset_path
-from mind_assets.math_traces.assets import math_problems, solution_traces
+from mind_assets.math_traces.assets import math_problems, problem_difficulty, solution_traces
 from mind_assets.math_traces.sandbox import OUTCOMES
 from mind_assets.math_traces.sources import MODES
 from mind_assets.metrics.report import format_metrics
@@ -42,6 +42,12 @@ def test_traces_for_ten_gsm8k_problems_in_all_six_modes(
     assert run([math_problems], "gsm8k").success
     problems = pq.read_table(asset_path(settings.data_dir, "math_problems", "gsm8k"))
     assert problems.num_rows == PROBLEMS
+    # Difficulty and references from both high modes; their partitions below reuse these.
+    assert run([problem_difficulty], "gsm8k").success
+    difficulty = pq.read_table(asset_path(settings.data_dir, "problem_difficulty", "gsm8k"))
+    assert difficulty.num_rows == PROBLEMS
+    assert all(n == 2 * 2 for n in difficulty.column("difficulty_samples").to_pylist())
+    too_easy = {r["problem_id"] for r in difficulty.to_pylist() if r["too_easy"]}
 
     checked = 0
     tool_calls = 0
@@ -60,6 +66,7 @@ def test_traces_for_ten_gsm8k_problems_in_all_six_modes(
         rows = kept.to_pylist() + quarantined.to_pylist()
         assert len(rows) == 2 * PROBLEMS, mode  # k=2
         assert all(r["is_correct"] for r in kept.to_pylist())
+        assert not {r["problem_id"] for r in kept.to_pylist()} & too_easy  # every mode
         for row in rows:
             assert row["mode"] == mode and row["prompt_id"] == f"math/{mode}"
             assert row["model"] and row["engine"] and row["request_hash"] and row["solution"]
@@ -138,6 +145,9 @@ def test_a_blend_row_from_verified_traces_traces_to_its_problem(
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(tmp_path / "mirror"))
     monkeypatch.setenv("MIND_MATH__SAMPLES_PER_PROBLEM", "2")
     monkeypatch.setenv("MIND_MAX_TOKENS", "96")
+    # One mode and easy sums, to have verified rows to blend: no difficulty pass.
+    monkeypatch.setenv("MIND_MATH__DIFFICULTY_FILTER", "false")
+    monkeypatch.setenv("MIND_MATH__REFERENCE_REPAIR", "false")
     blends = tmp_path / "blends"
     blends.mkdir()
     (blends / "example.yaml").write_text(BLEND_SPEC)

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mind_assets.blends.manifest import source_lineage
+from mind_assets.lib.buckets import length_bucket
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.llm.requests import ChatResult, EngineIdentity
 from mind_assets.math_traces.problems import (
@@ -22,7 +23,6 @@ from mind_assets.math_traces.sandbox import IsolationUnavailable
 from mind_assets.math_traces.sources import MODES, MathSource
 from mind_assets.math_traces.traces import (
     generate_traces,
-    length_bucket,
     split_at_first_code_block,
     summarize,
 )
@@ -159,13 +159,6 @@ def test_the_unsafe_opt_out_warns_and_is_recorded_on_every_row(tmp_path, monkeyp
     assert len(rows) == 4 and all(r["isolation"] == "unsafe-no-isolation" for r in rows)
     assert result.tool_outcomes == {"ok": 4}
     assert "WITHOUT kernel isolation" in caplog.text
-
-
-def test_problems_solved_by_every_sample_can_be_dropped(tmp_path):
-    result = run(tmp_path, Scripted(tool_then_answer), drop_solved_by_all=True)
-    assert result.accepted.num_rows == 0
-    reasons = sorted(tuple(r) for r in result.quarantine.column("rejected_by").to_pylist())
-    assert reasons == [("incorrect",)] * 2 + [("too_easy",)] * 2
 
 
 def test_a_blend_manifest_lineage_shows_how_tool_calls_were_contained(tmp_path):

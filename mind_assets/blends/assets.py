@@ -99,6 +99,7 @@ def resolve_blend(
         count_tokens=token_counter(llm.model_path()),
         tokenizer_name=llm.model_name,
         lookup=instance_lookup(instance),
+        length_buckets=settings.length_buckets if settings.blends.export_bucket else None,
     )
 
 
@@ -215,7 +216,12 @@ def write_blend_exports(
     if "parquet" in formats:
         count = token_counter(llm.model_path())
         exports.parquet = export_blend(
-            manifest, out, count, data_dir=settings.data_dir, options=options
+            manifest,
+            out,
+            count,
+            data_dir=settings.data_dir,
+            options=options,
+            length_buckets=settings.length_buckets,
         )
     if "megatron" in formats:
         from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron

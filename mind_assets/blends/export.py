@@ -1,5 +1,7 @@
 """Write a blend's mixed data: shuffled parquet shards per phase, sampled deterministically by
-the manifest's weights and epochs, every row carrying its source row id."""
+the manifest's weights and epochs, every row carrying its source row id. Bucketed, each phase is
+written as per-bucket shards ordered short to long (`shard-bNN-MMMMM.parquet`, NN the bucket's
+place in the schedule) and `schedule.json` lists each phase's buckets in training order."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +18,9 @@ import pyarrow.parquet as pq
 
 from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
-from mind_assets.lib.storage import sha256_file
+from mind_assets.lib.buckets import bucket_index, bucket_label
+from mind_assets.lib.buckets import schedule as bucket_schedule
+from mind_assets.lib.storage import sha256_file, write_json_atomic
 from mind_assets.lib.tokenizer import TokenCounter
 from mind_assets.settings import BlendSettings
 
@@ -37,13 +41,7 @@ EXPORT_SCHEMA = pa.schema(
 )
 
 
-def length_bucket(tokens: int, bounds: Sequence[int]) -> str:
-    """The sequence-length bucket of a row, after Nemotron-Math's bucketed long-context training
-    (`MIND_BLENDS__EXPORT_LENGTH_BUCKETS`)."""
-    for upper in bounds:
-        if tokens <= upper:
-            return f"<={upper}"
-    return f">{bounds[-1]}"
+SCHEDULE_FILE = "schedule.json"
 
 
 @dataclass
@@ -52,6 +50,44 @@ class ExportReport:
     rows: dict[str, int]
     tokens: dict[str, int]
     shards: dict[str, int]
+    # per phase, its buckets short to long: bucket, max_tokens, rows, tokens, shards (bucketed)
+    schedule: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def export_bounds(
+    manifest: Manifest, options: BlendSettings, length_buckets: Sequence[int]
+) -> list[int] | None:
+    """The bucket bounds an export shards by: the manifest's schedule when it records one, else
+    MIND_LENGTH_BUCKETS when MIND_BLENDS__EXPORT_BUCKET is on; None for an unbucketed export."""
+    recorded = [b["max_tokens"] for b in manifest.schedule if b.get("max_tokens") is not None]
+    if recorded:
+        return recorded
+    return list(length_buckets) if options.export_bucket else None
+
+
+def bucketed_shards(
+    rows: list[dict], bounds: Sequence[int], shard_rows: int
+) -> tuple[list[tuple[str, list[dict]]], list[dict]]:
+    """(shard file name, rows) in training order, short buckets first, and the phase's schedule.
+    Rows keep their mixed (shuffled) order within a bucket."""
+    by_bucket: list[list[dict]] = [[] for _ in range(len(bounds) + 1)]
+    for row in rows:
+        by_bucket[bucket_index(row["n_tokens"], bounds)].append(row)
+    shards, stages = [], []
+    for index, (stage, members) in enumerate(zip(bucket_schedule(bounds), by_bucket, strict=True)):
+        names = []
+        for n in range(math.ceil(len(members) / shard_rows)):
+            names.append(f"shard-b{index:02d}-{n:05d}.parquet")
+            shards.append((names[-1], members[n * shard_rows : (n + 1) * shard_rows]))
+        stages.append(
+            {
+                **stage,
+                "rows": len(members),
+                "tokens": sum(r["n_tokens"] for r in members),
+                "shards": names,
+            }
+        )
+    return shards, stages
 
 
 class ExportError(ValueError):
@@ -144,30 +180,37 @@ def export_blend(
     *,
     data_dir: Path,
     options: BlendSettings,
+    length_buckets: Sequence[int] = (),
 ) -> ExportReport:
-    """Rewrite `out_dir/<phase>/shard-NNNNN.parquet` for every phase of the manifest, in shards
-    of `options.export_shard_rows`, each row with its length bucket when `export_bucket`."""
+    """Rewrite `out_dir/<phase>/` for every phase of the manifest, in shards of
+    `options.export_shard_rows`: `shard-NNNNN.parquet` in mixed order, or, bucketed (see
+    `export_bounds`), per-bucket shards short to long with `out_dir/schedule.json`."""
     shard_rows = options.export_shard_rows
+    bounds = export_bounds(manifest, options, length_buckets)
     report = ExportReport(out_dir, {}, {}, {})
     for phase in manifest.phases:
         mixed = mix_phase(manifest, phase, count_tokens, data_dir)
         for row in mixed:
             row["length_bucket"] = (
-                length_bucket(row["n_tokens"], options.export_length_buckets)
-                if options.export_bucket
-                else None
+                bucket_label(bucket_index(row["n_tokens"], bounds), bounds) if bounds else None
             )
+        if bounds:
+            shards, report.schedule[phase.name] = bucketed_shards(mixed, bounds, shard_rows)
+        else:
+            count = max(1, math.ceil(len(mixed) / shard_rows))
+            shards = [
+                (f"shard-{n:05d}.parquet", mixed[n * shard_rows : (n + 1) * shard_rows])
+                for n in range(count)
+            ]
         # Shards are written into a staging directory that replaces the phase's directory only
         # once complete, so readers never see a half-exported phase.
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{phase.name}.", dir=out_dir))
-        n_shards = max(1, math.ceil(len(mixed) / shard_rows))
         try:
-            for shard in range(n_shards):
-                part = mixed[shard * shard_rows : (shard + 1) * shard_rows]
+            for name, part in shards or [("shard-00000.parquet", [])]:
                 pq.write_table(
                     pa.Table.from_pylist(part, schema=EXPORT_SCHEMA),
-                    staging / f"shard-{shard:05d}.parquet",
+                    staging / name,
                     compression="zstd",
                 )
             phase_dir = out_dir / phase.name
@@ -179,5 +222,13 @@ def export_blend(
                 shutil.rmtree(staging)
         report.rows[phase.name] = len(mixed)
         report.tokens[phase.name] = sum(r["n_tokens"] for r in mixed)
-        report.shards[phase.name] = n_shards
+        report.shards[phase.name] = max(1, len(shards))
+    schedule_path = out_dir / SCHEDULE_FILE
+    if bounds:
+        write_json_atomic(
+            {"order": "short_to_long", "bounds": bounds, "phases": report.schedule},
+            schedule_path,
+        )
+    elif schedule_path.exists():
+        schedule_path.unlink()  # an earlier bucketed export's schedule no longer applies
     return report

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
+from mind_assets.lib.buckets import schedule as bucket_schedule
 from mind_assets.lib.storage import current_version, sha256_file, versions_dir
 from mind_assets.lib.tokenizer import TokenCounter
 
@@ -101,6 +102,10 @@ class Manifest:
     # Every upstream partition the blend depends on, directly or through its inputs, with the
     # run id and data version it had when the manifest was built.
     pinned: list[dict[str, Any]] = field(default_factory=list)
+    # Sequence-length buckets in training order, short to long ({bucket, max_tokens}; the last
+    # is open-ended), when the blend is exported bucketed (MIND_BLENDS__EXPORT_BUCKET with
+    # MIND_LENGTH_BUCKETS); the export shards each phase by them in this order.
+    schedule: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         payload = asdict(self)
@@ -202,9 +207,11 @@ def build_manifest(
     count_tokens: TokenCounter,
     tokenizer_name: str,
     lookup: MaterializationLookup,
+    length_buckets: Sequence[int] | None = None,
 ) -> Manifest:
     """`known`: the keys each registered or configured dimension has now, by dimension name
-    ({"shard": [...], "family": [...], "source": [...]})."""
+    ({"shard": [...], "family": [...], "source": [...]}). `length_buckets`: record a short-to-long
+    bucket schedule for a bucketed export."""
     token_cache: dict[str, int] = {}
     phases = []
     for phase_spec in spec.phases:
@@ -284,6 +291,7 @@ def build_manifest(
         created_at=datetime.now(UTC).isoformat(),
         phases=phases,
         pinned=pinned,
+        schedule=bucket_schedule(length_buckets) if length_buckets else [],
     )
 
 

@@ -1,5 +1,9 @@
-"""Verified math solution traces: normalised problems per source, then traces per source × mode
-(reasoning effort × tool use), each verified against the reference answer."""
+"""Verified math solution traces: normalised problems per source, their difficulty and checked
+reference per source (from the difficulty modes' samples), then traces per source × mode
+(reasoning effort × tool use), each verified against that reference."""
+
+from collections import Counter
+from pathlib import Path
 
 from dagster import (
     AssetCheckSpec,
@@ -19,14 +23,19 @@ from mind_assets.lib.storage import asset_path, read_output, write_parquet_versi
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.pods import llm_step_tags
 from mind_assets.llm.resource import LLMResource
-from mind_assets.math_traces.outputs import MATH_PROBLEMS, SOLUTION_TRACES
+from mind_assets.math_traces.difficulty import assess_problems, verdicts_by_problem
+from mind_assets.math_traces.judge import ModelJudge
+from mind_assets.math_traces.outputs import MATH_PROBLEMS, PROBLEM_DIFFICULTY, SOLUTION_TRACES
 from mind_assets.math_traces.problems import build_problem_set
 from mind_assets.math_traces.sandbox import NO_TOOL_CALLS
 from mind_assets.math_traces.sources import MODES, MathSource
 from mind_assets.math_traces.traces import (
+    generate_samples,
     generate_traces,
     record_trace_metrics,
+    samples_per_problem,
     summarize_traces,
+    verify_samples,
 )
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
@@ -97,15 +106,130 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
+def engine_is_gpu(llm: LLMResource) -> bool:
+    """Whether generation is cheap enough for the recipe's k: a GPU engine, or servers."""
+    return llm.engine_mode == "server" or llm.tuning().device == "gpu"
+
+
+def requests_dir(settings: MindSettings, source: str, mode: str) -> Path:
+    """Where a (source, mode)'s requests are stored: shared by problem_difficulty and
+    solution_traces, so the difficulty modes are generated once."""
+    return asset_path(settings.data_dir, "_requests", "solution_traces", source, mode, suffix="")
+
+
+def model_judge(settings: MindSettings, llm: LLMResource, source: str, logger) -> ModelJudge | None:
+    if not settings.math.judge:
+        return None
+    return ModelJudge(
+        prompt=load_prompt(settings.prompts_dir / "math" / "judge.yaml"),
+        chat=llm.chat,
+        identity=llm.identity(),
+        requests_dir=asset_path(settings.data_dir, "_requests", "math_judge", source, suffix=""),
+        batch_size=llm.requests_per_batch(settings.batch_size),
+        base_seed=settings.seed,
+        logger=logger,
+    )
+
+
 @asset(
-    partitions_def=solution_trace_partitions,
+    partitions_def=math_sources_partitions,
     deps=[math_problems],
     group_name="math_traces",
     kinds={"vllm", "parquet"},
     pool="llm",
     op_tags=llm_step_tags(),
+    code_version="1",
+    description="Per problem, from k samples in each difficulty mode (MIND_MATH__DIFFICULTY_MODES,"
+    " default both high modes, generated once and reused by their solution_traces partitions): "
+    "the reference to check traces against, repaired by a confident majority where the source's "
+    "is missing, unparseable or outvoted (flagged in reference_status), and whether every "
+    "sample solved it (too_easy: its traces are dropped in every mode).",
+)
+def problem_difficulty(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    settings = get_settings()
+    source = context.partition_key
+    problems = read_output(MATH_PROBLEMS.path(settings.data_dir, {"source": source})).to_pylist()
+    unknown = [m for m in settings.math.difficulty_modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"MIND_MATH__DIFFICULTY_MODES names unknown modes {unknown}: {MODES}")
+    k = samples_per_problem(settings.math, on_gpu=engine_is_gpu(llm))
+    judge = model_judge(settings, llm, source, context.log)
+    samples = [
+        generate_samples(
+            problems=problems,
+            prompt=load_prompt(settings.prompts_dir / "math" / f"{mode}.yaml"),
+            mode=mode,
+            chat=llm.chat,
+            identity=llm.identity(),
+            requests_dir=requests_dir(settings, source, mode),
+            settings=settings.math,
+            k=k,
+            max_tokens_cap=settings.max_tokens,
+            base_seed=settings.seed,
+            batch_size=llm.requests_per_batch(settings.batch_size),
+            count_tokens=token_counter(llm.model_path()),
+            max_model_len=llm.max_model_len,
+            logger=context.log,
+        )
+        for mode in settings.math.difficulty_modes
+    ]
+    table = assess_problems(
+        problems,
+        [s.states for s in samples],
+        settings.math,
+        lambda states, refs: verify_samples(states, refs, judge),
+    )
+    out = write_parquet_version(
+        table, PROBLEM_DIFFICULTY.path(settings.data_dir, {"source": source})
+    )
+    statuses = Counter(table.column("reference_status").to_pylist())
+    too_easy = sum(table.column("too_easy").to_pylist())
+    metrics_store(settings.data_dir).record_aggregates(
+        "problem_difficulty",
+        source,
+        {
+            "problems": table.num_rows,
+            "too_easy": too_easy,
+            **{f"reference/{status}": n for status, n in statuses.items()},
+        },
+    )
+    return MaterializeResult(
+        metadata={
+            **parquet_metadata(table, out, ["question", "reference_answer", "reference_status"]),
+            "k": k,
+            "difficulty_modes": MetadataValue.json(list(settings.math.difficulty_modes)),
+            "too_easy": too_easy,
+            "reference_status": MetadataValue.json(dict(statuses)),
+        },
+        data_version=file_data_version(out),
+    )
+
+
+def problem_verdicts(settings: MindSettings, source: str) -> dict[str, dict] | None:
+    """problem_difficulty's rows by problem, when the difficulty filter or reference repair
+    needs them; an error naming what to do when they are missing."""
+    if not (settings.math.difficulty_filter or settings.math.reference_repair):
+        return None
+    path = PROBLEM_DIFFICULTY.path(settings.data_dir, {"source": source})
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"solution_traces for source {source!r} need problem_difficulty[{source}] ({path}): "
+            "materialize it first, or set MIND_MATH__DIFFICULTY_FILTER=false and "
+            "MIND_MATH__REFERENCE_REPAIR=false to check against the source's references as given"
+        )
+    return verdicts_by_problem(read_output(path))
+
+
+@asset(
+    partitions_def=solution_trace_partitions,
+    deps=[math_problems, problem_difficulty],
+    group_name="math_traces",
+    kinds={"vllm", "parquet"},
+    pool="llm",
+    op_tags=llm_step_tags(),
     backfill_policy=BackfillPolicy.multi_run(1),
-    code_version="2",  # 2: tool calls jailed, `isolation` column
+    # 3: answer types, repaired references and the difficulty filter from problem_difficulty
+    code_version="3",
     check_specs=[
         AssetCheckSpec(
             "every_sample_verified",
@@ -115,8 +239,9 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
         )
     ],
     description="k solution traces per problem at one reasoning effort, with or without Python "
-    "tool calls run in the sandbox; each verified against the reference (math-verify). Correct "
-    "traces are kept, the rest quarantined with the reason; pass rate and maj@k per problem.",
+    "tool calls run in the sandbox; each verified against problem_difficulty's reference "
+    "(math-verify by answer type, the judge model when on). Correct traces are kept, the rest "
+    "(and too-easy problems) quarantined with the reason; pass rate and maj@k per problem.",
 )
 def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
@@ -125,12 +250,14 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
     problems = read_output(MATH_PROBLEMS.path(settings.data_dir, {"source": source})).to_pylist()
     prompt = load_prompt(settings.prompts_dir / "math" / f"{mode}.yaml")
     trace_settings = settings.math
+    k = samples_per_problem(trace_settings, on_gpu=engine_is_gpu(llm))
+    verdicts = problem_verdicts(settings, source)
     context.log.info(
         "solution_traces %s/%s: %d problems x %d samples, tool use %s, sandbox %s",
         source,
         mode,
         len(problems),
-        trace_settings.samples_per_problem,
+        k,
         prompt.tool_use,
         trace_settings.sandbox if prompt.tool_use else "not needed",
     )
@@ -140,14 +267,17 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         mode=mode,
         chat=llm.chat,
         identity=llm.identity(),
-        requests_dir=asset_path(
-            settings.data_dir, "_requests", "solution_traces", source, mode, suffix=""
-        ),
+        requests_dir=requests_dir(settings, source, mode),
         settings=trace_settings,
         max_tokens_cap=settings.max_tokens,
         base_seed=settings.seed,
         batch_size=llm.requests_per_batch(settings.batch_size),
         count_tokens=token_counter(llm.model_path()),
+        k=k,
+        max_model_len=llm.max_model_len,
+        problem_verdicts=verdicts,
+        judge=model_judge(settings, llm, source, context.log),
+        length_buckets=tuple(settings.length_buckets),
         logger=context.log,
     )
     written = write_split(SOLUTION_TRACES, settings.data_dir, keys, run.accepted, run.quarantine)

@@ -4,6 +4,7 @@ verified solution traces of each (source, mode), incorrect ones in the quarantin
 from __future__ import annotations
 
 from mind_assets.lib.outputs import OutputFamily, ParentLink, PartitionDim
+from mind_assets.math_traces.difficulty import PROBLEM_DIFFICULTY_SCHEMA
 from mind_assets.math_traces.problems import MATH_PROBLEM_SCHEMA
 from mind_assets.math_traces.sources import MODES
 from mind_assets.math_traces.traces import TRACE_QUARANTINE_SCHEMA, TRACE_SCHEMA
@@ -22,6 +23,18 @@ MATH_PROBLEMS = OutputFamily(
     id_column="problem_id",
     text_column="question",
     label="problem",
+)
+
+# Per problem, from the difficulty modes' samples: the reference traces are checked against
+# (repaired by majority vote, flagged) and whether it is too easy. Read by solution_traces.
+PROBLEM_DIFFICULTY = OutputFamily(
+    name="problem_difficulty",
+    dims=(SOURCE,),
+    schema=PROBLEM_DIFFICULTY_SCHEMA,
+    id_column="problem_id",
+    text_column="question",
+    parents=(ParentLink(MATH_PROBLEMS, "problem_id"),),
+    label="problem verdict",
 )
 
 SOLUTION_TRACES = OutputFamily(

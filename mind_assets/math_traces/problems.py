@@ -14,7 +14,8 @@ import pyarrow as pa
 from mind_assets.lib.datasets import load_dataset_split
 from mind_assets.lib.text import ngrams, normalise
 from mind_assets.math_traces.sources import MathSource
-from mind_assets.math_traces.verify import normalize_answer, reference_answer
+from mind_assets.math_traces.verify import normalize_reference, reference_answer
+from mind_assets.settings import ANSWER_TYPES
 
 MATH_PROBLEM_SCHEMA = pa.schema(
     [
@@ -23,8 +24,11 @@ MATH_PROBLEM_SCHEMA = pa.schema(
         pa.field("dataset", pa.string(), nullable=False),  # path[/name]:split
         pa.field("row_index", pa.int64(), nullable=False),
         pa.field("question", pa.string(), nullable=False),
-        pa.field("reference_answer", pa.string(), nullable=False),
+        # None when the source gives none (`plain` sources): majority-vote repair may fill it
+        pa.field("reference_answer", pa.string()),
         pa.field("reference_solution", pa.string()),  # annotations stripped; None for `plain`
+        # numeric | expression | multiple_choice | yes_no | proof: the form the prompt asks for
+        pa.field("answer_type", pa.string(), nullable=False),
     ]
 )
 
@@ -49,23 +53,52 @@ def problem_id(source: str, question: str) -> str:
     return hashlib.sha256(f"{source}\n{normalise(question)}".encode()).hexdigest()[:16]
 
 
+def answer_type_of(source: MathSource, row: dict[str, Any], where: str) -> str:
+    if source.answer_type_field is None:
+        return source.answer_type
+    value = str(row.get(source.answer_type_field) or "").strip().lower().replace("-", "_")
+    value = {"mcq": "multiple_choice", "yesno": "yes_no", "bool": "yes_no"}.get(value, value)
+    if value not in ANSWER_TYPES:
+        raise MathSourceError(
+            f"{where}: field {source.answer_type_field!r} is {value!r}, not one of {ANSWER_TYPES}"
+        )
+    return value
+
+
+def with_choices(question: str, choices: Any, where: str, field: str) -> str:
+    """The question with its options listed as `A) ...`, one a line."""
+    if not isinstance(choices, list) or not choices:
+        raise MathSourceError(f"{where}: field {field!r} must be a non-empty list of options")
+    options = "\n".join(f"{chr(65 + i)}) {option}" for i, option in enumerate(choices))
+    return f"{question}\n\n{options}"
+
+
 def normalize_row(source: MathSource, index: int, row: dict[str, Any]) -> dict[str, Any]:
     where = f"{source.dataset_path}:{source.split} row {index}"
     question, answer = row.get(source.question_field), row.get(source.answer_field)
     if not isinstance(question, str) or not question.strip():
         raise MathSourceError(f"{where}: field {source.question_field!r} is missing or empty")
-    if answer is None or not str(answer).strip():
-        raise MathSourceError(f"{where}: field {source.answer_field!r} is missing or empty")
+    answer_type = answer_type_of(source, row, where)
     solution = None
+    reference: str | None
     if source.answer_format == "gsm8k":
+        if answer is None or not str(answer).strip():
+            raise MathSourceError(f"{where}: field {source.answer_field!r} is missing or empty")
         try:
             reference = reference_answer(str(answer))
         except ValueError as error:
             raise MathSourceError(f"{where}: field {source.answer_field!r}: {error}") from error
         solution = strip_calculator_annotations(str(answer).rsplit("####", 1)[0]).strip()
+    elif answer is None or not str(answer).strip():
+        reference = None  # missing: flagged as such, repaired by majority vote or unused
+    elif answer_type == "multiple_choice" and isinstance(answer, int):
+        reference = chr(65 + answer)  # an option index
     else:
-        reference = normalize_answer(str(answer))
+        reference = normalize_reference(str(answer), answer_type)
     question = strip_calculator_annotations(question).strip()
+    if source.choices_field is not None:
+        options = row.get(source.choices_field)
+        question = with_choices(question, options, where, source.choices_field)
     dataset = source.dataset_path + (f"/{source.dataset_name}" if source.dataset_name else "")
     return {
         "problem_id": problem_id(source.name, question),
@@ -75,6 +108,7 @@ def normalize_row(source: MathSource, index: int, row: dict[str, Any]) -> dict[s
         "question": question,
         "reference_answer": reference,
         "reference_solution": solution,
+        "answer_type": answer_type,
     }
 
 

@@ -18,13 +18,14 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from mind_assets.lib.buckets import length_bucket
 from mind_assets.lib.prompts import PromptFile
 from mind_assets.lib.report import CheckOutcome, Markdown, StageSummary, markdown_table
 from mind_assets.llm.batch_runner import ChatFn, RequestStore, RunStats, generate_resumable
@@ -33,10 +34,11 @@ from mind_assets.llm.requests import (
     ChatRequest,
     EngineIdentity,
     SamplingSpec,
-    capped_max_tokens,
     derive_seed,
     make_request,
 )
+from mind_assets.math_traces.difficulty import UNCHECKABLE
+from mind_assets.math_traces.judge import ModelJudge
 from mind_assets.math_traces.sandbox import (
     NO_TOOL_CALLS,
     SandboxLimits,
@@ -44,7 +46,9 @@ from mind_assets.math_traces.sandbox import (
     require_isolation,
     run_python,
 )
-from mind_assets.math_traces.verify import judge, last_boxed, majority
+from mind_assets.math_traces.sources import EFFORTS, MODES
+from mind_assets.math_traces.verify import Verdict, last_boxed, majority
+from mind_assets.math_traces.verify import judge as verify_trace
 from mind_assets.metrics.store import MetricsStore
 from mind_assets.settings import MathSettings
 
@@ -79,17 +83,25 @@ TRACE_SCHEMA = pa.schema(
         # how tool calls were contained: bubblewrap | unsafe-no-isolation | none-needed (no-TIR)
         pa.field("isolation", pa.string(), nullable=False),
         # verification
-        pa.field("reference_answer", pa.string(), nullable=False),
+        pa.field("answer_type", pa.string(), nullable=False),  # numeric | expression | ...
+        pa.field("reference_answer", pa.string()),  # what the trace was checked against
+        pa.field("original_reference", pa.string()),  # as the source gave it
+        # given, repaired_* (majority vote), missing | unparseable | outvoted | proof (see
+        # math_traces/difficulty.py)
+        pa.field("reference_status", pa.string(), nullable=False),
         pa.field("extracted_answer", pa.string()),
         pa.field("normalized_answer", pa.string()),
         pa.field("answer_method", pa.string(), nullable=False),  # boxed | hashes | answer_is | none
         pa.field("is_correct", pa.bool_(), nullable=False),
+        # exact | math-verify | choice | yes-no | judge | no-answer | undecided | proof
+        pa.field("verified_by", pa.string(), nullable=False),
+        pa.field("judge_reply", pa.string()),  # the judge model's reply, when it was asked
         pa.field("k", pa.int32(), nullable=False),
         pa.field("n_correct", pa.int32(), nullable=False),  # of the problem's k samples
         pa.field("pass_rate", pa.float64(), nullable=False),
         pa.field("majority_answer", pa.string()),
         pa.field("majority_correct", pa.bool_(), nullable=False),
-        # length, for Nemotron-Math style sequence bucketing
+        # length, for Nemotron-Math style sequence bucketing (MIND_LENGTH_BUCKETS)
         pa.field("seq_tokens", pa.int32(), nullable=False),
         pa.field("length_bucket", pa.string(), nullable=False),
         # lineage
@@ -132,11 +144,37 @@ class TraceRun:
     tool_outcomes: dict[str, int]
 
 
-def length_bucket(tokens: int, buckets: tuple[int, ...]) -> str:
-    for limit in buckets:
-        if tokens <= limit:
-            return f"<={limit // 1024}k"
-    return f">{buckets[-1] // 1024}k"
+# k when MIND_MATH__SAMPLES_PER_PROBLEM is empty: the recipe's 8 where generation is cheap
+# (a GPU or remote servers), 4 on a CPU engine, where every sample costs seconds.
+K_ON_GPU = 8
+K_ON_CPU = 4
+# Room for the chat template's own tokens around the rendered messages.
+TEMPLATE_MARGIN_TOKENS = 32
+
+
+def samples_per_problem(settings: MathSettings, *, on_gpu: bool) -> int:
+    """k: the setting, else 8 on GPU or server engines and 4 on CPU."""
+    if settings.samples_per_problem is not None:
+        return settings.samples_per_problem
+    return K_ON_GPU if on_gpu else K_ON_CPU
+
+
+def trace_budget(prompt: PromptFile, mode: str, settings: MathSettings, cap: int | None) -> int:
+    """Completion tokens one trace may use: MIND_MATH__TOKEN_BUDGETS for the mode, else for its
+    effort, else the prompt file's max_tokens; MIND_MAX_TOKENS only ever lowers it."""
+    unknown = sorted(set(settings.token_budgets) - set(EFFORTS) - set(MODES))
+    if unknown:
+        raise ValueError(
+            f"MIND_MATH__TOKEN_BUDGETS names {unknown}: keys are efforts {list(EFFORTS)} or "
+            f"modes {list(MODES)}"
+        )
+    if any(n < 1 for n in settings.token_budgets.values()):
+        raise ValueError(f"MIND_MATH__TOKEN_BUDGETS must be positive: {settings.token_budgets}")
+    effort = prompt.effort or mode.split("_")[0]
+    wanted = settings.token_budgets.get(
+        mode, settings.token_budgets.get(effort, prompt.sampling.max_tokens)
+    )
+    return min(wanted, cap) if cap else wanted
 
 
 def split_at_first_code_block(reply: str) -> tuple[str, str | None]:
@@ -155,20 +193,24 @@ def tool_turn(result: SandboxResult) -> str:
     return f"\n```output\n{result.as_tool_output().rstrip()}\n```\n"
 
 
+def _messages(state: TraceState, prompt: PromptFile, variables: dict[str, Any]) -> list[dict]:
+    messages = prompt.render(**variables)
+    if state.text:
+        messages.append({"role": "assistant", "content": state.text})
+    return messages
+
+
 def _request(
     state: TraceState,
     prompt: PromptFile,
     identity: EngineIdentity,
     max_tokens: int,
-    variables: dict[str, Any],
+    messages: list[dict[str, str]],
 ) -> ChatRequest:
-    messages = prompt.render(**variables)
-    if state.text:
-        messages.append({"role": "assistant", "content": state.text})
     sampling = SamplingSpec(
         temperature=prompt.sampling.temperature,
         top_p=prompt.sampling.top_p,
-        max_tokens=max_tokens,  # what the trace's capped budget has left
+        max_tokens=max_tokens,  # what the trace's budget and the context have left
         seed=state.seed,
     )
     return make_request(
@@ -198,7 +240,17 @@ def sandbox_limits(settings: MathSettings) -> SandboxLimits:
     )
 
 
-def generate_traces(
+@dataclass
+class Samples:
+    """The k traces of every problem in one mode, generated and not yet verified."""
+
+    states: list[TraceState]
+    stats: list[RunStats]
+    tool_outcomes: dict[str, int]
+    k: int
+
+
+def generate_samples(
     *,
     problems: list[dict[str, Any]],
     prompt: PromptFile,
@@ -207,18 +259,25 @@ def generate_traces(
     identity: EngineIdentity,
     requests_dir: Path,
     settings: MathSettings,
+    k: int,
     max_tokens_cap: int | None,
     base_seed: int,
     batch_size: int,
     count_tokens: CountTokens,
+    max_model_len: int | None = None,
     logger: logging.Logger | None = None,
-) -> TraceRun:
+) -> Samples:
+    """k traces per problem in one mode, tool rounds included. Every request stays within what
+    the context leaves after its prompt (`max_model_len`); a trace whose context is full stops
+    with finish reason `length`. Requests are stored under `requests_dir`, so the same mode of
+    the same problems (solution_traces and problem_difficulty) is generated once."""
     logger = logger or log
     if prompt.tool_use:  # fail closed before any generation, not at the first tool call
         require_isolation(settings.sandbox, logger)
     limits = sandbox_limits(settings)
-    budget = capped_max_tokens(prompt, max_tokens_cap)
-    variables = {"max_tool_calls": settings.max_tool_calls}
+    budget = trace_budget(prompt, mode, settings, max_tokens_cap)
+    asked = min(budget, max_model_len) if max_model_len else budget
+    variables = {"max_tool_calls": settings.max_tool_calls, "word_budget": asked * 3 // 4}
     states = [
         TraceState(
             problem=p,
@@ -226,7 +285,7 @@ def generate_traces(
             seed=derive_seed(base_seed, "math", p["source"], mode, p["problem_id"], str(i)),
         )
         for p in problems
-        for i in range(settings.samples_per_problem)
+        for i in range(k)
     ]
     stats: list[RunStats] = []
     tool_outcomes: dict[str, int] = defaultdict(int)
@@ -235,16 +294,35 @@ def generate_traces(
         active = [s for s in states if not s.done]
         if not active:
             break
-        requests = [
-            _request(
+        rendered = [
+            _messages(
                 s,
                 prompt,
-                identity,
-                max(1, budget - s.completion_tokens),
-                {**variables, "problem": s.problem["question"]},
+                {
+                    **variables,
+                    "problem": s.problem["question"],
+                    "answer_type": s.problem.get("answer_type") or "numeric",
+                },
             )
             for s in active
         ]
+        left = [budget - s.completion_tokens for s in active]
+        if max_model_len:
+            sizes = count_tokens(["\n".join(m["content"] for m in msgs) for msgs in rendered])
+            left = [
+                min(n, max_model_len - size - TEMPLATE_MARGIN_TOKENS)
+                for n, size in zip(left, sizes, strict=True)
+            ]
+        requests, asking = [], []
+        for state, messages, tokens in zip(active, rendered, left, strict=True):
+            if tokens < 1:  # the context is full: the trace ends here
+                state.done, state.finish_reason = True, "length"
+                continue
+            requests.append(_request(state, prompt, identity, tokens, messages))
+            asking.append(state)
+        active = asking
+        if not requests:
+            break
         results, round_stats = generate_resumable(
             requests,
             chat,
@@ -302,35 +380,163 @@ def generate_traces(
             sum(not s.done for s in states),
             len(states),
         )
-    return _verify_and_build(
-        states, prompt, mode, identity, settings, count_tokens, stats, tool_outcomes
+    for state in states:
+        if state.first_request is None:
+            raise ValueError(
+                f"solution_traces {mode}: problem {state.problem['problem_id']} does not fit "
+                f"the context (MIND_MAX_MODEL_LEN={max_model_len}) with room to answer"
+            )
+    return Samples(states, stats, dict(tool_outcomes), k)
+
+
+def verify_samples(
+    states: list[TraceState],
+    references: dict[str, str | None],
+    judge: ModelJudge | None = None,
+) -> list[Verdict]:
+    """Each trace's verdict against its problem's reference; undecided ones go to the judge
+    model when there is one (its reply is kept on the verdict)."""
+    verdicts = [
+        verify_trace(
+            s.text, references[s.problem["problem_id"]], s.problem.get("answer_type") or "numeric"
+        )
+        for s in states
+    ]
+    if judge is None:
+        return verdicts
+    asked = [
+        i
+        for i, (s, v) in enumerate(zip(states, verdicts, strict=True))
+        if v.verified_by == "undecided" and v.extracted and references[s.problem["problem_id"]]
+    ]
+    replies = judge(
+        [
+            {
+                "problem_id": states[i].problem["problem_id"],
+                "sample_index": states[i].sample_index,
+                "problem": states[i].problem["question"],
+                "answer_type": states[i].problem.get("answer_type") or "numeric",
+                "reference": references[states[i].problem["problem_id"]],
+                "answer": verdicts[i].extracted,
+            }
+            for i in asked
+        ]
+    )
+    for i, (equal, reply) in zip(asked, replies, strict=True):
+        verdicts[i] = replace(
+            verdicts[i],
+            correct=bool(equal),
+            verified_by="judge" if equal is not None else "undecided",
+            judge_reply=reply,
+        )
+    return verdicts
+
+
+def generate_traces(
+    *,
+    problems: list[dict[str, Any]],
+    prompt: PromptFile,
+    mode: str,
+    chat: ChatFn,
+    identity: EngineIdentity,
+    requests_dir: Path,
+    settings: MathSettings,
+    max_tokens_cap: int | None,
+    base_seed: int,
+    batch_size: int,
+    count_tokens: CountTokens,
+    k: int | None = None,
+    max_model_len: int | None = None,
+    problem_verdicts: dict[str, dict[str, Any]] | None = None,
+    judge: ModelJudge | None = None,
+    length_buckets: tuple[int, ...] = (4096, 8192, 16384, 32768, 65536, 131072),
+    logger: logging.Logger | None = None,
+) -> TraceRun:
+    """Generate, verify and label one (source, mode) partition. `problem_verdicts` (from
+    problem_difficulty) give the reference to check against and which problems are too easy;
+    without them references are taken as given and nothing is dropped as too easy."""
+    samples = generate_samples(
+        problems=problems,
+        prompt=prompt,
+        mode=mode,
+        chat=chat,
+        identity=identity,
+        requests_dir=requests_dir,
+        settings=settings,
+        k=k or samples_per_problem(settings, on_gpu=False),
+        max_tokens_cap=max_tokens_cap,
+        base_seed=base_seed,
+        batch_size=batch_size,
+        count_tokens=count_tokens,
+        max_model_len=max_model_len,
+        logger=logger,
+    )
+    return build_traces(
+        samples,
+        prompt,
+        mode,
+        identity,
+        settings,
+        count_tokens,
+        problem_verdicts=problem_verdicts,
+        judge=judge,
+        length_buckets=length_buckets,
     )
 
 
-def _verify_and_build(
-    states: list[TraceState],
+def reference_of(
+    problem: dict[str, Any], verdicts: dict[str, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """The reference a problem's traces are checked against, and its status."""
+    if verdicts is None:
+        given = problem.get("reference_answer")
+        status = "given" if given else "missing"
+        if (problem.get("answer_type") or "numeric") == "proof":
+            status = "proof"
+        return {"reference_answer": given, "reference_status": status, "too_easy": False}
+    try:
+        return verdicts[problem["problem_id"]]
+    except KeyError:
+        raise ValueError(
+            f"problem {problem['problem_id']} of source {problem['source']!r} has no verdict in "
+            "problem_difficulty: rematerialize problem_difficulty for this source"
+        ) from None
+
+
+def build_traces(
+    samples: Samples,
     prompt: PromptFile,
     mode: str,
     identity: EngineIdentity,
     settings: MathSettings,
     count_tokens: CountTokens,
-    stats: list[RunStats],
-    tool_outcomes: dict[str, int],
+    *,
+    problem_verdicts: dict[str, dict[str, Any]] | None = None,
+    judge: ModelJudge | None = None,
+    length_buckets: tuple[int, ...] = (4096, 8192, 16384, 32768, 65536, 131072),
 ) -> TraceRun:
-    by_problem: dict[str, list[tuple[TraceState, Any]]] = defaultdict(list)
-    for state in states:
-        verdict = judge(state.text, state.problem["reference_answer"])
+    """Verify every sample and split them: correct traces are kept; the rest are quarantined
+    with why (incorrect, no_answer, undecided, proof_unverified, no_reference, too_easy)."""
+    states = samples.states
+    refs = {s.problem["problem_id"]: reference_of(s.problem, problem_verdicts) for s in states}
+    verdicts = verify_samples(
+        states, {pid: r["reference_answer"] for pid, r in refs.items()}, judge
+    )
+    by_problem: dict[str, list[tuple[TraceState, Verdict]]] = defaultdict(list)
+    for state, verdict in zip(states, verdicts, strict=True):
         by_problem[state.problem["problem_id"]].append((state, verdict))
     texts = [f"{s.problem['question']}\n\n{s.text}" for s in states]
     lengths = dict(zip((id(s) for s in states), count_tokens(texts), strict=True))
     accepted, rejected, per_problem = [], [], []
-    k = settings.samples_per_problem
+    k = samples.k
     isolation = settings.sandbox if prompt.tool_use else NO_TOOL_CALLS
-    for problem_id, samples in by_problem.items():
-        n_correct = sum(v.correct for _, v in samples)
-        vote = majority([v.normalized for _, v in samples])
-        vote_correct = any(v.correct for _, v in samples if v.normalized == vote) if vote else False
-        problem = samples[0][0].problem
+    for problem_id, group in by_problem.items():
+        n_correct = sum(v.correct for _, v in group)
+        vote = majority([v.normalized for _, v in group])
+        vote_correct = any(v.correct for _, v in group if v.normalized == vote) if vote else False
+        problem = group[0][0].problem
+        ref = refs[problem_id]
+        too_easy = bool(ref.get("too_easy")) and settings.difficulty_filter
         per_problem.append(
             {
                 "source": problem["source"],
@@ -341,10 +547,12 @@ def _verify_and_build(
                 "pass_rate": n_correct / k,
                 "majority_answer": vote,
                 "majority_correct": vote_correct,
-                "tool_calls": sum(len(s.tool_calls) for s, _ in samples),
+                "tool_calls": sum(len(s.tool_calls) for s, _ in group),
+                "reference_status": ref["reference_status"],
+                "too_easy": too_easy,
             }
         )
-        for state, verdict in samples:
+        for state, verdict in group:
             seq_tokens = lengths[id(state)]
             assert state.first_request is not None
             row = {
@@ -361,18 +569,23 @@ def _verify_and_build(
                 "tool_calls": state.tool_calls,
                 "rounds": state.rounds,
                 "isolation": isolation,
-                "reference_answer": problem["reference_answer"],
+                "answer_type": problem.get("answer_type") or "numeric",
+                "reference_answer": ref["reference_answer"],
+                "original_reference": problem.get("reference_answer"),
+                "reference_status": ref["reference_status"],
                 "extracted_answer": verdict.extracted,
                 "normalized_answer": verdict.normalized,
                 "answer_method": verdict.method,
                 "is_correct": verdict.correct,
+                "verified_by": verdict.verified_by,
+                "judge_reply": verdict.judge_reply,
                 "k": k,
                 "n_correct": n_correct,
                 "pass_rate": n_correct / k,
                 "majority_answer": vote,
                 "majority_correct": vote_correct,
                 "seq_tokens": seq_tokens,
-                "length_bucket": length_bucket(seq_tokens, tuple(settings.length_buckets)),
+                "length_bucket": length_bucket(seq_tokens, length_buckets),
                 "prompt_id": prompt.id,
                 "prompt_version": prompt.version,
                 **identity.lineage(),
@@ -385,9 +598,15 @@ def _verify_and_build(
                 "request_hash": state.first_request.request_hash,
             }
             reasons = []
-            if not verdict.correct:
+            if verdict.verified_by == "proof":
+                reasons.append("proof_unverified")  # generated, never kept as verified
+            elif ref["reference_status"] in UNCHECKABLE:
+                reasons.append("no_reference")
+            elif verdict.verified_by == "undecided":
+                reasons.append("undecided")
+            elif not verdict.correct:
                 reasons.append("incorrect" if verdict.extracted else "no_answer")
-            elif settings.drop_solved_by_all and n_correct == k:
+            elif too_easy:
                 reasons.append("too_easy")
             if reasons:
                 rejected.append({**row, "rejected_by": reasons})
@@ -397,8 +616,8 @@ def _verify_and_build(
         accepted=pa.Table.from_pylist(accepted, schema=TRACE_SCHEMA),
         quarantine=pa.Table.from_pylist(rejected, schema=TRACE_QUARANTINE_SCHEMA),
         per_problem=per_problem,
-        stats=stats,
-        tool_outcomes=dict(tool_outcomes),
+        stats=samples.stats,
+        tool_outcomes=samples.tool_outcomes,
     )
 
 
@@ -430,7 +649,8 @@ def summarize_traces(
     pass rates, why traces were quarantined, how answers were checked, tool use, lengths, and a
     sample trace."""
     total = run.accepted.num_rows + run.quarantine.num_rows
-    expected = problems * settings.samples_per_problem
+    k = run.per_problem[0]["k"] if run.per_problem else 0
+    expected = problems * k
     rates = summarize(run.per_problem)
     reasons = Counter(r for rs in run.quarantine.column("rejected_by").to_pylist() for r in rs)
     all_rows = pa.concat_tables([run.accepted, run.quarantine.drop_columns(["rejected_by"])])
@@ -459,7 +679,9 @@ def summarize_traces(
             "kept_correct": run.accepted.num_rows,
             **{k: v for k, v in rates.items() if k != "problems"},
             "problems": problems,
-            "k": settings.samples_per_problem,
+            "k": k,
+            "reference_status": dict(Counter(p["reference_status"] for p in run.per_problem)),
+            "verified_by": dict(Counter(all_rows.column("verified_by").to_pylist())),
             "quarantined_by_reason": dict(reasons),
             "answer_methods": dict(Counter(all_rows.column("answer_method").to_pylist())),
             "tool_outcomes": run.tool_outcomes,

@@ -5,9 +5,13 @@ braces allowed), the last `#### x` line, and the last "The answer is x" / "Final
 A trace with none of these has no answer and is incorrect: guessing "the last number" would
 credit traces that never committed to an answer.
 
-Comparison normalises what GSM8K-style answers vary in (thousands separators, currency and unit
-words, trailing periods, unicode minus, `\\dfrac`), then asks `math-verify` whether the two are
-mathematically equal, so 1/2, 0.5 and \\frac{1}{2} agree.
+Comparison depends on the problem's answer type. Numbers and expressions: normalise what
+GSM8K-style answers vary in (thousands separators, currency and unit words, trailing periods,
+unicode minus, `\\dfrac`), then ask `math-verify` whether the two are mathematically equal, so
+1/2, 0.5 and \\frac{1}{2} agree. Multiple choice compares option letters, yes/no the two words.
+When a side cannot be read (math-verify parses nothing, no option letter) the comparison is
+undecided rather than false: an optional judge model may decide it. Proofs have no final answer
+to check and are never verified.
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ class Verdict:
     normalized: str | None
     correct: bool
     method: str  # which marker the answer came from: boxed, hashes, answer_is, none
+    # how the label was reached: exact | math-verify | choice | yes-no | judge, or why there is
+    # none: no-answer | undecided | proof
+    verified_by: str = "exact"
+    judge_reply: str | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.verified_by not in ("undecided", "proof")
 
 
 def last_boxed(text: str) -> str | None:
@@ -110,28 +122,119 @@ def reference_answer(gsm8k_answer: str) -> str:
     return normalize_answer(found[-1])
 
 
-def equivalent(candidate: str, reference: str) -> bool:
-    """Mathematical equality by math-verify, after normalisation; exact text as a fallback."""
+def _math_verify(candidate: str, reference: str) -> bool | None:
+    """math-verify's equality of two normalised answers; None when either side parses to
+    nothing."""
     from math_verify import parse, verify
 
-    a, b = normalize_answer(candidate), normalize_answer(reference)
-    if a == b:
-        return True
-    gold = parse(f"${b}$") or parse(b)
-    guess = parse(f"${a}$") or parse(a)
+    gold = parse(f"${reference}$") or parse(reference)
+    guess = parse(f"${candidate}$") or parse(candidate)
     if not gold or not guess:
-        return False
+        return None
     try:
         return bool(verify(gold, guess))
-    except Exception:  # math-verify raises on some malformed LaTeX; not equal then
+    except Exception:  # math-verify raises on some malformed LaTeX; cannot decide then
+        return None
+
+
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_FUNCTION_NAMES = re.compile(r"\b(?:sin|cos|tan|cot|sec|csc|log|ln|exp|sqrt|pi|inf|infty|mod)\b")
+
+
+def wordy(answer: str) -> bool:
+    """Whether an answer is words rather than mathematics ("all even numbers", "\\text{none}"):
+    math-verify reads words as products of symbols, so it cannot compare them."""
+    text = _FUNCTION_NAMES.sub(" ", _LATEX_COMMAND.sub(" ", answer))
+    return re.search(r"[A-Za-z]{3,}", text) is not None
+
+
+_CHOICE = re.compile(r"^\(?([A-Za-z])\)?(?:[.):\s]|$)")
+_YES = {"yes", "true", "correct", "y"}
+_NO = {"no", "false", "incorrect", "n"}
+
+
+def choice_letter(answer: str) -> str | None:
+    """`B`, `(b)`, `B) 12`, `\\text{B}` -> `B`; None when the answer names no option."""
+    text = normalize_answer(answer).strip("*() ").strip()
+    match = _CHOICE.match(text) or _CHOICE.match(normalize_answer(answer))
+    return match.group(1).upper() if match else None
+
+
+def yes_no(answer: str) -> str | None:
+    word = re.sub(r"[^a-z]", "", normalize_answer(answer).lower())
+    return "yes" if word in _YES else "no" if word in _NO else None
+
+
+def normalize_reference(reference: str, answer_type: str) -> str:
+    """A reference in the form answers are compared in: an option letter, yes/no, or the
+    normalised expression. Unreadable references are returned normalised (repair judges them)."""
+    if answer_type == "multiple_choice":
+        return choice_letter(reference) or normalize_answer(reference)
+    if answer_type == "yes_no":
+        return yes_no(reference) or normalize_answer(reference)
+    return normalize_answer(reference)
+
+
+def reference_readable(reference: str | None, answer_type: str) -> bool:
+    """Whether a reference can be checked against at all (proofs have none to check)."""
+    if reference is None or not reference.strip():
         return False
+    if answer_type == "multiple_choice":
+        return choice_letter(reference) is not None
+    if answer_type == "yes_no":
+        return yes_no(reference) is not None
+    if answer_type == "proof":
+        return False
+    from math_verify import parse
+
+    text = normalize_answer(reference)
+    if answer_type == "numeric" and re.fullmatch(r"-?\d+(?:\.\d+)?", text):
+        return True
+    if answer_type == "numeric" and (wordy(text) or not re.search(r"\d", text)):
+        return False
+    return bool(parse(f"${text}$") or parse(text))
 
 
-def judge(trace_text: str, reference: str) -> Verdict:
+def compare(
+    candidate: str, reference: str, answer_type: str = "numeric"
+) -> tuple[bool | None, str]:
+    """(equal, how): True/False when decided, None when undecided, for one answer type."""
+    if answer_type == "proof":
+        return None, "proof"
+    if answer_type == "multiple_choice":
+        a, b = choice_letter(candidate), choice_letter(reference)
+        return (a == b, "choice") if a and b else (None, "undecided")
+    if answer_type == "yes_no":
+        a, b = yes_no(candidate), yes_no(reference)
+        return (a == b, "yes-no") if a and b else (None, "undecided")
+    a, b = normalize_answer(candidate), normalize_answer(reference)
+    if a == b:
+        return True, "exact"
+    if wordy(a) or wordy(b):
+        return None, "undecided"
+    equal = _math_verify(a, b)
+    return (equal, "math-verify") if equal is not None else (None, "undecided")
+
+
+def equivalent(candidate: str, reference: str) -> bool:
+    """Mathematical equality by math-verify, after normalisation; exact text as a fallback
+    (undecided counts as not equal)."""
+    return bool(compare(candidate, reference)[0])
+
+
+def judge(trace_text: str, reference: str | None, answer_type: str = "numeric") -> Verdict:
+    """The verdict on one trace; `correct` is False unless decided equal (an undecided one can
+    go to the judge model: `Verdict.decided`)."""
     answer, method = extract_answer(trace_text)
+    if answer_type == "proof":
+        return Verdict(answer, normalize_answer(answer) if answer else None, False, method, "proof")
     if answer is None:
-        return Verdict(None, None, False, method)
-    return Verdict(answer, normalize_answer(answer), equivalent(answer, reference), method)
+        return Verdict(None, None, False, method, "no-answer")
+    normalized = normalize_reference(answer, answer_type)
+    if reference is None or not reference.strip():
+        return Verdict(answer, normalized, False, method, "undecided")
+    equal, how = compare(answer, reference, answer_type)
+    return Verdict(answer, normalized, bool(equal), method, how)
 
 
 def majority(answers: list[str | None]) -> str | None:
