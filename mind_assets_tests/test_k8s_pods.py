@@ -92,7 +92,13 @@ def test_every_generating_asset_carries_the_llm_pod_tag():
         for asset in ASSETS
         if isinstance(asset, AssetsDefinition) and any("vllm" in spec.kinds for spec in asset.specs)
     }
-    assert set(generating) == {"conversations", "task_qa", "solution_traces"}
+    assert set(generating) == {
+        "conversations",
+        "task_qa",
+        "prismatic_task_qa",
+        "problem_difficulty",
+        "solution_traces",
+    }
     # Definitions loaded under this process's MIND_* variables; the tags follow them.
     expected = llm_step_tags(MindSettings())
     for name, asset in generating.items():

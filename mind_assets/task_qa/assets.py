@@ -239,6 +239,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     group_name="diversity",
     kinds={"torch", "vllm", "parquet"},
     pool="llm",
+    op_tags=llm_step_tags(),
     backfill_policy=BackfillPolicy.multi_run(1),
     code_version="2",
     description="Prismatic Synthesis rounds on a family's task Q&A (MIND_DIVERSITY__PRISMATIC_"
