@@ -94,7 +94,12 @@ def _metrics(args: argparse.Namespace) -> int:
 def _tasks(args: argparse.Namespace) -> int:
     from mind_assets.task_qa.report import format_catalog
 
-    print(format_catalog(get_settings().task_qa.families, refused=args.refused))
+    settings = get_settings()
+    print(
+        format_catalog(
+            settings.task_qa.families, refused=args.refused, mirror_dir=settings.task_mirror
+        )
+    )
     return 0
 
 

@@ -137,6 +137,21 @@ DEFAULT_TASK_FAMILIES: tuple[str, ...] = (
 )
 
 
+class EvalSplit(BaseModel):
+    """One evaluation split of a Hugging Face dataset, read (mirror first) for decontamination
+    only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset_path: str
+    dataset_name: str | None = None
+    split: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset_path}/{self.dataset_name or 'default'}:{self.split}"
+
+
 class TaskQASettings(StageSettings):
     """Task-seeded Q&A (`MIND_TASK_QA__*`)."""
 
@@ -172,6 +187,24 @@ class TaskQASettings(StageSettings):
         description="Generate and enrich items as JSON constrained to a schema (the prompts "
         "under prompts/task_qa/structured/; vLLM structured outputs offline, the schema in the "
         "request to servers); false uses the free-text prompts under prompts/task_qa/.",
+    )
+    short_answer_words: int = Field(
+        default=10,
+        ge=1,
+        description="Longest answer, in words, the open-ended form may keep (`not_short_answer`); "
+        "CrossThink's open-ended template asks for short-form answers.",
+    )
+    decontaminate_across_families: bool = Field(
+        default=True,
+        description="Decontaminate each family against the evaluation splits of every configured "
+        "family (and `decontamination_extra`), not only its own.",
+    )
+    decontamination_extra: list[EvalSplit] = Field(
+        default_factory=lambda: [
+            EvalSplit(dataset_path="openai/gsm8k", dataset_name="main", split="test")
+        ],
+        description="Further evaluation splits every family is decontaminated against, as a JSON "
+        'list of {"dataset_path", "dataset_name", "split"}. Default: GSM8K test.',
     )
 
 

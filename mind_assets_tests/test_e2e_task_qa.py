@@ -24,7 +24,11 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, m
     summary = {}
     for family in ("gsm8k", "commonsense_qa"):
         assert run([task_seeds], family).success
-        assert run([task_qa], family).success
+        [event] = run([task_qa], family).asset_materializations_for_node("task_qa")
+        # Decontaminated against both configured families' evaluation splits and GSM8K test
+        # (commonsense_qa validation: 2 fixture questions; GSM8K test: 1,319).
+        assert event.metadata["decontaminated_against"].value == 2 + 1319
+        assert event.metadata["licence"].value == "mit"
         accepted = pq.read_table(asset_path(settings.data_dir, "task_qa", family)).to_pylist()
         quarantined = pq.read_table(
             asset_path(settings.data_dir, "task_qa", family, suffix=".quarantine.parquet")
@@ -57,6 +61,9 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, m
         for row in rows:
             if row["finish_reason"] == "stop":
                 json.loads(row["raw_output"])
+        for row in rows:
+            assert row["licence"] == "mit"  # gsm8k: the hand-read table; commonsense_qa: its card
+            assert row["answer_check"] == ("math" if family == "gsm8k" else "choice")
         for row in accepted:
             assert row["answer"] and row["reasoning"]
             if row["form"] == "multiple_choice":

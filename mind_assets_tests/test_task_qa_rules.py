@@ -7,6 +7,7 @@ import pytest
 
 from mind_assets.lib.text import ngrams
 from mind_assets.settings import TaskQASettings
+from mind_assets.task_qa.conversion import open_ended_stem
 from mind_assets.task_qa.rules import (
     TASK_QA_RULES,
     Candidate,
@@ -15,7 +16,10 @@ from mind_assets.task_qa.rules import (
     reject_copy_of_seed,
     reject_duplicate,
     reject_math_mismatch,
+    reject_metric_mismatch,
     reject_missing_reasoning,
+    reject_not_short_answer,
+    reject_option_dependent_stem,
     reject_parse_failure,
     run_task_rules,
 )
@@ -153,3 +157,153 @@ def test_each_rule_answers_one_reason_per_item(name):
     items = [open_ended("What is 3 + 4 in a short sum?", "7", solution="3 + 4 = 7", is_math=True)]
     reasons = TASK_QA_RULES[name](items, seed_questions=[], eval_ngrams=set(), thresholds=SETTINGS)
     assert reasons == [""]
+
+
+@pytest.mark.parametrize(
+    ("stem", "rewritten", "note"),
+    [
+        (
+            "Which of the following is the closest star to Earth?",
+            "Which of the following is the closest star to Earth?",  # "closest" compares options
+            "",
+        ),
+        (
+            "Which of the following is produced by the leaves of a plant during photosynthesis?",
+            "What is produced by the leaves of a plant during photosynthesis?",
+            "'which of the following' -> 'what'",
+        ),
+        (
+            "Which of these is NOT a mammal?",
+            "Which of these is NOT a mammal?",  # a negation needs the options
+            "",
+        ),
+        (
+            "What gas do plants take in from the air? Choose the best answer.",
+            "What gas do plants take in from the air?",
+            "dropped an instruction about the options",
+        ),
+        (
+            "What gas do plants take in from the air?",
+            "What gas do plants take in from the air?",
+            "",
+        ),
+    ],
+)
+def test_open_ended_stem_is_rewritten_only_where_one_safe_rewrite_exists(stem, rewritten, note):
+    assert open_ended_stem(stem) == (rewritten, note)
+
+
+def test_option_dependent_stems_and_answers_are_rejected_in_the_open_ended_form():
+    items = [
+        open_ended("Which of the following is the closest star to Earth?", "the Sun"),
+        open_ended("Which planet is closest to the Sun? (Mercury is option B.)", "Mercury"),
+        open_ended("Which gases do plants release at night?", "none of the above"),
+        open_ended("Which gas do plants release at night?", "carbon dioxide"),
+        open_ended("Are statements I and III both true of mammals?", "yes"),
+        # The multiple-choice form shows its options, so the same stem is fine there.
+        mc(
+            "Which of the following is the closest star to Earth?", ["the Sun", "Sirius"], "the Sun"
+        ),
+        # Math items have no options to refer to: points A and B are just points.
+        open_ended("Points A and B are 12 km apart; how far is the midpoint?", "6", is_math=True),
+    ]
+    assert reject_option_dependent_stem(items) == [
+        "option_dependent_stem: which of the following",
+        "option_dependent_stem: an option letter",
+        "option_dependent_stem: the answer names options",
+        "",
+        "option_dependent_stem: numbered statements",
+        "",
+        "",
+    ]
+
+
+def test_open_ended_answers_longer_than_the_setting_are_not_short_answers():
+    long_answer = "because the moon blocks the light of the sun from reaching the earth that day"
+    items = [
+        open_ended("Why does a solar eclipse happen?", long_answer),
+        open_ended("What blocks the sun in a solar eclipse?", "the moon"),
+        mc("Why does a solar eclipse happen?", [long_answer, "clouds"], long_answer),
+        # Translation and summaries are free text: their answers are long by nature.
+        open_ended(
+            "Translate: the cat sleeps on the warm mat today", long_answer, metric="free_text"
+        ),
+    ]
+    assert reject_not_short_answer(items, thresholds=SETTINGS) == [
+        "not_short_answer: 15 words",
+        "",
+        "",
+        "",
+    ]
+    assert (
+        reject_not_short_answer(items, thresholds=TaskQASettings(short_answer_words=20)) == [""] * 4
+    )
+
+
+# triviaqa's own lm-eval metric: exact match ignoring case and punctuation, generation stopped
+# at a newline, "." or "," (lm_eval/tasks/triviaqa/default.yaml).
+TRIVIAQA = {"ignore_case": True, "ignore_punctuation": True, "until": ["\n", ".", ","]}
+
+
+def trivia(answer: str, solution: str) -> Candidate:
+    return open_ended(
+        "What is the capital city of France?",
+        answer,
+        solution=solution,
+        metric="exact_match",
+        metric_options=TRIVIAQA,
+    )
+
+
+def test_a_non_math_generative_item_is_judged_by_its_task_metric_not_by_math_verify():
+    items = [
+        trivia("Paris", "France's government sits in its largest city. The answer is paris."),
+        trivia("Paris", "France's government sits in its largest city, which is Paris."),
+        trivia("Lyon", "France's government sits in its largest city. The answer is Paris."),
+        trivia("Washington, D.C.", "The US capital is Washington, D.C."),
+        trivia("...", ""),
+        trivia("Paris", ""),  # no worked solution: nothing to disagree with
+    ]
+    assert reject_metric_mismatch(items) == [
+        "",
+        "",
+        "metric_mismatch",
+        "metric_mismatch: the task stops generating at ','",
+        "metric_mismatch: the answer is empty once normalised",
+        "",
+    ]
+    # None of them is math: math-verify leaves them alone ...
+    assert reject_math_mismatch(items) == [""] * len(items)
+    # ... where, judged as math, a correct word answer would fail.
+    as_math = open_ended(
+        "What is the capital city of France?", "Paris", "It is Paris.", is_math=True
+    )
+    assert reject_math_mismatch([as_math]) == ["math_mismatch: final answer does not parse"]
+
+
+def test_contamination_names_the_evaluation_split_it_came_from():
+    gsm8k_test = (
+        "Janet has three dozen eggs and sells each of them at the farmers market for two dollars "
+        "every single morning"
+    )
+    arc_test = (
+        "Which property of a mineral can be determined just by looking at it in bright light "
+        "outdoors on a sunny day"
+    )
+    items = [
+        open_ended(gsm8k_test + ". How much does she make?", "72"),
+        open_ended(arc_test + "?", "luster"),
+        open_ended("How many legs do three spiders and two ants have together?", "36"),
+    ]
+    reasons = run_task_rules(
+        items,
+        seed_questions=[],
+        eval_texts=[gsm8k_test, arc_test],
+        eval_labels=["openai/gsm8k/main:test", "allenai/ai2_arc/ARC-Easy:test"],
+        thresholds=TaskQASettings(min_reasoning_chars=0),
+    )
+    assert reasons == [
+        ["contaminated: openai/gsm8k/main:test"],
+        ["contaminated: allenai/ai2_arc/ARC-Easy:test"],
+        [],
+    ]

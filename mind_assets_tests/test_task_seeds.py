@@ -1,17 +1,23 @@
 """Seed catalog, the eval-split guard, and normalisation through lm-eval's task objects."""
 
+import json
+
 import pytest
 
 from mind_assets.cli import main as mind_cli
 from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.catalog import build_catalog, eligibility
+from mind_assets.task_qa.licences import LicenceFinder, card_licence
 from mind_assets.task_qa.rules import Candidate, run_task_rules
 from mind_assets.task_qa.seeds import (
     EvalSplitRefused,
+    decontamination_splits,
+    load_decontamination_texts,
     load_eval_texts,
     load_seed_split,
     normalize_split,
 )
+from mind_assets.task_qa.stage import judge_and_convert
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +25,7 @@ def catalog():
     return {e.task: e for e in build_catalog()}
 
 
-def test_catalog_counts_eligible_and_refused_tasks(catalog, capsys):
+def test_catalog_counts_eligible_and_refused_tasks(catalog, mirror, capsys, monkeypatch):
     eligible = [e for e in catalog.values() if e.eligible]
     eval_as_train = [
         e for e in catalog.values() if "training_split" in e.reason and "also" in e.reason
@@ -27,12 +33,27 @@ def test_catalog_counts_eligible_and_refused_tasks(catalog, capsys):
     assert len(catalog) == 13_123
     assert len(eligible) == 489
     assert len(eval_as_train) == 130
+    monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
+    monkeypatch.setenv("MIND_TASK_QA__FAMILIES", json.dumps(["gsm8k", "commonsense_qa", "piqa"]))
     assert mind_cli(["tasks"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(
         f"13123 lm-eval subtasks: 489 eligible as seeds, {len(catalog) - 489} refused"
     )
     assert "   130  training_split" in printed
+    # Each family's licence: commonsense_qa's from the card in the mirror, gsm8k's from the
+    # table of cards read by hand, piqa's unknown (no card on disk, not in the table).
+    lines = {
+        line.split()[1]: line.split() for line in printed.splitlines() if line.startswith(" * ")
+    }
+    assert lines["commonsense_qa"][2:5] == ["multiple_choice", "choice", "mit"]
+    assert lines["gsm8k"][2:5] == ["generate_until", "math", "mit"]
+    assert lines["piqa"][4] == "unknown"
+    assert str(mirror / "tau" / "commonsense_qa" / "README.md") in printed
+    assert (
+        "mind_assets/task_qa/licences.py (read from https://huggingface.co/datasets/openai/gsm8k)"
+        in printed
+    )
 
 
 def test_eligibility_rule():
@@ -108,3 +129,124 @@ def test_item_copied_from_gsm8k_test_is_removed_by_decontamination(catalog, mirr
     )
     assert "contaminated" in reasons[0]
     assert "contaminated" not in reasons[1]
+
+
+def test_generative_tasks_are_checked_by_their_own_metric(catalog):
+    check = {
+        t: (catalog[t].answer_check, json.loads(catalog[t].metric_options))
+        for t in (
+            "gsm8k",
+            "minerva_math_algebra",
+            "triviaqa",
+            "nq_open",
+            "coqa",
+            "wmt16-en-de",
+            "arc_easy",
+        )
+    }
+    assert check["gsm8k"] == ("math", {})
+    assert check["minerva_math_algebra"][0] == "math"
+    assert check["triviaqa"] == (
+        "exact_match",
+        {"ignore_case": True, "ignore_punctuation": True, "until": ["\n", ".", ","]},
+    )
+    assert check["nq_open"][1]["regexes_to_ignore"] == [r"\b(?:The |the |An |A |The |a |an )"]
+    assert check["coqa"][0] == "exact_match" and check["coqa"][1]["ignore_punctuation"]
+    assert check["wmt16-en-de"] == ("free_text", {})  # bleu/chrf/ter: no answer check
+    assert check["arc_easy"] == ("choice", {})
+
+
+def test_a_non_math_family_is_judged_by_its_metric_and_a_choice_family_gets_open_stems(catalog):
+    trivia = judge_and_convert(
+        catalog["triviaqa"],
+        [
+            Candidate(
+                "open_ended", "Which river runs through Paris?", [], "the Seine", "", is_math=True
+            )
+        ],
+    )[0]
+    assert (trivia.is_math, trivia.metric) == (False, "exact_match")
+    assert trivia.metric_options["until"] == ["\n", ".", ","]
+    math = judge_and_convert(
+        catalog["gsm8k"], [Candidate("open_ended", "2 + 2?", [], "4", "", is_math=True)]
+    )[0]
+    assert (math.is_math, math.metric) == (True, "")
+    mc, open_form = judge_and_convert(
+        catalog["commonsense_qa"],
+        [
+            Candidate(
+                "multiple_choice",
+                "Which of the following is used to cut paper?",
+                ["scissors", "spoon"],
+                "scissors",
+                "",
+            ),
+            Candidate(
+                "open_ended", "Which of the following is used to cut paper?", [], "scissors", ""
+            ),
+        ],
+    )
+    assert mc.question == "Which of the following is used to cut paper?"  # shown with options
+    assert open_form.question == "What is used to cut paper?"
+    assert open_form.conversion == "'which of the following' -> 'what'"
+
+
+def test_each_family_is_decontaminated_against_every_configured_family_and_gsm8k_test(
+    catalog, mirror, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    own = catalog["commonsense_qa"]
+    splits = decontamination_splits(
+        own, [catalog["arc_easy"], catalog["gsm8k"]], TaskQASettings().decontamination_extra
+    )
+    assert [s.label for s in splits] == [
+        "tau/commonsense_qa/default:validation",
+        "allenai/ai2_arc/ARC-Easy:test",
+        "allenai/ai2_arc/ARC-Easy:validation",
+        "openai/gsm8k/main:test",  # gsm8k's own, and the default extra: listed once
+    ]
+    evaluation = load_decontamination_texts(splits, mirror)
+    assert evaluation.per_split == {
+        "tau/commonsense_qa/default:validation": 2,
+        "openai/gsm8k/main:test": 1319,
+    }
+    assert evaluation.missing == [
+        "allenai/ai2_arc/ARC-Easy:test",
+        "allenai/ai2_arc/ARC-Easy:validation",
+    ]
+    gsm8k_question = next(
+        t
+        for t, label in zip(evaluation.texts, evaluation.labels, strict=True)
+        if label == "openai/gsm8k/main:test"
+    ).split("####")[0]
+    items = [Candidate("open_ended", gsm8k_question, [], "18", "Because the sum is eighteen.")]
+    settings = TaskQASettings()
+    # The family's own splits alone miss a GSM8K test question ...
+    alone = run_task_rules(
+        items, seed_questions=[], eval_texts=load_eval_texts(own, mirror), thresholds=settings
+    )
+    assert not any(r.startswith("contaminated") for r in alone[0])
+    # ... the cross-benchmark set catches it and names the benchmark.
+    across = run_task_rules(
+        items,
+        seed_questions=[],
+        eval_texts=evaluation.texts,
+        eval_labels=evaluation.labels,
+        thresholds=settings,
+    )
+    assert "contaminated: openai/gsm8k/main:test" in across[0]
+
+
+def test_licence_is_read_from_a_card_in_the_hub_cache_before_the_table(tmp_path):
+    snapshot = tmp_path / "hub" / "datasets--openai--gsm8k" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a card\n")
+    from_cache = LicenceFinder(hub_cache=tmp_path / "hub").find("openai/gsm8k")
+    assert from_cache.licence == "apache-2.0" and from_cache.source == str(snapshot / "README.md")
+    from_table = LicenceFinder(hub_cache=tmp_path / "empty").find("openai/gsm8k")
+    assert (
+        from_table.licence == "mit" and "huggingface.co/datasets/openai/gsm8k" in from_table.source
+    )
+    assert LicenceFinder(hub_cache=tmp_path).find("someone/unknown_set").licence == "unknown"
+    assert card_licence("---\nlicense:\n- cc-by-4.0\n- mit\n---\n") == "cc-by-4.0, mit"
+    assert card_licence("no header here") is None

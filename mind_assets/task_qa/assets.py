@@ -41,7 +41,13 @@ from mind_assets.task_qa.prismatic import (
     run_prismatic_rounds,
 )
 from mind_assets.task_qa.schema import SEED_SCHEMA
-from mind_assets.task_qa.seeds import load_eval_texts, load_seed_split, normalize_split
+from mind_assets.task_qa.seeds import (
+    EvalTexts,
+    decontamination_splits,
+    load_decontamination_texts,
+    load_seed_split,
+    normalize_split,
+)
 from mind_assets.task_qa.stage import TaskQAPrompts, run_task_qa, summarize_task_qa
 
 task_families_partitions = DynamicPartitionsDefinition(name=TASK_FAMILIES_PARTITION)
@@ -61,28 +67,44 @@ def selected_families(
     return [w for w in wanted if w in eligible], [w for w in wanted if w not in eligible]
 
 
-def read_catalog_entry(settings: MindSettings, family: str) -> CatalogEntry:
+def read_catalog(settings: MindSettings) -> list[CatalogEntry]:
     path = catalog_path(settings)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: materialize task_seed_catalog first")
-    rows = read_output(path).to_pylist()
-    for row in rows:
-        if row["family"] == family:
-            return CatalogEntry(**row)
-    raise KeyError(f"task family {family!r} is not in the catalog {path}")
+    return [CatalogEntry(**row) for row in read_output(path).to_pylist()]
+
+
+def read_catalog_entry(settings: MindSettings, family: str) -> CatalogEntry:
+    for entry in read_catalog(settings):
+        if entry.family == family:
+            return entry
+    raise KeyError(f"task family {family!r} is not in the catalog {catalog_path(settings)}")
+
+
+def decontamination_texts(settings: MindSettings, entry: CatalogEntry) -> EvalTexts:
+    """The evaluation texts a family is decontaminated against: its own splits, every configured
+    family's (unless MIND_TASK_QA__DECONTAMINATE_ACROSS_FAMILIES=false) and the extra splits."""
+    others: list[CatalogEntry] = []
+    if settings.task_qa.decontaminate_across_families:
+        catalog = read_catalog(settings)
+        families, _ = selected_families(catalog, settings.task_qa.families)
+        wanted = set(families) - {entry.family}
+        others = [e for e in catalog if e.family in wanted]
+    splits = decontamination_splits(entry, others, settings.task_qa.decontamination_extra)
+    return load_decontamination_texts(splits, settings.task_mirror)
 
 
 @asset(
     group_name="task_qa",
     kinds={"parquet"},
-    code_version="1",
+    code_version="2",
     description="Every lm-evaluation-harness task with its seed eligibility (a training split "
     "distinct from its test and validation splits) and the reason each refused task was refused. "
     "Registers the configured families as `task_families` partitions.",
 )
 def task_seed_catalog(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
-    entries = build_catalog()
+    entries = build_catalog(settings.task_mirror)
     table = pa.Table.from_pylist([e.__dict__ for e in entries])
     path = write_parquet_version(table, catalog_path(settings))
     families, unusable = selected_families(entries, settings.task_qa.families)
@@ -133,6 +155,9 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
             "dataset": f"{entry.dataset_path}/{entry.dataset_name or 'default'}",
             "split": entry.training_split,
             "output_type": entry.output_type,
+            "answer_check": entry.answer_check,
+            "licence": entry.licence or "unknown",
+            "licence_source": entry.licence_source or "-",
         },
         data_version=file_data_version(path),
     )
@@ -167,10 +192,11 @@ def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, 
     # One run per partition in backfills: each run loads one engine for one whole batch, and
     # Dagster's single-run backfills mishandle partial multi-partition selections.
     backfill_policy=BackfillPolicy.multi_run(1),
-    code_version="1",
+    code_version="2",
     description="New items of the same skill as the seeds, in multiple-choice and open-ended "
     "form, with reasoning and distractor explanations; filtered and decontaminated against the "
-    "task's evaluation splits. Rejected rows go to <family>.quarantine.parquet.",
+    "evaluation splits of every configured family plus GSM8K test. Rejected rows go to "
+    "<family>.quarantine.parquet.",
 )
 def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
@@ -178,10 +204,17 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     entry = read_catalog_entry(settings, family)
     seeds = read_output(TASK_SEEDS.path(settings.data_dir, {"family": family}))
     prompts = task_qa_prompts(settings, entry)
-    eval_texts = load_eval_texts(entry, settings.task_mirror)
+    evaluation = decontamination_texts(settings, entry)
+    eval_texts = evaluation.texts
     if not eval_texts:
         context.log.warning(
             "%s: no evaluation split found; decontamination had nothing to check", family
+        )
+    elif evaluation.missing:
+        context.log.warning(
+            "%s: evaluation splits not found, not decontaminated against: %s",
+            family,
+            evaluation.missing,
         )
     seed_picker = None
     if settings.task_qa.seed_selection == "prismatic":
@@ -190,6 +223,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         entry=entry,
         seeds=seeds,
         eval_texts=eval_texts,
+        eval_labels=evaluation.labels,
         prompts=prompts,
         chat=llm.chat,
         identity=llm.identity(),
@@ -224,6 +258,8 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         quarantine_path=quarantine,
         eval_texts=len(eval_texts),
         engine=llm.engine_metadata(),
+        eval_splits=evaluation.per_split,
+        licence=entry.licence,
     )
     return stage_result(
         summary,
@@ -264,12 +300,16 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
     batch_size = llm.requests_per_batch(settings.batch_size)
     stats = []
 
+    # Every round is decontaminated like task_qa: against every configured family's evaluation
+    # splits and the extra ones.
+    evaluation = decontamination_texts(settings, entry)
+
     def generate(round_: int, pool_rows: list[dict], picker):
-        eval_texts = load_eval_texts(entry, settings.task_mirror)
         result = run_task_qa(
             entry=entry,
             seeds=pa.Table.from_pylist(pool_rows, schema=SEED_SCHEMA),
-            eval_texts=eval_texts,
+            eval_texts=evaluation.texts,
+            eval_labels=evaluation.labels,
             prompts=task_qa_prompts(settings, entry),
             chat=llm.chat,
             identity=llm.identity(),

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from mind_assets.task_qa.catalog import build_catalog
 
 
-def format_catalog(configured_families: list[str], refused: bool = False) -> str:
-    entries = build_catalog()
+def format_catalog(
+    configured_families: list[str], refused: bool = False, mirror_dir: Path | None = None
+) -> str:
+    """The catalog: refusal counts, then every eligible task with its output type, seed split,
+    answer check and dataset licence (from a dataset card on disk when there is one)."""
+    entries = build_catalog(mirror_dir)
     eligible = [e for e in entries if e.eligible]
     refusals = [e for e in entries if not e.eligible]
     configured = set(configured_families)
@@ -22,11 +27,22 @@ def format_catalog(configured_families: list[str], refused: bool = False) -> str
         ),
         "",
         "eligible (* = selected by MIND_TASK_QA__FAMILIES):",
+        f"   {'family':40s} {'output type':16s} {'answer check':12s} {'licence':14s} seed split",
     ]
+    selected = {e.task for e in eligible if e.task in configured or configured == {"all"}}
     for e in eligible:
-        mark = "*" if e.task in configured or configured == {"all"} else " "
+        mark = "*" if e.task in selected else " "
         dataset = f"{e.dataset_path}/{e.dataset_name or 'default'}:{e.training_split}"
-        lines.append(f" {mark} {e.family:40s} {e.output_type or '-':16s} {dataset}")
+        lines.append(
+            f" {mark} {e.family:40s} {e.output_type or '-':16s} {e.answer_check or '-':12s} "
+            f"{e.licence or 'unknown':14s} {dataset}"
+        )
+    sources = sorted(
+        {e.licence_source for e in eligible if e.task in selected and e.licence_source}
+    )
+    if sources:
+        lines += ["", "licences of the selected families were read from:"]
+        lines += [f"  {source}" for source in sources]
     if refused:
         lines += ["", "refused:"] + [f"   {e.task:40s} {e.reason}" for e in refusals]
     return "\n".join(lines)

@@ -4,14 +4,16 @@ returns, per item, whether it passed and why not; a rejected item keeps every re
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from mind_assets.lib.minhash import MinHasher, near_duplicate_groups
 from mind_assets.lib.text import ngrams, normalise, words
 from mind_assets.settings import TaskQASettings
+from mind_assets.task_qa.conversion import option_dependent_answer, option_reference
 
 
 @dataclass
@@ -27,6 +29,11 @@ class Candidate:
     parse_error: str = ""
     is_math: bool = False
     distractors: list[tuple[str, str]] = field(default_factory=list)
+    # How the answer is checked when it is neither a choice nor math: `exact_match` (the task's
+    # own lm-eval metric, with `metric_options`) or `free_text` (no answer check, no length check).
+    metric: str = ""
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    conversion: str = ""  # how the open-ended stem was rewritten from the multiple-choice one
 
 
 def reject_parse_failure(items: Sequence[Candidate], **_: object) -> list[str]:
@@ -68,6 +75,97 @@ def reject_math_mismatch(items: Sequence[Candidate], **_: object) -> list[str]:
         numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", c.solution)
         derived = parse(numbers[-1].replace(",", "")) if numbers else []
         reasons.append("" if derived and verify(stated, derived) else "math_mismatch")
+    return reasons
+
+
+def reject_metric_mismatch(items: Sequence[Candidate], **_: object) -> list[str]:
+    """Non-math generative items, judged by their task's own lm-eval metric (exact match with the
+    task's normalisation): the answer must be one the task could score (not cut by the task's
+    stop sequences, not empty once normalised), and a worked solution must reach it."""
+    reasons = []
+    for c in items:
+        if c.metric != "exact_match" or c.parse_error:
+            reasons.append("")
+            continue
+        options = dict(c.metric_options)
+        until = [u for u in options.pop("until", []) if u]
+        answer = c.answer.strip().rstrip(".").strip()
+        # Generation stops at the first stop sequence in the text.
+        cut = min((u for u in until if u in answer), key=answer.index, default=None)
+        if not normalise_for_metric(answer, options).strip():
+            reasons.append("metric_mismatch: the answer is empty once normalised")
+        elif cut is not None:
+            reasons.append(f"metric_mismatch: the task stops generating at {cut!r}")
+        elif c.solution.strip() and not solution_reaches(c.solution, answer, options):
+            reasons.append("metric_mismatch")
+        else:
+            reasons.append("")
+    return reasons
+
+
+def normalise_for_metric(text: str, options: Mapping[str, Any]) -> str:
+    """`text` as lm-eval's exact match compares it under the task's options."""
+    for pattern in options.get("regexes_to_ignore") or []:
+        text = re.sub(pattern, "", text)
+    if options.get("ignore_case"):
+        text = text.lower()
+    if options.get("ignore_punctuation"):
+        text = re.sub(r"[!-/:-@\[-`{-~]", "", text)
+    if options.get("ignore_numbers"):
+        text = re.sub(r"\d", "", text)
+    return " ".join(text.split())
+
+
+_STATED = re.compile(r"(?i)\b(?:the\s+(?:final\s+)?answer\s+is|answer:)\s*(.+)$")
+
+
+def solution_reaches(solution: str, answer: str, options: Mapping[str, Any]) -> bool:
+    """The solution's conclusion scores 1 under the task's exact match against `answer`: its
+    "the answer is ..." span matches exactly, or its last sentence contains the answer whole."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    metric = {k: v for k, v in options.items() if k != "until"}
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", solution.strip()) if s.strip()]
+    last = sentences[-1] if sentences else ""
+    stated = _STATED.search(last)
+    if stated:
+        span = stated.group(1).strip().rstrip(".")
+        if exact_match_hf_evaluate([span], [answer], **metric)["exact_match"] == 1.0:
+            return True
+    target = normalise_for_metric(answer, metric)
+    return f" {target} " in f" {normalise_for_metric(last, metric)} "
+
+
+def reject_option_dependent_stem(items: Sequence[Candidate], **_: object) -> list[str]:
+    """Open-ended form: a stem or answer that points at options the form does not show ("Which
+    of the following…", "all of the above", "option B") cannot be answered."""
+    reasons = []
+    for c in items:
+        if c.form != "open_ended" or c.parse_error or c.is_math:
+            reasons.append("")
+        elif label := option_reference(c.question):
+            reasons.append(f"option_dependent_stem: {label}")
+        elif option_dependent_answer(c.answer):
+            reasons.append("option_dependent_stem: the answer names options")
+        else:
+            reasons.append("")
+    return reasons
+
+
+def reject_not_short_answer(
+    items: Sequence[Candidate], *, thresholds: TaskQASettings, **_: object
+) -> list[str]:
+    """Open-ended form: the answer is a short answer (at most `short_answer_words` words), as in
+    CrossThink's short-form open-ended template; free-text tasks (translation, summaries) are
+    exempt."""
+    limit = thresholds.short_answer_words
+    reasons = []
+    for c in items:
+        n = len(c.answer.split())
+        if c.form != "open_ended" or c.parse_error or c.metric == "free_text" or n <= limit:
+            reasons.append("")
+        else:
+            reasons.append(f"not_short_answer: {n} words")
     return reasons
 
 
@@ -130,19 +228,25 @@ def reject_copy_of_seed(
 def reject_contaminated(
     items: Sequence[Candidate],
     *,
-    eval_ngrams: set[tuple[str, ...]],
+    eval_ngrams: set[tuple[str, ...]] | Mapping[tuple[str, ...], str],
     thresholds: TaskQASettings,
     **_: object,
 ) -> list[str]:
     """Shares a `decontamination_ngram`-word sequence (13 by default, as in GPT-3's
-    decontamination) with the task's evaluation splits."""
+    decontamination) with an evaluation split: the task's own, every configured family's and the
+    extra ones (GSM8K test by default). Given n-grams mapped to their split, the reason names it."""
     n = thresholds.decontamination_ngram
-    return [
-        "contaminated"
-        if eval_ngrams and ngrams(f"{c.question} {c.answer}", n) & eval_ngrams
-        else ""
-        for c in items
-    ]
+    known = eval_ngrams.keys() if isinstance(eval_ngrams, Mapping) else eval_ngrams
+    reasons = []
+    for c in items:
+        shared = ngrams(f"{c.question} {c.answer}", n) & known if known else set()
+        if not shared:
+            reasons.append("")
+        elif isinstance(eval_ngrams, Mapping):
+            reasons.append(f"contaminated: {eval_ngrams[min(shared)]}")
+        else:
+            reasons.append("contaminated")
+    return reasons
 
 
 def _near_duplicates(texts: list[str], references: list[str], threshold: float) -> list[int | None]:
@@ -166,6 +270,9 @@ TASK_QA_RULES: dict[str, Rule] = {
     "parse_failure": reject_parse_failure,
     "answer_not_a_choice": reject_answer_not_a_choice,
     "math_mismatch": reject_math_mismatch,
+    "metric_mismatch": reject_metric_mismatch,
+    "option_dependent_stem": reject_option_dependent_stem,
+    "not_short_answer": reject_not_short_answer,
     "missing_reasoning": reject_missing_reasoning,
     "duplicate": reject_duplicate,
     "copy_of_seed": reject_copy_of_seed,
@@ -179,11 +286,21 @@ def run_task_rules(
     seed_questions: Sequence[str],
     eval_texts: Sequence[str],
     thresholds: TaskQASettings,
+    eval_labels: Sequence[str] | None = None,
 ) -> list[list[str]]:
-    """Per item, the reasons it is rejected (empty when accepted)."""
-    eval_ngrams: set[tuple[str, ...]] = set()
-    for text in eval_texts:
-        eval_ngrams |= ngrams(text, thresholds.decontamination_ngram)
+    """Per item, the reasons it is rejected (empty when accepted). `eval_labels`, one per eval
+    text, name the split each came from in `contaminated` reasons."""
+    n = thresholds.decontamination_ngram
+    eval_ngrams: set[tuple[str, ...]] | dict[tuple[str, ...], str]
+    if eval_labels is None:
+        eval_ngrams = set()
+        for text in eval_texts:
+            eval_ngrams |= ngrams(text, n)
+    else:
+        eval_ngrams = {}
+        for text, label in zip(eval_texts, eval_labels, strict=True):
+            for gram in ngrams(text, n):
+                eval_ngrams.setdefault(gram, label)
     per_rule = [
         rule(items, seed_questions=seed_questions, eval_ngrams=eval_ngrams, thresholds=thresholds)
         for rule in TASK_QA_RULES.values()

@@ -38,6 +38,10 @@ TASK_QA_SCHEMA = pa.schema(
         pa.field("reasoning", pa.string()),
         pa.field("distractor_explanations", pa.list_(pa.field("element", DISTRACTOR_TYPE))),
         pa.field("text", pa.string()),  # the training text rendered from the fields above
+        # how the answer was checked: choice | math | exact_match (the task's metric) | free_text
+        pa.field("answer_check", pa.string()),
+        pa.field("conversion", pa.string()),  # how the open-ended stem was rewritten, else null
+        pa.field("licence", pa.string()),  # the task dataset's licence (catalog `licence`)
         # lineage
         pa.field("seed_ids", pa.list_(pa.field("element", pa.string())), nullable=False),
         pa.field("seed_cluster", pa.int32()),  # Prismatic generation mode, else null

@@ -22,6 +22,7 @@ from mind_assets.llm.batch_runner import (
 from mind_assets.llm.requests import EngineIdentity, derive_seed
 from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.catalog import CatalogEntry
+from mind_assets.task_qa.conversion import open_ended_stem
 from mind_assets.task_qa.generation import (
     SeedPicker,
     apply_enrichment,
@@ -74,6 +75,7 @@ def run_task_qa(
     max_tokens_cap: int | None = None,
     seed_picker: SeedPicker | None = None,
     logger: logging.Logger | None = None,
+    eval_labels: list[str] | None = None,
 ) -> TaskQAResult:
     family = entry.family
     generation_task = entry.output_type != "multiple_choice"
@@ -102,18 +104,13 @@ def run_task_qa(
     for plan in planned:
         stored = generated[plan.request.request_hash]
         item_seed = plan.request.sampling.seed
-        items.append(
-            (
-                plan,
-                to_candidates(
-                    stored.result.text,
-                    generation_task=generation_task,
-                    seed=item_seed,
-                    structured=prompts.generate.output_format == "json",
-                ),
-                stored,
-            )
+        candidates = to_candidates(
+            stored.result.text,
+            generation_task=generation_task,
+            seed=item_seed,
+            structured=prompts.generate.output_format == "json",
         )
+        items.append((plan, judge_and_convert(entry, candidates), stored))
 
     enrich_requests = {}
     for plan, candidates, _ in items:
@@ -148,6 +145,7 @@ def run_task_qa(
         [c for _, c, _ in flat],
         seed_questions=seeds.column("question").to_pylist(),
         eval_texts=eval_texts,
+        eval_labels=eval_labels,
         thresholds=settings,
     )
     accepted_rows, rejected_rows = [], []
@@ -170,6 +168,27 @@ def run_task_qa(
     )
 
 
+def judge_and_convert(entry: CatalogEntry, candidates: list[Candidate]) -> list[Candidate]:
+    """Fit one item's candidates to their family: the open-ended form of a multiple-choice item
+    gets a stem that stands without options where one safe rewrite exists; a generative family
+    that is not math is judged by its own metric rather than math-verify."""
+    for c in candidates:
+        if entry.output_type == "multiple_choice":
+            if c.form == "open_ended" and not c.parse_error:
+                c.question, c.conversion = open_ended_stem(c.question)
+        elif entry.answer_check in ("exact_match", "free_text"):
+            c.is_math = False
+            c.metric = entry.answer_check
+            c.metric_options = json.loads(entry.metric_options or "{}")
+    return candidates
+
+
+def answer_check_of(entry: CatalogEntry, candidate: Candidate) -> str:
+    if entry.output_type == "multiple_choice":
+        return "choice"
+    return candidate.metric or ("math" if candidate.is_math else "")
+
+
 def _row(
     entry, plan, candidate: Candidate, stored: StoredResult, enrich_request, prompts, identity
 ) -> dict:
@@ -189,6 +208,9 @@ def _row(
             {"choice": c, "why_wrong": w} for c, w in candidate.distractors
         ],
         "text": training_text(candidate),
+        "answer_check": answer_check_of(entry, candidate) or None,
+        "conversion": candidate.conversion or None,
+        "licence": entry.licence or None,
         "seed_ids": plan.seed_ids,
         "seed_cluster": plan.seed_cluster,
         "selection_reason": plan.selection_reason,
@@ -215,6 +237,8 @@ def summarize_task_qa(
     quarantine_path: Path,
     eval_texts: int,
     engine: dict[str, Any],
+    eval_splits: dict[str, int] | None = None,
+    licence: str = "",
 ) -> StageSummary:
     """What one task Q&A partition reports: acceptance, rejections per rule, what it was
     decontaminated against, the prompts and engine, and a sample of the quarantine."""
@@ -232,6 +256,12 @@ def summarize_task_qa(
                 )
             ),
             "decontaminated_against": eval_texts,
+            "decontamination_splits": Markdown(
+                markdown_table(
+                    [{"split": k, "documents": v} for k, v in (eval_splits or {}).items()]
+                )
+            ),
+            "licence": licence or "unknown",
             "engine": engine,
             "generate_prompt": f"{prompts.generate.id}@{prompts.generate.version}",
             "enrich_prompt": f"{prompts.enrich.id}@{prompts.enrich.version}",
