@@ -70,6 +70,7 @@ bench: install
 	$(PY) benchmarks/diversity.py
 	$(PY) benchmarks/sandbox.py
 	$(PY) benchmarks/inbox.py
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) data
