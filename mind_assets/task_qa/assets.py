@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from dagster import (
+    AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
+    DagsterInstance,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -18,8 +20,10 @@ from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import asset_path, read_output, validate_name, write_parquet_version
+from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
 from mind_assets.llm.features import Sample, features_for
 from mind_assets.llm.resource import LLMResource
+from mind_assets.llm.versions import llm_config
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
@@ -132,6 +136,63 @@ def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
+def task_qa_prompts_for(settings: MindSettings, output_type: str | None) -> TaskQAPrompts:
+    """The prompt files a family generates with, chosen by its output type."""
+    kind = "multiple_choice" if output_type == "multiple_choice" else "open_ended"
+    return TaskQAPrompts(
+        generate=load_prompt(settings.prompts_dir / "task_qa" / f"generate_{kind}.yaml"),
+        enrich=load_prompt(settings.prompts_dir / "task_qa" / "enrich_multiple_choice.yaml"),
+    )
+
+
+def task_qa_prompt_versions(settings: MindSettings, instance: DagsterInstance) -> dict[str, str]:
+    """Per registered family, the versions of the prompt files it uses (a family not yet in the
+    catalog cannot be generated, and has none)."""
+    path = catalog_path(settings)
+    if not path.is_file():
+        return {}
+    output_types: dict[str, str | None] = {}
+    for row in read_output(path, columns=["family", "output_type"]).to_pylist():
+        output_types.setdefault(row["family"], row["output_type"])
+    versions = {}
+    for family in instance.get_dynamic_partitions(TASK_FAMILIES_PARTITION):
+        if family in output_types:
+            prompts = task_qa_prompts_for(settings, output_types[family])
+            versions[family] = content_version([prompts.generate.version, prompts.enrich.version])
+    return versions
+
+
+def task_qa_config_version(settings: MindSettings, instance: DagsterInstance) -> str:
+    # Families and seed_limit decide which partitions and seeds exist, not how one is generated.
+    inputs: dict = {"task_qa": settings.task_qa.model_dump(exclude={"families", "seed_limit"})}
+    if settings.task_qa.seed_selection == "prismatic":
+        inputs["diversity"] = settings.diversity.model_dump(
+            exclude={"batch_size", "prismatic_keep_fraction"}
+        )
+    return content_version(inputs)
+
+
+TASK_QA_PROMPTS = VersionSource(
+    "task_qa_prompts",
+    "The task Q&A prompt files each family uses (generate_<multiple_choice|open_ended> and "
+    "enrich_multiple_choice), versioned by content hash. Observing it after a prompt edit marks "
+    "only the families that use that file unsynced.",
+    task_qa_prompt_versions,
+    partitions_def=task_families_partitions,
+    group_name="task_qa",
+)
+task_qa_prompts = version_source_asset(TASK_QA_PROMPTS)
+
+TASK_QA_CONFIG = VersionSource(
+    "task_qa_config",
+    "How task Q&A generates and filters (MIND_TASK_QA__* but the family list and seed limit; the "
+    "Prismatic settings when seeds are drawn from clusters), hashed.",
+    task_qa_config_version,
+    group_name="task_qa",
+)
+task_qa_config = version_source_asset(TASK_QA_CONFIG)
+
+
 def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, logger):
     """Generation mode: cluster the seeds' gradient features; items draw from small clusters."""
     clustering = cluster_task_seeds(settings, family, seeds.to_pylist(), logger)
@@ -140,7 +201,7 @@ def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, 
 
 @asset(
     partitions_def=task_families_partitions,
-    deps=[task_seeds],
+    deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config],
     group_name="task_qa",
     kinds={"vllm", "parquet"},
     pool="llm",
@@ -157,11 +218,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     family = context.partition_key
     entry = read_catalog_entry(settings, family)
     seeds = read_output(TASK_SEEDS.path(settings.data_dir, {"family": family}))
-    kind = "multiple_choice" if entry.output_type == "multiple_choice" else "open_ended"
-    prompts = TaskQAPrompts(
-        generate=load_prompt(settings.prompts_dir / "task_qa" / f"generate_{kind}.yaml"),
-        enrich=load_prompt(settings.prompts_dir / "task_qa" / "enrich_multiple_choice.yaml"),
-    )
+    prompts = task_qa_prompts_for(settings, entry.output_type)
     eval_texts = load_eval_texts(entry, settings.task_mirror)
     if not eval_texts:
         context.log.warning(
