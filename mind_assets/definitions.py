@@ -10,7 +10,7 @@ from dagster import (
 )
 
 from mind_assets.blends.assets import blend_export, blend_manifest
-from mind_assets.conversations.assets import conversations, mind_prompts
+from mind_assets.conversations.assets import conversations
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.sensors import corpus_inbox_sensor
 from mind_assets.diversity.assets import diversity
@@ -21,14 +21,15 @@ from mind_assets.operations.schedules import (
     nightly_blend_rebuild,
     regenerate_unsynced_conversations,
 )
+from mind_assets.operations.versions import VERSION_SOURCE_ASSETS
 from mind_assets.publish.assets import published_dataset
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
 
 ASSETS = [
+    *VERSION_SOURCE_ASSETS,
     raw_documents,
     chunks,
-    mind_prompts,
     conversations,
     filtered_conversations,
     longest_conversations,

@@ -29,7 +29,7 @@ from mind_assets.blends.assets import (
 )
 from mind_assets.blends.lineage import format_audit
 from mind_assets.blends.megatron import MEGATRON_DIRNAME
-from mind_assets.conversations.assets import conversations, mind_prompts
+from mind_assets.conversations.assets import conversations
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import make_shard_spec, register_shard
@@ -41,6 +41,7 @@ from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
+from mind_assets.operations.versions import VERSION_SOURCE_ASSETS
 from mind_assets.settings import EMBEDDED_MODEL, get_settings
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
@@ -123,8 +124,10 @@ def run_demo(
         )
 
     try:
-        # Record the prompt versions so later prompt edits show up as unsynced partitions.
-        run([mind_prompts])
+        # Record the prompt, model and threshold versions, so later edits show up as unsynced
+        # partitions.
+        for source in VERSION_SOURCE_ASSETS:
+            run([source])
         echo("raw_documents and chunks for shard 'demo' ...")
         run([raw_documents, chunks], DEMO_SHARD)
         for style in styles:

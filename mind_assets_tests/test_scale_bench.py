@@ -26,29 +26,3 @@ def test_scale_benchmark_at_twenty_shards(tmp_path, monkeypatch):
     assert "| sqlite 20 | postgres 20 |" in section
     assert "not run" in section and section.endswith("<!-- scale:end -->")
     assert list(tmp_path.iterdir()) == []  # the instance and its data are removed
-
-
-def test_regeneration_scan_looks_only_at_registered_shards_with_files(settings):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mind_assets.conversations.regeneration import unsynced_conversation_partitions
-    from mind_assets.lib.storage import asset_path
-
-    def write(shard, style, version):
-        path = asset_path(settings.data_dir, "conversations", shard, style)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table({"prompt_version": [version], "model": ["m"]}), path)
-
-    first, second = STYLE_KEYS[:2]
-    write("b-shard", first, "0-old")
-    write("a-shard", second, "0-old")
-    write("gone", first, "0-old")  # files of a shard no longer registered are not looked at
-    found = unsynced_conversation_partitions(
-        settings.data_dir,
-        settings.prompts_dir,
-        "m",
-        ["a-shard", "b-shard", "never-materialized"],
-    )
-    assert [(p.shard, p.style) for p in found] == [("a-shard", second), ("b-shard", first)]
-    assert all("0-old" in p.reason for p in found)

@@ -9,15 +9,13 @@ from dagster import (
     AssetSelection,
     AutomationCondition,
     BackfillPolicy,
-    DataVersion,
-    DataVersionsByPartition,
+    DagsterInstance,
     MaterializeResult,
     MultiPartitionKey,
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
     StaticPartitionsDefinition,
     asset,
-    observable_source_asset,
 )
 
 from mind_assets.conversations.generation import (
@@ -33,11 +31,13 @@ from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
+from mind_assets.lib.versions import VersionSource, version_source_asset
 from mind_assets.llm.batch_runner import RequestStore, generate_resumable
 from mind_assets.llm.pods import llm_step_tags
 from mind_assets.llm.resource import LLMResource
+from mind_assets.llm.versions import llm_config
 from mind_assets.metrics.store import metrics_store
-from mind_assets.settings import get_settings
+from mind_assets.settings import MindSettings, get_settings
 
 style_partitions = StaticPartitionsDefinition(list(STYLE_KEYS))
 shard_style_partitions = MultiPartitionsDefinition(
@@ -45,20 +45,23 @@ shard_style_partitions = MultiPartitionsDefinition(
 )
 
 
-@observable_source_asset(
+def mind_prompt_versions(settings: MindSettings, instance: DagsterInstance) -> dict[str, str]:
+    """Each style's prompt file, by content hash (its sampling parameters included)."""
+    return {
+        style: load_prompt(style_prompt_path(settings.prompts_dir, style)).version
+        for style in STYLE_KEYS
+    }
+
+
+MIND_PROMPTS = VersionSource(
+    "mind_prompts",
+    "The MIND prompt file of each style, versioned by content hash. Observing it after editing "
+    "a prompt marks only that style's conversations as unsynced.",
+    mind_prompt_versions,
     partitions_def=style_partitions,
     group_name="mind",
-    description="The MIND prompt file of each style, versioned by content hash. Observing it after "
-    "editing a prompt marks only that style's conversations as unsynced.",
 )
-def mind_prompts() -> DataVersionsByPartition:
-    settings = get_settings()
-    return DataVersionsByPartition(
-        {
-            style: DataVersion(load_prompt(style_prompt_path(settings.prompts_dir, style)).version)
-            for style in STYLE_KEYS
-        }
-    )
+mind_prompts = version_source_asset(MIND_PROMPTS)
 
 
 def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
@@ -73,10 +76,13 @@ def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
     deps=[
         AssetDep(chunks, partition_mapping=MultiToSingleDimensionPartitionMapping("shard")),
         AssetDep(mind_prompts, partition_mapping=MultiToSingleDimensionPartitionMapping("style")),
+        llm_config,
     ],
-    # New chunks trigger generation; prompt edits do not (the budgeted regeneration schedule
-    # handles those), and a prompt that was never observed does not block a new shard.
-    automation_condition=AutomationCondition.eager().ignore(AssetSelection.assets("mind_prompts")),
+    # New chunks trigger generation; prompt and model edits do not (the budgeted regeneration
+    # schedule handles those), and a version never observed does not block a new shard.
+    automation_condition=AutomationCondition.eager().ignore(
+        AssetSelection.assets(mind_prompts.key, llm_config.key)
+    ),
     check_specs=[
         AssetCheckSpec(
             "every_chunk_has_a_conversation",
@@ -97,6 +103,7 @@ def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
     # One run per partition in backfills: each run loads one engine for one whole batch, and
     # Dagster's single-run backfills mishandle partial multi-partition selections.
     backfill_policy=BackfillPolicy.multi_run(1),
+    # The code's part of the version; prompts and the model are versioned by the sources above.
     code_version="1",
     description="One MIND conversation per chunk in the partition's style, generated in resumable "
     "batches; raw text, parsed turns and full lineage per row.",

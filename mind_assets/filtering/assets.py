@@ -8,7 +8,9 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AssetSelection,
     AutomationCondition,
+    DagsterInstance,
     MaterializeResult,
     MetadataValue,
     MultiToSingleDimensionPartitionMapping,
@@ -28,8 +30,9 @@ from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import read_output, write_parquet_version
+from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
 from mind_assets.metrics.store import metrics_store
-from mind_assets.settings import get_settings
+from mind_assets.settings import MindSettings, get_settings
 
 
 def _chunk_texts(path: Path) -> dict[str, str]:
@@ -40,17 +43,40 @@ def _chunk_texts(path: Path) -> dict[str, str]:
     return dict(zip(table["chunk_id"].to_pylist(), table["text"].to_pylist(), strict=True))
 
 
+# Thresholds that only decide asset checks, not which rows pass.
+CHECK_ONLY_THRESHOLDS = {"min_acceptance_rate", "max_near_duplicate_rate"}
+
+
+def filter_config_version(settings: MindSettings, instance: DagsterInstance) -> str:
+    return content_version(settings.filters.model_dump(exclude=CHECK_ONLY_THRESHOLDS))
+
+
+FILTER_CONFIG = VersionSource(
+    "filter_config",
+    "The filter profile, disabled rules and every threshold that decides which conversations "
+    "pass (MIND_FILTERS__*), hashed. Observing it after a change marks every "
+    "filtered_conversations partition unsynced, and nothing upstream.",
+    filter_config_version,
+    group_name="filtering",
+)
+filter_config = version_source_asset(FILTER_CONFIG)
+
+
 @asset(
     partitions_def=shard_style_partitions,
     deps=[
         conversations,
         AssetDep(chunks, partition_mapping=MultiToSingleDimensionPartitionMapping("shard")),
+        filter_config,
     ],
     check_specs=[
         AssetCheckSpec(name, asset="filtered_conversations", blocking=blocking, description=text)
         for name, (blocking, text) in FILTER_CHECKS.items()
     ],
-    automation_condition=AutomationCondition.eager(),
+    # A threshold change is left to the budgeted regeneration schedule, like a prompt edit.
+    automation_condition=AutomationCondition.eager().ignore(
+        AssetSelection.assets(filter_config.key)
+    ),
     group_name="filtering",
     kinds={"parquet", "duckdb"},
     code_version="1",

@@ -7,11 +7,14 @@ from pathlib import Path
 
 from dagster import (
     AssetCheckSpec,
+    AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
+    DagsterInstance,
     MaterializeResult,
     MetadataValue,
     MultiPartitionsDefinition,
+    MultiToSingleDimensionPartitionMapping,
     StaticPartitionsDefinition,
     asset,
 )
@@ -21,8 +24,10 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
+from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
 from mind_assets.llm.pods import llm_step_tags
 from mind_assets.llm.resource import LLMResource
+from mind_assets.llm.versions import llm_config
 from mind_assets.math_traces.difficulty import assess_problems, verdicts_by_problem
 from mind_assets.math_traces.judge import ModelJudge
 from mind_assets.math_traces.outputs import MATH_PROBLEMS, PROBLEM_DIFFICULTY, SOLUTION_TRACES
@@ -43,9 +48,45 @@ from mind_assets.settings import MindSettings, get_settings
 math_sources_partitions = StaticPartitionsDefinition(
     [source.name for source in get_settings().math.sources]
 )
+math_modes_partitions = StaticPartitionsDefinition(list(MODES))
 solution_trace_partitions = MultiPartitionsDefinition(
-    {"source": math_sources_partitions, "mode": StaticPartitionsDefinition(list(MODES))}
+    {"source": math_sources_partitions, "mode": math_modes_partitions}
 )
+
+
+def math_prompt_path(settings: MindSettings, mode: str) -> Path:
+    return settings.prompts_dir / "math" / f"{mode}.yaml"
+
+
+def math_prompt_versions(settings: MindSettings, instance: DagsterInstance) -> dict[str, str]:
+    return {mode: load_prompt(math_prompt_path(settings, mode)).version for mode in MODES}
+
+
+def math_config_version(settings: MindSettings, instance: DagsterInstance) -> str:
+    # The sources, their limit and decontamination shape math_problems, not how traces are made.
+    return content_version(
+        settings.math.model_dump(exclude={"sources", "problems_limit", "decontamination_ngram"})
+    )
+
+
+MATH_PROMPTS = VersionSource(
+    "math_prompts",
+    "The solution-trace prompt file of each mode (reasoning effort x tool use), versioned by "
+    "content hash. Observing it after a prompt edit marks only that mode's traces unsynced.",
+    math_prompt_versions,
+    partitions_def=math_modes_partitions,
+    group_name="math_traces",
+)
+math_prompts = version_source_asset(MATH_PROMPTS)
+
+MATH_CONFIG = VersionSource(
+    "math_config",
+    "How traces are sampled, verified and sandboxed (MIND_MATH__* but the problem sources), "
+    "hashed.",
+    math_config_version,
+    group_name="math_traces",
+)
+math_config = version_source_asset(MATH_CONFIG)
 
 
 def math_source(settings: MindSettings, name: str) -> MathSource:
@@ -133,7 +174,7 @@ def model_judge(settings: MindSettings, llm: LLMResource, source: str, logger) -
 
 @asset(
     partitions_def=math_sources_partitions,
-    deps=[math_problems],
+    deps=[math_problems, math_config, llm_config],
     group_name="math_traces",
     kinds={"vllm", "parquet"},
     pool="llm",
@@ -222,7 +263,13 @@ def problem_verdicts(settings: MindSettings, source: str) -> dict[str, dict] | N
 
 @asset(
     partitions_def=solution_trace_partitions,
-    deps=[math_problems, problem_difficulty],
+    deps=[
+        math_problems,
+        problem_difficulty,
+        AssetDep(math_prompts, partition_mapping=MultiToSingleDimensionPartitionMapping("mode")),
+        math_config,
+        llm_config,
+    ],
     group_name="math_traces",
     kinds={"vllm", "parquet"},
     pool="llm",
@@ -248,7 +295,7 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     source, mode = keys["source"], keys["mode"]
     problems = read_output(MATH_PROBLEMS.path(settings.data_dir, {"source": source})).to_pylist()
-    prompt = load_prompt(settings.prompts_dir / "math" / f"{mode}.yaml")
+    prompt = load_prompt(math_prompt_path(settings, mode))
     trace_settings = settings.math
     k = samples_per_problem(trace_settings, on_gpu=engine_is_gpu(llm))
     verdicts = problem_verdicts(settings, source)

@@ -1,9 +1,9 @@
-"""Scheduled regeneration: nightly blend rebuilds, and a budgeted refresh of conversation
-partitions made stale by a prompt or model change."""
+"""Scheduled regeneration: nightly blend rebuilds, and a budgeted refresh of the conversation
+partitions Dagster reports unsynced after a prompt, model or filter-threshold change."""
 
 from dagster import (
+    AssetKey,
     DefaultScheduleStatus,
-    MultiPartitionKey,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
@@ -11,11 +11,10 @@ from dagster import (
 )
 
 from mind_assets.blends.assets import blend_manifest, blend_partitions
-from mind_assets.conversations.assets import conversations
-from mind_assets.conversations.regeneration import unsynced_conversation_partitions
+from mind_assets.conversations.assets import conversations, shard_style_partitions
 from mind_assets.filtering.assets import filtered_conversations
-from mind_assets.lib.instance import SHARDS_PARTITION
-from mind_assets.llm.resource import LLMResource
+from mind_assets.lib.versions import UnsyncedStatus
+from mind_assets.operations.versions import conversation_partitions_to_regenerate, record_versions
 from mind_assets.settings import get_settings
 
 
@@ -38,22 +37,37 @@ def nightly_blend_rebuild(context: ScheduleEvaluationContext):
     cron_schedule="0 * * * *",
     target=[conversations, filtered_conversations],
     default_status=DefaultScheduleStatus.STOPPED,
-    description="Hourly: regenerate conversation partitions whose prompt version or model differs "
-    "from the current one, at most MIND_CONVERSATIONS__REGENERATION_BUDGET partitions per tick.",
+    description="Hourly: observe every version source (prompts, model, filter thresholds), then "
+    "rematerialize the conversations partitions Dagster reports unsynced (regenerated and "
+    "filtered again) and the unsynced filtered_conversations partitions (filtered again), at "
+    "most MIND_CONVERSATIONS__REGENERATION_BUDGET partitions per tick.",
 )
 def regenerate_unsynced_conversations(context: ScheduleEvaluationContext):
     settings = get_settings()
-    model_name = LLMResource.from_settings(settings).model_name
-    shards = context.instance.get_dynamic_partitions(SHARDS_PARTITION)
-    stale = unsynced_conversation_partitions(
-        settings.data_dir, settings.prompts_dir, model_name, shards
-    )
+    for change in record_versions(context.instance, settings):
+        context.log.info(
+            "observed %s%s: %s -> %s",
+            change.key,
+            f"[{change.partition}]" if change.partition else "",
+            change.previous,
+            change.current,
+        )
+    # Dagster's code server evaluates schedules with their repository, and so its asset graph.
+    status = UnsyncedStatus(context.instance, context.repository_def.asset_graph)
+    stale = conversation_partitions_to_regenerate(status)
     if not stale:
-        return SkipReason("every materialized conversation partition matches its prompt and model")
+        return SkipReason("Dagster reports no unsynced conversations partition")
     picked = stale[: settings.conversations.regeneration_budget]
     for item in picked:
-        context.log.info("regenerating %s|%s: %s", item.shard, item.style, item.reason)
+        context.log.info("regenerating %s %s: %s", item.partition, item.assets, item.causes)
     return [
-        RunRequest(partition_key=MultiPartitionKey({"shard": item.shard, "style": item.style}))
+        RunRequest(
+            # One request per partition and tick: a partition still unsynced next tick (its run
+            # failed) is asked for again.
+            run_key=f"regenerate:{item.partition}:{'+'.join(item.assets)}:"
+            f"{context.scheduled_execution_time:%Y%m%dT%H%M}",
+            partition_key=shard_style_partitions.get_partition_key_from_str(item.partition),
+            asset_selection=[AssetKey(a) for a in item.assets],
+        )
         for item in picked
     ]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pyarrow as pa
 from dagster import (
+    AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
+    DagsterInstance,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -20,10 +22,12 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.report import markdown_table
 from mind_assets.lib.storage import asset_path, read_output, validate_name, write_parquet_version
+from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
 from mind_assets.llm.features import features_for
 from mind_assets.llm.pods import llm_step_tags
 from mind_assets.llm.requests import derive_seed
 from mind_assets.llm.resource import LLMResource
+from mind_assets.llm.versions import llm_config
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
@@ -168,12 +172,62 @@ def native_form(entry: CatalogEntry) -> str:
     return "multiple_choice" if entry.output_type == "multiple_choice" else "open_ended"
 
 
-def task_qa_prompts(settings: MindSettings, entry: CatalogEntry) -> TaskQAPrompts:
+def task_qa_prompts_for(settings: MindSettings, output_type: str | None) -> TaskQAPrompts:
+    """The prompt files a family generates with, chosen by its output type and by
+    MIND_TASK_QA__STRUCTURED_OUTPUT (the JSON set or the free-text one)."""
     return TaskQAPrompts.load(
         settings.prompts_dir,
-        output_type=entry.output_type,
+        output_type=output_type or "",
         structured=settings.task_qa.structured_output,
     )
+
+
+def task_qa_prompt_versions(settings: MindSettings, instance: DagsterInstance) -> dict[str, str]:
+    """Per registered family, the versions of the prompt files it uses (a family not yet in the
+    catalog cannot be generated, and has none)."""
+    path = catalog_path(settings)
+    if not path.is_file():
+        return {}
+    output_types: dict[str, str | None] = {}
+    for row in read_output(path, columns=["family", "output_type"]).to_pylist():
+        output_types.setdefault(row["family"], row["output_type"])
+    versions = {}
+    for family in instance.get_dynamic_partitions(TASK_FAMILIES_PARTITION):
+        if family in output_types:
+            prompts = task_qa_prompts_for(settings, output_types[family])
+            versions[family] = content_version([prompts.generate.version, prompts.enrich.version])
+    return versions
+
+
+def task_qa_config_version(settings: MindSettings, instance: DagsterInstance) -> str:
+    # Families and seed_limit decide which partitions and seeds exist, not how one is generated.
+    inputs: dict = {"task_qa": settings.task_qa.model_dump(exclude={"families", "seed_limit"})}
+    if settings.task_qa.seed_selection == "prismatic":
+        inputs["diversity"] = settings.diversity.model_dump(
+            exclude={"batch_size", "prismatic_keep_fraction"}
+        )
+    return content_version(inputs)
+
+
+TASK_QA_PROMPTS = VersionSource(
+    "task_qa_prompts",
+    "The task Q&A prompt files each family uses (generate_<multiple_choice|open_ended> and "
+    "enrich_multiple_choice), versioned by content hash. Observing it after a prompt edit marks "
+    "only the families that use that file unsynced.",
+    task_qa_prompt_versions,
+    partitions_def=task_families_partitions,
+    group_name="task_qa",
+)
+task_qa_prompts = version_source_asset(TASK_QA_PROMPTS)
+
+TASK_QA_CONFIG = VersionSource(
+    "task_qa_config",
+    "How task Q&A generates and filters (MIND_TASK_QA__* but the family list and seed limit; the "
+    "Prismatic settings when seeds are drawn from clusters), hashed.",
+    task_qa_config_version,
+    group_name="task_qa",
+)
+task_qa_config = version_source_asset(TASK_QA_CONFIG)
 
 
 def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, logger):
@@ -184,7 +238,7 @@ def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, 
 
 @asset(
     partitions_def=task_families_partitions,
-    deps=[task_seeds],
+    deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config],
     group_name="task_qa",
     kinds={"vllm", "parquet"},
     pool="llm",
@@ -203,7 +257,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     family = context.partition_key
     entry = read_catalog_entry(settings, family)
     seeds = read_output(TASK_SEEDS.path(settings.data_dir, {"family": family}))
-    prompts = task_qa_prompts(settings, entry)
+    prompts = task_qa_prompts_for(settings, entry.output_type)
     evaluation = decontamination_texts(settings, entry)
     eval_texts = evaluation.texts
     if not eval_texts:
@@ -310,7 +364,7 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
             seeds=pa.Table.from_pylist(pool_rows, schema=SEED_SCHEMA),
             eval_texts=evaluation.texts,
             eval_labels=evaluation.labels,
-            prompts=task_qa_prompts(settings, entry),
+            prompts=task_qa_prompts_for(settings, entry.output_type),
             chat=llm.chat,
             identity=llm.identity(),
             requests_dir=requests_dir / f"round_{round_}",
