@@ -24,12 +24,12 @@ PROMPTS = PROJECT_DIR / "prompts"
 PAPER_GROUPS = {
     "explicit": {"teacher_student", "layman_knowall"},
     "implicit": {"problem_solving", "debate"},
-    "none": {"two_students", "two_professors", "interview"},
+    "none": {"two_students", "two_professors", "interview", "rephrase"},
 }
 
 
 @pytest.mark.parametrize("prompt_set", ["paper", "enhanced"])
-def test_both_sets_hold_the_seven_styles_in_the_papers_knowledge_gap_groups(prompt_set):
+def test_both_sets_hold_the_seven_styles_and_rephrase_in_the_papers_groups(prompt_set):
     styles = load_styles(PROMPTS, prompt_set)
     assert [s.key for s in styles] == [
         "two_students",
@@ -39,6 +39,7 @@ def test_both_sets_hold_the_seven_styles_in_the_papers_knowledge_gap_groups(prom
         "problem_solving",
         "layman_knowall",
         "interview",
+        "rephrase",  # the Rephrase baseline: a style-like source, not a conversation
     ]
     for group, keys in PAPER_GROUPS.items():
         assert {s.key for s in styles if s.knowledge_gap == group} == keys
@@ -47,7 +48,8 @@ def test_both_sets_hold_the_seven_styles_in_the_papers_knowledge_gap_groups(prom
 
 
 def test_paper_prompts_put_the_context_first_with_nothing_added_around_it():
-    for style in load_styles(PROMPTS, "paper"):
+    # The rephrase baseline keeps WRAP's layout (instruction first); see test_rephrase_style.py.
+    for style in [s for s in load_styles(PROMPTS, "paper") if s.is_conversation]:
         prompt = load_prompt(style.path)
         messages = prompt.render(text="THE CONTEXT")
         # One user message that opens with the context; no system message, no reply prefix.
@@ -127,5 +129,5 @@ def test_a_prompt_file_dropped_into_the_set_is_a_new_style_partition(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     for name in ("conversations", "filtered_conversations"):
-        assert found[name] == [*STYLE_KEYS, "socratic"]
+        assert sorted(found[name]) == sorted([*STYLE_KEYS, "socratic"])
     assert "socratic" in found["gap"]
