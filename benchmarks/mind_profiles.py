@@ -157,8 +157,8 @@ def write_results(
         "",
         f"Run {time.strftime('%Y-%m-%d')} on **{run['host']}**, {run['dtype']}; load average "
         f"before the run {run['load_before']:.1f}. Embedded SmolLM2-135M-Instruct, prompt set "
-        f"`paper` (`MIND_CONVERSATIONS__PROMPT_SET=paper`), the first {args.sections} napkin "
-        f"sections ({n_chunks} chunks), `MIND_MAX_TOKENS={args.max_tokens}`; {total} "
+        f"`paper` (`MIND_CONVERSATIONS__PROMPT_SET=paper`), napkin sections 0:{args.sections} "
+        f"({n_chunks} chunks), `MIND_MAX_TOKENS={args.max_tokens}`; {total} "
         f"generations in {run['generation_seconds']:.0f} s through the `conversations` asset. "
         "`filtered_conversations` then ran twice over the very same files: "
         "`MIND_FILTERS__PROFILE=paper` (missing_text, missing_source, too_short, "
