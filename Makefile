@@ -66,6 +66,7 @@ bench: install
 	$(PY) benchmarks/filters.py
 	$(PY) benchmarks/engine_settings.py
 	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/mind_profiles.py
 	$(PY) benchmarks/structured_output.py
 	$(PY) benchmarks/diversity.py
 	$(PY) benchmarks/sandbox.py

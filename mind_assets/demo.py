@@ -1,9 +1,9 @@
 """`mind demo`: the whole graph on the bundled demo corpus and the embedded model.
 
-Raw documents and chunks, all seven MIND styles with filtering, the longest-conversation set,
-one task-Q&A family from a bundled seed fixture, the example blend and its export, then the
-blend's lineage audit. Runs in-process against the local instance, so the runs show up in
-`make ui` afterwards.
+Raw documents and chunks, all seven MIND styles and the rephrase baseline with filtering, the
+longest-conversation set, one task-Q&A family from a bundled seed fixture, the example blend and
+its export, then the blend's lineage audit. Runs in-process against the local instance, so the
+runs show up in `make ui` afterwards.
 """
 
 from __future__ import annotations

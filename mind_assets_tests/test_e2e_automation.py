@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, build_sensor_context, evaluate_automation_conditions, materialize
 
+from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.sensors import corpus_inbox_sensor
 from mind_assets.definitions import ASSETS, build_definitions
 from mind_assets.lib.storage import asset_path
@@ -87,7 +88,7 @@ def test_inbox_file_becomes_a_shard_whose_documents_and_conversations_materializ
                 )
                 materialized.setdefault(key.path[0], set()).add(partition)
     assert materialized["chunks"] == {"napkin-new"}
-    assert len(materialized["conversations"]) == 7
+    assert len(materialized["conversations"]) == len(STYLE_KEYS)  # 7 styles + rephrase
     rows = pq.read_table(
         asset_path(settings.data_dir, "conversations", "napkin-new", "debate")
     ).to_pylist()

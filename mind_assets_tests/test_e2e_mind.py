@@ -9,7 +9,11 @@ from dagster import AssetKey, MultiPartitionKey, materialize
 
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.schema import LINEAGE_COLUMNS
-from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
+from mind_assets.conversations.styles import (
+    CONVERSATION_STYLE_KEYS,
+    STYLE_KEYS,
+    style_prompt_path,
+)
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.definitions import ASSETS
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
@@ -113,12 +117,16 @@ def test_all_seven_styles_and_the_longest_set_on_real_napkin_sections(
     longest = pq.read_table(
         asset_path(settings.data_dir, "longest_conversations", WORLD_SHARD)
     ).to_pylist()
-    kept_chunks = {r["chunk_id"] for rows_ in accepted.values() for r in rows_}
+    # The rephrase source is no conversation: it has no turns and is never the longest.
+    assert all(r["n_turns"] == 0 for r in by_style["rephrase"])
+    candidates = {s: accepted[s] for s in CONVERSATION_STYLE_KEYS}
+    kept_chunks = {r["chunk_id"] for rows_ in candidates.values() for r in rows_}
     assert {r["chunk_id"] for r in longest} == kept_chunks and len(longest) == len(kept_chunks)
+    assert "rephrase" not in {r["style"] for r in longest}
     for row in longest:
         best = max(
             r["completion_tokens"]
-            for rows_ in accepted.values()
+            for rows_ in candidates.values()
             for r in rows_
             if r["chunk_id"] == row["chunk_id"]
         )

@@ -20,6 +20,7 @@ from mind_assets.blends.families import BLEND_SOURCES, FAMILIES
 from mind_assets.blends.lineage import audit_rows, trace_row
 from mind_assets.blends.manifest import build_manifest, upstream_chain
 from mind_assets.blends.spec import load_blend_spec
+from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.lib.outputs import OutputFamily, PartitionDim
 from mind_assets.settings import BlendSettings
 
@@ -203,7 +204,7 @@ def test_trace_partitions_are_pinned_under_the_key_dagster_gives_them():
         ("filtered_conversations", "napkin|debate"),
     ]
     longest = upstream_chain("longest_conversations", "napkin")
-    assert len({p for a, p in longest if a == "filtered_conversations"}) == 7
+    assert len({p for a, p in longest if a == "filtered_conversations"}) == len(STYLE_KEYS)
     assert longest[-1] == ("longest_conversations", "napkin")
 
 

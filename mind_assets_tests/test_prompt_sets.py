@@ -10,26 +10,33 @@ import sys
 
 import pytest
 import yaml
+from dagster import MultiPartitionKey
 
+from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.styles import (
     KNOWLEDGE_GAP_STYLES,
     STYLE_KEYS,
     load_styles,
     style_prompt_path,
 )
+from mind_assets.corpus.assets import chunks, raw_documents
+from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS
 from mind_assets.lib.prompts import PromptError, load_prompt
+from mind_assets.lib.storage import asset_path, read_output
 from mind_assets.settings import PROJECT_DIR
+from mind_assets_tests.conftest import napkin_shard
 
 PROMPTS = PROJECT_DIR / "prompts"
 PAPER_GROUPS = {
     "explicit": {"teacher_student", "layman_knowall"},
     "implicit": {"problem_solving", "debate"},
-    "none": {"two_students", "two_professors", "interview"},
+    "none": {"two_students", "two_professors", "interview", "rephrase"},
 }
 
 
 @pytest.mark.parametrize("prompt_set", ["paper", "enhanced"])
-def test_both_sets_hold_the_seven_styles_in_the_papers_knowledge_gap_groups(prompt_set):
+def test_both_sets_hold_the_seven_styles_and_rephrase_in_the_papers_groups(prompt_set):
     styles = load_styles(PROMPTS, prompt_set)
     assert [s.key for s in styles] == [
         "two_students",
@@ -39,6 +46,7 @@ def test_both_sets_hold_the_seven_styles_in_the_papers_knowledge_gap_groups(prom
         "problem_solving",
         "layman_knowall",
         "interview",
+        "rephrase",  # the Rephrase baseline: a style-like source, not a conversation
     ]
     for group, keys in PAPER_GROUPS.items():
         assert {s.key for s in styles if s.knowledge_gap == group} == keys
@@ -47,7 +55,8 @@ def test_both_sets_hold_the_seven_styles_in_the_papers_knowledge_gap_groups(prom
 
 
 def test_paper_prompts_put_the_context_first_with_nothing_added_around_it():
-    for style in load_styles(PROMPTS, "paper"):
+    # The rephrase baseline keeps WRAP's layout (instruction first); see test_rephrase_style.py.
+    for style in [s for s in load_styles(PROMPTS, "paper") if s.is_conversation]:
         prompt = load_prompt(style.path)
         messages = prompt.render(text="THE CONTEXT")
         # One user message that opens with the context; no system message, no reply prefix.
@@ -127,5 +136,57 @@ def test_a_prompt_file_dropped_into_the_set_is_a_new_style_partition(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     for name in ("conversations", "filtered_conversations"):
-        assert found[name] == [*STYLE_KEYS, "socratic"]
+        assert sorted(found[name]) == sorted([*STYLE_KEYS, "socratic"])
     assert "socratic" in found["gap"]
+
+
+@pytest.mark.engine
+def test_paper_set_and_paper_profile_end_to_end_keep_at_least_what_strict_keeps(
+    settings, run, register, monkeypatch
+):
+    """The real engine on a real napkin section: conversations from the `paper` prompt set
+    (a conversation style and the rephrase baseline), filtered with the `paper` profile and then
+    with `strict` over the very same generations."""
+    monkeypatch.setenv("MIND_CONVERSATIONS__PROMPT_SET", "paper")
+    monkeypatch.setenv("MIND_MAX_TOKENS", "128")
+    # 128 tokens cannot cover a quarter of a 500-token chunk; both profiles share the ratio.
+    monkeypatch.setenv("MIND_FILTERS__MIN_SOURCE_LENGTH_RATIO", "0.1")
+    shard, styles = "paperset", ("teacher_student", "rephrase")
+    register(napkin_shard(shard, 1))
+    run([mind_prompts])
+    run([raw_documents, chunks], shard)
+    for style in styles:
+        run([conversations], MultiPartitionKey({"shard": shard, "style": style}))
+        rows = read_output(asset_path(settings.data_dir, "conversations", shard, style))
+        version = load_prompt(PROMPTS / "mind" / "paper" / f"{style}.yaml").version
+        assert rows.num_rows >= 1
+        assert set(rows.column("prompt_id").to_pylist()) == {f"mind/paper/{style}"}
+        assert set(rows.column("prompt_version").to_pylist()) == {version}
+    rephrased = read_output(asset_path(settings.data_dir, "conversations", shard, "rephrase"))
+    assert set(rephrased.column("n_turns").to_pylist()) == {0}
+
+    kept: dict[str, dict[str, set[str]]] = {}
+    for profile in ("paper", "strict"):
+        monkeypatch.setenv("MIND_FILTERS__PROFILE", profile)
+        kept[profile] = {}
+        for style in styles:
+            keys = {"shard": shard, "style": style}
+            run([filtered_conversations], MultiPartitionKey(keys), raise_on_error=False)
+            accepted = read_output(FILTERED_CONVERSATIONS.path(settings.data_dir, keys))
+            quarantine = read_output(
+                FILTERED_CONVERSATIONS.quarantine_path(settings.data_dir, keys)
+            )
+            for table in (accepted, quarantine):
+                assert set(table.column("filter_profile").to_pylist()) <= {profile}
+            assert accepted.num_rows + quarantine.num_rows >= 1
+            kept[profile][style] = set(accepted.column("conversation_id").to_pylist())
+            if style == "rephrase":  # the turn rule never rejects the rephrase
+                rejected = {r for rs in quarantine.column("rejected_by").to_pylist() for r in rs}
+                assert "not_a_conversation" not in rejected
+        if profile == "paper":
+            run([longest_conversations], shard)
+            longest = read_output(asset_path(settings.data_dir, "longest_conversations", shard))
+            assert "rephrase" not in set(longest.column("style").to_pylist())
+    for style in styles:
+        assert kept["strict"][style] <= kept["paper"][style], style
+    assert sum(map(len, kept["paper"].values())) >= 1, "the paper profile kept something"

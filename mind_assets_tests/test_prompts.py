@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
+from mind_assets.conversations.styles import CONVERSATION_STYLE_KEYS, STYLE_KEYS, style_prompt_path
 from mind_assets.lib.prompts import PromptError, load_prompt
 from mind_assets.settings import PROJECT_DIR
 
@@ -10,7 +10,8 @@ PROMPTS = PROJECT_DIR / "prompts"
 
 
 def test_every_style_has_a_prompt_with_instruction_first_and_document_last():
-    for style in STYLE_KEYS:
+    # The rephrase source (not a conversation) is checked in test_rephrase_style.py.
+    for style in CONVERSATION_STYLE_KEYS:
         prompt = load_prompt(style_prompt_path(PROMPTS, style))
         assert prompt.id == f"mind/enhanced/{style}"
         assert prompt.description and len(prompt.speakers) == 2

@@ -91,10 +91,12 @@ def conversation_rows(
     identity: EngineIdentity,
 ) -> pa.Table:
     rows: list[dict[str, Any]] = []
+    # A rephrase is prose, not turns: it is never parsed (a "Definition:" line is no speaker).
+    is_conversation = prompt.style is None or prompt.style.is_conversation
     for item in plan.planned:
         stored = results[item.request.request_hash]
         result = stored.result
-        turns = parse_turns(result.text, prompt.speakers)
+        turns = parse_turns(result.text, prompt.speakers) if is_conversation else []
         rows.append(
             {
                 "conversation_id": item.request.request_hash[:32],

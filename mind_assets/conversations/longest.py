@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def longest_per_chunk(tables: list[pa.Table]) -> pa.Table:
+def longest_per_chunk(tables: list[pa.Table], styles: Collection[str] | None = None) -> pa.Table:
     """One row per chunk_id: the conversation with the most completion tokens (ties: more turns,
-    then the style name, so the choice is deterministic)."""
+    then the style name, so the choice is deterministic). With `styles`, rows of other styles
+    are no candidates (a rephrase is not a conversation, however long)."""
     if not tables:
         raise ValueError("no conversations to choose from")
     # Partitions filtered before a column existed read it as null.
     combined = pa.concat_tables(tables, promote_options="default")
+    if styles is not None:
+        combined = combined.filter(pc.is_in(combined.column("style"), pa.array(list(styles))))
     if combined.num_rows == 0:
         return combined
     order = pc.sort_indices(

@@ -9,6 +9,11 @@ PROMPT_SET` picks one, and each row's `prompt_id` (`mind/<set>/<style>`) records
 The knowledge gap between speakers is what makes a style useful (Akter et al., 2025): the
 explicit-gap styles (one side knows, the other asks) and the implicit-gap ones (the gap comes
 from the task: debate, problem solving) beat conversations between equals.
+
+A style's header may also say `form: rephrase`: the source rewritten in another register, not a
+conversation (the paper's Rephrase baseline, after Maini et al., 2024). It is a partition like
+any style, but it never joins the knowledge-gap styles, no turn rule judges it, and the longest-
+conversation set never picks it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ class Style:
     title: str
     knowledge_gap: str  # explicit | implicit | none
     path: Path
+    form: str = "conversation"  # conversation | rephrase
+
+    @property
+    def is_conversation(self) -> bool:
+        return self.form == "conversation"
 
 
 def prompt_set_dir(prompts_dir: Path, prompt_set: str) -> Path:
@@ -53,7 +63,12 @@ def load_styles(prompts_dir: Path, prompt_set: str) -> tuple[Style, ...]:
         header: StyleHeader | None = load_prompt(path).style
         if header is None:
             raise PromptError(f"{path}: a MIND prompt file needs a `style:` header")
-        found.append((header.order, Style(path.stem, header.title, header.knowledge_gap, path)))
+        found.append(
+            (
+                header.order,
+                Style(path.stem, header.title, header.knowledge_gap, path, header.form),
+            )
+        )
     if not found:
         raise PromptError(f"prompt set {prompt_set!r}: no prompt files in {directory}")
     return tuple(style for _, style in sorted(found, key=lambda pair: (pair[0], pair[1].key)))
@@ -69,8 +84,15 @@ def configured_styles() -> tuple[Style, ...]:
 STYLES: tuple[Style, ...] = configured_styles()
 STYLE_KEYS: tuple[str, ...] = tuple(s.key for s in STYLES)
 KNOWLEDGE_GAP_STYLES: tuple[str, ...] = tuple(
-    s.key for s in STYLES if s.knowledge_gap in KNOWLEDGE_GAP_GROUPS
+    s.key for s in STYLES if s.is_conversation and s.knowledge_gap in KNOWLEDGE_GAP_GROUPS
 )
+# The styles that are conversations (not a rephrase): the candidates of the longest set.
+CONVERSATION_STYLE_KEYS: tuple[str, ...] = tuple(s.key for s in STYLES if s.is_conversation)
+
+
+def style_forms(styles: tuple[Style, ...] = STYLES) -> dict[str, str]:
+    """style -> form (`conversation` | `rephrase`), what the filter rules need to know."""
+    return {s.key: s.form for s in styles}
 
 
 def style_prompt_path(prompts_dir: Path, style: str, prompt_set: str | None = None) -> Path:

@@ -20,7 +20,7 @@ from dagster import (
 from mind_assets.conversations.assets import conversations, shard_and_style, shard_style_partitions
 from mind_assets.conversations.longest import longest_per_chunk
 from mind_assets.conversations.outputs import CONVERSATIONS
-from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
+from mind_assets.conversations.styles import CONVERSATION_STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.corpus.outputs import CHUNKS
 from mind_assets.filtering.checks import FILTER_CHECKS, evaluate_filter_checks
@@ -96,6 +96,7 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
         {style: "\n".join(filter(None, [prompt.system, prompt.instruction_text]))},
         shard=shard,
         style=style,
+        form=prompt.style.form if prompt.style else "conversation",
     )
     written = write_split(
         FILTERED_CONVERSATIONS, settings.data_dir, keys, partition.accepted, partition.quarantine
@@ -161,14 +162,16 @@ def longest_conversations(context: AssetExecutionContext) -> MaterializeResult:
     shard = context.partition_key
     style_files = {
         style: path
-        for style in STYLE_KEYS
+        for style in CONVERSATION_STYLE_KEYS  # a rephrase is never "the longest conversation"
         if (
             path := FILTERED_CONVERSATIONS.path(settings.data_dir, {"shard": shard, "style": style})
         ).is_file()
     }
     if not style_files:
         raise FileNotFoundError(f"no filtered conversations yet for shard {shard!r}")
-    table = longest_per_chunk([read_output(p) for p in style_files.values()])
+    table = longest_per_chunk(
+        [read_output(p) for p in style_files.values()], styles=CONVERSATION_STYLE_KEYS
+    )
     out_path = write_parquet_version(
         table, LONGEST_CONVERSATIONS.path(settings.data_dir, {"shard": shard})
     )

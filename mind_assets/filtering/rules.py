@@ -5,6 +5,11 @@ is a function `reject_<name>(batch, thresholds) -> RuleOutcome` that returns, fo
 whether it passed and the measured value; a row is accepted only if it passes every rule. Rules
 that reduce to column arithmetic run in pyarrow compute; the text rules share per-row features
 (words, hashes, prose outside math) that `FilterBatch` computes once.
+
+Rows of a style whose form is `rephrase` (the paper's Rephrase baseline: the source rewritten,
+no speakers) are not conversations: the rules that judge turns (`TURN_RULES`) pass them with the
+value -1 (not applicable), while length, degeneration and faithfulness rules judge them as any
+other row.
 """
 
 from __future__ import annotations
@@ -79,12 +84,19 @@ class FilterBatch:
         source_texts: list[str | None],
         thresholds: FilterThresholds,
         instructions: dict[str, str],
+        forms: dict[str, str] | None = None,
     ) -> None:
         self.table = table
         self.n = table.num_rows
         self.thresholds = thresholds
         self.instructions = instructions
         self.styles: list[str] = table.column("style").to_pylist()
+        forms = forms or {}
+        # Per row: is it meant to be a conversation? (a style not named in `forms` is one)
+        self.is_conversation = np.array(
+            [forms.get(style, "conversation") == "conversation" for style in self.styles],
+            dtype=bool,
+        )
         self.sources = source_texts
         raw = table.column("text").to_pylist()
         self.raw_chars = np.array([len(t) if t else 0 for t in raw], dtype=np.int64)
@@ -213,7 +225,8 @@ def reject_too_short(batch: FilterBatch, t: FilterThresholds) -> RuleOutcome:
 
 def reject_not_a_conversation(batch: FilterBatch, t: FilterThresholds) -> RuleOutcome:
     """Fewer than `min_turns` speaker turns, fewer than two speakers, or speakers that do not
-    alternate (share of consecutive turns that change speaker below `min_alternation`)."""
+    alternate (share of consecutive turns that change speaker below `min_alternation`). A turn
+    rule: rows of a rephrase style pass it (see `run_filters`)."""
     passed = np.zeros(batch.n, dtype=bool)
     value = np.zeros(batch.n)
     for i, turns in enumerate(batch.table.column("turns").to_pylist()):
@@ -376,12 +389,25 @@ RULES: dict[str, Rule] = {
     "duplicate": reject_duplicate,
 }
 
+# The rules that judge speaker turns; they do not apply to rows of a rephrase style.
+TURN_RULES = frozenset({"not_a_conversation"})
+
 # The rules each profile runs. `paper`: the MIND paper found LLM scoring too lenient and kept
 # to simple heuristics on length and turn structure; `strict`: every rule above.
 PROFILE_RULES: dict[str, tuple[str, ...]] = {
     "paper": ("missing_text", "missing_source", "too_short", "not_a_conversation"),
     "strict": tuple(RULES),
 }
+
+
+def _not_applicable_to_rephrases(
+    name: str, outcome: RuleOutcome, batch: FilterBatch
+) -> RuleOutcome:
+    """A turn rule passes the rows that are not conversations, with the value -1."""
+    if name not in TURN_RULES or batch.is_conversation.all():
+        return outcome
+    rephrase = ~batch.is_conversation
+    return RuleOutcome(outcome.passed | rephrase, np.where(rephrase, -1.0, outcome.value))
 
 
 @dataclass
@@ -400,19 +426,21 @@ def run_filters(
     thresholds: FilterThresholds,
     instructions: dict[str, str],
     rules: dict[str, Rule] | None = None,
+    forms: dict[str, str] | None = None,
 ) -> FilterResult:
     """Apply the rules of the thresholds' profile (but those they disable) to every row; a row
-    is accepted when it passes all of them."""
+    is accepted when it passes all of them. `forms` maps a style to its form (`conversation`,
+    the default, or `rephrase`)."""
     unknown = sorted(set(thresholds.disabled_rules) - set(rules or RULES))
     if unknown:
         raise ValueError(
             f"unknown filter rules {unknown} in MIND_FILTERS__DISABLED_RULES; the rules are "
             f"{sorted(rules or RULES)}"
         )
-    batch = FilterBatch(table, source_texts, thresholds, instructions)
+    batch = FilterBatch(table, source_texts, thresholds, instructions, forms)
     in_profile = set(PROFILE_RULES[thresholds.profile]) if rules is None else set(rules)
     decisions = {
-        name: rule(batch, thresholds)
+        name: _not_applicable_to_rephrases(name, rule(batch, thresholds), batch)
         for name, rule in (rules or RULES).items()
         if name in in_profile and name not in thresholds.disabled_rules
     }

@@ -42,9 +42,11 @@ def filter_partition(
     *,
     shard: str,
     style: str,
+    form: str = "conversation",
 ) -> FilteredPartition:
+    """Filter one partition; `form` is its style's (`conversation` or `rephrase`)."""
     sources = [chunk_texts.get(cid) for cid in generated.column("chunk_id").to_pylist()]
-    result = run_filters(generated, sources, thresholds, instructions)
+    result = run_filters(generated, sources, thresholds, instructions, forms={style: form})
 
     text_index = generated.schema.get_field_index("text")
     cleaned = generated.set_column(text_index, "text", pa.array(result.texts, pa.string()))

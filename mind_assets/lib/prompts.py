@@ -30,15 +30,31 @@ class SamplingDefaults(BaseModel):
 
 
 class StyleHeader(BaseModel):
-    """What makes a prompt file a MIND conversation style: its title, the paper's knowledge-gap
-    group (`explicit`: one speaker knows, the other asks; `implicit`: the gap comes from the task,
-    as in debate or problem solving; `none`: peers) and its place in listings."""
+    """What makes a prompt file a MIND style: its title, the paper's knowledge-gap group
+    (`explicit`: one speaker knows, the other asks; `implicit`: the gap comes from the task, as in
+    debate or problem solving; `none`: peers), its place in listings, and its form: a
+    `conversation` between speakers, or a `rephrase` of the source in another register (the
+    paper's Rephrase baseline), which has no turns, so no turn rule judges it and it is never the
+    longest conversation of a chunk."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     title: str
     knowledge_gap: Literal["explicit", "implicit", "none"]
     order: int = 100
+    form: Literal["conversation", "rephrase"] = "conversation"
+
+    @model_validator(mode="after")
+    def _a_rephrase_has_no_knowledge_gap(self) -> StyleHeader:
+        if self.form == "rephrase" and self.knowledge_gap != "none":
+            raise ValueError(
+                "a style of form `rephrase` has no speakers, so its knowledge_gap must be `none`"
+            )
+        return self
+
+    @property
+    def is_conversation(self) -> bool:
+        return self.form == "conversation"
 
 
 class PromptFile(BaseModel):
