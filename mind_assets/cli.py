@@ -145,16 +145,20 @@ def _audit_blend(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from mind_assets.blends.lineage import format_trace, trace_row
+    from mind_assets.blends.lineage import format_trace, trace_asset_row, trace_row
 
-    print(format_trace(trace_row(args.row_id, get_settings().data_dir)))
+    data_dir = get_settings().data_dir
+    if args.asset:
+        print(format_trace(trace_asset_row(args.asset, args.row_id, data_dir)))
+    else:
+        print(format_trace(trace_row(args.row_id, data_dir)))
     return 0
 
 
 def _publish(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mind_assets.publish.dataset import publish_blend
+    from mind_assets.publish.dataset import publish
     from mind_assets.publish.hub import hub_token, push_folder
 
     settings = get_settings()
@@ -167,14 +171,13 @@ def _publish(args: argparse.Namespace) -> int:
 
         return token_counter(LLMResource.from_settings(settings).model_path())
 
-    report = publish_blend(
+    report = publish(
         args.name,
         data_dir=settings.data_dir,
         blends_dir=settings.blends_dir,
         prompts_dir=settings.prompts_dir,
         make_counter=make_counter,
         out_dir=Path(args.out).resolve() if args.out else None,
-        math_sources=settings.math.sources,
         export_options=settings.blends,
     )
     if report.exported:
@@ -182,9 +185,10 @@ def _publish(args: argparse.Namespace) -> int:
             f"exported {args.name} first (its parquet export was missing or older than its "
             "manifest)"
         )
-    for phase, rows in report.rows.items():
-        print(f"{args.name}/{phase}: {rows} rows, {report.tokens[phase]} tokens")
-    print(f"published {report.folder} (datasets.load_dataset({str(report.folder)!r}, PHASE))")
+    for config, rows in report.rows.items():
+        print(f"{args.name}/{config}: {rows} rows, {report.tokens[config]} tokens")
+    what = "PHASE" if report.kind == "blend" else "CONFIG"
+    print(f"published {report.folder} (datasets.load_dataset({str(report.folder)!r}, {what}))")
     if args.repo_id:
         url = push_folder(report.folder, args.repo_id, token=token, private=args.private)
         print(f"uploaded to https://huggingface.co/datasets/{args.repo_id} ({url})")
@@ -275,12 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = commands.add_parser(
         "publish",
-        help="write a blend as a Hugging Face dataset folder with a generated dataset card, "
-        "and upload it with --repo-id",
+        help="write a blend (one config per phase) or an asset such as filtered_conversations "
+        "or task_qa (one config per style, task family or source and mode) as a Hugging Face "
+        "dataset folder with a generated dataset card, and upload it with --repo-id",
     )
-    publish.add_argument("name", metavar="BLEND")
+    publish.add_argument("name", metavar="ASSET_OR_BLEND")
     publish.add_argument(
-        "--out", default=None, metavar="DIR", help="folder to write (default: published/BLEND)"
+        "--out", default=None, metavar="DIR", help="folder to write (default: published/NAME)"
     )
     publish.add_argument(
         "--repo-id",
@@ -293,8 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(func=_publish)
 
-    trace = commands.add_parser("trace", help="full ancestry of one exported blend row")
-    trace.add_argument("row_id", help="e.g. example:phase1:42")
+    trace = commands.add_parser(
+        "trace", help="full ancestry of one exported blend row, or of one row of an asset"
+    )
+    trace.add_argument("row_id", help="e.g. example:phase1:42, or the row's id with --asset")
+    trace.add_argument(
+        "--asset",
+        default=None,
+        metavar="NAME",
+        help="ROW_ID is the id of a row of this asset (e.g. filtered_conversations), as a "
+        "published asset names its rows",
+    )
     trace.set_defaults(func=_trace)
 
     diversity = commands.add_parser("diversity", help="diversity targets (G-Vendi)").add_subparsers(

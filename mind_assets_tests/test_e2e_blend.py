@@ -23,6 +23,7 @@ from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.normalize import normalize_text
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.lib.quarantine import rejections_per_rule
 from mind_assets.lib.storage import asset_path, current_version, sha256_file
 from mind_assets.lib.tokenizer import load_tokenizer
 from mind_assets.publish.dataset import published_dir
@@ -144,6 +145,55 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
         c["prompt_version"] for s in generated for c in s.lineage if c.get("prompt_version")
     }
     assert versions and all(v in card.text for v in versions)
+
+    # One asset published on its own from the same real rows: a config per style (or task
+    # family) holding the latest version of each partition, a card naming the prompt versions,
+    # model and real quarantine counts, and a row it names traced back to its raw document.
+    for asset, dims in (("filtered_conversations", (WORLD_SHARD,)), ("task_qa", ())):
+        assert mind_cli(["publish", asset]) == 0
+        folder = published_dir(settings.data_dir, asset)
+        configs = (
+            ["gsm8k"]
+            if asset == "task_qa"
+            else sorted(
+                style
+                for style in STYLE_KEYS
+                if asset_path(settings.data_dir, asset, *dims, style).is_file()
+            )
+        )
+        assert datasets.get_dataset_config_names(str(folder)) == configs
+        card = DatasetCard.load(folder / "README.md")
+        assert [c["config_name"] for c in card.data.configs] == configs
+        assert card.data.task_categories == ["text-generation"] and card.data.license
+        info = {entry["config_name"]: entry for entry in card.data.dataset_info}
+        for config in configs:
+            path = asset_path(settings.data_dir, asset, *dims, config)
+            loaded = datasets.load_dataset(str(folder), config)["train"]
+            assert loaded.num_rows == pq.read_metadata(path).num_rows
+            assert info[config]["splits"][0]["num_examples"] == loaded.num_rows
+            table = pq.read_table(path)
+            for version in set(table["prompt_version"].to_pylist()):
+                assert f"version `{version}`" in card.text
+            assert all(m in card.text for m in set(table["model"].to_pylist()))
+            quarantine = asset_path(
+                settings.data_dir, asset, *dims, config, suffix=".quarantine.parquet"
+            )
+            reasons = (
+                pq.read_table(quarantine)["rejected_by"].to_pylist() if quarantine.is_file() else []
+            )
+            evaluated = len(reasons) + table.num_rows
+            for rule, rejected in rejections_per_rule(reasons).items():
+                assert f"| {rule} | {rejected} | {evaluated} |" in card.text
+    folder = published_dir(settings.data_dir, "filtered_conversations")
+    ids = [
+        row_id
+        for config in datasets.get_dataset_config_names(str(folder))
+        for row_id in datasets.load_dataset(str(folder), config)["train"]["conversation_id"]
+    ]
+    assert ids, "the lenient profile keeps some conversations"
+    capsys.readouterr()
+    assert mind_cli(["trace", "--asset", "filtered_conversations", ids[0]]) == 0
+    assert "== raw_document ==" in capsys.readouterr().out
 
     # Trace a randomly chosen exported row back to its raw document text.
     row = random.Random(7).choice(exported)

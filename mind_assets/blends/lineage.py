@@ -1,5 +1,6 @@
-"""Lineage of a blend: the stage-by-stage audit and the ancestry of one exported row, both
-walked along the parent links each output family declares."""
+"""Lineage of a blend: the stage-by-stage audit and the ancestry of one exported row (or of one
+row of an asset, as a published asset's card traces it), walked along the parent links each
+output family declares."""
 
 from __future__ import annotations
 
@@ -191,6 +192,20 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
     pinned = _pinned_versions(data_dir, exported["blend"])
     keys = declared.keys_from_path(output_of(path))
     return {"exported_row": exported, **_ancestry(declared, keys, row[0], data_dir, pinned)}
+
+
+def trace_asset_row(asset: str, row_id: str, data_dir: Path) -> dict[str, Any]:
+    """The ancestry of one row of an asset as it is now, found by its id column in the current
+    version of any materialized partition; parents are read at their current versions."""
+    declared = family(asset)
+    for keys in declared.materialized(data_dir):
+        row = _rows_by_id(declared.path(data_dir, keys), declared, [row_id])
+        if row:
+            return _ancestry(declared, keys, row[0], data_dir, {})
+    raise KeyError(
+        f"no materialized partition of {asset} holds {declared.id_column}={row_id!r} "
+        f"(looked in {data_dir / asset})"
+    )
 
 
 def _ancestry(

@@ -6,7 +6,7 @@ from mind_assets.corpus.schema import CHUNK_SCHEMA, RAW_DOCUMENT_SCHEMA
 from mind_assets.lib.instance import SHARDS_PARTITION
 from mind_assets.lib.outputs import OutputFamily, ParentLink, PartitionDim
 
-SHARD = PartitionDim("shard", selection="shards", dynamic=SHARDS_PARTITION)
+SHARD = PartitionDim("shard", selection="shards", dynamic=SHARDS_PARTITION, shards_rows=True)
 
 RAW_DOCUMENTS = OutputFamily(
     name="raw_documents",

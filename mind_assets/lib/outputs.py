@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mind_assets.lib.storage import asset_path
+from mind_assets.lib.storage import InvalidNameError, asset_path, validate_name
 from mind_assets.settings import MindSettings
 
 QUARANTINE_SUFFIX = ".quarantine.parquet"
@@ -28,13 +28,17 @@ class PartitionDim:
     """One partition dimension, and where its keys come from: fixed in code (`values`: styles,
     modes), registered at run time in a Dagster dynamic partitions definition (`dynamic`: shards,
     task families) or configured (`configured`: math sources from settings). `selection` is the
-    blend spec's selection field that narrows it (`shards: [a, b]`)."""
+    blend spec's selection field that narrows it (`shards: [a, b]`). `shards_rows`: its keys
+    only cut one kind of rows into pieces (corpus shards), so a published dataset joins them into
+    one config; the keys of every other dimension (style, task family, source, mode) tell kinds
+    of rows apart, a config each."""
 
     name: str
     selection: str
     values: tuple[str, ...] = ()
     dynamic: str | None = None
     configured: Callable[[MindSettings], Sequence[str]] | None = None
+    shards_rows: bool = False
 
     def __post_init__(self) -> None:
         given = [bool(self.values), self.dynamic is not None, self.configured is not None]
@@ -139,6 +143,26 @@ class OutputFamily:
             raise ValueError(f"{self.name} keeps no quarantine")
         parts = (keys[name] for name in self.dim_names)
         return asset_path(data_dir, self.name, *parts, suffix=QUARANTINE_SUFFIX)
+
+    def materialized(self, data_dir: Path) -> list[Keys]:
+        """Every partition that has a file now, read off the data root (`<name>/<k1>/<k2>
+        .parquet`), in path order; quarantines, versions and temporary files are no partitions."""
+        root = data_dir / self.name
+        pattern = "/".join(["*"] * len(self.dims)) + ".parquet"
+        found = []
+        for path in sorted(root.glob(pattern)) if self.dims else []:
+            relative = path.relative_to(root).parts
+            if path.name.endswith(QUARANTINE_SUFFIX) or any(p.startswith(".") for p in relative):
+                continue
+            keys = self.keys_from_path(path)
+            try:
+                for key in keys.values():
+                    validate_name(key)
+            except InvalidNameError:
+                continue  # not a file a partition could have written
+            if path.is_file():
+                found.append(keys)
+        return found
 
     def keys_from_path(self, path: Path) -> Keys:
         """The partition a file of this family holds, read off its path (`.../<name>/<k1>/<k2>

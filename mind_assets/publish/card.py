@@ -1,19 +1,24 @@
-"""The dataset card of a published blend: Hub metadata (configs, features, licence, size) and a
-body that says how every row was made, rendered from facts gathered from the manifest, the
-export, the prompt files and the metrics."""
+"""The dataset card of a published blend or asset: Hub metadata (configs, features, licence, size)
+and a body that says how every row was made, rendered from facts gathered from the lineage
+columns, the prompt files, the quarantines and, for a blend, its manifest and export. One
+builder serves both; what differs (how configs are laid out, how a row is traced, what pins the
+rows) is the card's `origin`."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pyarrow as pa
 from huggingface_hub import DatasetCardData
 
 from mind_assets.blends.manifest import Manifest
+from mind_assets.lib.outputs import OutputFamily
 from mind_assets.lib.report import markdown_table
 from mind_assets.publish.licences import UNKNOWN_LICENCE, SourceLicences, card_licence
 
@@ -30,14 +35,6 @@ SIZE_CATEGORIES = (
     (100_000_000_000, "10B<n<100B"),
     (1_000_000_000_000, "100B<n<1T"),
 )
-_ARROW_TO_FEATURE = {
-    pa.string(): "string",
-    pa.large_string(): "string",
-    pa.int32(): "int32",
-    pa.int64(): "int64",
-    pa.float64(): "float64",
-    pa.bool_(): "bool",
-}
 SPLIT = "train"
 # Every card carries it; a folder whose card lacks it is never replaced by a publish.
 PUBLISHED_TAG = "mind-assets"
@@ -51,8 +48,9 @@ def size_category(rows: int) -> str:
 
 
 @dataclass
-class PhaseData:
-    """One blend phase as published: one config, one train split."""
+class ConfigData:
+    """One config as published (a blend phase, or a style, family or mode of an asset), its one
+    train split."""
 
     name: str
     files: list[str]  # relative to the published folder
@@ -81,31 +79,74 @@ class SeedRange:
 
 
 @dataclass
-class CardFacts:
+class PartitionData:
+    """One partition of a published asset: the config it joins and the version file it read."""
+
+    config: str
+    partition: str  # Dagster partition key
+    version: str  # the version file, relative to the data root
+    rows: int
+    tokens: int
+
+
+@dataclass
+class BlendOrigin:
+    """A blend: one config per phase, rows pinned by its manifest."""
+
     manifest: Manifest
-    phases: list[PhaseData]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.blend
+
+    unit = "source"  # what the lineage, seed and licence tables are keyed by
+
+
+@dataclass
+class FamilyOrigin:
+    """One output family as it is now: the latest version of every materialized partition."""
+
+    family: OutputFamily
+    partitions: list[PartitionData]
+    built_at: str
+
+    @property
+    def name(self) -> str:
+        return self.family.name
+
+    unit = "config"
+
+
+@dataclass
+class CardFacts:
+    origin: BlendOrigin | FamilyOrigin
+    configs: list[ConfigData]
     schema: pa.Schema
+    # The distinct generation combinations (prompt, model, engine, sampling) per blend source
+    # or per config: what `source_lineage` reads off the rows' lineage columns.
+    lineage: dict[str, list[dict[str, Any]]]
     prompts: list[PromptText]
-    seeds: dict[str, SeedRange]  # per blend source
-    rejections: list[dict[str, Any]]  # source, partition, rule, rejected, evaluated
+    seeds: dict[str, SeedRange]  # per blend source or per config
+    rejections: list[dict[str, Any]]  # of, stage, partition, rule, rejected, evaluated
     licences: list[SourceLicences]
     tags: list[str] = field(default_factory=list)
 
 
-def features(schema: pa.Schema) -> list[dict[str, str]]:
-    out = []
-    for f in schema:
-        if f.type not in _ARROW_TO_FEATURE:
-            raise ValueError(f"column {f.name!r}: no Hub feature type for Arrow {f.type}")
-        out.append({"name": f.name, "dtype": _ARROW_TO_FEATURE[f.type]})
-    return out
+def features(schema: pa.Schema) -> list[dict[str, Any]]:
+    """The Hub's `features` of a schema, in the YAML form `datasets` reads back (lists and
+    structs included), so the card and the parquet files always agree."""
+    try:
+        return datasets.Features.from_arrow_schema(schema)._to_yaml_list()
+    except (TypeError, ValueError, NotImplementedError) as error:
+        raise ValueError(f"schema has no Hub feature types: {error}") from error
 
 
 def card_data(facts: CardFacts) -> DatasetCardData:
-    """The card's YAML metadata: one config per phase, its features and split sizes."""
-    total_rows = sum(p.rows for p in facts.phases)
+    """The card's YAML metadata: one config each, its features and split sizes."""
+    total_rows = sum(c.rows for c in facts.configs)
+    kind = "blend" if isinstance(facts.origin, BlendOrigin) else "asset"
     return DatasetCardData(
-        pretty_name=f"{facts.manifest.blend} (mind-assets blend)",
+        pretty_name=f"{facts.origin.name} (mind-assets {kind})",
         language=["en"],
         license=card_licence(facts.licences),
         task_categories=["text-generation"],
@@ -116,7 +157,7 @@ def card_data(facts: CardFacts) -> DatasetCardData:
                 "config_name": p.name,
                 "data_files": [{"split": SPLIT, "path": f"{p.name}/{SPLIT}-*.parquet"}],
             }
-            for p in facts.phases
+            for p in facts.configs
         ],
         dataset_info=[
             {
@@ -126,7 +167,7 @@ def card_data(facts: CardFacts) -> DatasetCardData:
                 "download_size": p.download_size,
                 "dataset_size": p.num_bytes,
             }
-            for p in facts.phases
+            for p in facts.configs
         ],
     )
 
@@ -137,32 +178,42 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def _lineage_rows(manifest: Manifest) -> list[dict[str, Any]]:
+def _lineage_rows(facts: CardFacts) -> list[dict[str, Any]]:
+    """Each distinct generation combination once, with the sources or configs it made."""
     rows: dict[str, dict[str, Any]] = {}
-    for phase in manifest.phases:
-        for source in phase.sources:
-            for entry in source.lineage:
-                row = {
-                    "model": entry.get("model", ""),
-                    "engine": entry.get("engine", ""),
-                    "engine_version": entry.get("engine_version", ""),
-                    "dtype": entry.get("engine_dtype", ""),
-                    "prompt_id": entry.get("prompt_id", ""),
-                    "prompt_version": entry.get("prompt_version", ""),
-                    "sampling_params": entry.get("sampling_params", {}),
-                }
-                if entry.get("isolation"):
-                    row["isolation"] = entry["isolation"]
-                key = json.dumps(row, sort_keys=True, default=str)
-                rows.setdefault(key, {"sources": [], **row})
-                if source.name not in rows[key]["sources"]:
-                    rows[key]["sources"].append(source.name)
-    return [{**r, "sources": ", ".join(r["sources"])} for r in rows.values()]
+    unit = f"{facts.origin.unit}s"
+    for name, entries in facts.lineage.items():
+        for entry in entries:
+            row = {
+                "model": entry.get("model", ""),
+                "engine": entry.get("engine", ""),
+                "engine_version": entry.get("engine_version", ""),
+                "dtype": entry.get("engine_dtype", ""),
+                "prompt_id": entry.get("prompt_id", ""),
+                "prompt_version": entry.get("prompt_version", ""),
+                "sampling_params": entry.get("sampling_params", {}),
+            }
+            if entry.get("isolation"):
+                row["isolation"] = entry["isolation"]
+            key = json.dumps(row, sort_keys=True, default=str)
+            rows.setdefault(key, {unit: [], **row})
+            if name not in rows[key][unit]:
+                rows[key][unit].append(name)
+    return [{**r, unit: ", ".join(r[unit])} for r in rows.values()]
 
 
-def _section_phases(facts: CardFacts) -> list[str]:
-    manifest = facts.manifest
-    exported = {p.name: p for p in facts.phases}
+def _noun(facts: CardFacts) -> str:
+    return "this blend" if isinstance(facts.origin, BlendOrigin) else "this dataset"
+
+
+def _section_layout(facts: CardFacts) -> list[str]:
+    if isinstance(facts.origin, BlendOrigin):
+        return _section_phases(facts.origin.manifest, facts.configs)
+    return _section_partitions(facts.origin, facts.configs)
+
+
+def _section_phases(manifest: Manifest, configs: list[ConfigData]) -> list[str]:
+    exported = {p.name: p for p in configs}
     phase_rows = [
         {
             "config (phase)": p.name,
@@ -209,13 +260,58 @@ def _section_phases(facts: CardFacts) -> list[str]:
     ]
 
 
+def _section_partitions(origin: FamilyOrigin, configs: list[ConfigData]) -> list[str]:
+    family = origin.family
+    joined = [d.name for d in family.dims if d.shards_rows]
+    apart = [d.name for d in family.dims if not d.shards_rows]
+    if apart:
+        layout = f"one config per {' × '.join(apart)}" + (
+            f", every {' and '.join(joined)} joined into it" if joined else ""
+        )
+    else:
+        layout = f"one config, `default`, every {' and '.join(joined)} joined into it"
+    config_rows = [
+        {"config": c.name, "rows": c.rows, "tokens": c.tokens, "files": len(c.files)}
+        for c in configs
+    ]
+    partition_rows = [
+        {
+            "config": p.config,
+            "partition": p.partition,
+            "version read": p.version,
+            "rows": p.rows,
+            "tokens": p.tokens,
+        }
+        for p in origin.partitions
+    ]
+    return [
+        "## Configs and partitions",
+        "",
+        f"The rows of the platform's `{family.name}` asset, {layout}, each config a single "
+        "`train` split. Which rows: the latest version of every materialized partition of "
+        f"`{family.name}` when this dataset was built ({origin.built_at}), each partition's "
+        "rows in the order the stage wrote them; older versions and rejected rows are not "
+        f"published. Load one config with "
+        f'`datasets.load_dataset(PATH_OR_REPO, "{configs[0].name}")`.',
+        "",
+        markdown_table(config_rows),
+        "",
+        "Partitions read (tokens of the "
+        f"`{family.text_column}` column, counted with the platform's tokenizer; the version "
+        "file is relative to the platform's data root):",
+        "",
+        markdown_table(partition_rows),
+        "",
+    ]
+
+
 def _section_generation(facts: CardFacts) -> list[str]:
-    lineage = _lineage_rows(facts.manifest)
+    lineage = _lineage_rows(facts)
     lines = ["## How the text was generated", ""]
     if not lineage:
         return [
             *lines,
-            "No source of this blend was generated by a model: every row is source text.",
+            f"Nothing in {_noun(facts)} was generated by a model: every row is source text.",
             "",
         ]
     models = sorted({r["model"] for r in lineage})
@@ -223,31 +319,36 @@ def _section_generation(facts: CardFacts) -> list[str]:
         f"Models: {', '.join(f'`{m}`' for m in models)}. Each generated row carries its own "
         "lineage columns upstream (`model`, `engine`, `engine_version`, `engine_dtype`, "
         "`prompt_id`, `prompt_version`, `sampling_params`, `seed`). The combinations behind "
-        "this blend:",
+        f"{_noun(facts)}:",
         "",
         markdown_table(lineage),
         "",
-        "Raw-document sources are text as collected, not generated.",
-        "",
     ]
+    if isinstance(facts.origin, BlendOrigin):
+        lines += ["Raw-document sources are text as collected, not generated.", ""]
     return lines
 
 
 def _section_seeds(facts: CardFacts) -> list[str]:
+    unit = facts.origin.unit
     rows = [
-        {"source": name, "distinct seeds": s.distinct, "lowest": s.low, "highest": s.high}
+        {unit: name, "distinct seeds": s.distinct, "lowest": s.low, "highest": s.high}
         for name, s in facts.seeds.items()
     ]
+    mixed = ""
+    if isinstance(facts.origin, BlendOrigin):
+        mixed = (
+            f"The blend is mixed with seed `{facts.origin.manifest.seed}` (one random stream "
+            "per phase), so the same manifest always yields the same rows in the same order. "
+        )
     return [
         "## Seeds",
         "",
-        f"The blend is mixed with seed `{facts.manifest.seed}` (one random stream per phase), "
-        "so the same manifest always yields the same rows in the same order. Every generation "
-        "request has its own seed, derived from its inputs (chunk and style, task item, problem "
-        "and sample) and the platform's base seed, so a row reproduces independently of the "
-        "batch it ran in:",
+        f"{mixed}Every generation request has its own seed, derived from its inputs (chunk and "
+        "style, task item, problem and sample) and the platform's base seed, so a row "
+        "reproduces independently of the batch it ran in:",
         "",
-        markdown_table(rows) if rows else "_no source of this blend records per-request seeds_",
+        markdown_table(rows) if rows else f"_no {unit} of {_noun(facts)} records request seeds_",
         "",
     ]
 
@@ -256,27 +357,30 @@ def _section_filters(facts: CardFacts) -> list[str]:
     lines = [
         "## Filtering",
         "",
-        "Generated rows pass named rules before a blend may read them; rejected rows are kept "
-        "in a quarantine upstream, never published. Rejections per rule for the partitions this "
-        "blend reads (from the platform's metrics; a row can fail several rules):",
+        "Generated rows pass named rules before anything downstream may read them; rejected "
+        "rows are kept in a quarantine beside the accepted ones, never published. Rejections "
+        f"per rule in the quarantine of every partition {_noun(facts)} derives from (counted "
+        "with DuckDB over each quarantine's `rejected_by` column as it is now; `evaluated` is "
+        "the partition's accepted plus rejected rows; a row can fail several rules):",
         "",
     ]
     if not facts.rejections:
-        return [*lines, "_no filter decisions are recorded for these partitions_", ""]
+        return [*lines, "_no stage behind these rows rejected any_", ""]
     return [*lines, markdown_table(facts.rejections), ""]
 
 
 def _section_licences(facts: CardFacts) -> list[str]:
+    unit = facts.origin.unit
     rows = []
     for s in facts.licences:
         for origin, licence in sorted(s.origins.items()):
-            rows.append({"source": s.source, "origin": origin, "licence": licence})
+            rows.append({unit: s.source, "origin": origin, "licence": licence})
         if s.unknown_count:
             examples = "; ".join(s.unknown)
             more = s.unknown_count - len(s.unknown)
             rows.append(
                 {
-                    "source": s.source,
+                    unit: s.source,
                     "origin": examples + (f" (and {more} more)" if more > 0 else ""),
                     "licence": UNKNOWN_LICENCE,
                 }
@@ -285,9 +389,9 @@ def _section_licences(facts: CardFacts) -> list[str]:
     lines = [
         "## Licences",
         "",
-        "Licences of the text each source derives from (generated text is derived from its "
-        "source document or seed dataset, so it keeps that text's terms; a share-alike licence "
-        "such as CC BY-SA 4.0 applies to the conversations written from that text):",
+        f"Licences of the text each {facts.origin.unit} derives from (generated text is derived "
+        "from its source document or seed dataset, so it keeps that text's terms; a share-alike "
+        "licence such as CC BY-SA 4.0 applies to the conversations written from that text):",
         "",
         markdown_table(rows),
         "",
@@ -299,7 +403,7 @@ def _section_licences(facts: CardFacts) -> list[str]:
             "redistributing this dataset.",
             "",
         ]
-    models = sorted({r["model"] for r in _lineage_rows(facts.manifest)})
+    models = sorted({r["model"] for r in _lineage_rows(facts)})
     if models:
         lines += [
             "The models' own terms may also apply to text they wrote: "
@@ -311,26 +415,44 @@ def _section_licences(facts: CardFacts) -> list[str]:
 
 
 def _section_trace(facts: CardFacts) -> list[str]:
-    example = next((p.example_row_id for p in facts.phases if p.example_row_id), None)
-    example = example or f"{facts.manifest.blend}:{facts.manifest.phases[0].name}:0"
-    return [
-        "## Tracing a row",
-        "",
-        "`row_id` is `<blend>:<phase>:<position>`; `source`, `source_asset`, `source_file` "
-        "(relative to the platform's data root) and `source_row_id` name the row it copies, "
-        "and `epoch` which pass over that source it belongs to. On the platform that made this "
-        "dataset, the whole ancestry of a row (the filtered row, its generation request with "
-        "prompt, model and seed, the chunk and the raw document) is one command:",
-        "",
-        "```bash",
-        f"mind trace {example}",
-        "```",
-        "",
-    ]
+    example = next((c.example_row_id for c in facts.configs if c.example_row_id), None)
+    if isinstance(facts.origin, BlendOrigin):
+        manifest = facts.origin.manifest
+        example = example or f"{manifest.blend}:{manifest.phases[0].name}:0"
+        how = (
+            "`row_id` is `<blend>:<phase>:<position>`; `source`, `source_asset`, `source_file` "
+            "(relative to the platform's data root) and `source_row_id` name the row it copies, "
+            "and `epoch` which pass over that source it belongs to. On the platform that made "
+            "this dataset, the whole ancestry of a row (the filtered row, its generation request "
+            "with prompt, model and seed, the chunk and the raw document) is one command:"
+        )
+        command = f"mind trace {example}"
+    else:
+        family = facts.origin.family
+        example = example or "ROW_ID"
+        dims = ", ".join(f"`{d}`" for d in family.dim_names)
+        parents = ", ".join(
+            f"`{link.column}` names its `{link.family.name}` row"
+            + (" (several)" if link.many else "")
+            for link in family.parents
+        )
+        how = (
+            f"Each row is a `{family.name}` row as the platform keeps it: `{family.id_column}` "
+            f"identifies it within its partition ({dims})"
+            + (f", and {parents}" if parents else "")
+            + ". On the platform that made this dataset, the whole ancestry of a row (its "
+            "generation request with prompt, model and seed, and each row it was made from, up "
+            "to the raw document, seed rows or problem) is one command (it reads the "
+            "partitions as they are on that platform now):"
+        )
+        command = f"mind trace --asset {family.name} {shlex.quote(example)}"
+    return ["## Tracing a row", "", how, "", "```bash", command, "```", ""]
 
 
 def _section_manifest(facts: CardFacts) -> list[str]:
-    m = facts.manifest
+    if not isinstance(facts.origin, BlendOrigin):
+        return []
+    m = facts.origin.manifest
     return [
         "## Manifest",
         "",
@@ -346,7 +468,7 @@ def _section_manifest(facts: CardFacts) -> list[str]:
 def _appendix_prompts(facts: CardFacts) -> list[str]:
     lines = ["## Appendix: prompts", ""]
     if not facts.prompts:
-        return [*lines, "_no prompts: nothing in this blend was generated_", ""]
+        return [*lines, f"_no prompts: nothing in {_noun(facts)} was generated_", ""]
     for prompt in facts.prompts:
         lines += [f"### `{prompt.prompt_id}` version `{prompt.version}`", ""]
         if prompt.text is None:
@@ -365,21 +487,29 @@ def _appendix_prompts(facts: CardFacts) -> list[str]:
     return lines
 
 
-def card_body(facts: CardFacts) -> str:
-    manifest = facts.manifest
-    total_rows = sum(p.rows for p in facts.phases)
-    total_tokens = sum(p.tokens for p in facts.phases)
-    lines = [
-        f"# {manifest.blend}",
-        "",
-        f"A {len(manifest.phases)}-phase pretraining blend made by mind-assets: {total_rows} rows "
-        f"and {total_tokens} tokens, from raw math text and synthetic data generated from it. "
-        "Everything below is generated from the blend's manifest and the lineage every row "
-        "carries.",
-        "",
+def _intro(facts: CardFacts) -> list[str]:
+    total_rows = sum(c.rows for c in facts.configs)
+    total_tokens = sum(c.tokens for c in facts.configs)
+    if isinstance(facts.origin, BlendOrigin):
+        return [
+            f"A {len(facts.origin.manifest.phases)}-phase pretraining blend made by mind-assets: "
+            f"{total_rows} rows and {total_tokens} tokens, from raw math text and synthetic data "
+            "generated from it. Everything below is generated from the blend's manifest and the "
+            "lineage every row carries.",
+        ]
+    family = facts.origin.family
+    return [
+        f"The `{family.name}` rows made by mind-assets, in {len(facts.configs)} config(s): "
+        f"{total_rows} rows and {total_tokens} tokens. Everything below is generated from the "
+        "lineage every row carries, the prompt files and the quarantines of the stages behind "
+        "them.",
     ]
+
+
+def card_body(facts: CardFacts) -> str:
+    lines = [f"# {facts.origin.name}", "", *_intro(facts), ""]
     for section in (
-        _section_phases,
+        _section_layout,
         _section_generation,
         _section_seeds,
         _section_filters,

@@ -1,5 +1,8 @@
-"""Write a blend as a folder `datasets.load_dataset` reads: one config per phase, each a `train`
-split of the blend's parquet export, and a README.md dataset card generated from lineage.
+"""Write a blend or an asset as a folder `datasets.load_dataset` reads, each config a `train`
+split, and a README.md dataset card generated from lineage. A blend publishes one config per
+phase from its parquet export; an asset (an output family a blend may read) publishes the latest
+version of every materialized partition, one config per key of the dimensions that tell its
+kinds of rows apart (style, task family, source and mode; shards are joined).
 
 The folder is built in a staging directory beside its destination and renamed into place, so a
 failed publish leaves the previous folder (or none), never half of one.
@@ -11,45 +14,64 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mind_assets.blends.export import EXPORT_SCHEMA, export_blend
-from mind_assets.blends.manifest import Manifest, manifest_from_json
+from mind_assets.blends.families import BLEND_SOURCES, family
+from mind_assets.blends.manifest import Manifest, manifest_from_json, source_lineage
+from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.prompts import PromptError, load_prompt
-from mind_assets.lib.storage import InvalidNameError, asset_path, validate_name
+from mind_assets.lib.storage import (
+    InvalidNameError,
+    OutputReadError,
+    asset_path,
+    current_version,
+    read_output,
+    validate_name,
+)
 from mind_assets.lib.tokenizer import TokenCounter
-from mind_assets.math_traces.sources import MathSource
-from mind_assets.metrics.store import metrics_store
 from mind_assets.publish.card import (
     PUBLISHED_TAG,
     SPLIT,
+    BlendOrigin,
     CardFacts,
-    PhaseData,
+    ConfigData,
+    FamilyOrigin,
+    PartitionData,
     PromptText,
     SeedRange,
     render_card,
 )
-from mind_assets.publish.licences import blend_licences
+from mind_assets.publish.licences import blend_licences, licences_of
 from mind_assets.settings import BlendSettings
+
+# What may be published on its own: the families a blend may read, the platform's finished rows
+# (unfiltered conversations, chunks and seeds are steps on the way, not data to train on).
+PUBLISHABLE: dict[str, OutputFamily] = BLEND_SOURCES
+
+Partitions = Mapping[str, Sequence[tuple[OutputFamily, Keys]]]  # per blend source or config
 
 
 class PublishError(ValueError):
-    """A blend that cannot be published; the message names the missing file or field."""
+    """A blend or asset that cannot be published; the message names the missing file or field."""
 
 
 @dataclass
 class PublishReport:
     folder: Path
-    rows: dict[str, int]
+    rows: dict[str, int]  # per config
     tokens: dict[str, int]
-    exported: bool  # whether the parquet export had to be (re)written first
+    exported: bool  # whether a blend's parquet export had to be (re)written first
+    kind: str = "blend"  # or "asset"
 
 
 def manifest_path(data_dir: Path, blend: str) -> Path:
@@ -110,14 +132,12 @@ def _phase_rows(path: Path) -> pa.Table:
         ) from error
 
 
-def _prompts(manifest: Manifest, prompts_dir: Path) -> list[PromptText]:
+def _prompts(lineage: Iterable[dict[str, Any]], prompts_dir: Path) -> list[PromptText]:
     """Each (prompt id, version) in the lineage with the file's text when it still is that
     version: prompts are files under `prompts/` named after their id."""
     wanted = {
         (entry["prompt_id"], entry.get("prompt_version") or "")
-        for phase in manifest.phases
-        for source in phase.sources
-        for entry in source.lineage
+        for entry in lineage
         if entry.get("prompt_id")
     }
     root = prompts_dir.resolve()
@@ -142,79 +162,83 @@ def _prompts(manifest: Manifest, prompts_dir: Path) -> list[PromptText]:
     return texts
 
 
-def _seeds(manifest: Manifest, data_dir: Path) -> dict[str, SeedRange]:
+def _seeds(files: Mapping[str, Sequence[Path]]) -> dict[str, SeedRange]:
+    """Per blend source or config, the range of per-request seeds its rows record."""
     seeds: dict[str, SeedRange] = {}
-    for phase in manifest.phases:
-        for source in phase.sources:
-            if source.name in seeds:
-                continue
-            values: list[pa.Array] = []
-            for f in source.files:
-                path = f.resolve(data_dir)
-                if path.is_file() and "seed" in pq.read_schema(path).names:
-                    values.append(pq.read_table(path, columns=["seed"])["seed"].combine_chunks())
-            if values:
-                column = pa.chunked_array(values)
-                if len(column):
-                    seeds[source.name] = SeedRange(
-                        distinct=len(pc.unique(column)),
-                        low=pc.min(column).as_py(),
-                        high=pc.max(column).as_py(),
-                    )
+    for name, paths in files.items():
+        values: list[pa.Array] = []
+        for path in paths:
+            if path.is_file() and "seed" in pq.read_schema(path).names:
+                values.append(pq.read_table(path, columns=["seed"])["seed"].combine_chunks())
+        if values:
+            column = pa.chunked_array(values)
+            if len(column):
+                seeds[name] = SeedRange(
+                    distinct=len(pc.unique(column)),
+                    low=pc.min(column).as_py(),
+                    high=pc.max(column).as_py(),
+                )
     return seeds
 
 
-def _rejections(manifest: Manifest, data_dir: Path) -> list[dict[str, Any]]:
-    """Per-rule rejections of the partitions the blend reads: conversation filter decisions,
-    and the task Q&A rule counts each task_qa materialization records."""
-    styles: dict[tuple[str, str | None], list[str]] = {}  # (shard, style or every style)
-    families: dict[str, list[str]] = {}
-    for phase in manifest.phases:
-        for source in phase.sources:
-            for f in source.files:
-                parts = f.partition.split("|")
-                if f.asset == "filtered_conversations":
-                    styles.setdefault((parts[0], parts[1]), []).append(source.name)
-                elif f.asset == "longest_conversations":
-                    styles.setdefault((parts[0], None), []).append(source.name)
-                elif f.asset == "task_qa":
-                    families.setdefault(parts[0], []).append(source.name)
-    if not styles and not families:
-        return []
-    store = metrics_store(data_dir)
+# Rows per rule in one quarantine: each `rejected_by` entry is `rule` or `rule: detail`, and a
+# row that names a rule twice counts once for it.
+_RULE_COUNTS = """
+    SELECT rule, count(DISTINCT n) AS rejected FROM (
+        SELECT n, trim(split_part(reason, ':', 1)) AS rule FROM (
+            SELECT n, unnest(rejected_by) AS reason FROM (
+                SELECT row_number() OVER () AS n, rejected_by FROM read_parquet(?))))
+    GROUP BY rule ORDER BY rejected DESC, rule"""
+
+
+def _rejections(partitions: Partitions, data_dir: Path, unit: str) -> list[dict[str, Any]]:
+    """Per-rule rejections of every partition the published rows derive from that keeps a
+    quarantine (filtered conversations, task Q&A, Prismatic, solution traces), as the families
+    declare their parents and quarantines, counted with DuckDB over each quarantine."""
+    found: dict[tuple[str, str], tuple[OutputFamily, Keys, list[str]]] = {}
+    for name, group in partitions.items():
+        for declared, keys in group:
+            for upstream, upstream_keys in declared.upstream(keys):
+                if upstream.quarantine_schema is None:
+                    continue
+                key = (upstream.name, upstream.partition_key(upstream_keys))
+                _, _, names = found.setdefault(key, (upstream, upstream_keys, []))
+                if name not in names:
+                    names.append(name)
     rows = []
-    for r in store.query("SELECT * FROM rejections_per_rule").to_pylist():
-        names = styles.get((r["shard"], r["style"]), []) + styles.get((r["shard"], None), [])
-        if names:
-            rows.append(
-                {
-                    "sources": ", ".join(dict.fromkeys(names)),
-                    "partition": f"{r['shard']}|{r['style']}",
-                    "rule": r["rule"],
-                    "rejected": r["rejected"],
-                    "evaluated": r["evaluated"],
-                }
-            )
-    if families:
-        aggregates = store.query(
-            "SELECT partition, metric, value FROM partition_aggregates WHERE asset = 'task_qa'"
-        ).to_pylist()
-        generated = {a["partition"]: a["value"] for a in aggregates if a["metric"] == "generated"}
-        for a in aggregates:
-            if a["partition"] in families and a["metric"].startswith("rejected/"):
+    connection = duckdb.connect()
+    try:
+        for (stage, partition), (upstream, keys, names) in found.items():
+            quarantine = upstream.quarantine_path(data_dir, keys)
+            if not quarantine.is_file():
+                continue
+            accepted = upstream.path(data_dir, keys)
+            evaluated = pq.read_metadata(quarantine).num_rows
+            if accepted.is_file():
+                evaluated += pq.read_metadata(accepted).num_rows
+            try:
+                counts = connection.execute(_RULE_COUNTS, [str(quarantine)]).fetchall()
+            except duckdb.Error as error:
+                raise PublishError(
+                    f"quarantine {quarantine} cannot be counted per rule: {error}"
+                ) from error
+            for rule, rejected in counts:
                 rows.append(
                     {
-                        "sources": ", ".join(dict.fromkeys(families[a["partition"]])),
-                        "partition": a["partition"],
-                        "rule": a["metric"].removeprefix("rejected/"),
-                        "rejected": int(a["value"]),
-                        "evaluated": int(generated.get(a["partition"], 0)),
+                        f"{unit}s": ", ".join(names),
+                        "stage": stage,
+                        "partition": partition,
+                        "rule": rule,
+                        "rejected": rejected,
+                        "evaluated": evaluated,
                     }
                 )
+    finally:
+        connection.close()
     return rows
 
 
-def _stage_phases(manifest: Manifest, exports: Path, staging: Path) -> list[PhaseData]:
+def _stage_phases(manifest: Manifest, exports: Path, staging: Path) -> list[ConfigData]:
     phases = []
     for phase in manifest.phases:
         shards = sorted((exports / phase.name).glob("shard-*.parquet"))
@@ -244,7 +268,7 @@ def _stage_phases(manifest: Manifest, exports: Path, staging: Path) -> list[Phas
             shutil.copyfile(shard, target / name)
             files.append(f"{phase.name}/{name}")
         download = sum((staging / f).stat().st_size for f in files)
-        phases.append(PhaseData(phase.name, files, rows, tokens, num_bytes, download, first))
+        phases.append(ConfigData(phase.name, files, rows, tokens, num_bytes, download, first))
     return phases
 
 
@@ -258,7 +282,8 @@ def _check_replaceable(folder: Path) -> None:
     earlier = card.is_file() and f"\n- {PUBLISHED_TAG}\n" in card.read_text(errors="replace")
     if any(folder.iterdir()) and not earlier:
         raise PublishError(
-            f"{folder} exists and is not a published blend (no README.md tagged {PUBLISHED_TAG}); "
+            f"{folder} exists and is not a published blend or asset (no README.md tagged "
+            f"{PUBLISHED_TAG}); "
             "choose an empty or new --out directory"
         )
 
@@ -288,7 +313,6 @@ def publish_blend(
     prompts_dir: Path,
     make_counter: Callable[[], TokenCounter],
     out_dir: Path | None = None,
-    math_sources: Sequence[MathSource] = (),
     tags: Sequence[str] = (),
     export_options: BlendSettings | None = None,
 ) -> PublishReport:
@@ -318,14 +342,27 @@ def publish_blend(
     staging.chmod(0o755)
     try:
         phases = _stage_phases(manifest, exports, staging)
+        lineage: dict[str, list[dict[str, Any]]] = {}
+        files: dict[str, list[Path]] = {}
+        partitions: dict[str, list[tuple[OutputFamily, Keys]]] = {}
+        for phase in manifest.phases:
+            for source in phase.sources:
+                lineage.setdefault(source.name, []).extend(source.lineage)
+                for f in source.files:
+                    files.setdefault(source.name, []).append(f.resolve(data_dir))
+                    declared = family(f.asset)
+                    partitions.setdefault(source.name, []).append(
+                        (declared, declared.keys(f.partition))
+                    )
         facts = CardFacts(
-            manifest=manifest,
-            phases=phases,
+            origin=BlendOrigin(manifest),
+            configs=phases,
             schema=EXPORT_SCHEMA,
-            prompts=_prompts(manifest, prompts_dir),
-            seeds=_seeds(manifest, data_dir),
-            rejections=_rejections(manifest, data_dir),
-            licences=blend_licences(manifest, data_dir, math_sources),
+            lineage=lineage,
+            prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
+            seeds=_seeds(files),
+            rejections=_rejections(partitions, data_dir, "source"),
+            licences=blend_licences(manifest, data_dir),
             tags=list(tags),
         )
         (staging / "README.md").write_text(render_card(facts))
@@ -338,4 +375,185 @@ def publish_blend(
         rows={p.name: p.rows for p in phases},
         tokens={p.name: p.tokens for p in phases},
         exported=exported,
+    )
+
+
+def config_name(declared: OutputFamily, keys: Keys) -> str:
+    """The config a partition joins: its keys of the dimensions that tell kinds of rows apart
+    (`debate`, `gsm8k`, `openmath-tir`), `default` when only shards split the family."""
+    return "-".join(keys[d.name] for d in declared.dims if not d.shards_rows) or "default"
+
+
+def _fitted(declared: OutputFamily, pointer: Path) -> pa.Table:
+    """A partition's current version in exactly the declared schema, which the card states."""
+    try:
+        table = read_output(pointer)
+    except OutputReadError as error:
+        raise PublishError(str(error)) from error
+    try:
+        return table.select(declared.schema.names).cast(declared.schema)
+    except (KeyError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise PublishError(
+            f"{pointer} (version {current_version(pointer).name}) does not fit the declared "
+            f"{declared.name} schema: {error}; rematerialize that partition"
+        ) from error
+
+
+def _stage_partitions(
+    declared: OutputFamily,
+    partitions: list[Keys],
+    data_dir: Path,
+    count: TokenCounter,
+    staging: Path,
+) -> tuple[list[ConfigData], list[PartitionData]]:
+    by_config: dict[str, list[Keys]] = {}
+    for keys in partitions:
+        by_config.setdefault(config_name(declared, keys), []).append(keys)
+    configs, read = [], []
+    for config, members in by_config.items():
+        (staging / config).mkdir()
+        files, rows, tokens, num_bytes, first = [], 0, 0, 0, None
+        for n, keys in enumerate(members):
+            pointer = declared.path(data_dir, keys)
+            table = _fitted(declared, pointer)
+            texts = [t or "" for t in table[declared.text_column].to_pylist()]
+            partition_tokens = sum(count(texts)) if texts else 0
+            name = f"{config}/{SPLIT}-{n:05d}-of-{len(members):05d}.parquet"
+            pq.write_table(table, staging / name, compression="zstd")
+            metadata = pq.read_metadata(staging / name)
+            num_bytes += sum(
+                metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
+            )
+            if first is None and table.num_rows:
+                first = table[declared.id_column][0].as_py()
+            rows += table.num_rows
+            tokens += partition_tokens
+            files.append(name)
+            version = current_version(pointer).relative_to(data_dir).as_posix()
+            read.append(
+                PartitionData(
+                    config,
+                    declared.partition_key(keys),
+                    version,
+                    table.num_rows,
+                    partition_tokens,
+                )
+            )
+        download = sum((staging / f).stat().st_size for f in files)
+        configs.append(ConfigData(config, files, rows, tokens, num_bytes, download, first))
+    return configs, read
+
+
+def publish_family(
+    asset: str,
+    *,
+    data_dir: Path,
+    prompts_dir: Path,
+    make_counter: Callable[[], TokenCounter],
+    out_dir: Path | None = None,
+    tags: Sequence[str] = (),
+) -> PublishReport:
+    """Write the published folder of one asset (default `<data_dir>/published/<asset>/`): the
+    latest version of every materialized partition, one config per style, task family or
+    source and mode, with a card generated from the rows' lineage."""
+    declared = PUBLISHABLE.get(asset)
+    if declared is None:
+        raise PublishError(
+            f"{asset!r} is not a publishable asset (publishable: {', '.join(sorted(PUBLISHABLE))})"
+        )
+    partitions = declared.materialized(data_dir)
+    if not partitions:
+        raise PublishError(
+            f"asset {asset!r} has nothing materialized: no partition file under "
+            f"{data_dir / asset} (materialize {asset} first)"
+        )
+    folder = out_dir if out_dir is not None else published_dir(data_dir, asset)
+    _check_replaceable(folder)
+    count = make_counter()
+    built_at = datetime.now(UTC).isoformat(timespec="seconds")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging.", dir=folder.parent))
+    staging.chmod(0o755)
+    try:
+        configs, read = _stage_partitions(declared, partitions, data_dir, count, staging)
+        groups: dict[str, list[tuple[OutputFamily, Keys]]] = {}
+        files: dict[str, list[Path]] = {}
+        for keys in partitions:
+            config = config_name(declared, keys)
+            groups.setdefault(config, []).append((declared, keys))
+            files.setdefault(config, []).append(current_version(declared.path(data_dir, keys)))
+        lineage = {config: source_lineage(paths) for config, paths in files.items()}
+        facts = CardFacts(
+            origin=FamilyOrigin(declared, read, built_at),
+            configs=configs,
+            schema=declared.schema,
+            lineage=lineage,
+            prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
+            seeds=_seeds(files),
+            rejections=_rejections(groups, data_dir, "config"),
+            licences=licences_of(groups, data_dir),
+            tags=list(tags),
+        )
+        (staging / "README.md").write_text(render_card(facts))
+        _replace_dir(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return PublishReport(
+        folder,
+        rows={c.name: c.rows for c in configs},
+        tokens={c.name: c.tokens for c in configs},
+        exported=False,
+        kind="asset",
+    )
+
+
+def publish(
+    name: str,
+    *,
+    data_dir: Path,
+    blends_dir: Path,
+    prompts_dir: Path,
+    make_counter: Callable[[], TokenCounter],
+    out_dir: Path | None = None,
+    tags: Sequence[str] = (),
+    export_options: BlendSettings | None = None,
+) -> PublishReport:
+    """`mind publish NAME`: the asset of that name (see PUBLISHABLE) or the blend."""
+    try:
+        validate_name(name, kind="blend or asset name")
+    except InvalidNameError as error:
+        raise PublishError(str(error)) from error
+    spec, manifest = blends_dir / f"{name}.yaml", manifest_path(data_dir, name)
+    is_blend = spec.is_file() or manifest.is_file()
+    if name in PUBLISHABLE:
+        if is_blend:
+            raise PublishError(
+                f"{name!r} names both an asset and a blend ({spec if spec.is_file() else manifest})"
+                "; rename the blend"
+            )
+        return publish_family(
+            name,
+            data_dir=data_dir,
+            prompts_dir=prompts_dir,
+            make_counter=make_counter,
+            out_dir=out_dir,
+            tags=tags,
+        )
+    if not is_blend:
+        known = sorted(p.stem for p in blends_dir.glob("*.yaml")) if blends_dir.is_dir() else []
+        raise PublishError(
+            f"unknown blend or asset {name!r}: no blend spec {spec}, no manifest {manifest}, "
+            f"and no asset of that name (blend specs in {blends_dir}: "
+            f"{', '.join(known) or 'none'}; publishable assets: {', '.join(sorted(PUBLISHABLE))})"
+        )
+    return publish_blend(
+        name,
+        data_dir=data_dir,
+        blends_dir=blends_dir,
+        prompts_dir=prompts_dir,
+        make_counter=make_counter,
+        out_dir=out_dir,
+        tags=tags,
+        export_options=export_options,
     )

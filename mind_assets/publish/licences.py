@@ -1,22 +1,24 @@
-"""The licences of a blend's inputs, from what the platform knows about where its text came from.
+"""The licences of published rows, from what the platform knows about where their text came from.
 
 A published row is text from a source document, or text a model wrote from one (a conversation,
-a Q&A item, a solution trace), so each blend source carries the licences of the documents or
-datasets it derives from. Origins nobody recorded a licence for are reported, never guessed.
+a Q&A item, a solution trace), so each blend source or published config carries the licences of
+the root rows it derives from (raw documents, task seeds, math problems), found along the parent
+links the output families declare. Origins nobody recorded a licence for are reported, never
+guessed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mind_assets.blends.manifest import Manifest, ResolvedSource
-from mind_assets.lib.storage import InvalidNameError, asset_path
-from mind_assets.math_traces.sources import MathSource
+from mind_assets.blends.families import family
+from mind_assets.blends.manifest import Manifest
+from mind_assets.lib.outputs import Keys, OutputFamily
 
 # The Hub's id for a licence the platform cannot name.
 UNKNOWN_LICENCE = "other"
@@ -80,72 +82,58 @@ class SourceLicences:
 
 
 _UNKNOWN_EXAMPLES = 5
+# Where a root row (a raw document, a problem) says it came from, best first: a row's origin is
+# the first of these it fills.
+ORIGIN_COLUMNS = ("url", "dataset", "source")
+
+Pinned = Mapping[tuple[str, str], Path]  # (asset, partition) -> the version file to read
 
 
-def _document_origins(path: Path) -> Iterable[str]:
-    """Distinct urls and `source` values of a raw_documents file; a row with neither is
-    identified by the file itself."""
+def root_origins(root: OutputFamily, keys: Keys, path: Path) -> list[str]:
+    """Distinct origins of a root partition's rows (its url, dataset or source column); a
+    partition whose rows record none is named by itself (`task_seeds[gsm8k]`)."""
+    partition = f"{root.name}[{root.partition_key(keys)}]"
     if not path.is_file():
-        return [f"{path} (missing: its documents' origins cannot be read)"]
-    names = pq.read_schema(path).names
-    columns = [c for c in ("url", "source") if c in names]
+        return [f"{partition} (missing: its rows' origins cannot be read)"]
+    columns = [c for c in ORIGIN_COLUMNS if c in pq.read_schema(path).names]
     if not columns:
-        return [f"{path} (no url or source column)"]
+        return [partition]
     table = pq.read_table(path, columns=columns)
-    origins: set[str] = set()
-    for column in columns:
-        origins.update(v for v in pc.unique(table[column]).to_pylist() if v)
-    return sorted(origins) or [f"{path} (url and source empty)"]
+    origin = pc.coalesce(*(table[c] for c in columns)) if len(columns) > 1 else table[columns[0]]
+    origins = sorted(v for v in pc.unique(origin).to_pylist() if v)
+    return origins or [f"{partition} ({', '.join(columns)} empty)"]
 
 
-def _raw_documents_file(manifest: Manifest, data_dir: Path, shard: str) -> Path:
-    """The shard's raw_documents version the manifest pinned, else its current file."""
-    for entry in manifest.pinned:
-        if (entry.get("asset"), entry.get("partition")) == ("raw_documents", shard) and entry.get(
-            "path"
-        ):
-            return data_dir / entry["path"]
-    try:
-        return asset_path(data_dir, "raw_documents", shard)
-    except InvalidNameError:
-        return data_dir / "raw_documents" / f"{shard}.parquet (invalid shard name)"
-
-
-def _origins(
-    manifest: Manifest,
-    source: ResolvedSource,
-    data_dir: Path,
-    math_sources: Sequence[MathSource],
+def origins_of(
+    declared: OutputFamily, keys: Keys, data_dir: Path, pinned: Pinned | None = None
 ) -> list[str]:
+    """The origins of every root partition a partition derives from, as its family declares
+    its parents; each root read at its pinned version when one is given."""
     origins: list[str] = []
-    for f in source.files:
-        key = f.partition.split("|")[0]
-        if f.asset == "raw_documents":
-            origins += _document_origins(f.resolve(data_dir))
-        elif f.asset in ("filtered_conversations", "longest_conversations"):
-            origins += _document_origins(_raw_documents_file(manifest, data_dir, key))
-        elif f.asset == "task_qa":
-            origins.append(f"lm-eval task family {key}")
-        elif f.asset == "solution_traces":
-            paths = [m.dataset_path for m in math_sources if m.name == key]
-            origins.append(f"math source {key}" + (f" ({paths[0]})" if paths else ""))
-        else:
-            origins.append(f"{f.asset}[{f.partition}]")
+    seen: set[tuple[str, str]] = set()
+    for upstream, upstream_keys in declared.upstream(keys):
+        key = (upstream.name, upstream.partition_key(upstream_keys))
+        if not upstream.is_root or key in seen:
+            continue
+        seen.add(key)
+        path = (pinned or {}).get(key) or upstream.path(data_dir, upstream_keys)
+        origins += root_origins(upstream, upstream_keys, path)
     return list(dict.fromkeys(origins))
 
 
-def blend_licences(
-    manifest: Manifest,
+def licences_of(
+    groups: Mapping[str, Sequence[tuple[OutputFamily, Keys]]],
     data_dir: Path,
-    math_sources: Sequence[MathSource] = (),
+    pinned: Pinned | None = None,
     known: Sequence[KnownOrigin] = KNOWN_ORIGINS,
 ) -> list[SourceLicences]:
-    """Per blend source (in manifest order, each name once), the licences of its origins."""
-    result: dict[str, SourceLicences] = {}
-    for phase in manifest.phases:
-        for source in phase.sources:
-            licences = result.setdefault(source.name, SourceLicences(source.name))
-            for origin in _origins(manifest, source, data_dir, math_sources):
+    """Per group of partitions (a blend source, a published config), in the given order, the
+    licences of the origins its rows derive from."""
+    result = []
+    for name, partitions in groups.items():
+        licences = SourceLicences(name)
+        for declared, keys in partitions:
+            for origin in origins_of(declared, keys, data_dir, pinned):
                 match = match_origin(origin, known)
                 if match is not None:
                     licences.origins[match.name] = match.licence
@@ -154,7 +142,29 @@ def blend_licences(
                     licences.unknown_count += 1
                     if len(licences.unknown) < _UNKNOWN_EXAMPLES:
                         licences.unknown.append(origin)
-    return list(result.values())
+        result.append(licences)
+    return result
+
+
+def blend_licences(
+    manifest: Manifest, data_dir: Path, known: Sequence[KnownOrigin] = KNOWN_ORIGINS
+) -> list[SourceLicences]:
+    """Per blend source (in manifest order, each name once), the licences of its origins, every
+    root read at the version the manifest pinned."""
+    groups: dict[str, list[tuple[OutputFamily, Keys]]] = {}
+    pinned: dict[tuple[str, str], Path] = {
+        (entry["asset"], entry["partition"]): data_dir / entry["path"]
+        for entry in manifest.pinned
+        if entry.get("asset") and entry.get("partition") and entry.get("path")
+    }
+    for phase in manifest.phases:
+        for source in phase.sources:
+            group = groups.setdefault(source.name, [])
+            for f in source.files:
+                declared = family(f.asset)
+                group.append((declared, declared.keys(f.partition)))
+                pinned[(f.asset, f.partition)] = f.resolve(data_dir)
+    return licences_of(groups, data_dir, pinned, known)
 
 
 def card_licence(per_source: Sequence[SourceLicences]) -> str | list[str]:
