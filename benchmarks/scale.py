@@ -381,10 +381,10 @@ class Backend:
 
         from mind_assets.operations.schedules import regenerate_unsynced_conversations
 
-        with clock() as spent:
-            result = regenerate_unsynced_conversations(
-                build_schedule_context(instance=self.instance)
-            )
+        # The context opens its own instance from the ref: close it, or it stays Dagster's
+        # current definitions-state storage after it is gone.
+        with clock() as spent, build_schedule_context(instance=self.instance) as context:
+            result = regenerate_unsynced_conversations(context)
         return spent[0], len(result) if isinstance(result, list) else 0
 
     def automation_tick(self) -> tuple[Clock, int]:

@@ -74,12 +74,14 @@ def unsynced(instance, key: str) -> dict[str, tuple[str, ...]]:
 
 
 def schedule_requests(instance) -> list[tuple[str, list[str]]]:
-    context = build_schedule_context(
+    # As a context manager: the context opens its own instance from the ref, and left open that
+    # instance stays Dagster's current definitions-state storage after it is gone.
+    with build_schedule_context(
         instance=instance,
         repository_def=GRAPH_DEFS.get_repository_def(),
         scheduled_execution_time=datetime.now(UTC),
-    )
-    requests = regenerate_unsynced_conversations.evaluate_tick(context).run_requests or []
+    ) as context:
+        requests = regenerate_unsynced_conversations.evaluate_tick(context).run_requests or []
     return [
         (str(r.partition_key), sorted(k.to_user_string() for k in r.asset_selection))
         for r in requests
