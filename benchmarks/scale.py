@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.data import NAPKIN  # noqa: E402
 from benchmarks.results import RESULTS, replace_section  # noqa: E402
 from mind_assets.llm.hardware import detect_host  # noqa: E402
+from mind_assets_tests.postgres import throwaway_postgres  # noqa: E402
 
 SIZES = (100, 1_000, 10_000)
 CLI_ADDS = 5  # in-process `mind shards add` calls per size
@@ -137,69 +137,6 @@ def environment(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def as_postgres_user(command: list[str]) -> list[str]:
-    # PostgreSQL refuses to run as root (as in mind_assets_tests/test_postgres_instance.py).
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-@contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A PostgreSQL server of Debian's binaries on 127.0.0.1, in a temporary directory, with an
-    empty `dagster` database; yields its SQLAlchemy URL and stops the server afterwards."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    initdb = shutil.which("initdb") or (bins and str(bins[-1] / "initdb"))
-    if not initdb:
-        raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
-    pg_ctl = str(Path(initdb).with_name("pg_ctl"))
-    root = Path(tempfile.mkdtemp(prefix="mind-scale-pg-"))
-    data = root / "pgdata"
-    data.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(data, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run(
-        as_postgres_user([initdb, "-D", str(data), "-A", "trust", "-U", "mind"]),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-h 127.0.0.1 -p {port} -k {data}"
-    subprocess.run(
-        as_postgres_user(
-            [pg_ctl, "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        subprocess.run(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "mind",
-                "-d",
-                "postgres",
-                "-c",
-                "CREATE DATABASE dagster",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for "postgresql://".
-        yield f"postgresql+psycopg2://mind@127.0.0.1:{port}/dagster"
-    finally:
-        subprocess.run(
-            as_postgres_user([pg_ctl, "-D", str(data), "-m", "fast", "stop"]), capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def write_home(home: Path, storage_dir: Path, postgres_url: str | None) -> None:
@@ -379,11 +316,20 @@ class Backend:
     def schedule_tick(self) -> tuple[Clock, int]:
         from dagster import build_schedule_context
 
+        from mind_assets.definitions import defs
         from mind_assets.operations.schedules import regenerate_unsynced_conversations
 
         # The context opens its own instance from the ref: close it, or it stays Dagster's
         # current definitions-state storage after it is gone.
-        with clock() as spent, build_schedule_context(instance=self.instance) as context:
+        # The partitions materialized above predate every observation of the version sources, so
+        # the tick's first observation marks them unsynced: the schedule asks Dagster's
+        # stale-status resolver about every materialized partition (its worst case).
+        with (
+            clock() as spent,
+            build_schedule_context(
+                instance=self.instance, repository_def=defs.get_repository_def()
+            ) as context,
+        ):
             result = regenerate_unsynced_conversations(context)
         return spent[0], len(result) if isinstance(result, list) else 0
 
@@ -583,9 +529,11 @@ NOTES = [
     "does. *first* includes computing and storing Dagster's asset status cache after new "
     "materializations; *again* reads it back.",
     "- The schedule tick is `regenerate_unsynced_conversations` evaluated with "
-    "`build_schedule_context`; one shard's 7 conversation files are stale, so each tick requests "
-    "MIND_CONVERSATIONS__REGENERATION_BUDGET of those 7 partitions. The sensor tick is `corpus_inbox_sensor` with `build_sensor_context`, "
-    "handed the previous cursor.",
+    "`build_schedule_context`: it observes the version sources and asks Dagster's stale-status "
+    "resolver about every materialized `conversations` partition; those materialized above "
+    "predate the first observation, so all are unsynced and each tick requests "
+    "MIND_CONVERSATIONS__REGENERATION_BUDGET of them. The sensor tick is `corpus_inbox_sensor` "
+    "with `build_sensor_context`, handed the previous cursor.",
     "- The automation evaluation is `evaluate_automation_conditions` over every asset with no "
     "cursor, the first tick of `default_automation_condition_sensor` (off by default).",
 ]
