@@ -50,8 +50,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=32, help="generated items per family")
     parser.add_argument("--families", default="gsm8k,commonsense_qa")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"any of {', '.join(ARMS)}")
     args = parser.parse_args()
     families = args.families.split(",")
+    arms = [arm for arm in ARMS if arm in args.arms.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="mind-bench-structured-"))
     os.environ["MIND_DATA_DIR"] = str(work / "data")
@@ -94,7 +96,7 @@ def main() -> None:
     figures: dict[tuple[str, str], dict[str, float]] = {}
     # Arms alternate within each family, so a change in machine load hits them alike.
     for family in families:
-        for arm in ARMS:
+        for arm in arms:
             os.environ["MIND_TASK_QA__STRUCTURED_OUTPUT"] = "false" if arm == "text" else "true"
             # json-free: the JSON prompts, but no schema in the requests (so no constraint).
             generation.response_schema = (lambda model: None) if arm == "json-free" else schema_of

@@ -45,6 +45,8 @@ def test_the_schema_is_part_of_the_request_and_its_hash():
     )
     assert plain.json_schema == "" and plain.response_schema is None
     assert shaped.response_schema == response_schema(GeneratedOpenEnded)
+    # The properties keep the model's order: decoding writes the solution before the answer.
+    assert list(shaped.response_schema["properties"]) == ["question", "solution", "final_answer"]
     assert shaped.request_hash != plain.request_hash
     # Requests without a schema hash as they always did: stored results stay reusable.
     assert plain.request_hash == make_request("m", "v1", SAMPLING, MESSAGES).request_hash

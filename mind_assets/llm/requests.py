@@ -192,5 +192,7 @@ def make_request(
 
 
 def canonical_json(value: Any) -> str:
-    """One spelling per value (sorted keys, no spaces), so equal schemas hash alike."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """One spelling per value (no spaces), so equal schemas hash alike. Keys keep their order:
+    in a schema the order of `properties` is the order decoding writes them in (question and
+    solution before the answer), so sorting them would change what is generated."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
