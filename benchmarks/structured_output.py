@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=32, help="generated items per family")
     parser.add_argument("--families", default="gsm8k,commonsense_qa")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"any of {', '.join(ARMS)}")
+    parser.add_argument(
+        "--section", default="structured", help="RESULTS.md section (a second run beside)"
+    )
     args = parser.parse_args()
     families = args.families.split(",")
     arms = [arm for arm in ARMS if arm in args.arms.split(",")]
@@ -139,8 +142,8 @@ def main() -> None:
     generation.response_schema = schema_of
 
     lines = [
-        "<!-- structured:start -->",
-        "## Structured generation for task Q&A (`benchmarks/structured_output.py`)",
+        f"<!-- {args.section}:start -->",
+        f"## Structured generation for task Q&A (`benchmarks/structured_output.py`, {args.section})",
         "",
         f"Run {time.strftime('%Y-%m-%d')} on {tuning.host}; engine dtype {tuning.dtype}; "
         f"embedded model; {args.items} items per family, each prompt file's own max_tokens; the "
@@ -172,8 +175,8 @@ def main() -> None:
             f"of {text['items']} items, kept rows {text['kept_rows']} -> {json_['kept_rows']}, "
             f"output tok/s json/text = {speed:.2f}."
         )
-    lines.append("<!-- structured:end -->")
-    replace_section(RESULTS, "structured", "\n".join(lines))
+    lines.append(f"<!-- {args.section}:end -->")
+    replace_section(RESULTS, args.section, "\n".join(lines))
     print(f"wrote {RESULTS}")
 
 

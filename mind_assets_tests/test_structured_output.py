@@ -187,3 +187,22 @@ def test_servers_are_sent_the_schema_in_their_own_field(api):
         assert "response_format" not in body
     plain = pool._body("m", make_request("m", "v", SAMPLING, MESSAGES))
     assert "response_format" not in plain and "structured_outputs" not in plain
+
+
+def test_a_math_familys_final_answer_is_held_to_a_number():
+    from mind_assets.task_qa.generation import item_model
+    from mind_assets.task_qa.parsing import GeneratedNumericOpenEnded
+
+    assert item_model(True, True) is GeneratedNumericOpenEnded
+    assert item_model(True, False) is GeneratedOpenEnded
+    assert item_model(False, True) is GeneratedMultipleChoice
+    schema = response_schema(GeneratedNumericOpenEnded)
+    assert list(schema["properties"]) == ["question", "solution", "final_answer"]
+    assert "pattern" in schema["properties"]["final_answer"]
+    reply = {"question": "Q?", "solution": "9 + 5 = 14", "final_answer": "14 apples"}
+    item = parse_structured_item(json.dumps(reply), generation_task=True, numeric_answer=True)
+    assert item.error.startswith("JSON does not match GeneratedNumericOpenEnded: final_answer")
+    for number in ("14", "-3", "1,250", "2.5", "3/4"):
+        reply["final_answer"] = number
+        item = parse_structured_item(json.dumps(reply), generation_task=True, numeric_answer=True)
+        assert (item.error, item.answer) == ("", number)

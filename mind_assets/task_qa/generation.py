@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import pyarrow as pa
+from pydantic import BaseModel
 
 from mind_assets.lib.prompts import PromptFile
 from mind_assets.llm.requests import ChatRequest, derive_seed, make_request, sampling_for
 from mind_assets.task_qa.parsing import (
     GeneratedEnrichment,
     GeneratedMultipleChoice,
+    GeneratedNumericOpenEnded,
     GeneratedOpenEnded,
     ParsedItem,
     parse_enrichment,
@@ -54,6 +56,7 @@ def plan_items(
     max_tokens_cap: int | None = None,
     seed_picker: SeedPicker | None = None,
     generation_task: bool = False,
+    numeric_answer: bool = False,
 ) -> list[PlannedItem]:
     """n_items few-shot requests; each draws `shots` seeds with an RNG seeded by (family, item),
     uniformly or through `seed_picker` (Prismatic generation mode). A JSON prompt's requests carry
@@ -70,8 +73,7 @@ def plan_items(
         messages = prompt.render(task=task, examples=examples)
         schema = None
         if prompt.output_format == "json":
-            item = GeneratedOpenEnded if generation_task else GeneratedMultipleChoice
-            schema = response_schema(item)
+            schema = response_schema(item_model(generation_task, numeric_answer))
         planned.append(
             PlannedItem(
                 item_index=index,
@@ -111,17 +113,39 @@ def _format_number(value: Fraction) -> str:
     return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
 
 
-def parse_item(raw_text: str, *, generation_task: bool, structured: bool) -> ParsedItem:
+def item_model(generation_task: bool, numeric_answer: bool) -> type[BaseModel]:
+    """The JSON a structured generation request asks for: a math family's final answer is held
+    to a number."""
+    if not generation_task:
+        return GeneratedMultipleChoice
+    return GeneratedNumericOpenEnded if numeric_answer else GeneratedOpenEnded
+
+
+def parse_item(
+    raw_text: str, *, generation_task: bool, structured: bool, numeric_answer: bool = False
+) -> ParsedItem:
     if structured:
-        return parse_structured_item(raw_text, generation_task=generation_task)
+        return parse_structured_item(
+            raw_text, generation_task=generation_task, numeric_answer=numeric_answer
+        )
     return parse_open_ended(raw_text) if generation_task else parse_multiple_choice(raw_text)
 
 
 def to_candidates(
-    raw_text: str, *, generation_task: bool, seed: int, structured: bool = False
+    raw_text: str,
+    *,
+    generation_task: bool,
+    seed: int,
+    structured: bool = False,
+    numeric_answer: bool = False,
 ) -> list[Candidate]:
     """Both forms of one generated item (or one failed candidate per form)."""
-    parsed = parse_item(raw_text, generation_task=generation_task, structured=structured)
+    parsed = parse_item(
+        raw_text,
+        generation_task=generation_task,
+        structured=structured,
+        numeric_answer=numeric_answer,
+    )
     if generation_task:
         open_form = Candidate(
             "open_ended",

@@ -122,6 +122,17 @@ class GeneratedOpenEnded(BaseModel):
     final_answer: str = Field(min_length=1, max_length=40)
 
 
+class GeneratedNumericOpenEnded(GeneratedOpenEnded):
+    """A math family's item: decoding can only write a number as the final answer (small models
+    otherwise put a sentence there, which no math check can verify)."""
+
+    model_config = ConfigDict(extra="forbid", title="numeric_open_ended_item")
+
+    final_answer: str = Field(
+        min_length=1, max_length=40, pattern=r"^-?[0-9][0-9,]*(\.[0-9]+)?(/[0-9]+)?$"
+    )
+
+
 class WrongOption(BaseModel):
     model_config = ConfigDict(extra="forbid", title="wrong_option")
 
@@ -203,11 +214,14 @@ def _max_length(info: Any, *, nested: bool) -> int | None:
     return next((c.max_length for c in constraints if hasattr(c, "max_length")), None)
 
 
-def parse_structured_item(text: str, *, generation_task: bool) -> ParsedItem:
+def parse_structured_item(
+    text: str, *, generation_task: bool, numeric_answer: bool = False
+) -> ParsedItem:
     """A structured reply as a ParsedItem; falls back to the text format for a server that
     ignored both the schema and the prompt's request for JSON."""
     if generation_task:
-        open_item, error = parse_json_reply(text, GeneratedOpenEnded)
+        model = GeneratedNumericOpenEnded if numeric_answer else GeneratedOpenEnded
+        open_item, error = parse_json_reply(text, model)
         if open_item is not None:
             return ParsedItem(
                 question=open_item.question.strip(),

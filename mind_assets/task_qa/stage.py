@@ -79,6 +79,8 @@ def run_task_qa(
 ) -> TaskQAResult:
     family = entry.family
     generation_task = entry.output_type != "multiple_choice"
+    # Structured generation holds a math family's final answer to a number.
+    numeric_answer = generation_task and entry.answer_check == "math"
     planned = plan_items(
         seeds,
         prompts.generate,
@@ -91,6 +93,7 @@ def run_task_qa(
         max_tokens_cap=max_tokens_cap,
         seed_picker=seed_picker,
         generation_task=generation_task,
+        numeric_answer=numeric_answer,
     )
     generated, gen_stats = generate_resumable(
         [p.request for p in planned],
@@ -109,6 +112,7 @@ def run_task_qa(
             generation_task=generation_task,
             seed=item_seed,
             structured=prompts.generate.output_format == "json",
+            numeric_answer=numeric_answer,
         )
         items.append((plan, judge_and_convert(entry, candidates), stored))
 
