@@ -166,6 +166,8 @@ def main() -> None:
         )
     lines.append("")
     for family in families:
+        if ("text", family) not in figures or ("json", family) not in figures:
+            continue
         text, json_ = figures[("text", family)], figures[("json", family)]
         speed = (json_["completion_tokens"] / json_["engine_seconds"]) / (
             text["completion_tokens"] / text["engine_seconds"]
