@@ -314,6 +314,8 @@ class Backend:
         return len(self.materialized) * len(STYLE_KEYS)
 
     def schedule_tick(self) -> tuple[Clock, int]:
+        from datetime import UTC, datetime
+
         from dagster import build_schedule_context
 
         from mind_assets.definitions import defs
@@ -327,7 +329,10 @@ class Backend:
         with (
             clock() as spent,
             build_schedule_context(
-                instance=self.instance, repository_def=defs.get_repository_def()
+                instance=self.instance,
+                repository_def=defs.get_repository_def(),
+                # The schedule names its run keys after the tick's time, as a real tick has one.
+                scheduled_execution_time=datetime.now(UTC),
             ) as context,
         ):
             result = regenerate_unsynced_conversations(context)
