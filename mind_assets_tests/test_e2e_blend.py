@@ -149,18 +149,25 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     # One asset published on its own from the same real rows: a config per style (or task
     # family) holding the latest version of each partition, a card naming the prompt versions,
     # model and real quarantine counts, and a row it names traced back to its raw document.
+    # A config whose rows were all quarantined is left out (`datasets` loads no empty split);
+    # at this test's 160-token cap the 135M model's task Q&A is often quarantined whole, and then
+    # publishing task_qa is refused by name.
+    capsys.readouterr()
     for asset, dims in (("filtered_conversations", (WORLD_SHARD,)), ("task_qa", ())):
+        keys = ["gsm8k"] if asset == "task_qa" else list(STYLE_KEYS)
+        configs = sorted(
+            key
+            for key in keys
+            if asset_path(settings.data_dir, asset, *dims, key).is_file()
+            and pq.read_metadata(asset_path(settings.data_dir, asset, *dims, key)).num_rows
+        )
+        if not configs:
+            assert asset == "task_qa", "the lenient profile keeps some conversations"
+            assert mind_cli(["publish", asset]) == 2
+            assert "asset 'task_qa' has no rows to publish" in capsys.readouterr().err
+            continue
         assert mind_cli(["publish", asset]) == 0
         folder = published_dir(settings.data_dir, asset)
-        configs = (
-            ["gsm8k"]
-            if asset == "task_qa"
-            else sorted(
-                style
-                for style in STYLE_KEYS
-                if asset_path(settings.data_dir, asset, *dims, style).is_file()
-            )
-        )
         assert datasets.get_dataset_config_names(str(folder)) == configs
         card = DatasetCard.load(folder / "README.md")
         assert [c["config_name"] for c in card.data.configs] == configs

@@ -36,6 +36,7 @@ from mind_assets.publish.dataset import (
     export_dir,
     manifest_path,
     publish_blend,
+    publish_family,
     published_dir,
 )
 from mind_assets.publish.licences import blend_licences
@@ -676,3 +677,46 @@ def test_published_dataset_has_a_partition_per_asset_and_publishes_it(published_
     metadata = result.asset_materializations_for_node("published_dataset")[0].metadata
     assert metadata["kind"].value == "asset"
     assert metadata["rows/debate"].value == 6 and metadata["rows/teacher_student"].value == 3
+
+
+def test_empty_partitions_write_no_file_and_an_all_empty_asset_is_refused(tmp_path, monkeypatch):
+    """`datasets` loads neither a parquet file without rows nor a split without files: a
+    partition the filters emptied is listed in the card but writes nothing, an empty config is
+    left out and named, and an asset with no rows at all is refused."""
+    monkeypatch.setenv("MIND_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MIND_MODELS_DIR", str(MODELS_DIR))
+    settings = get_settings()
+    data_dir, prompts = settings.data_dir, settings.prompts_dir / "mind" / "enhanced"
+    model = LLMResource.from_settings(settings).model_name
+    sections = [json.loads(line) for line in NAPKIN.open().readlines()[:3]]
+    layout = {
+        ("napkin_a", "debate"): sections[:2],
+        ("napkin_b", "debate"): [],
+        ("napkin_a", "interview"): [],
+    }
+    for (shard, style), part in layout.items():
+        rows = conversation_rows(shard, style, part, prompts / f"{style}.yaml", model)
+        path = FILTERED_CONVERSATIONS.path(data_dir, {"shard": shard, "style": style})
+        write_parquet_version(pa.Table.from_pylist(rows, FILTERED_CONVERSATIONS.schema), path)
+
+    assert mind_cli(["publish", "filtered_conversations"]) == 0
+    folder = published_dir(data_dir, "filtered_conversations")
+    assert datasets.get_dataset_config_names(str(folder)) == ["debate"]
+    assert datasets.load_dataset(str(folder), "debate")["train"].num_rows == 2
+    assert [p.name for p in (folder / "debate").iterdir()] == ["train-00000-of-00001.parquet"]
+    body = DatasetCard.load(folder / "README.md").text
+    assert "Left out, every row of their partitions filtered or quarantined" in body
+    assert "`interview`" in body and "napkin_b\\|debate" in body
+
+    for shard, style in (("napkin_a", "debate"),):
+        path = FILTERED_CONVERSATIONS.path(data_dir, {"shard": shard, "style": style})
+        write_parquet_version(pa.Table.from_pylist([], FILTERED_CONVERSATIONS.schema), path)
+    with pytest.raises(PublishError, match="has no rows to publish"):
+        publish_family(
+            "filtered_conversations",
+            data_dir=data_dir,
+            prompts_dir=settings.prompts_dir,
+            make_counter=lambda: lambda texts: [len(t.split()) for t in texts],
+            out_dir=tmp_path / "out",
+        )
+    assert not (tmp_path / "out").exists()

@@ -274,6 +274,17 @@ def _section_partitions(origin: FamilyOrigin, configs: list[ConfigData]) -> list
         {"config": c.name, "rows": c.rows, "tokens": c.tokens, "files": len(c.files)}
         for c in configs
     ]
+    published = {c.name for c in configs}
+    empty = sorted({p.config for p in origin.partitions} - published)
+    left_out = (
+        [
+            "Left out, every row of their partitions filtered or quarantined (`datasets` "
+            f"cannot load a split without rows): {', '.join(f'`{c}`' for c in empty)}.",
+            "",
+        ]
+        if empty
+        else []
+    )
     partition_rows = [
         {
             "config": p.config,
@@ -296,6 +307,7 @@ def _section_partitions(origin: FamilyOrigin, configs: list[ConfigData]) -> list
         "",
         markdown_table(config_rows),
         "",
+        *left_out,
         "Partitions read (tokens of the "
         f"`{family.text_column}` column, counted with the platform's tokenizer; the version "
         "file is relative to the platform's data root):",

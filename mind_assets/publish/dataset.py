@@ -411,24 +411,29 @@ def _stage_partitions(
         by_config.setdefault(config_name(declared, keys), []).append(keys)
     configs, read = [], []
     for config, members in by_config.items():
-        (staging / config).mkdir()
         files, rows, tokens, num_bytes, first = [], 0, 0, 0, None
-        for n, keys in enumerate(members):
+        tables = [(keys, _fitted(declared, declared.path(data_dir, keys))) for keys in members]
+        # `datasets` cannot load a parquet file without rows, nor a split without files: a
+        # partition the filters emptied is read (the card lists it) but writes no file, and a
+        # config with no rows at all is left out (the card says so).
+        written = sum(1 for _, table in tables if table.num_rows)
+        for keys, table in tables:
             pointer = declared.path(data_dir, keys)
-            table = _fitted(declared, pointer)
             texts = [t or "" for t in table[declared.text_column].to_pylist()]
             partition_tokens = sum(count(texts)) if texts else 0
-            name = f"{config}/{SPLIT}-{n:05d}-of-{len(members):05d}.parquet"
-            pq.write_table(table, staging / name, compression="zstd")
-            metadata = pq.read_metadata(staging / name)
-            num_bytes += sum(
-                metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
-            )
-            if first is None and table.num_rows:
-                first = table[declared.id_column][0].as_py()
+            if table.num_rows:
+                name = f"{config}/{SPLIT}-{len(files):05d}-of-{written:05d}.parquet"
+                (staging / config).mkdir(exist_ok=True)
+                pq.write_table(table, staging / name, compression="zstd")
+                metadata = pq.read_metadata(staging / name)
+                num_bytes += sum(
+                    metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
+                )
+                if first is None:
+                    first = table[declared.id_column][0].as_py()
+                files.append(name)
             rows += table.num_rows
             tokens += partition_tokens
-            files.append(name)
             version = current_version(pointer).relative_to(data_dir).as_posix()
             read.append(
                 PartitionData(
@@ -439,6 +444,8 @@ def _stage_partitions(
                     partition_tokens,
                 )
             )
+        if not files:
+            continue
         download = sum((staging / f).stat().st_size for f in files)
         configs.append(ConfigData(config, files, rows, tokens, num_bytes, download, first))
     return configs, read
@@ -476,6 +483,12 @@ def publish_family(
     staging.chmod(0o755)
     try:
         configs, read = _stage_partitions(declared, partitions, data_dir, count, staging)
+        if not configs:
+            raise PublishError(
+                f"asset {asset!r} has no rows to publish: every materialized partition "
+                f"({', '.join(sorted({p.partition for p in read}))}) is empty, e.g. all its rows "
+                "quarantined (see `mind metrics --views rejections_per_rule`)"
+            )
         groups: dict[str, list[tuple[OutputFamily, Keys]]] = {}
         files: dict[str, list[Path]] = {}
         for keys in partitions:
