@@ -28,3 +28,13 @@ def test_math_labels_are_not_speakers():
 
 def test_prose_without_speakers_yields_no_turns():
     assert parse_turns("Just a paragraph about primes.\nAnother line.") == []
+
+
+def test_declared_labels_with_a_leading_article_are_turns():
+    text = "The Interviewer: What is $x$?\nthe expert: It is $2$.\nInterviewer: Why?"
+    turns = parse_turns(text, ["Interviewer", "Expert"])
+    assert [(t.speaker, t.text) for t in turns] == [
+        ("Interviewer", "What is $x$?"),
+        ("Expert", "It is $2$."),
+        ("Interviewer", "Why?"),
+    ]

@@ -52,8 +52,10 @@ class Turn:
 
 def _label_pattern(speakers: Sequence[str]) -> re.Pattern[str]:
     names = "|".join(re.escape(s) for s in sorted(speakers, key=len, reverse=True))
+    # Small models often write "The Interviewer:" for a declared "Interviewer".
     return re.compile(
-        rf"^[ \t>#-]*\**\s*(?P<label>{names})\s*\**\s*:\s*\**\s*(?P<rest>.*)$", re.IGNORECASE
+        rf"^[ \t>#-]*\**\s*(?:the\s+)?(?P<label>{names})\s*\**\s*:\s*\**\s*(?P<rest>.*)$",
+        re.IGNORECASE,
     )
 
 
