@@ -62,6 +62,13 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     print("== mind audit-blend example ==")
     print(summary.audit)
+    if not summary.generated_blend_tokens:
+        print(
+            "error: the demo's blend holds no generated text: the filters kept no conversation "
+            "and no task Q&A item (see the rejections above)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources as package_resources
@@ -36,6 +37,7 @@ from mind_assets.corpus.shards import make_shard_spec, register_shard
 from mind_assets.definitions import ASSETS
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
 from mind_assets.lib.instance import local_instance
+from mind_assets.lib.quarantine import rejections_per_rule
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
@@ -58,6 +60,10 @@ DEMO_ENVIRONMENT = {
     "MIND_MAX_TOKENS": "160",
     "MIND_TASK_QA__FAMILIES": json.dumps([DEMO_FAMILY]),
     "MIND_TASK_QA__ITEMS": "4",
+    # The MIND paper's own filters (length and turn structure). The strict profile's extra
+    # rules (truncation, repetition, faithfulness) reject nearly everything a 135M model writes
+    # in 160 tokens, which would leave the demo's blend without a generated row.
+    "MIND_FILTERS__PROFILE": "paper",
     # blend_export writes both formats, each row with its length bucket.
     "MIND_BLENDS__EXPORT_FORMATS": json.dumps(["parquet", "megatron"]),
     "MIND_BLENDS__EXPORT_BUCKET": "1",
@@ -85,10 +91,19 @@ class DemoSummary:
     accepted: dict[str, int] = field(default_factory=dict)
     failed_checks: list[str] = field(default_factory=list)
     task_qa: tuple[int, int] = (0, 0)
+    task_qa_rejections: Counter[str] = field(default_factory=Counter)
+    # Tokens each blend source holds, summed over phases (`raw_documents`, `conversations`, ...).
+    blend_tokens: dict[str, float] = field(default_factory=dict)
     export: dict[str, int] = field(default_factory=dict)
     audit: str = ""
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    filter_profile: str = ""
+
+    @property
+    def generated_blend_tokens(self) -> float:
+        """Tokens of generated text in the demo's blend: 0 means the demo made nothing usable."""
+        return sum(t for asset, t in self.blend_tokens.items() if asset != "raw_documents")
 
 
 def run_demo(
@@ -153,6 +168,7 @@ def run_demo(
         release_engines()
 
     data_dir = settings.data_dir
+    summary.filter_profile = settings.filters.profile
     summary.paths["raw_documents"] = asset_path(data_dir, "raw_documents", DEMO_SHARD)
     summary.documents = pq.read_metadata(summary.paths["raw_documents"]).num_rows
     summary.chunks = pq.read_metadata(asset_path(data_dir, "chunks", DEMO_SHARD)).num_rows
@@ -166,10 +182,18 @@ def run_demo(
     qa = asset_path(data_dir, "task_qa", DEMO_FAMILY)
     quarantine = asset_path(data_dir, "task_qa", DEMO_FAMILY, suffix=".quarantine.parquet")
     summary.task_qa = (pq.read_metadata(qa).num_rows, pq.read_metadata(quarantine).num_rows)
+    summary.task_qa_rejections = rejections_per_rule(
+        pq.read_table(quarantine, columns=["rejected_by"])["rejected_by"].to_pylist()
+    )
     summary.paths["task_qa"] = qa
 
     directory = manifest_dir(settings, DEMO_BLEND)
     manifest = load_manifest(settings, DEMO_BLEND)
+    for phase in manifest.phases:
+        for source in phase.sources:
+            summary.blend_tokens[source.asset] = (
+                summary.blend_tokens.get(source.asset, 0.0) + source.tokens
+            )
     out = export_dir(settings, DEMO_BLEND)
     summary.export = {
         phase.name: sum(pq.read_metadata(p).num_rows for p in (out / phase.name).glob("*.parquet"))
@@ -198,13 +222,24 @@ def format_summary(summary: DemoSummary) -> str:
     ]
     if summary.failed_checks:
         lines.append("  failed asset checks: " + ", ".join(summary.failed_checks))
-    if sum(summary.accepted.values()) < sum(summary.conversations.values()) / 10:
-        lines.append(
-            "  (the embedded 135M model writes weak conversations and the default filters reject "
-            "most of them; real runs name an 8B-70B model with MIND_MODEL)"
-        )
+    lines.append(
+        f"  filter profile: {summary.filter_profile} (MIND_FILTERS__PROFILE; `strict` adds the "
+        "truncation, repetition and faithfulness rules, which reject nearly every conversation "
+        "the embedded 135M model writes; real runs name an 8B-70B model with MIND_MODEL)"
+    )
     lines.append(
         f"  task_qa/{DEMO_FAMILY}: {summary.task_qa[0]} rows kept, {summary.task_qa[1]} quarantined"
+        + (
+            " ("
+            + ", ".join(f"{rule} {n}" for rule, n in summary.task_qa_rejections.most_common())
+            + ")"
+            if summary.task_qa_rejections
+            else ""
+        )
+    )
+    lines.append(
+        "  blend tokens by source: "
+        + ", ".join(f"{asset} {tokens:.0f}" for asset, tokens in summary.blend_tokens.items())
     )
     lines.append(
         "  blend export: "
