@@ -6,8 +6,10 @@ The same families, seeds, item seeds and engine go through the `task_qa` asset t
               decoding (vLLM structured outputs): after, the default;
   json-free   the JSON prompts without the constraint, to tell what the prompt does from what
               the constraint does.
-For each: items generated, parse failures (rows rejected by `parse_failure`), rows kept after
-every rule, and output tokens per engine-second over generation and enrichment.
+For each: items generated, replies that did not parse on the first attempt and after
+re-sampling them (MIND_TASK_QA__PARSE_RETRIES, from the asset's metadata), parse failures (items
+rejected by `parse_failure`), rows kept after every rule, and output tokens per engine-second
+over generation and enrichment, retries included.
 
 Writes its figures into benchmarks/RESULTS.md (the section between the structured markers).
 Run with `make bench`; about 20 minutes on a 2-core CPU machine with the defaults.
@@ -82,6 +84,7 @@ def main() -> None:
 
     instance = DagsterInstance.get()
     settings = get_settings()
+    parse_retries = settings.task_qa.parse_retries
     llm_resource = LLMResource.from_settings(settings)
     tuning = llm_resource.tuning()
     resources = {"llm": llm_resource}
@@ -132,6 +135,12 @@ def main() -> None:
             figures[(arm, family)] = {
                 "items": rows // 2,
                 "parse_failures": len(parse_failed),
+                # Replies (one per item) that did not parse, before and after re-sampling.
+                "unparsed_first_attempt": meta["parse_failures_first_attempt"],
+                "retries": meta["parse_retries_requested"],
+                "unparsed_after_retries": meta["parse_failures_after_retries"],
+                "enrich_unparsed_first_attempt": meta["enrich_parse_failures_first_attempt"],
+                "enrich_unparsed_after_retries": meta["enrich_parse_failures_after_retries"],
                 "truncated": len(truncated),
                 "kept_rows": len(accepted),
                 "rows": rows,
@@ -151,17 +160,25 @@ def main() -> None:
         "parsed by regular expressions (before); *json*: JSON prompts with the schema "
         "constraining decoding (after, the default); *json-free*: the JSON prompts without "
         "the constraint. An item is one generation (two rows: multiple-choice and open-ended "
-        "form); *truncated* items hit max_tokens.",
+        "form); *truncated* items hit max_tokens in the attempt they kept. Replies that do not "
+        f"parse are re-sampled with fresh seeds (up to {parse_retries} more attempts): "
+        "*unparsed* counts generation replies that did not parse on the first attempt -> after "
+        "the retries (retries sent), *enrich unparsed* the same for enrichment replies; *parse "
+        "failures* counts items the `parse_failure` rule rejected (after retries; it also "
+        "rejects a math item's multiple-choice form whose answer is not a number). Output tok/s "
+        "counts the retries' tokens.",
         "",
-        "| arm | family | items | parse failures | truncated | rows kept | kept rate "
-        "| output tok/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| arm | family | items | unparsed (retries) | enrich unparsed | parse failures "
+        "| truncated | rows kept | kept rate | output tok/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (arm, family), f in figures.items():
         lines.append(
-            f"| {arm} | {family} | {f['items']} | {f['parse_failures']} "
-            f"({f['parse_failures'] / f['items']:.0%}) | {f['truncated']} | {f['kept_rows']}"
-            f"/{f['rows']} | {f['kept_rows'] / f['rows']:.0%} "
+            f"| {arm} | {family} | {f['items']} | {f['unparsed_first_attempt']} -> "
+            f"{f['unparsed_after_retries']} ({f['retries']}) | "
+            f"{f['enrich_unparsed_first_attempt']} -> {f['enrich_unparsed_after_retries']} "
+            f"| {f['parse_failures']} ({f['parse_failures'] / f['items']:.0%}) "
+            f"| {f['truncated']} | {f['kept_rows']}/{f['rows']} | {f['kept_rows'] / f['rows']:.0%} "
             f"| {f['completion_tokens'] / f['engine_seconds']:.1f} |"
         )
     lines.append("")
@@ -174,8 +191,9 @@ def main() -> None:
         )
         lines.append(
             f"- {family}: parse failures {text['parse_failures']} -> {json_['parse_failures']} "
-            f"of {text['items']} items, kept rows {text['kept_rows']} -> {json_['kept_rows']}, "
-            f"output tok/s json/text = {speed:.2f}."
+            f"of {text['items']} items (unparsed replies before retries "
+            f"{text['unparsed_first_attempt']} -> {json_['unparsed_first_attempt']}), kept rows "
+            f"{text['kept_rows']} -> {json_['kept_rows']}, output tok/s json/text = {speed:.2f}."
         )
     lines.append(f"<!-- {args.section}:end -->")
     replace_section(RESULTS, args.section, "\n".join(lines))

@@ -188,6 +188,14 @@ class TaskQASettings(StageSettings):
         "under prompts/task_qa/structured/; vLLM structured outputs offline, the schema in the "
         "request to servers); false uses the free-text prompts under prompts/task_qa/.",
     )
+    parse_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Extra attempts, each with a fresh seed, for a generated item or an "
+        "enrichment whose reply does not parse (a small model's reply that loops to max_tokens "
+        "or runs a string to its length cap); the first attempt that parses is kept. 0 turns "
+        "re-sampling off.",
+    )
     short_answer_words: int = Field(
         default=10,
         ge=1,

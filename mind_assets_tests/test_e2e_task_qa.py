@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mind_assets.lib.storage import asset_path
+from mind_assets.llm.batch_runner import RequestStore
 from mind_assets.llm.offline_engine import vllm_distribution
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
@@ -36,6 +37,18 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, m
         rows = accepted + quarantined
         assert len(rows) == 2 * 8, "each item in both forms"
         assert {r["form"] for r in rows} == {"multiple_choice", "open_ended"}
+        # Replies that did not parse were re-sampled (MIND_TASK_QA__PARSE_RETRIES, default 2):
+        # each got at least one retry, and each row traces to the attempt it kept.
+        meta = {k: v.value for k, v in event.metadata.items()}
+        assert (
+            meta["parse_failures_after_retries"]
+            <= meta["parse_failures_first_attempt"]
+            <= meta["parse_retries_requested"]
+        )
+        requests_dir = asset_path(settings.data_dir, "_requests", "task_qa", family, suffix="")
+        stored = RequestStore(requests_dir / "generate").load()
+        for row in rows:
+            assert stored[row["request_hash"]].result.text == row["raw_output"]
         seed_ids = set(
             pq.read_table(asset_path(settings.data_dir, "task_seeds", family))[
                 "seed_id"

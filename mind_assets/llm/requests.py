@@ -196,3 +196,17 @@ def canonical_json(value: Any) -> str:
     in a schema the order of `properties` is the order decoding writes them in (question and
     solution before the answer), so sorting them would change what is generated."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def with_seed(request: ChatRequest, seed: int, *, model: str, prompt_version: str) -> ChatRequest:
+    """The same request (messages, schema, template variables, sampling) under another seed;
+    `model` and `prompt_version` must be what `request` was made with, since they are hashed
+    but not carried."""
+    return make_request(
+        model,
+        prompt_version,
+        request.sampling.model_copy(update={"seed": seed}),
+        request.as_openai_messages(),
+        dict(request.template_kwargs) or None,
+        request.response_schema,
+    )

@@ -52,7 +52,12 @@ from mind_assets.task_qa.seeds import (
     load_seed_split,
     normalize_split,
 )
-from mind_assets.task_qa.stage import TaskQAPrompts, run_task_qa, summarize_task_qa
+from mind_assets.task_qa.stage import (
+    TaskQAPrompts,
+    parse_retry_metadata,
+    run_task_qa,
+    summarize_task_qa,
+)
 
 task_families_partitions = DynamicPartitionsDefinition(name=TASK_FAMILIES_PARTITION)
 
@@ -303,6 +308,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
             "accepted": result.accepted.num_rows,
             "eval_texts": len(eval_texts),
             **{f"rejected/{rule}": n for rule, n in result.rejections_per_rule.items()},
+            **parse_retry_metadata(result),
             **usage,
         },
     )
@@ -353,6 +359,8 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
     )
     batch_size = llm.requests_per_batch(settings.batch_size)
     stats = []
+    # Generation rounds re-sample replies that do not parse, as task_qa does; summed over rounds.
+    parse_retries: Counter[str] = Counter()
 
     # Every round is decontaminated like task_qa: against every configured family's evaluation
     # splits and the extra ones.
@@ -376,6 +384,7 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
             logger=context.log,
         )
         stats.extend(result.stats)
+        parse_retries.update(parse_retry_metadata(result))
         return result.accepted.to_pylist(), result.quarantine.to_pylist()
 
     def verify(round_: int, math_items):
@@ -460,6 +469,7 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
                 if is_math and diversity.prismatic_verify_samples
                 else "off"
             ),
+            **parse_retries,
             "path": MetadataValue.path(str(out)),
             **usage,
         },

@@ -131,6 +131,19 @@ def parse_item(
     return parse_open_ended(raw_text) if generation_task else parse_multiple_choice(raw_text)
 
 
+def item_parses(
+    raw_text: str, *, generation_task: bool, structured: bool, numeric_answer: bool = False
+) -> bool:
+    """Whether a generation reply reads as an item; one that does not is worth re-sampling."""
+    parsed = parse_item(
+        raw_text,
+        generation_task=generation_task,
+        structured=structured,
+        numeric_answer=numeric_answer,
+    )
+    return not parsed.error and bool(parsed.question.strip())
+
+
 def to_candidates(
     raw_text: str,
     *,
@@ -205,6 +218,13 @@ def plan_enrichment(
         if prompt.output_format == "json"
         else None,
     )
+
+
+def enrichment_parses(text: str, *, structured: bool) -> bool:
+    """Whether an enrichment reply yields any reasoning: broken or cut JSON yields none, and the
+    item would fail `missing_reasoning`."""
+    enrichment = parse_structured_enrichment(text) if structured else parse_enrichment(text)
+    return bool(enrichment.reasoning.strip())
 
 
 def apply_enrichment(candidates: list[Candidate], text: str, *, structured: bool = False) -> None:

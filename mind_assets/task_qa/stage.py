@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,20 +13,17 @@ import pyarrow as pa
 
 from mind_assets.lib.prompts import PromptFile, load_prompt
 from mind_assets.lib.report import Markdown, StageSummary, markdown_table
-from mind_assets.llm.batch_runner import (
-    ChatFn,
-    RequestStore,
-    RunStats,
-    StoredResult,
-    generate_resumable,
-)
-from mind_assets.llm.requests import EngineIdentity, derive_seed
+from mind_assets.llm.batch_runner import ChatFn, RequestStore, RunStats
+from mind_assets.llm.requests import ChatRequest, EngineIdentity, derive_seed, with_seed
+from mind_assets.llm.resampling import Attempt, ParseRetryCounts, generate_until_parsed
 from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.catalog import CatalogEntry
 from mind_assets.task_qa.conversion import open_ended_stem
 from mind_assets.task_qa.generation import (
     SeedPicker,
     apply_enrichment,
+    enrichment_parses,
+    item_parses,
     plan_enrichment,
     plan_items,
     to_candidates,
@@ -58,6 +56,8 @@ class TaskQAResult:
     quarantine: pa.Table
     rejections_per_rule: dict[str, int]
     stats: list[RunStats] = field(default_factory=list)
+    generation_retries: ParseRetryCounts = field(default_factory=ParseRetryCounts)
+    enrichment_retries: ParseRetryCounts = field(default_factory=ParseRetryCounts)
 
 
 def run_task_qa(
@@ -95,26 +95,35 @@ def run_task_qa(
         generation_task=generation_task,
         numeric_answer=numeric_answer,
     )
-    generated, gen_stats = generate_resumable(
-        [p.request for p in planned],
+    structured = prompts.generate.output_format == "json"
+    generated = generate_until_parsed(
+        {plan.item_index: plan.request for plan in planned},
         chat,
         RequestStore(requests_dir / "generate"),
+        parses=lambda _, text: item_parses(
+            text,
+            generation_task=generation_task,
+            structured=structured,
+            numeric_answer=numeric_answer,
+        ),
+        resample=_resampler(base_seed, family, "retry", identity.model, prompts.generate),
+        retries=settings.parse_retries,
         batch_size=batch_size,
         label=f"task_qa {family}: generate",
         logger=logger,
     )
-    items: list[tuple[Any, list[Candidate], StoredResult]] = []
+    items: list[tuple[Any, list[Candidate], Attempt]] = []
     for plan in planned:
-        stored = generated[plan.request.request_hash]
-        item_seed = plan.request.sampling.seed
+        attempt = generated.attempts[plan.item_index]
         candidates = to_candidates(
-            stored.result.text,
+            attempt.stored.result.text,
             generation_task=generation_task,
-            seed=item_seed,
-            structured=prompts.generate.output_format == "json",
+            # The seed of the attempt kept, so its distractors and option order follow it.
+            seed=attempt.request.sampling.seed,
+            structured=structured,
             numeric_answer=numeric_answer,
         )
-        items.append((plan, judge_and_convert(entry, candidates), stored))
+        items.append((plan, judge_and_convert(entry, candidates), attempt))
 
     enrich_requests = {}
     for plan, candidates, _ in items:
@@ -127,24 +136,27 @@ def run_task_qa(
                 seed=derive_seed(base_seed, family, "enrich", str(plan.item_index)),
                 max_tokens_cap=max_tokens_cap,
             )
-    enriched, enrich_stats = generate_resumable(
-        list(enrich_requests.values()),
+    enrich_structured = prompts.enrich.output_format == "json"
+    enriched = generate_until_parsed(
+        enrich_requests,
         chat,
         RequestStore(requests_dir / "enrich"),
+        parses=lambda _, text: enrichment_parses(text, structured=enrich_structured),
+        resample=_resampler(base_seed, family, "enrich-retry", identity.model, prompts.enrich),
+        retries=settings.parse_retries,
         batch_size=batch_size,
         label=f"task_qa {family}: enrich",
         logger=logger,
     )
     for plan, candidates, _ in items:
-        request = enrich_requests.get(plan.item_index)
-        if request is not None:
+        if plan.item_index in enriched.attempts:
             apply_enrichment(
                 candidates,
-                enriched[request.request_hash].result.text,
-                structured=prompts.enrich.output_format == "json",
+                enriched.attempts[plan.item_index].stored.result.text,
+                structured=enrich_structured,
             )
 
-    flat = [(plan, c, stored) for plan, candidates, stored in items for c in candidates]
+    flat = [(plan, c, attempt) for plan, candidates, attempt in items for c in candidates]
     reasons = run_task_rules(
         [c for _, c, _ in flat],
         seed_questions=seeds.column("question").to_pylist(),
@@ -154,9 +166,15 @@ def run_task_qa(
     )
     accepted_rows, rejected_rows = [], []
     counts = dict.fromkeys(TASK_QA_RULES, 0)
-    for (plan, candidate, stored), why in zip(flat, reasons, strict=True):
+    for (plan, candidate, attempt), why in zip(flat, reasons, strict=True):
         row = _row(
-            entry, plan, candidate, stored, enrich_requests.get(plan.item_index), prompts, identity
+            entry,
+            plan,
+            candidate,
+            attempt,
+            enrich_requests.get(plan.item_index),
+            prompts,
+            identity,
         )
         if why:
             rejected_rows.append({**row, "rejected_by": why})
@@ -168,8 +186,23 @@ def run_task_qa(
         accepted=pa.Table.from_pylist(accepted_rows, schema=TASK_QA_SCHEMA),
         quarantine=pa.Table.from_pylist(rejected_rows, schema=TASK_QA_QUARANTINE_SCHEMA),
         rejections_per_rule=counts,
-        stats=[gen_stats, enrich_stats],
+        stats=[*generated.stats, *enriched.stats],
+        generation_retries=generated.counts,
+        enrichment_retries=enriched.counts,
     )
+
+
+def _resampler(
+    base_seed: int, family: str, purpose: str, model_name: str, prompt: PromptFile
+) -> Callable[[int, ChatRequest, int], ChatRequest]:
+    """Retry `attempt` of item `index`: its first request under a seed derived from the item and
+    the attempt, so reruns ask for (and reuse) exactly the same retries."""
+
+    def resample(index: int, request: ChatRequest, attempt: int) -> ChatRequest:
+        seed = derive_seed(base_seed, family, purpose, str(index), str(attempt))
+        return with_seed(request, seed, model=model_name, prompt_version=prompt.version)
+
+    return resample
 
 
 def judge_and_convert(entry: CatalogEntry, candidates: list[Candidate]) -> list[Candidate]:
@@ -194,9 +227,11 @@ def answer_check_of(entry: CatalogEntry, candidate: Candidate) -> str:
 
 
 def _row(
-    entry, plan, candidate: Candidate, stored: StoredResult, enrich_request, prompts, identity
+    entry, plan, candidate: Candidate, attempt: Attempt, enrich_request, prompts, identity
 ) -> dict:
-    result = stored.result
+    """One form of an item as a row. The item keeps its id (from its first request) whichever
+    attempt it keeps; the lineage columns are those of the attempt kept."""
+    result, request = attempt.stored.result, attempt.request
     item_id = plan.request.request_hash[:24]
     return {
         "qa_id": f"{item_id}:{candidate.form}",
@@ -223,15 +258,26 @@ def _row(
         "enrich_prompt_id": prompts.enrich.id if enrich_request else None,
         "enrich_prompt_version": prompts.enrich.version if enrich_request else None,
         **identity.lineage(),
-        "sampling_params": plan.request.sampling.to_json(),
-        "seed": plan.request.sampling.seed,
+        "sampling_params": request.sampling.to_json(),
+        "seed": request.sampling.seed,
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
         "finish_reason": result.finish_reason,
-        "created_at": stored.created_at,
-        "request_hash": plan.request.request_hash,
+        "created_at": attempt.stored.created_at,
+        "request_hash": request.request_hash,
         "raw_output": result.text,
     }
+
+
+def parse_retry_metadata(result: TaskQAResult) -> dict[str, int]:
+    """Replies that did not parse on the first attempt, the retries asked for, and the replies
+    that still did not parse after them, for generation and (prefixed `enrich_`) enrichment."""
+    metadata = {}
+    for prefix, counts in (("", result.generation_retries), ("enrich_", result.enrichment_retries)):
+        metadata[f"{prefix}parse_failures_first_attempt"] = counts.failed_first_attempt
+        metadata[f"{prefix}parse_retries_requested"] = counts.retries_requested
+        metadata[f"{prefix}parse_failures_after_retries"] = counts.failed_after_retries
+    return metadata
 
 
 def summarize_task_qa(
@@ -270,6 +316,7 @@ def summarize_task_qa(
             "generate_prompt": f"{prompts.generate.id}@{prompts.generate.version}",
             "enrich_prompt": f"{prompts.enrich.id}@{prompts.enrich.version}",
             "requests": [{"generated": s.generated, "reused": s.reused} for s in result.stats],
+            **parse_retry_metadata(result),
             "quarantine_sample": Markdown(
                 "\n".join(
                     f"- {json.dumps(r['rejected_by'])}: {(r['raw_output'] or '')[:160]!r}"
