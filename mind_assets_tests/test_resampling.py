@@ -30,6 +30,22 @@ def test_with_seed_changes_the_seed_and_nothing_else():
     assert other.sampling.seed == 2 and other.sampling.max_tokens == 64
 
 
+def _until_good(chat, tmp_path, *, retries: int):
+    """REQUEST under key 'a' until its reply is "good"; retry n asks under seed 100 + n."""
+    return generate_until_parsed(
+        {"a": REQUEST},
+        chat,
+        RequestStore(tmp_path / "store"),
+        parses=lambda _, text: text == "good",
+        resample=lambda _, request, attempt: with_seed(
+            request, 100 + attempt, model="m", prompt_version="v1"
+        ),
+        retries=retries,
+        batch_size=4,
+        label="test",
+    )
+
+
 def test_generate_until_parsed_keeps_the_first_attempt_that_parses(tmp_path):
     """Key 'a' fails twice and parses on its second retry; a third retry is never asked."""
     bad = {1, 101}
@@ -39,18 +55,7 @@ def test_generate_until_parsed_keeps_the_first_attempt_that_parses(tmp_path):
             ChatResult("bad" if r.sampling.seed in bad else "good", 1, 1, "stop") for r in batch
         ]
 
-    replies = generate_until_parsed(
-        {"a": REQUEST},
-        chat,
-        RequestStore(tmp_path / "store"),
-        parses=lambda _, text: text == "good",
-        resample=lambda _, request, attempt: with_seed(
-            request, 100 + attempt, model="m", prompt_version="v1"
-        ),
-        retries=3,
-        batch_size=4,
-        label="test",
-    )
+    replies = _until_good(chat, tmp_path, retries=3)
     kept = replies.attempts["a"]
     assert (kept.number, kept.parsed, kept.request.sampling.seed) == (2, True, 102)
     assert replies.counts.retries_requested == 2
@@ -64,18 +69,7 @@ def test_a_reply_that_never_parses_keeps_the_last_attempt_and_is_counted(tmp_pat
         asked.extend(batch)
         return [ChatResult("bad", 1, 1, "length") for _ in batch]
 
-    replies = generate_until_parsed(
-        {"a": REQUEST},
-        chat,
-        RequestStore(tmp_path / "store"),
-        parses=lambda _, text: text == "good",
-        resample=lambda _, request, attempt: with_seed(
-            request, 100 + attempt, model="m", prompt_version="v1"
-        ),
-        retries=2,
-        batch_size=4,
-        label="test",
-    )
+    replies = _until_good(chat, tmp_path, retries=2)
     kept = replies.attempts["a"]
     assert (kept.number, kept.parsed, kept.request.sampling.seed) == (2, False, 102)
     assert [r.sampling.seed for r in asked] == [1, 101, 102]
