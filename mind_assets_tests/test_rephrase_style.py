@@ -78,6 +78,11 @@ def test_rephrase_is_a_partition_but_no_knowledge_gap_style_and_no_longest_candi
         s for p in example["phases"] for s in p["sources"] if s["name"] == "mind_knowledge_gap"
     ]
     assert "rephrase" not in gap_source["selection"]["styles"]
+    # The MIND source of phase 1 is the seven conversation styles, the baseline left out.
+    [all_styles] = [
+        s for p in example["phases"] for s in p["sources"] if s["name"] == "mind_all_styles"
+    ]
+    assert set(all_styles["selection"]["styles"]) == set(CONVERSATION_STYLE_KEYS)
 
 
 def test_a_rephrase_header_with_a_knowledge_gap_is_refused(tmp_path):
