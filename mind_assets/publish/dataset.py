@@ -412,13 +412,13 @@ def _stage_partitions(
     configs, read = [], []
     for config, members in by_config.items():
         files, rows, tokens, num_bytes, first = [], 0, 0, 0, None
-        tables = [(keys, _fitted(declared, declared.path(data_dir, keys))) for keys in members]
+        pointers = [(keys, declared.path(data_dir, keys)) for keys in members]
+        tables = [(keys, pointer, _fitted(declared, pointer)) for keys, pointer in pointers]
         # `datasets` cannot load a parquet file without rows, nor a split without files: a
         # partition the filters emptied is read (the card lists it) but writes no file, and a
         # config with no rows at all is left out (the card says so).
-        written = sum(1 for _, table in tables if table.num_rows)
-        for keys, table in tables:
-            pointer = declared.path(data_dir, keys)
+        written = sum(1 for _, _, table in tables if table.num_rows)
+        for keys, pointer, table in tables:
             texts = [t or "" for t in table[declared.text_column].to_pylist()]
             partition_tokens = sum(count(texts)) if texts else 0
             if table.num_rows:
