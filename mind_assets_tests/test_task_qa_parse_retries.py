@@ -164,6 +164,16 @@ def rows_of_item(
     )
 
 
+def unparsed_rows(result: TaskQAResult, chat: ScriptedChat, index: int) -> list[dict]:
+    """Both forms of item `index`, quarantined as `parse_failure` and nothing kept."""
+    accepted, rejected = rows_of_item(result, chat, index)
+    assert accepted == []
+    assert len(rejected) == 2
+    for row in rejected:
+        assert row["rejected_by"][0].startswith("parse_failure")
+    return rejected
+
+
 def all_seeds_of(index: int) -> set[int]:
     return {item_seed(index), retry_seed(index, 1), retry_seed(index, 2)}
 
@@ -204,11 +214,7 @@ def test_with_parse_retries_off_a_failed_reply_is_quarantined_as_before(tmp_path
     chat = ScriptedChat(failing_seeds={item_seed(1)})
     result = run(chat, tmp_path / "requests", parse_retries=0)
 
-    accepted, rejected = rows_of_item(result, chat, 1)
-    assert accepted == []
-    assert len(rejected) == 2
-    for row in rejected:
-        assert row["rejected_by"][0].startswith("parse_failure")
+    for row in unparsed_rows(result, chat, 1):
         assert row["seed"] == item_seed(1)
         assert row["finish_reason"] == "length"
     assert len(chat.asked) == 3 + 2  # three items, two enrichments
@@ -221,11 +227,7 @@ def test_an_item_failing_every_attempt_is_quarantined_and_its_attempts_counted(t
     chat = ScriptedChat(failing_seeds=all_seeds_of(1))
     result = run(chat, tmp_path / "requests", parse_retries=2)
 
-    accepted, rejected = rows_of_item(result, chat, 1)
-    assert accepted == []
-    assert len(rejected) == 2
-    for row in rejected:
-        assert row["rejected_by"][0].startswith("parse_failure")
+    for row in unparsed_rows(result, chat, 1):
         # The last attempt is the one kept, and the row traces to it.
         assert row["seed"] == retry_seed(1, 2)
     counts = result.generation_retries
