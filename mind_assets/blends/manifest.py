@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
+from mind_assets.lib import object_store
 from mind_assets.lib.buckets import schedule as bucket_schedule
 from mind_assets.lib.storage import current_version, sha256_file, versions_dir
 from mind_assets.lib.tokenizer import TokenCounter
@@ -153,6 +154,7 @@ def upstream_version(data_dir: Path, asset: str, partition: str) -> str | None:
     """The current version file of an upstream partition, relative to the data root."""
     declared = family(asset)
     pointer = declared.path(data_dir, declared.keys(partition))
+    object_store.pull(pointer)
     if not pointer.is_file():
         return None
     return data_root_relative(current_version(pointer), data_dir)
@@ -174,6 +176,8 @@ def source_files(
     pairs = [(declared.partition_key(k), declared.path(data_dir, k)) for k in partitions]
     if not pairs:
         raise BlendSpecError(f"source {source.name!r} selects no files")
+    for _, path in pairs:
+        object_store.pull(path)
     missing = [str(p) for _, p in pairs if not p.is_file()]
     if missing:
         raise BlendSpecError(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mind_assets.lib import object_store
 from mind_assets.lib.instance import SHARDS_PARTITION
 from mind_assets.lib.storage import validate_name, write_json_atomic
 
@@ -139,6 +140,7 @@ def save_shard_spec(specs_dir: Path, spec: ShardSpec) -> Path:
 
 def load_shard_spec(specs_dir: Path, name: str) -> ShardSpec:
     path = spec_path(specs_dir, name)
+    object_store.pull(path)
     if not path.is_file():
         raise ShardError(
             f"shard {name!r} has no spec at {path}; "

@@ -26,6 +26,7 @@ from mind_assets.corpus.outputs import CHUNKS
 from mind_assets.filtering.checks import FILTER_CHECKS, evaluate_filter_checks
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
 from mind_assets.filtering.stage import filter_partition, summarize_filtered_partition
+from mind_assets.lib import object_store
 from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
@@ -37,6 +38,7 @@ from mind_assets.settings import MindSettings, get_settings
 
 def _chunk_texts(path: Path) -> dict[str, str]:
     """chunk_id -> text; empty when the shard's chunks are gone (every row is then rejected)."""
+    object_store.pull(path)
     if not path.is_file():
         return {}
     table = read_output(path, columns=["chunk_id", "text"])

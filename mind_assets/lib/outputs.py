@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from mind_assets.lib import object_store
 from mind_assets.lib.storage import InvalidNameError, asset_path, validate_name
 from mind_assets.settings import MindSettings
 
@@ -146,12 +147,23 @@ class OutputFamily:
 
     def materialized(self, data_dir: Path) -> list[Keys]:
         """Every partition that has a file now, read off the data root (`<name>/<k1>/<k2>
-        .parquet`), in path order; quarantines, versions and temporary files are no partitions."""
+        .parquet`), in path order; quarantines, versions and temporary files are no partitions.
+        Under an object store's working copy the store is listed instead, and what it holds is
+        pulled into the working copy (the callers read the files next)."""
         root = data_dir / self.name
         pattern = "/".join(["*"] * len(self.dims)) + ".parquet"
+        stored = object_store.stored_outputs(root) if self.dims else None
+        if stored is None:
+            candidates = sorted(root.glob(pattern)) if self.dims else []
+        else:
+            candidates = [p for p in stored if p.match(pattern) and p.suffix == ".parquet"]
+            for path in candidates:
+                object_store.pull(path)
         found = []
-        for path in sorted(root.glob(pattern)) if self.dims else []:
+        for path in candidates:
             relative = path.relative_to(root).parts
+            if len(relative) != len(self.dims):
+                continue
             if path.name.endswith(QUARANTINE_SUFFIX) or any(p.startswith(".") for p in relative):
                 continue
             keys = self.keys_from_path(path)

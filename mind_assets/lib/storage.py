@@ -26,6 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mind_assets.lib import object_store
+
 # Partition keys become path components, so they must be plain names.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -70,6 +72,7 @@ def atomic_path(final_path: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, final_path)
+        object_store.push(final_path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -82,7 +85,7 @@ def write_parquet_atomic(table: pa.Table, final_path: Path) -> Path:
     return final_path
 
 
-VERSIONS_DIRNAME = ".versions"
+VERSIONS_DIRNAME = object_store.VERSIONS_DIRNAME
 
 
 def versions_dir(final_path: Path) -> Path:
@@ -124,6 +127,7 @@ def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         version = directory / f"{stamp}-{sha256_file(tmp)[:16]}{suffix}"
         os.replace(tmp, version)
+        object_store.push(version)  # before the pointer names it
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -132,8 +136,9 @@ def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
     return final_path
 
 
-def point_at(final_path: Path, version: Path) -> None:
-    """Atomically make `final_path` a relative link to `version`."""
+def point_at(final_path: Path, version: Path, *, push: bool = True) -> None:
+    """Atomically make `final_path` a relative link to `version` (and, under an object store's
+    working copy, move the store's pointer too unless `push` is off)."""
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{final_path.name}.", suffix=".link.tmp", dir=final_path.parent
     )
@@ -145,6 +150,8 @@ def point_at(final_path: Path, version: Path) -> None:
     finally:
         if os.path.lexists(tmp_name):
             os.unlink(tmp_name)
+    if push:
+        object_store.push(final_path)
 
 
 def _keep_unversioned(final_path: Path) -> None:
@@ -166,7 +173,9 @@ class OutputReadError(ValueError):
 
 def read_output(path: Path, columns: list[str] | None = None) -> pa.Table:
     """Read an upstream output, failing with the file's name (and the version its pointer names)
-    instead of a bare Arrow error, so a truncated or damaged file is found at once."""
+    instead of a bare Arrow error, so a truncated or damaged file is found at once. Under an
+    object store's working copy the store's current version is pulled first."""
+    object_store.pull(path)
     if not path.is_file():
         raise OutputReadError(f"{path} is missing: materialize its asset first")
     try:

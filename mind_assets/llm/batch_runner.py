@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mind_assets.lib import object_store
 from mind_assets.lib.storage import write_parquet_atomic
 from mind_assets.llm.requests import ChatRequest, ChatResult, GenerationProgress
 
@@ -72,6 +73,7 @@ class RequestStore:
     def load(self, extra_files: Sequence[Path] = ()) -> dict[str, StoredResult]:
         done: dict[str, StoredResult] = {}
         for path in [*extra_files, *self.batch_files()]:
+            object_store.pull(path)
             if not path.is_file():
                 continue
             # A partition's final parquet holds the result columns too, minus `served_by`.

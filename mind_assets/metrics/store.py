@@ -23,6 +23,7 @@ from urllib.parse import quote
 import duckdb
 import pyarrow as pa
 
+from mind_assets.lib import object_store
 from mind_assets.lib.storage import atomic_path, write_parquet_version
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,9 @@ class MetricsStore:
 
     def files(self, table: str) -> list[Path]:
         directory = self.root / table
+        # An object-store data root holds the partitions every process wrote: pull them first.
+        for path in object_store.stored_outputs(directory) or []:
+            object_store.pull(path)
         if not directory.is_dir():
             return []
         # The current pointer of each partition; temporary files of writes in flight and the

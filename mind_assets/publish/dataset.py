@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from mind_assets.blends.export import EXPORT_SCHEMA, export_blend
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.manifest import Manifest, manifest_from_json, source_lineage
+from mind_assets.lib import object_store
 from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.prompts import PromptError, load_prompt
 from mind_assets.lib.storage import (
@@ -303,6 +304,7 @@ def _replace_dir(staging: Path, folder: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old)
+    object_store.push_tree(folder)  # a published folder under an object-store data root
 
 
 def publish_blend(

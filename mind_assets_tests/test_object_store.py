@@ -1,0 +1,207 @@
+"""An object-store data root (`MIND_DATA_DIR=s3://...`) against moto's S3 server on 127.0.0.1:
+settings, versions and pointers in the store, a fresh working copy reading what another wrote,
+listing partitions, exports replacing their objects, and a write killed mid-upload."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from mind_assets.lib import object_store
+from mind_assets.lib.outputs import OutputFamily, PartitionDim
+from mind_assets.lib.storage import current_version, read_output, write_parquet_version
+from mind_assets.settings import PROJECT_DIR, get_settings
+from mind_assets_tests.s3_server import LocalS3, local_s3
+
+URL = "s3://mind-data/root"
+FAMILY = OutputFamily(
+    name="widgets",
+    dims=(PartitionDim("shard", "shards", dynamic="shards"),),
+    schema=pa.schema([("widget_id", pa.string()), ("text", pa.string())]),
+    id_column="widget_id",
+    text_column="text",
+)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[LocalS3]:
+    with local_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def store_env(s3, tmp_path, monkeypatch):
+    """Point the settings at a fresh prefix of the store; returns a function that opens a new,
+    empty working copy (another pod) and gives its settings."""
+    prefix = f"{URL}-{tmp_path.name}"
+    copies = iter(range(100))
+
+    def open_working_copy():
+        working_copy = tmp_path / f"copy{next(copies)}"
+        for name, value in s3.environment(prefix, working_copy).items():
+            monkeypatch.setenv(name, value)
+        return get_settings()
+
+    return open_working_copy
+
+
+def rows(*texts: str) -> pa.Table:
+    return pa.table({"widget_id": [f"w{i}" for i in range(len(texts))], "text": list(texts)})
+
+
+def test_a_url_data_root_becomes_a_working_copy_of_the_store(monkeypatch, tmp_path):
+    monkeypatch.setenv("MIND_DATA_DIR", "s3://bucket/some/prefix/")
+    monkeypatch.setenv("MIND_DATA_CACHE_DIR", str(tmp_path / "wc"))
+    settings = get_settings()
+    assert settings.data_store_url == "s3://bucket/some/prefix"
+    assert settings.data_dir == tmp_path / "wc"
+    assert object_store.store_for(settings.data_dir / "chunks" / "a.parquet").url == (
+        "s3://bucket/some/prefix"
+    )
+    monkeypatch.delenv("MIND_DATA_CACHE_DIR")
+    default = get_settings().data_dir
+    assert default.parts[-4:] == ("s3", "bucket", "some", "prefix")
+    monkeypatch.setenv("MIND_DATA_DIR", f"file://{tmp_path}/local")
+    local = get_settings()
+    assert local.data_dir == tmp_path / "local" and local.data_store_url is None
+    assert object_store.store_for(local.data_dir / "x") is None
+
+
+def test_versions_and_pointer_reach_the_store_and_a_fresh_copy_reads_them(s3, store_env):
+    first = store_env()
+    output = FAMILY.path(first.data_dir, {"shard": "a"})
+    write_parquet_version(rows("one", "two"), output)
+    old_version = current_version(output).name
+    keys = [k for k in s3.object_keys() if k.startswith(object_store.store_for(output).root)]
+    assert any(k.endswith(f".versions/a.parquet/{old_version}") for k in keys)
+    assert any(k.endswith(".versions/a.parquet/CURRENT") for k in keys)
+
+    second = store_env()  # another process, nothing on its disk
+    fresh = FAMILY.path(second.data_dir, {"shard": "a"})
+    assert not fresh.exists()
+    assert read_output(fresh)["text"].to_pylist() == ["one", "two"]
+    assert fresh.is_symlink() and current_version(fresh).name == old_version
+    assert FAMILY.materialized(second.data_dir) == [{"shard": "a"}]
+
+    # The first process writes a new version; the second reads it on its next read, and the
+    # old version stays in the store for whatever manifest pinned it.
+    write_parquet_version(rows("three"), output)
+    assert read_output(fresh)["text"].to_pylist() == ["three"]
+    assert current_version(fresh).name != old_version
+    assert any(k.endswith(f".versions/a.parquet/{old_version}") for k in s3.object_keys())
+
+
+def test_plain_files_and_exports_replace_their_objects(s3, store_env):
+    settings = store_env()
+    export = settings.data_dir / "blend_exports" / "b"
+    (export / "phase1").mkdir(parents=True)
+    (export / "phase1" / "part-0.parquet").write_bytes(b"0")
+    (export / "phase1" / "part-1.parquet").write_bytes(b"1")
+    (export / "megatron").mkdir()
+    (export / "megatron" / "x.bin").write_bytes(b"m")
+    (export / "summary.json").write_text("{}")
+    object_store.push_tree(export)
+    store = object_store.store_for(export)
+    assert [p.relative_to(export).as_posix() for p in store.outputs(export)] == [
+        "megatron/x.bin",
+        "phase1/part-0.parquet",
+        "phase1/part-1.parquet",
+        "summary.json",
+    ]
+    # A later export with one shard, no Megatron folder on this disk, a new top-level file.
+    shutil.rmtree(export)
+    (export / "phase1").mkdir(parents=True)
+    (export / "phase1" / "part-0.parquet").write_bytes(b"new")
+    (export / "export.json").write_text("{}")
+    object_store.push_tree(export)
+    assert [p.relative_to(export).as_posix() for p in store.outputs(export)] == [
+        "export.json",
+        "megatron/x.bin",  # not written by this export: left, as on a disk
+        "phase1/part-0.parquet",
+    ]
+    other = store_env()
+    copy = other.data_dir / "blend_exports" / "b" / "phase1" / "part-0.parquet"
+    object_store.pull(copy)
+    assert copy.read_bytes() == b"new"
+
+
+# Runs in its own process: writes a version of 12 MiB of random bytes (a multipart upload in
+# parts of 5 MiB) and kills itself with SIGKILL the moment the first part is uploaded.
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import pyarrow as pa
+    import s3fs.core
+    from mind_assets.lib import object_store
+    from mind_assets.lib.storage import write_parquet_version
+    from mind_assets.settings import get_settings
+
+    settings = get_settings()
+    object_store.store_for(settings.data_dir).upload_chunk_bytes = 5 * 2**20
+    original = s3fs.core.S3FileSystem._call_s3
+
+    async def call_s3(self, method, *args, **kwargs):
+        answer = await original(self, method, *args, **kwargs)
+        if method == "upload_part":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return answer
+
+    s3fs.core.S3FileSystem._call_s3 = call_s3
+    blob = np.random.default_rng(0).bytes(12 * 2**20)
+    table = pa.table({"widget_id": ["big"], "blob": pa.array([blob], pa.binary())})
+    write_parquet_version(table, settings.data_dir / sys.argv[1])
+    """
+)
+
+
+def test_a_write_killed_mid_upload_leaves_no_object_and_the_old_version_current(
+    s3, store_env, tmp_path
+):
+    settings = store_env()
+    output = FAMILY.path(settings.data_dir, {"shard": "k"})
+    write_parquet_version(rows("before"), output)
+    store = object_store.store_for(output)
+    versions_prefix = store.key(output.parent) + "/.versions/k.parquet/"
+    before = [k for k in s3.object_keys() if k.startswith(versions_prefix)]
+    assert len(before) == 2  # the version and CURRENT
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(output.relative_to(settings.data_dir))],
+        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    client = s3.client()
+    # It was killed mid-write: an upload was started and never completed ...
+    uploads = client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+    in_bucket = versions_prefix.removeprefix(f"{s3.bucket}/")
+    assert any(u["Key"].startswith(in_bucket) for u in uploads), uploads
+    # ... and the store shows nothing of it: no new object, the pointer unchanged.
+    assert [k for k in s3.object_keys() if k.startswith(versions_prefix)] == before
+    assert read_output(FAMILY.path(store_env().data_dir, {"shard": "k"}))["text"].to_pylist() == [
+        "before"
+    ]
+
+
+def test_a_store_without_its_filesystem_or_bucket_is_named(store_env, monkeypatch, tmp_path):
+    settings = store_env()
+    store = object_store.store_for(settings.data_dir)
+    missing_bucket = object_store.DataStore("s3://no-such-bucket/x", tmp_path / "wc", store.options)
+    path = tmp_path / "wc" / "a.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    with pytest.raises(object_store.ObjectStoreError, match="s3://no-such-bucket/x"):
+        missing_bucket.push(path)
+    with pytest.raises(object_store.ObjectStoreError, match="nosuchscheme://"):
+        object_store.DataStore("nosuchscheme://a/b", tmp_path / "wc2")
