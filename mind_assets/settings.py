@@ -61,6 +61,16 @@ class ConversationSettings(StageSettings):
         description="Conversation partitions the regenerate_unsynced_conversations schedule "
         "requests per tick.",
     )
+    # 2,000: about 10-30 s of Dagster's stale-status resolver on the 2-core development
+    # machine (benchmarks/RESULTS.md, scale), inside a schedule tick's time limit.
+    regeneration_scan_limit: int = Field(
+        default=2000,
+        ge=1,
+        description="Materialized conversations/filtered_conversations partitions one tick of "
+        "regenerate_unsynced_conversations asks Dagster about; the next tick goes on after the "
+        "last one asked (a cursor in the instance), so a tick stays bounded however many "
+        "partitions exist.",
+    )
 
 
 class FilterThresholds(StageSettings):

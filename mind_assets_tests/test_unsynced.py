@@ -217,3 +217,30 @@ def test_changing_mind_model_marks_every_generated_partition_unsynced(
     assert schedule_requests(instance) == [
         (str(key), ["conversations", "filtered_conversations"]) for key in keys
     ]
+
+
+def test_the_schedule_asks_about_a_bounded_number_of_partitions_and_goes_on_next_tick(
+    settings, instance, monkeypatch
+):
+    """With more partitions than a tick may ask about, each tick asks about the next ones after
+    the last it asked (the cursor in the instance) and wraps around."""
+    instance.add_dynamic_partitions(SHARDS_PARTITION, ["s1", "s2"])
+    record_versions(instance, get_settings())
+    keys = [
+        MultiPartitionKey({"shard": shard, "style": style})
+        for shard in ("s1", "s2")
+        for style in STYLES
+    ]
+    for key in keys:
+        materialize_stand_in(filtered_conversations, key, instance)
+    monkeypatch.setenv("MIND_FILTERS__MIN_COMPLETION_TOKENS", "80")
+    monkeypatch.setenv("MIND_CONVERSATIONS__REGENERATION_SCAN_LIMIT", "3")
+    ordered = sorted(str(k) for k in keys)
+    ticks = [[p for p, _ in schedule_requests(instance)] for _ in range(3)]
+    assert ticks == [ordered[:3], [ordered[3], *ordered[:2]], [ordered[2], ordered[3], ordered[0]]]
+
+    # The budget ends a tick early, and the next goes on after the last partition it took.
+    monkeypatch.setenv("MIND_CONVERSATIONS__REGENERATION_SCAN_LIMIT", "100")
+    monkeypatch.setenv("MIND_CONVERSATIONS__REGENERATION_BUDGET", "1")
+    assert [p for p, _ in schedule_requests(instance)] == [ordered[1]]
+    assert [p for p, _ in schedule_requests(instance)] == [ordered[2]]

@@ -17,6 +17,10 @@ from mind_assets.lib.versions import UnsyncedStatus
 from mind_assets.operations.versions import conversation_partitions_to_regenerate, record_versions
 from mind_assets.settings import get_settings
 
+# Where the regeneration schedule's scan stopped (the last partition it asked about), kept in
+# the instance's cursor storage so the next tick goes on from there.
+REGENERATION_CURSOR = "mind_assets/regenerate_unsynced_conversations/last_asked"
+
 
 @schedule(
     cron_schedule="0 3 * * *",
@@ -40,7 +44,9 @@ def nightly_blend_rebuild(context: ScheduleEvaluationContext):
     description="Hourly: observe every version source (prompts, model, filter thresholds), then "
     "rematerialize the conversations partitions Dagster reports unsynced (regenerated and "
     "filtered again) and the unsynced filtered_conversations partitions (filtered again), at "
-    "most MIND_CONVERSATIONS__REGENERATION_BUDGET partitions per tick.",
+    "most MIND_CONVERSATIONS__REGENERATION_BUDGET partitions per tick; each tick asks about at "
+    "most MIND_CONVERSATIONS__REGENERATION_SCAN_LIMIT partitions, going on where the last one "
+    "stopped.",
 )
 def regenerate_unsynced_conversations(context: ScheduleEvaluationContext):
     settings = get_settings()
@@ -54,16 +60,33 @@ def regenerate_unsynced_conversations(context: ScheduleEvaluationContext):
         )
     # Dagster's code server evaluates schedules with their repository, and so its asset graph.
     status = UnsyncedStatus(context.instance, context.repository_def.asset_graph)
-    stale = conversation_partitions_to_regenerate(status)
-    if not stale:
-        return SkipReason("Dagster reports no unsynced conversations partition")
-    picked = stale[: settings.conversations.regeneration_budget]
+    cursors = context.instance.daemon_cursor_storage
+    start_after = cursors.get_cursor_values({REGENERATION_CURSOR}).get(REGENERATION_CURSOR)
+    scan = conversation_partitions_to_regenerate(
+        status,
+        budget=settings.conversations.regeneration_budget,
+        scan_limit=settings.conversations.regeneration_scan_limit,
+        start_after=start_after,
+    )
+    if scan.last_asked is not None:
+        cursors.set_cursor_values({REGENERATION_CURSOR: scan.last_asked})
+    context.log.info(
+        "asked Dagster about %d partitions after %s; %d unsynced",
+        scan.asked,
+        start_after or "the first",
+        len(scan.found),
+    )
+    if not scan.found:
+        return SkipReason(
+            f"Dagster reports no unsynced conversations partition among the {scan.asked} asked"
+        )
+    picked = scan.found
     for item in picked:
         context.log.info("regenerating %s %s: %s", item.partition, item.assets, item.causes)
     return [
         RunRequest(
-            # One request per partition and tick: a partition still unsynced next tick (its run
-            # failed) is asked for again.
+            # One request per partition and tick: a partition still unsynced when the scan comes
+            # round to it again (its run failed) is asked for again.
             run_key=f"regenerate:{item.partition}:{'+'.join(item.assets)}:"
             f"{context.scheduled_execution_time:%Y%m%dT%H%M}",
             partition_key=shard_style_partitions.get_partition_key_from_str(item.partition),

@@ -54,18 +54,48 @@ class PartitionToRegenerate:
     causes: tuple[str, ...]
 
 
-def conversation_partitions_to_regenerate(status: UnsyncedStatus) -> list[PartitionToRegenerate]:
-    """Unsynced `conversations` partitions (regenerated, then filtered again), then unsynced
-    `filtered_conversations` partitions whose conversations are in sync (filtered again only),
-    in partition-key order."""
+@dataclass(frozen=True)
+class RegenerationScan:
+    found: list[PartitionToRegenerate]
+    asked: int  # partitions Dagster was asked about
+    last_asked: str | None  # where the next scan goes on (None: nothing is materialized)
+
+
+def conversation_partitions_to_regenerate(
+    status: UnsyncedStatus,
+    *,
+    budget: int | None = None,
+    scan_limit: int | None = None,
+    start_after: str | None = None,
+) -> RegenerationScan:
+    """Materialized `conversations` / `filtered_conversations` partitions Dagster reports
+    unsynced: an unsynced conversation is regenerated, then filtered again; an unsynced filtered
+    partition whose conversations are in sync is filtered again only.
+
+    Partitions are asked about in key order from the one after `start_after` (wrapping around),
+    at most `scan_limit` of them, stopping once `budget` are found: Dagster's stale-status
+    resolver costs milliseconds per partition (benchmarks/RESULTS.md, *scale*), so a tick over
+    tens of thousands of partitions must not ask about all of them."""
     generate = conversations.key.to_user_string()
     refilter = filtered_conversations.key.to_user_string()
-    found: dict[str, PartitionToRegenerate] = {}
-    for item in status.unsynced_partitions(generate):
-        found[item.partition] = PartitionToRegenerate(
-            item.partition, (generate, refilter), item.causes
-        )
-    for item in status.unsynced_partitions(refilter):
-        if item.partition not in found:
-            found[item.partition] = PartitionToRegenerate(item.partition, (refilter,), item.causes)
-    return [found[key] for key in sorted(found)]
+    generated = set(status.materialized_partitions(generate))
+    filtered = set(status.materialized_partitions(refilter))
+    ordered = sorted(generated | filtered)
+    if start_after is not None:
+        later = [p for p in ordered if p > start_after]
+        ordered = later + [p for p in ordered if p <= start_after]
+    found: list[PartitionToRegenerate] = []
+    asked = 0
+    last_asked = None
+    for partition in ordered:
+        if (scan_limit is not None and asked >= scan_limit) or (
+            budget is not None and len(found) >= budget
+        ):
+            break
+        asked += 1
+        last_asked = partition
+        if partition in generated and (item := status.unsynced(generate, partition)):
+            found.append(PartitionToRegenerate(partition, (generate, refilter), item.causes))
+        elif partition in filtered and (item := status.unsynced(refilter, partition)):
+            found.append(PartitionToRegenerate(partition, (refilter,), item.causes))
+    return RegenerationScan(found, asked, last_asked)
