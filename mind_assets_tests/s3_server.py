@@ -4,6 +4,8 @@ object-store data root (`MIND_DATA_DIR=s3://...`)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import socket
 import subprocess
 import sys
@@ -52,17 +54,30 @@ class LocalS3:
         fs.invalidate_cache()
         return sorted(fs.find(self.bucket))
 
-    def environment(self, url: str, working_copy: Path) -> dict[str, str]:
-        import json
+    def fresh_working_copies(self, url: str, root: Path, monkeypatch: pytest.MonkeyPatch):
+        """A function that points the settings at the store `url` with a new, empty working copy
+        under `root` (as a fresh pod has) and returns those settings."""
+        from mind_assets.settings import get_settings
 
-        return {
-            "MIND_DATA_DIR": url,
-            "MIND_DATA_CACHE_DIR": str(working_copy),
-            "MIND_DATA_STORE_OPTIONS": json.dumps(self.options),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
+        numbers = itertools.count()
+
+        def fresh():
+            working_copy = root / f"working-copy-{next(numbers)}"
+            environment = {
+                "MIND_DATA_DIR": url,
+                "MIND_DATA_CACHE_DIR": str(working_copy),
+                "MIND_DATA_STORE_OPTIONS": json.dumps(self.options),
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+            for name, value in environment.items():
+                monkeypatch.setenv(name, value)
+            settings = get_settings()
+            assert settings.data_store_url == url.rstrip("/") and not working_copy.exists()
+            return settings
+
+        return fresh
 
 
 @contextlib.contextmanager

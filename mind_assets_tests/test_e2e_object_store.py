@@ -16,7 +16,6 @@ from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import register_shard
 from mind_assets.filtering.assets import filtered_conversations
-from mind_assets.settings import get_settings
 from mind_assets_tests.conftest import napkin_shard
 from mind_assets_tests.s3_server import local_s3
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
@@ -72,16 +71,7 @@ def test_a_shard_goes_raw_to_blend_export_with_the_data_root_in_s3(
 
     with local_s3() as s3:
         url = f"s3://{s3.bucket}/e2e"
-        pods = iter(range(10))
-
-        def fresh_pod():
-            """Settings of a process whose working copy is empty."""
-            working_copy = tmp_path / f"pod{next(pods)}"
-            for name, value in s3.environment(url, working_copy).items():
-                monkeypatch.setenv(name, value)
-            pod = get_settings()
-            assert pod.data_store_url == url and not working_copy.exists()
-            return pod
+        fresh_pod = s3.fresh_working_copies(url, tmp_path, monkeypatch)
 
         register_shard(instance, fresh_pod(), napkin_shard(SHARD, 2))
         fresh_pod()

@@ -39,18 +39,9 @@ def s3() -> Iterator[LocalS3]:
 
 @pytest.fixture
 def store_env(s3, tmp_path, monkeypatch):
-    """Point the settings at a fresh prefix of the store; returns a function that opens a new,
-    empty working copy (another pod) and gives its settings."""
-    prefix = f"{URL}-{tmp_path.name}"
-    copies = iter(range(100))
-
-    def open_working_copy():
-        working_copy = tmp_path / f"copy{next(copies)}"
-        for name, value in s3.environment(prefix, working_copy).items():
-            monkeypatch.setenv(name, value)
-        return get_settings()
-
-    return open_working_copy
+    """A function opening a new, empty working copy (another pod) of a fresh prefix of the
+    store, returning its settings."""
+    return s3.fresh_working_copies(f"{URL}-{tmp_path.name}", tmp_path, monkeypatch)
 
 
 def rows(*texts: str) -> pa.Table:
