@@ -1,5 +1,6 @@
-"""The partition space at scale: 100, 1,000 and 10,000 registered shards (x 7 MIND styles =
-700 to 70,000 `conversations` partitions) on a fresh SQLite and a fresh PostgreSQL instance.
+"""The partition space at scale: 100, 1,000 and 10,000 registered shards (x 8 styles, the seven
+MIND styles and the rephrase baseline = 800 to 80,000 `conversations` partitions) on a fresh
+SQLite and a fresh PostgreSQL instance.
 
 One instance per backend grows through the sizes. Before each size is measured, the shards
 missing to reach it are registered in bulk (`register_shards`, the inbox sensor's path), a few
@@ -395,6 +396,12 @@ class Backend:
                 tick.cpu,
                 requested,
             )
+            # The same tick with no budget: it asks about every materialized partition, up to
+            # the scan limit (its worst case: nothing to stop it early).
+            with environment(MIND_CONVERSATIONS__REGENERATION_BUDGET=str(10**9)):
+                scan, asked = self.schedule_tick()
+            out["scan_s"], out["scan_cpu_s"], out["scan_asked"] = scan.wall, scan.cpu, asked
+            out["scan_cpu_ms_per_partition"] = 1000 * scan.cpu / max(asked, 1)
             with clock() as spent, workspace(self.instance) as context:
                 pass
             out["location_inproc_s"] = spent[0].wall
@@ -486,6 +493,14 @@ ROWS = (
     ("regeneration schedule tick, s", "schedule_s", "{:.2f}"),
     ("regeneration schedule tick, CPU s", "schedule_cpu_s", "{:.2f}"),
     ("regeneration schedule tick, runs requested", "schedule_runs", "{:,}"),
+    ("schedule tick without a budget, s", "scan_s", "{:.2f}"),
+    ("schedule tick without a budget, CPU s", "scan_cpu_s", "{:.2f}"),
+    ("schedule tick without a budget, partitions asked (all unsynced)", "scan_asked", "{:,}"),
+    (
+        "schedule tick without a budget, CPU ms per partition asked",
+        "scan_cpu_ms_per_partition",
+        "{:.1f}",
+    ),
     ("automation condition evaluation (all assets, first tick), s", "automation_s", "{:.1f}"),
     ("automation condition evaluation, CPU s", "automation_cpu_s", "{:.1f}"),
 )
@@ -509,7 +524,8 @@ def report(results: list[dict], notes: list[str]) -> str:
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d} on **{detect_host().describe()}**, shared with other "
         "jobs (the load average row); one process per backend, a fresh instance growing through "
-        "the sizes; shards x 7 styles `conversations` partitions (70,000 at 10,000 shards). "
+        "the sizes; shards x 8 styles (the seven MIND styles and the rephrase baseline) "
+        "`conversations` partitions (80,000 at 10,000 shards). "
         "Times are wall seconds unless marked CPU; a run on an idle machine would be faster, "
         "the growth between sizes is the point.",
         "",
@@ -535,10 +551,14 @@ NOTES = [
     "materializations; *again* reads it back.",
     "- The schedule tick is `regenerate_unsynced_conversations` evaluated with "
     "`build_schedule_context`: it observes the version sources and asks Dagster's stale-status "
-    "resolver about every materialized `conversations` partition; those materialized above "
-    "predate the first observation, so all are unsynced and each tick requests "
-    "MIND_CONVERSATIONS__REGENERATION_BUDGET of them. The sensor tick is `corpus_inbox_sensor` "
-    "with `build_sensor_context`, handed the previous cursor.",
+    "resolver about materialized `conversations` / `filtered_conversations` partitions in key "
+    "order, after the last one the previous tick asked, until it has "
+    "MIND_CONVERSATIONS__REGENERATION_BUDGET (4) unsynced ones or has asked "
+    "MIND_CONVERSATIONS__REGENERATION_SCAN_LIMIT (1,000). Those materialized above predate the "
+    "first observation, so all are unsynced: the budgeted tick stops after 4, and the tick "
+    "*without a budget* asks about every materialized partition (up to the scan limit), the "
+    "cost of a tick when nothing is unsynced. The sensor tick is `corpus_inbox_sensor` with "
+    "`build_sensor_context`, handed the previous cursor.",
     "- The automation evaluation is `evaluate_automation_conditions` over every asset with no "
     "cursor, the first tick of `default_automation_condition_sensor` (off by default).",
 ]

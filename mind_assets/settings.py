@@ -61,10 +61,11 @@ class ConversationSettings(StageSettings):
         description="Conversation partitions the regenerate_unsynced_conversations schedule "
         "requests per tick.",
     )
-    # 2,000: about 10-30 s of Dagster's stale-status resolver on the 2-core development
-    # machine (benchmarks/RESULTS.md, scale), inside a schedule tick's time limit.
+    # 1,000: 8-11 CPU ms per partition asked and up to 30 ms of wall time on PostgreSQL at
+    # 10,000 shards on the 2-core development machine (benchmarks/RESULTS.md, scale), so a tick
+    # stays near half a minute, inside the 60 s Dagster gives a schedule tick.
     regeneration_scan_limit: int = Field(
-        default=2000,
+        default=1000,
         ge=1,
         description="Materialized conversations/filtered_conversations partitions one tick of "
         "regenerate_unsynced_conversations asks Dagster about; the next tick goes on after the "
