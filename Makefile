@@ -11,7 +11,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export MIND_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)
-export MIND_DAGSTER_STORAGE_DIR ?= $(MIND_DATA_DIR)/dagster
+# The Dagster instance stays local when the data root is in object storage (MIND_DATA_DIR=s3://...).
+export MIND_DAGSTER_STORAGE_DIR ?= $(if $(findstring ://,$(MIND_DATA_DIR)),$(HOME)/.cache/mind-assets/dagster,$(MIND_DATA_DIR)/dagster)
 
 .PHONY: install demo test lint ui bench validate clean bubblewrap chromium
 
