@@ -196,3 +196,21 @@ def test_a_store_without_its_filesystem_or_bucket_is_named(store_env, monkeypatc
         missing_bucket.push(path)
     with pytest.raises(object_store.ObjectStoreError, match="nosuchscheme://"):
         object_store.DataStore("nosuchscheme://a/b", tmp_path / "wc2")
+
+
+def test_a_store_without_atomic_puts_gets_a_temporary_key_and_a_rename(tmp_path):
+    """fsspec's in-memory filesystem stands for any store whose writes are not all or nothing:
+    the object appears under its name only when whole, and no temporary key is left."""
+    import fsspec
+
+    store = object_store.DataStore(f"memory://{tmp_path.name}/root", tmp_path / "wc")
+    output = FAMILY.path(tmp_path / "wc", {"shard": "m"})
+    object_store.register(store.working_copy, store.url, {})
+    write_parquet_version(rows("in memory"), output)
+    memory = fsspec.filesystem("memory")
+    keys = sorted(memory.find(f"/{tmp_path.name}/root"))
+    names = sorted(k.rsplit("/", 1)[1] for k in keys)
+    assert names == sorted([current_version(output).name, "CURRENT"])  # no temporary key left
+    fresh = FAMILY.path(tmp_path / "wc2", {"shard": "m"})
+    object_store.register(tmp_path / "wc2", store.url, {})
+    assert read_output(fresh)["text"].to_pylist() == ["in memory"]

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-VERSIONS_DIRNAME = ".versions"  # the same name lib/storage gives the versions of an output
+VERSIONS_DIRNAME = ".versions"  # where lib/storage keeps the versions of an output
 POINTER_NAME = "CURRENT"
-# Stores whose PUT makes an object visible only once its upload is complete.
-ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"})
+# Object stores whose PUT makes an object visible only once its upload is complete; any other
+# fsspec filesystem gets a temporary key and a rename.
+ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 DEFAULT_UPLOAD_CHUNK_BYTES = 50 * 2**20
 
 
