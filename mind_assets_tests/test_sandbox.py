@@ -690,6 +690,19 @@ def test_the_code_arrives_in_a_fresh_working_directory_without_a_host_file():
     assert result.stdout.strip() == "/sandbox ['main.py'] ['0', '1', '2', '3']"
 
 
+def test_descriptors_numbered_above_the_open_files_limit_do_not_reach_the_code():
+    """A host process with many files open hands bwrap descriptors above the jail's
+    RLIMIT_NOFILE; they are closed before the code runs all the same."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(FAST.open_files + 16)]
+    try:
+        code = "import os\nprint(sorted(os.listdir('/proc/self/fd'), key=int))"
+        result = run_python(code, FAST)
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert result.stdout.strip() == "['0', '1', '2', '3']", result.stderr
+
+
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 

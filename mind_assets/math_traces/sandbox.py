@@ -248,7 +248,15 @@ def hook(event, args):
 
 import ctypes  # numpy imports it, and its import dlopens the interpreter: not the code's doing
 if CONFIG["jail"]:
-    os.closerange(3, CONFIG["rlimits"]["RLIMIT_NOFILE"])  # bwrap's setup pipes: the code gets none
+    # bwrap's setup pipes and the code's descriptor, whatever their numbers (a busy host hands
+    # out numbers above RLIMIT_NOFILE, which closerange up to the limit would miss): the code
+    # gets none.
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass  # the listing's own descriptor, closed already
 say("ready")
 with open("main.py") as source:
     code = source.read()
