@@ -56,7 +56,9 @@ def provider(tmp_path: Path, key: str, **options: object) -> Iterator[tuple[str,
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port_file.read_text()}", log
     finally:
-        process.terminate()
+        # SIGKILL, not SIGTERM: it has nothing to clean up, and a SIGTERM disposition the test
+        # process passed on (ignored, after an earlier test) must not keep it alive.
+        process.kill()
         process.wait(timeout=10)
 
 
