@@ -154,11 +154,11 @@ class DataStore:
         except FileNotFoundError:
             self._download(self.key(path), path, missing_ok=True)
             return
-        version = path.parent / VERSIONS_DIRNAME / path.name / version_name.strip()
+        from mind_assets.lib.storage import point_at, versions_dir  # lib/storage imports this
+
+        version = versions_dir(path) / version_name.strip()
         if not version.is_file():
             self._download(self.key(version), version, missing_ok=False)
-        from mind_assets.lib.storage import point_at  # lib/storage imports this module
-
         if not path.is_symlink() or Path(os.readlink(path)).name != version.name:
             point_at(path, version, push=False)
 
