@@ -80,8 +80,8 @@ def main() -> None:
 
     from mind_assets.conversations.parsing import parse_turns
     from mind_assets.conversations.schema import CONVERSATION_SCHEMA
+    from mind_assets.filtering.partition import filter_partition
     from mind_assets.filtering.rules import RULES
-    from mind_assets.filtering.stage import filter_partition
     from mind_assets.settings import get_settings
 
     settings = get_settings()

@@ -76,7 +76,8 @@ def main() -> None:
     from mind_assets.conversations.generation import plan_conversations
     from mind_assets.conversations.styles import style_prompt_path
     from mind_assets.corpus.assets import chunks, raw_documents
-    from mind_assets.corpus.shards import make_shard_spec, register_shard
+    from mind_assets.corpus.shard_specs import make_shard_spec
+    from mind_assets.corpus.shards import register_shard
     from mind_assets.definitions import ASSETS
     from mind_assets.lib.prompts import load_prompt
     from mind_assets.lib.storage import asset_path

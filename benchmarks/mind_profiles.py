@@ -59,7 +59,8 @@ def main() -> None:
     from mind_assets.conversations.assets import conversations, mind_prompts
     from mind_assets.conversations.styles import load_styles
     from mind_assets.corpus.assets import chunks, raw_documents
-    from mind_assets.corpus.shards import make_shard_spec, register_shard
+    from mind_assets.corpus.shard_specs import make_shard_spec
+    from mind_assets.corpus.shards import register_shard
     from mind_assets.definitions import ASSETS
     from mind_assets.filtering.assets import filtered_conversations, longest_conversations
     from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS

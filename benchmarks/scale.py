@@ -245,7 +245,8 @@ class Backend:
         return names
 
     def bulk_register(self, count: int) -> Clock:
-        from mind_assets.corpus.shards import make_shard_spec, register_shards
+        from mind_assets.corpus.shard_specs import make_shard_spec
+        from mind_assets.corpus.shards import register_shards
         from mind_assets.settings import get_settings
 
         names = self.next_names(count)

@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from mind_assets.corpus.shards import FieldMap, ShardError, list_shard_specs, make_shard_spec
+from mind_assets.corpus.shard_specs import make_shard_spec
+from mind_assets.corpus.shards import FieldMap, ShardError, list_shard_specs
 from mind_assets.lib.storage import InvalidNameError
 from mind_assets.settings import get_settings
 
@@ -34,7 +35,7 @@ def _shards_add(args: argparse.Namespace) -> int:
 
 
 def _shards_list(args: argparse.Namespace) -> int:
-    for spec in list_shard_specs(get_settings().shard_specs_dir):
+    for spec in list_shard_specs(get_settings().data_dir):
         source = (
             ", ".join(spec.paths) if spec.kind == "local" else f"hf://{spec.dataset}:{spec.split}"
         )

@@ -1,4 +1,6 @@
-"""Assembles the code location: every asset, check, resource, schedule and sensor."""
+"""Assembles the code location from what the stages export (`lib/stages.py` finds them): every
+asset, check, schedule and sensor, the engine's version source, the cross-stage schedules and the
+one resource."""
 
 from __future__ import annotations
 
@@ -9,42 +11,14 @@ from dagster import (
     ExecutorDefinition,
 )
 
-from mind_assets.blends.assets import blend_export, blend_manifest
-from mind_assets.conversations.assets import conversations
-from mind_assets.corpus.assets import chunks, raw_documents
-from mind_assets.corpus.sensors import corpus_inbox_sensor
-from mind_assets.diversity.assets import diversity
-from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.lib.stages import discover_stages
 from mind_assets.llm.resource import LLMResource
-from mind_assets.math_traces.assets import math_problems, problem_difficulty, solution_traces
-from mind_assets.operations.schedules import (
-    nightly_blend_rebuild,
-    regenerate_unsynced_conversations,
-)
-from mind_assets.operations.versions import VERSION_SOURCE_ASSETS
-from mind_assets.publish.assets import published_dataset
+from mind_assets.llm.versions import llm_config
+from mind_assets.operations.schedules import regenerate_unsynced_conversations
 from mind_assets.settings import MindSettings, get_settings
-from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
 
-ASSETS = [
-    *VERSION_SOURCE_ASSETS,
-    raw_documents,
-    chunks,
-    conversations,
-    filtered_conversations,
-    longest_conversations,
-    task_seed_catalog,
-    task_seeds,
-    task_qa,
-    math_problems,
-    problem_difficulty,
-    solution_traces,
-    blend_manifest,
-    blend_export,
-    published_dataset,
-    diversity,
-    prismatic_task_qa,
-]
+STAGES = discover_stages()
+ASSETS = [llm_config, *(asset for stage in STAGES for asset in stage.assets)]
 
 
 # Declarative automation is evaluated by this sensor (off until switched on, in the UI or here).
@@ -71,10 +45,17 @@ def build_definitions() -> Definitions:
     settings = get_settings()
     return Definitions(
         assets=ASSETS,
+        asset_checks=[check for stage in STAGES for check in stage.asset_checks],
         resources={"llm": LLMResource.from_settings(settings)},
         executor=step_executor(settings),
-        sensors=[corpus_inbox_sensor, default_automation_condition_sensor],
-        schedules=[nightly_blend_rebuild, regenerate_unsynced_conversations],
+        sensors=[
+            *(sensor for stage in STAGES for sensor in stage.sensors),
+            default_automation_condition_sensor,
+        ],
+        schedules=[
+            *(schedule for stage in STAGES for schedule in stage.schedules),
+            regenerate_unsynced_conversations,
+        ],
     )
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources as package_resources
 from pathlib import Path
+from typing import Any
 
-import pyarrow.parquet as pq
 from dagster import MultiPartitionKey, materialize
 
 from mind_assets.blends.assets import (
@@ -26,26 +26,31 @@ from mind_assets.blends.assets import (
     export_dir,
     instance_lookup,
     load_manifest,
-    manifest_dir,
 )
 from mind_assets.blends.lineage import format_audit
+from mind_assets.blends.manifest import MaterializationLookup
 from mind_assets.blends.megatron import MEGATRON_DIRNAME
 from mind_assets.conversations.assets import conversations
+from mind_assets.conversations.outputs import CONVERSATIONS
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
-from mind_assets.corpus.shards import make_shard_spec, register_shard
+from mind_assets.corpus.outputs import CHUNKS, RAW_DOCUMENTS
+from mind_assets.corpus.shard_specs import make_shard_spec
+from mind_assets.corpus.shards import register_shard
 from mind_assets.definitions import ASSETS
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS
 from mind_assets.lib.instance import local_instance
 from mind_assets.lib.quarantine import rejections_per_rule
-from mind_assets.lib.storage import asset_path
+from mind_assets.lib.storage import blend_manifest_file, files_under, output_rows, read_output
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.operations.versions import VERSION_SOURCE_ASSETS
-from mind_assets.settings import EMBEDDED_MODEL, get_settings
+from mind_assets.settings import EMBEDDED_MODEL, MindSettings, get_settings
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
+from mind_assets.task_qa.outputs import TASK_QA
 
 DEMO_SHARD = "demo"
 DEMO_STYLES = STYLE_KEYS
@@ -139,55 +144,75 @@ def run_demo(
         )
 
     try:
-        # Record the prompt, model and threshold versions, so later edits show up as unsynced
-        # partitions.
-        for source in VERSION_SOURCE_ASSETS:
-            run([source])
-        echo("raw_documents and chunks for shard 'demo' ...")
-        run([raw_documents, chunks], DEMO_SHARD)
-        for style in styles:
-            key = MultiPartitionKey({"shard": DEMO_SHARD, "style": style})
-            echo(f"conversations and filtered_conversations demo/{style} ...")
-            run([conversations], key)
-            # A failed blocking check (nothing kept, say) is reported, not fatal, in the demo.
-            filtered = run([filtered_conversations], key, raise_on_error=False)
-            summary.failed_checks += [
-                f"{style}: {e.check_name}"
-                for e in filtered.get_asset_check_evaluations()
-                if not e.passed
-            ]
-        run([longest_conversations], DEMO_SHARD)
-        echo(f"task Q&A for {DEMO_FAMILY} from the bundled seed fixture ...")
-        run([task_seed_catalog])
-        run([task_seeds], DEMO_FAMILY)
-        run([task_qa], DEMO_FAMILY)
-        echo(f"blend manifest {DEMO_BLEND!r} and its export ...")
-        run([blend_manifest], DEMO_BLEND)
-        run([blend_export], DEMO_BLEND)
+        summary.failed_checks = materialize_the_graph(run, styles, echo)
     finally:
         release_engines()
+    summarize_outputs(summary, settings, styles, instance_lookup(instance))
+    summary.seconds = time.monotonic() - started
+    return summary
 
+
+def materialize_the_graph(
+    run: Callable[..., Any], styles: tuple[str, ...], echo: Callable[[str], None]
+) -> list[str]:
+    """The main job, step by step, as a user would click it in the UI; returns the asset checks
+    that failed (a failed blocking check of one style is reported, not fatal, in the demo)."""
+    failed_checks = []
+    # Record the prompt, model and threshold versions, so later edits show up as unsynced
+    # partitions.
+    for source in VERSION_SOURCE_ASSETS:
+        run([source])
+    echo("raw_documents and chunks for shard 'demo' ...")
+    run([raw_documents, chunks], DEMO_SHARD)
+    for style in styles:
+        key = MultiPartitionKey({"shard": DEMO_SHARD, "style": style})
+        echo(f"conversations and filtered_conversations demo/{style} ...")
+        run([conversations], key)
+        filtered = run([filtered_conversations], key, raise_on_error=False)
+        failed_checks += [
+            f"{style}: {e.check_name}"
+            for e in filtered.get_asset_check_evaluations()
+            if not e.passed
+        ]
+    run([longest_conversations], DEMO_SHARD)
+    echo(f"task Q&A for {DEMO_FAMILY} from the bundled seed fixture ...")
+    run([task_seed_catalog])
+    run([task_seeds], DEMO_FAMILY)
+    run([task_qa], DEMO_FAMILY)
+    echo(f"blend manifest {DEMO_BLEND!r} and its export ...")
+    run([blend_manifest], DEMO_BLEND)
+    run([blend_export], DEMO_BLEND)
+    return failed_checks
+
+
+def summarize_outputs(
+    summary: DemoSummary,
+    settings: MindSettings,
+    styles: tuple[str, ...],
+    lookup: MaterializationLookup,
+) -> None:
+    """What the demo wrote, read back through the data-root gateway: rows per output, task
+    Q&A's rejections, the blend's tokens per source, its export's rows per phase and its
+    lineage audit."""
     data_dir = settings.data_dir
     summary.filter_profile = settings.filters.profile
-    summary.paths["raw_documents"] = asset_path(data_dir, "raw_documents", DEMO_SHARD)
-    summary.documents = pq.read_metadata(summary.paths["raw_documents"]).num_rows
-    summary.chunks = pq.read_metadata(asset_path(data_dir, "chunks", DEMO_SHARD)).num_rows
+    shard = {"shard": DEMO_SHARD}
+    summary.paths["raw_documents"] = RAW_DOCUMENTS.path(data_dir, shard)
+    summary.documents = output_rows(RAW_DOCUMENTS.path(data_dir, shard))
+    summary.chunks = output_rows(CHUNKS.path(data_dir, shard))
     for style in styles:
-        generated = asset_path(data_dir, "conversations", DEMO_SHARD, style)
-        kept = asset_path(data_dir, "filtered_conversations", DEMO_SHARD, style)
-        summary.conversations[style] = pq.read_metadata(generated).num_rows
-        summary.accepted[style] = pq.read_metadata(kept).num_rows
+        keys = {**shard, "style": style}
+        summary.conversations[style] = output_rows(CONVERSATIONS.path(data_dir, keys))
+        summary.accepted[style] = output_rows(FILTERED_CONVERSATIONS.path(data_dir, keys))
     summary.paths["conversations"] = data_dir / "conversations" / DEMO_SHARD
     summary.paths["filtered_conversations"] = data_dir / "filtered_conversations" / DEMO_SHARD
-    qa = asset_path(data_dir, "task_qa", DEMO_FAMILY)
-    quarantine = asset_path(data_dir, "task_qa", DEMO_FAMILY, suffix=".quarantine.parquet")
-    summary.task_qa = (pq.read_metadata(qa).num_rows, pq.read_metadata(quarantine).num_rows)
+    family = {"family": DEMO_FAMILY}
+    quarantine = TASK_QA.quarantine_path(data_dir, family)
+    summary.task_qa = (output_rows(TASK_QA.path(data_dir, family)), output_rows(quarantine))
     summary.task_qa_rejections = rejections_per_rule(
-        pq.read_table(quarantine, columns=["rejected_by"])["rejected_by"].to_pylist()
+        read_output(quarantine, columns=["rejected_by"])["rejected_by"].to_pylist()
     )
-    summary.paths["task_qa"] = qa
-
-    directory = manifest_dir(settings, DEMO_BLEND)
+    summary.paths["task_qa"] = TASK_QA.path(data_dir, family)
     manifest = load_manifest(settings, DEMO_BLEND)
     for phase in manifest.phases:
         for source in phase.sources:
@@ -196,19 +221,17 @@ def run_demo(
             )
     out = export_dir(settings, DEMO_BLEND)
     summary.export = {
-        phase.name: sum(pq.read_metadata(p).num_rows for p in (out / phase.name).glob("*.parquet"))
+        phase.name: sum(output_rows(p) for p in files_under(out / phase.name, "*.parquet"))
         for phase in manifest.phases
     }
     summary.paths["blend_export_megatron"] = out / MEGATRON_DIRNAME
-    summary.paths["blend_manifest"] = directory / "manifest.json"
+    summary.paths["blend_manifest"] = blend_manifest_file(data_dir, DEMO_BLEND)
     summary.paths["blend_export"] = out
     # The metrics are parquet files; metrics.duckdb is a copy of them for DuckDB clients.
     store = metrics_store(data_dir)
     store.rebuild_cache()
     summary.paths["metrics"] = store.cache_path
-    summary.audit = format_audit(manifest, data_dir, instance_lookup(instance))
-    summary.seconds = time.monotonic() - started
-    return summary
+    summary.audit = format_audit(manifest, data_dir, lookup)
 
 
 def format_summary(summary: DemoSummary) -> str:

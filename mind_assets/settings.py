@@ -805,10 +805,6 @@ class MindSettings(BaseSettings):
         return self.models_dir_override or self.data_dir / "models"
 
     @property
-    def shard_specs_dir(self) -> Path:
-        return self.data_dir / "shard_specs"
-
-    @property
     def inbox(self) -> Path:
         return self.inbox_dir or self.data_dir / "inbox"
 

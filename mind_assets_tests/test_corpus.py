@@ -10,7 +10,8 @@ from dagster import materialize
 from mind_assets.cli import main as mind_cli
 from mind_assets.corpus.assets import raw_documents
 from mind_assets.corpus.normalize import normalize_text
-from mind_assets.corpus.shards import ShardError, make_shard_spec
+from mind_assets.corpus.shard_specs import make_shard_spec
+from mind_assets.corpus.shards import ShardError
 from mind_assets.corpus.sources import CorpusError, read_raw_documents
 from mind_assets.lib.storage import asset_path
 from mind_assets_tests.conftest import napkin_shard

@@ -13,7 +13,7 @@ import pytest
 
 from mind_assets.blends.families import FAMILIES
 from mind_assets.diversity.scores import distinct_ngram_ratio, vendi_score
-from mind_assets.diversity.stage import DiversityTargetError, parse_target, target_samples
+from mind_assets.diversity.targets import DiversityTargetError, parse_target, target_samples
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.features import Sample, cached_features
 from mind_assets.llm.gradients import FeatureConfig, GradientFeaturizer, RademacherProjection

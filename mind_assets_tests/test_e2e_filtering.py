@@ -10,7 +10,7 @@ from mind_assets.cli import main as mind_cli
 from mind_assets.conversations.assets import mind_prompts
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
-from mind_assets.corpus.shards import make_shard_spec
+from mind_assets.corpus.shard_specs import make_shard_spec
 from mind_assets.filtering.assets import filtered_conversations
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS
 from mind_assets.lib.storage import asset_path, write_parquet_atomic

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from mind_assets.filtering import rules
+from mind_assets.filtering.partition import filter_partition
 from mind_assets.filtering.rules import FilterBatch, run_filters, strip_preamble
-from mind_assets.filtering.stage import filter_partition
 from mind_assets.settings import FilterThresholds
 from mind_assets_tests.filter_rows import GOOD, SOURCE, row, table
 

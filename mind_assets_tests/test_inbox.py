@@ -85,7 +85,7 @@ def test_a_tick_stops_at_the_limit_and_the_next_continues_where_it_stopped(
     size_of = {p.name: p.stat().st_size for p in inbox.iterdir()}
     assert f"inbox:part-6.jsonl:{size_of['part-6.jsonl']}:{2_001 * SECONDS}" in run_keys
     assert sorted(instance.get_dynamic_partitions("shards")) == [f"part-{i}" for i in range(8)]
-    assert len(list(settings.shard_specs_dir.glob("*.json"))) == 8
+    assert len(list((settings.data_dir / "shard_specs").glob("*.json"))) == 8
     assert len(cursor) < 100
 
 

@@ -129,7 +129,7 @@ def test_metrics_report_prints_each_view(tmp_path):
 
 
 def test_files_from_before_a_column_existed_read_it_as_null(tmp_path):
-    store = MetricsStore(tmp_path / "metrics")
+    store = MetricsStore(tmp_path)
     old = table_schema("generations").remove(
         table_schema("generations").get_field_index("engine_dtype")
     )

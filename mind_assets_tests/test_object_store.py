@@ -17,7 +17,12 @@ import pytest
 
 from mind_assets.lib import object_store
 from mind_assets.lib.outputs import OutputFamily, PartitionDim
-from mind_assets.lib.storage import current_version, read_output, write_parquet_version
+from mind_assets.lib.storage import (
+    current_version,
+    output_exists,
+    read_output,
+    write_parquet_version,
+)
 from mind_assets.settings import PROJECT_DIR, get_settings
 from mind_assets_tests.s3_server import LocalS3, local_s3
 
@@ -99,9 +104,9 @@ def test_plain_files_and_exports_replace_their_objects(s3, store_env):
     (export / "megatron").mkdir()
     (export / "megatron" / "x.bin").write_bytes(b"m")
     (export / "summary.json").write_text("{}")
-    object_store.push_tree(export)
     store = object_store.store_for(export)
-    assert [p.relative_to(export).as_posix() for p in store.outputs(export)] == [
+    store.push_tree(export)
+    assert [p.relative_to(export).as_posix() for p in store.list_files(export)] == [
         "megatron/x.bin",
         "phase1/part-0.parquet",
         "phase1/part-1.parquet",
@@ -112,15 +117,15 @@ def test_plain_files_and_exports_replace_their_objects(s3, store_env):
     (export / "phase1").mkdir(parents=True)
     (export / "phase1" / "part-0.parquet").write_bytes(b"new")
     (export / "export.json").write_text("{}")
-    object_store.push_tree(export)
-    assert [p.relative_to(export).as_posix() for p in store.outputs(export)] == [
+    store.push_tree(export)
+    assert [p.relative_to(export).as_posix() for p in store.list_files(export)] == [
         "export.json",
         "megatron/x.bin",  # not written by this export: left, as on a disk
         "phase1/part-0.parquet",
     ]
     other = store_env()
     copy = other.data_dir / "blend_exports" / "b" / "phase1" / "part-0.parquet"
-    object_store.pull(copy)
+    assert output_exists(copy)  # the gateway pulls it into the fresh working copy
     assert copy.read_bytes() == b"new"
 
 
@@ -193,7 +198,7 @@ def test_a_store_without_its_filesystem_or_bucket_is_named(store_env, monkeypatc
     path.parent.mkdir(parents=True)
     path.write_text("{}")
     with pytest.raises(object_store.ObjectStoreError, match="s3://no-such-bucket/x"):
-        missing_bucket.push(path)
+        missing_bucket.upload(path)
     with pytest.raises(object_store.ObjectStoreError, match="nosuchscheme://"):
         object_store.DataStore("nosuchscheme://a/b", tmp_path / "wc2")
 
@@ -214,3 +219,22 @@ def test_a_store_without_atomic_puts_gets_a_temporary_key_and_a_rename(tmp_path)
     fresh = FAMILY.path(tmp_path / "wc2", {"shard": "m"})
     object_store.register(tmp_path / "wc2", store.url, {})
     assert read_output(fresh)["text"].to_pylist() == ["in memory"]
+
+
+def test_a_version_already_in_the_store_is_never_replaced(s3, store_env):
+    """A create-only upload that finds its key taken accepts the same file (uploaded before by
+    this or another working copy) and refuses a different one by name, instead of looking like
+    a success."""
+    settings = store_env()
+    output = FAMILY.path(settings.data_dir, {"shard": "v"})
+    write_parquet_version(rows("pinned"), output)
+    version = current_version(output)
+    store = object_store.store_for(output)
+    store.upload(version, create_only=True)  # the same bytes again: accepted
+    impostor = version.with_name("impostor.parquet")
+    impostor.write_bytes(b"other content of another size")
+    impostor.replace(version)
+    with pytest.raises(object_store.ObjectStoreError, match="refused to overwrite"):
+        store.upload(version, create_only=True)
+    fresh = FAMILY.path(store_env().data_dir, {"shard": "v"})
+    assert read_output(fresh)["text"].to_pylist() == ["pinned"]

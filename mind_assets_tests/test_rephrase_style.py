@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from mind_assets.conversations.generation import Plan, PlannedConversation, conversation_rows
-from mind_assets.conversations.longest import longest_per_chunk
 from mind_assets.conversations.styles import (
     CONVERSATION_STYLE_KEYS,
     KNOWLEDGE_GAP_STYLES,
@@ -17,8 +16,9 @@ from mind_assets.conversations.styles import (
     load_styles,
     style_forms,
 )
+from mind_assets.filtering.longest import longest_per_chunk
+from mind_assets.filtering.partition import filter_partition
 from mind_assets.filtering.rules import TURN_RULES, run_filters
-from mind_assets.filtering.stage import filter_partition
 from mind_assets.lib.prompts import PromptError, load_prompt
 from mind_assets.llm.batch_runner import StoredResult
 from mind_assets.llm.requests import ChatResult, EngineIdentity, make_request, sampling_for

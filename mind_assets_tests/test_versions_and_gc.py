@@ -19,7 +19,7 @@ from dagster import materialize
 from mind_assets.blends.gc import collect, find_garbage, parse_duration
 from mind_assets.cli import main as mind_cli
 from mind_assets.corpus.assets import chunks, raw_documents
-from mind_assets.corpus.shards import make_shard_spec
+from mind_assets.corpus.shard_specs import make_shard_spec
 from mind_assets.lib.storage import (
     VERSIONS_DIRNAME,
     asset_path,

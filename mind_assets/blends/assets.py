@@ -1,7 +1,6 @@
 """`blend_manifest` and `blend_export`: one partition per blend spec in `blends/`."""
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +31,19 @@ from mind_assets.blends.manifest import (
     manifest_table,
     megatron_weights,
 )
-from mind_assets.blends.spec import blend_names, check_selection, load_blend_spec
-from mind_assets.lib import object_store
+from mind_assets.blends.spec import blend_names, blend_spec_path, check_selection, load_blend_spec
 from mind_assets.lib.metadata import file_data_version
 from mind_assets.lib.report import markdown_table
 from mind_assets.lib.storage import (
-    asset_path,
-    atomic_path,
-    sha256_file,
+    blend_export_dir,
+    blend_manifest_dir,
+    blend_manifest_file,
+    files_under,
+    output_sha256,
+    read_json,
     write_json_atomic,
     write_parquet_atomic,
+    write_text_atomic,
 )
 from mind_assets.lib.tokenizer import load_tokenizer, token_counter
 from mind_assets.llm.resource import LLMResource
@@ -69,27 +71,27 @@ def instance_lookup(instance: DagsterInstance) -> MaterializationLookup:
 
 
 def manifest_dir(settings: MindSettings, blend: str) -> Path:
-    return asset_path(settings.data_dir, "blend_manifest", blend, suffix="")
+    return blend_manifest_dir(settings.data_dir, blend)
 
 
 def export_dir(settings: MindSettings, blend: str) -> Path:
-    return asset_path(settings.data_dir, "blend_exports", blend, suffix="")
+    return blend_export_dir(settings.data_dir, blend)
 
 
 def load_manifest(settings: MindSettings, blend: str) -> Manifest:
-    path = manifest_dir(settings, blend) / "manifest.json"
-    object_store.pull(path)
-    if not path.is_file():
+    path = blend_manifest_file(settings.data_dir, blend)
+    payload = read_json(path)
+    if payload is None:
         raise FileNotFoundError(
             f"blend {blend!r} has no manifest at {path}: materialize blend_manifest[{blend}]"
         )
-    return manifest_from_json(json.loads(path.read_text()))
+    return manifest_from_json(payload)
 
 
 def resolve_blend(
     settings: MindSettings, instance: DagsterInstance, blend: str, llm: LLMResource
 ) -> Manifest:
-    path = settings.blends_dir / f"{blend}.yaml"
+    path = blend_spec_path(settings.blends_dir, blend)
     spec = load_blend_spec(path)
     known = known_partition_keys(settings, instance)
     check_selection(spec, path, known)
@@ -120,11 +122,12 @@ def known_partition_keys(settings: MindSettings, instance: DagsterInstance) -> d
 
 def write_manifest(settings: MindSettings, manifest: Manifest) -> dict[str, Any]:
     directory = manifest_dir(settings, manifest.blend)
-    json_path = write_json_atomic(manifest.to_json(), directory / "manifest.json")
+    json_path = write_json_atomic(
+        manifest.to_json(), blend_manifest_file(settings.data_dir, manifest.blend)
+    )
     parquet_path = write_parquet_atomic(manifest_table(manifest), directory / "manifest.parquet")
     for phase, weights in megatron_weights(manifest).items():
-        with atomic_path(directory / f"{phase}.megatron.txt") as tmp:
-            tmp.write_text(weights + "\n")
+        write_text_atomic(weights + "\n", directory / f"{phase}.megatron.txt")
     return {"json": json_path, "parquet": parquet_path}
 
 
@@ -235,15 +238,14 @@ def write_blend_exports(
             tokenizer_name=llm.model_name,
             data_dir=settings.data_dir,
         )
-    object_store.push_tree(out)  # an object-store data root gets the finished export
     return exports
 
 
 def _export_data_version(directory: Path) -> DataVersion:
     """The hash of every file the export holds, by relative path."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(directory)}:{sha256_file(path)}\n".encode())
+    for path in files_under(directory, "**/*"):
+        digest.update(f"{path.relative_to(directory)}:{output_sha256(path)}\n".encode())
     return DataVersion(digest.hexdigest()[:24])
 
 

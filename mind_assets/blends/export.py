@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
-from mind_assets.lib import object_store
 from mind_assets.lib.buckets import bucket_index, bucket_label
 from mind_assets.lib.buckets import schedule as bucket_schedule
-from mind_assets.lib.storage import sha256_file, write_json_atomic
+from mind_assets.lib.storage import (
+    delete,
+    output_exists,
+    output_sha256,
+    read_output,
+    replace_dir,
+    write_json_atomic,
+)
 from mind_assets.lib.tokenizer import TokenCounter
 from mind_assets.settings import BlendSettings
 
@@ -101,22 +104,21 @@ def _source_rows(source: ResolvedSource, count: TokenCounter, data_dir: Path) ->
     rows = []
     for f in source.files:
         path = f.resolve(data_dir)
-        object_store.pull(path)
-        if not path.is_file():
+        if not output_exists(path):
             raise ExportError(
                 f"source {source.name!r}: manifest file missing on disk: {path} "
                 "(rematerialize it, or rebuild the blend's manifest)"
             )
         # The manifest pins each file's content: a file rewritten since (a regenerated
         # partition) would silently swap the blend's rows, so it stops the export instead.
-        digest = sha256_file(path)
+        digest = output_sha256(path)
         if digest != f.sha256:
             raise ExportError(
                 f"source {source.name!r}: {path} changed since the manifest was built "
                 f"(manifest sha256 {f.sha256[:12]}..., on disk {digest[:12]}...); "
                 "restore the file, or rebuild the manifest to blend the new data"
             )
-        table = pq.read_table(path, columns=[text_column, id_column])
+        table = read_output(path, columns=[text_column, id_column])
         texts = [t or "" for t in table[text_column].to_pylist()]
         for text, row_id, n in zip(texts, table[id_column].to_pylist(), count(texts), strict=True):
             rows.append(
@@ -204,24 +206,11 @@ def export_blend(
                 (f"shard-{n:05d}.parquet", mixed[n * shard_rows : (n + 1) * shard_rows])
                 for n in range(count)
             ]
-        # Shards are written into a staging directory that replaces the phase's directory only
-        # once complete, so readers never see a half-exported phase.
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{phase.name}.", dir=out_dir))
-        try:
+        # The phase's directory is replaced only once complete, so readers never see a
+        # half-exported phase.
+        with replace_dir(out_dir / phase.name) as staging:
             for name, part in shards or [("shard-00000.parquet", [])]:
-                pq.write_table(
-                    pa.Table.from_pylist(part, schema=EXPORT_SCHEMA),
-                    staging / name,
-                    compression="zstd",
-                )
-            phase_dir = out_dir / phase.name
-            if phase_dir.exists():
-                shutil.rmtree(phase_dir)
-            staging.rename(phase_dir)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
+                staging.add_table(name, pa.Table.from_pylist(part, schema=EXPORT_SCHEMA))
         report.rows[phase.name] = len(mixed)
         report.tokens[phase.name] = sum(r["n_tokens"] for r in mixed)
         report.shards[phase.name] = max(1, len(shards))
@@ -231,6 +220,6 @@ def export_blend(
             {"order": "short_to_long", "bounds": bounds, "phases": report.schedule},
             schedule_path,
         )
-    elif schedule_path.exists():
-        schedule_path.unlink()  # an earlier bucketed export's schedule no longer applies
+    else:
+        delete(schedule_path)  # an earlier bucketed export's schedule no longer applies
     return report

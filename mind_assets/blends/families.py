@@ -1,31 +1,27 @@
-"""Every output family the stages declare, by name: the one list a new family joins. Blends,
-lineage and diversity iterate over it instead of naming families."""
+"""The output families a blend can read, derived from the stages that write them: a stage whose
+rows may be blended joins `BLENDED_STAGES` (the one line a new blendable stage changes outside its
+own package). Blends, lineage, diversity and publishing iterate over these declarations instead
+of naming families."""
 
 from __future__ import annotations
 
-from mind_assets.conversations.outputs import CONVERSATIONS
-from mind_assets.corpus.outputs import CHUNKS, RAW_DOCUMENTS
-from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
 from mind_assets.lib.outputs import OutputFamily, family_graph
-from mind_assets.math_traces.outputs import MATH_PROBLEMS, SOLUTION_TRACES
-from mind_assets.task_qa.outputs import PRISMATIC_TASK_QA, TASK_QA, TASK_SEEDS
+from mind_assets.lib.stages import families_of, stages_named
 
-FAMILIES: dict[str, OutputFamily] = family_graph(
-    (
-        RAW_DOCUMENTS,
-        CHUNKS,
-        CONVERSATIONS,
-        FILTERED_CONVERSATIONS,
-        LONGEST_CONVERSATIONS,
-        TASK_SEEDS,
-        TASK_QA,
-        PRISMATIC_TASK_QA,
-        MATH_PROBLEMS,
-        SOLUTION_TRACES,
-    )
+BLENDED_STAGES = stages_named(
+    "corpus",
+    "conversations",
+    "filtering",
+    "task_qa",
+    "math_traces",
 )
+
 # What a blend spec may name as a source (`asset:`): the families their stages mark blendable.
-BLEND_SOURCES: dict[str, OutputFamily] = {n: f for n, f in FAMILIES.items() if f.blendable}
+BLEND_SOURCES: dict[str, OutputFamily] = {
+    f.name: f for f in families_of(BLENDED_STAGES) if f.blendable
+}
+# Those and every family they derive from: what lineage walks, by name.
+FAMILIES: dict[str, OutputFamily] = family_graph(list(BLEND_SOURCES.values()))
 
 
 def family(name: str) -> OutputFamily:

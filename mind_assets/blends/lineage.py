@@ -11,15 +11,22 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from mind_assets.blends.families import family
 from mind_assets.blends.manifest import Manifest, MaterializationLookup
-from mind_assets.lib import object_store
 from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.quarantine import rejections_per_rule
-from mind_assets.lib.storage import output_of
+from mind_assets.lib.storage import (
+    blend_export_dir,
+    blend_manifest_file,
+    files_under,
+    output_exists,
+    output_of,
+    output_rows,
+    read_json,
+    read_output,
+    read_output_schema,
+)
 from mind_assets.metrics.report import format_table
 
 # What a generated row records about the request that made it, shown once per trace.
@@ -99,14 +106,13 @@ def partition_audit(declared: OutputFamily, keys: Keys, data_dir: Path) -> dict[
         "detail": "",
     }
     path = declared.path(data_dir, keys)
-    object_store.pull(path)
-    if not path.is_file():
+    if not output_exists(path):
         row["detail"] = "not materialized"
         return row
-    names = set(pq.read_schema(path).names)
+    names = set(read_output_schema(path).names)
     wanted = [c for c in (declared.token_column, "prompt_version", "model") if c in names]
-    table = pq.read_table(path, columns=wanted)
-    row["rows"] = pq.read_metadata(path).num_rows
+    table = read_output(path, columns=wanted)
+    row["rows"] = output_rows(path)
     if declared.token_column in names:
         row["tokens"] = int(pc.sum(table[declared.token_column]).as_py() or 0)
     details = []
@@ -116,9 +122,8 @@ def partition_audit(declared: OutputFamily, keys: Keys, data_dir: Path) -> dict[
             details.append(f"{what} {','.join(values)}")
     if declared.quarantine_schema is not None:
         quarantine = declared.quarantine_path(data_dir, keys)
-        object_store.pull(quarantine)
-        if quarantine.is_file():
-            reasons = pq.read_table(quarantine, columns=["rejected_by"])["rejected_by"]
+        if output_exists(quarantine):
+            reasons = read_output(quarantine, columns=["rejected_by"])["rejected_by"]
             per_rule = rejections_per_rule(reasons.to_pylist())
             details.append(
                 f"quarantined {len(reasons)}"
@@ -158,21 +163,20 @@ def audit_markdown(manifest: Manifest, data_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def find_exported_row(export_root: Path, row_id: str) -> dict[str, Any]:
+def find_exported_row(data_dir: Path, row_id: str) -> dict[str, Any]:
     blend = row_id.split(":", 1)[0]
-    directory = export_root / blend
-    if not directory.is_dir():
-        raise KeyError(
-            f"no export for blend {blend!r} under {export_root} (run `mind export-blend {blend}`)"
-        )
+    directory = blend_export_dir(data_dir, blend)
     # Only the parquet export's shards: the Megatron export and staging directories live beside.
-    shards = [p for p in sorted(directory.glob("*/shard-*.parquet")) if p.parent.name[0] != "."]
+    shards = files_under(directory, "*/shard-*.parquet")
     if not shards:
-        raise KeyError(f"blend {blend!r} has no parquet export (run `mind export-blend {blend}`)")
-    table = ds.dataset(shards, format="parquet").to_table(filter=pc.field("row_id") == row_id)
-    if table.num_rows == 0:
-        raise KeyError(f"row {row_id!r} is not in the export of blend {blend!r}")
-    return table.to_pylist()[0]
+        raise KeyError(
+            f"no export for blend {blend!r} at {directory} (run `mind export-blend {blend}`)"
+        )
+    for shard in shards:
+        table = read_output(shard, filters=pc.field("row_id") == row_id)
+        if table.num_rows:
+            return table.to_pylist()[0]
+    raise KeyError(f"row {row_id!r} is not in the export of blend {blend!r}")
 
 
 def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
@@ -181,7 +185,7 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
     to a root (raw document, seed rows, problem). Parents are read at the versions the blend's
     manifest pinned, so a partition regenerated since still traces to the text this row came
     from. A parent row that is gone is None."""
-    exported = find_exported_row(data_dir / "blend_exports", row_id)
+    exported = find_exported_row(data_dir, row_id)
     declared = family(exported["source_asset"])
     # source_file is relative to the data root (absolute in exports from before), so a moved
     # data root traces the same; it names the pinned version file.
@@ -256,20 +260,15 @@ def _pinned_or_current(
 
 def _pinned_versions(data_dir: Path, blend: str) -> dict[tuple[str, str], str]:
     """(asset, partition) -> version file of every upstream partition the manifest pinned."""
-    path = data_dir / "blend_manifest" / blend / "manifest.json"
-    object_store.pull(path)
-    if not path.is_file():
-        return {}
-    pinned = json.loads(path.read_text()).get("pinned", [])
+    manifest = read_json(blend_manifest_file(data_dir, blend))
+    pinned = (manifest or {}).get("pinned", [])
     return {(p["asset"], p["partition"]): p["path"] for p in pinned if p.get("path")}
 
 
 def _rows_by_id(path: Path, declared: OutputFamily, ids: list[str]) -> list[dict[str, Any]]:
-    object_store.pull(path)
-    if not path.is_file() or not ids:
+    if not ids or not output_exists(path):
         return []
-    table = pq.read_table(path, filters=[(declared.id_column, "in", ids)])
-    return table.to_pylist()
+    return read_output(path, filters=[(declared.id_column, "in", ids)]).to_pylist()
 
 
 def format_trace(ancestry: dict[str, Any]) -> str:

@@ -10,14 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
-from mind_assets.lib import object_store
 from mind_assets.lib.buckets import schedule as bucket_schedule
-from mind_assets.lib.storage import current_version, sha256_file, versions_dir
+from mind_assets.lib.storage import (
+    current_version,
+    data_root_relative,
+    output_exists,
+    output_rows,
+    output_sha256,
+    pinned_version,
+    read_output,
+    read_output_schema,
+    sha256_file,
+)
 from mind_assets.lib.tokenizer import TokenCounter
 
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
@@ -50,18 +58,9 @@ class ResolvedFile:
     data_version: str | None = None
 
     def resolve(self, data_dir: Path) -> Path:
-        path = data_dir / self.path  # joining keeps the absolute paths of older manifests
-        if path.is_symlink():
-            # A manifest from before outputs were versioned names the current pointer; the
-            # content it pinned is the version whose name carries its sha256.
-            for version in sorted(versions_dir(path).glob(f"*-{self.sha256[:16]}.*")):
-                return version
-        return path
-
-
-def data_root_relative(path: Path, data_dir: Path) -> str:
-    """`path` as the manifest and exports record it: relative to the data root, '/'-separated."""
-    return path.relative_to(data_dir).as_posix()
+        # Joining keeps the absolute paths of older manifests; a manifest from before outputs
+        # were versioned names the current pointer, and pinned the version carrying its sha256.
+        return pinned_version(data_dir / self.path, self.sha256)
 
 
 @dataclass
@@ -154,8 +153,7 @@ def upstream_version(data_dir: Path, asset: str, partition: str) -> str | None:
     """The current version file of an upstream partition, relative to the data root."""
     declared = family(asset)
     pointer = declared.path(data_dir, declared.keys(partition))
-    object_store.pull(pointer)
-    if not pointer.is_file():
+    if not output_exists(pointer):
         return None
     return data_root_relative(current_version(pointer), data_dir)
 
@@ -176,9 +174,7 @@ def source_files(
     pairs = [(declared.partition_key(k), declared.path(data_dir, k)) for k in partitions]
     if not pairs:
         raise BlendSpecError(f"source {source.name!r} selects no files")
-    for _, path in pairs:
-        object_store.pull(path)
-    missing = [str(p) for _, p in pairs if not p.is_file()]
+    missing = [str(p) for _, p in pairs if not output_exists(p)]
     if missing:
         raise BlendSpecError(
             f"source {source.name!r} ({source.asset}): not materialized yet: {', '.join(missing)}"
@@ -190,16 +186,91 @@ def source_lineage(paths: list[Path]) -> list[dict[str, Any]]:
     """Distinct prompt/model/engine/sampling combinations that produced a source's rows."""
     combos: dict[str, dict[str, Any]] = {}
     for path in paths:
-        names = pq.read_schema(path).names
+        names = read_output_schema(path).names
         if "prompt_id" not in names:
             return []
         columns = [c for c in (*LINEAGE_FIELDS, "sampling_params") if c in names]
-        for row in pq.read_table(path, columns=columns).to_pylist():
+        for row in read_output(path, columns=columns).to_pylist():
             sampling = json.loads(row.pop("sampling_params", "{}") or "{}")
             sampling.pop("seed", None)  # seeds differ per row; they are in the rows themselves
             row["sampling_params"] = sampling
             combos.setdefault(json.dumps(row, sort_keys=True), row)
     return list(combos.values())
+
+
+def resolve_files(
+    source: SourceSpec,
+    data_dir: Path,
+    known: Mapping[str, Sequence[str]],
+    count_tokens: TokenCounter,
+    lookup: MaterializationLookup,
+    token_cache: dict[str, int],
+) -> list[ResolvedFile]:
+    """The current version of every file a source selects, pinned with its sha256, rows, tokens
+    and the materialization that wrote it. `token_cache` (sha256 -> tokens) spares counting a
+    file two sources share."""
+    text_column = BLEND_SOURCES[source.asset].text_column
+    files = []
+    for partition, pointer in source_files(source, data_dir, known):
+        path = current_version(pointer)  # the version this manifest pins
+        digest = output_sha256(path)
+        if digest not in token_cache:
+            column = read_output(path, columns=[text_column])[text_column].to_pylist()
+            texts = [t or "" for t in column]
+            token_cache[digest] = sum(count_tokens(texts)) if texts else 0
+        materialization = lookup(source.asset, partition)
+        files.append(
+            ResolvedFile(
+                asset=source.asset,
+                partition=partition,
+                path=data_root_relative(path, data_dir),
+                sha256=digest,
+                rows=output_rows(path),
+                tokens=token_cache[digest],
+                run_id=materialization.get("run_id"),
+                data_version=materialization.get("data_version"),
+            )
+        )
+    return files
+
+
+def allocate(phase: ResolvedPhase) -> None:
+    """Each source's tokens, weight and epochs within its phase's budget (`arithmetic.py`)."""
+    allocations = allocate_phase(
+        phase.name,
+        phase.budget_tokens,
+        [
+            SourceSupply(s.name, s.target_share, s.available_tokens, s.max_epochs)
+            for s in phase.sources
+        ],
+    )
+    for source, allocation in zip(phase.sources, allocations, strict=True):
+        source.tokens, source.weight = allocation.tokens, allocation.weight
+        source.epochs, source.capped = allocation.epochs, allocation.capped
+
+
+def pinned_upstream(
+    phases: list[ResolvedPhase], data_dir: Path, lookup: MaterializationLookup
+) -> list[dict[str, Any]]:
+    """Every upstream partition the blend's files derive from, with the run, data version and
+    version file it had now: kept by `mind gc`, read by `mind trace`."""
+    links = {
+        link: None
+        for phase in phases
+        for source in phase.sources
+        for f in source.files
+        for link in upstream_chain(f.asset, f.partition)
+    }
+    pinned = []
+    for asset, partition in links:
+        materialization = lookup(asset, partition)
+        if materialization.get("data_version") is not None:
+            entry = {"asset": asset, "partition": partition, **materialization}
+            version = upstream_version(data_dir, asset, partition)
+            if version is not None:
+                entry["path"] = version
+            pinned.append(entry)
+    return pinned
 
 
 def build_manifest(
@@ -221,31 +292,7 @@ def build_manifest(
     for phase_spec in spec.phases:
         phase = ResolvedPhase(phase_spec.name, spec.total_tokens * phase_spec.fraction)
         for source in phase_spec.sources:
-            pairs = source_files(source, data_dir, known)
-            files = []
-            for partition, pointer in pairs:
-                path = current_version(pointer)  # the version this manifest pins
-                digest = sha256_file(path)
-                if digest not in token_cache:
-                    text_column = BLEND_SOURCES[source.asset].text_column
-                    texts = [
-                        t or ""
-                        for t in pq.read_table(path, columns=[text_column])[text_column].to_pylist()
-                    ]
-                    token_cache[digest] = sum(count_tokens(texts)) if texts else 0
-                materialization = lookup(source.asset, partition)
-                files.append(
-                    ResolvedFile(
-                        asset=source.asset,
-                        partition=partition,
-                        path=data_root_relative(path, data_dir),
-                        sha256=digest,
-                        rows=pq.read_metadata(path).num_rows,
-                        tokens=token_cache[digest],
-                        run_id=materialization.get("run_id"),
-                        data_version=materialization.get("data_version"),
-                    )
-                )
+            files = resolve_files(source, data_dir, known, count_tokens, lookup, token_cache)
             phase.sources.append(
                 ResolvedSource(
                     name=source.name,
@@ -257,34 +304,8 @@ def build_manifest(
                     lineage=source_lineage([f.resolve(data_dir) for f in files]),
                 )
             )
-        allocations = allocate_phase(
-            phase.name,
-            phase.budget_tokens,
-            [
-                SourceSupply(s.name, s.target_share, s.available_tokens, s.max_epochs)
-                for s in phase.sources
-            ],
-        )
-        for source, allocation in zip(phase.sources, allocations, strict=True):
-            source.tokens, source.weight = allocation.tokens, allocation.weight
-            source.epochs, source.capped = allocation.epochs, allocation.capped
+        allocate(phase)
         phases.append(phase)
-    links = {
-        link: None
-        for phase in phases
-        for source in phase.sources
-        for f in source.files
-        for link in upstream_chain(f.asset, f.partition)
-    }
-    pinned = []
-    for asset, partition in links:
-        materialization = lookup(asset, partition)
-        if materialization.get("data_version") is not None:
-            entry = {"asset": asset, "partition": partition, **materialization}
-            version = upstream_version(data_dir, asset, partition)
-            if version is not None:
-                entry["path"] = version  # kept by `mind gc`, read by `mind trace`
-            pinned.append(entry)
     return Manifest(
         blend=spec.name,
         spec_path=str(spec_path),
@@ -294,7 +315,7 @@ def build_manifest(
         tokenizer=tokenizer_name,
         created_at=datetime.now(UTC).isoformat(),
         phases=phases,
-        pinned=pinned,
+        pinned=pinned_upstream(phases, data_dir, lookup),
         schedule=bucket_schedule(length_buckets) if length_buckets else [],
     )
 

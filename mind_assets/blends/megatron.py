@@ -3,9 +3,6 @@ export samples them, tokenized into one megatron-core indexed dataset (.bin/.idx
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,11 +11,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mind_assets.blends.export import ExportError, mix_phase
 from mind_assets.blends.manifest import Manifest, megatron_prefix, megatron_weights
-from mind_assets.lib.storage import InvalidNameError, validate_name
+from mind_assets.lib.storage import InvalidNameError, Staging, replace_dir, validate_name
 
 MEGATRON_DIRNAME = "megatron"  # under blend_exports/<blend>/, beside the parquet phases
 TOKENIZER_DIRNAME = "tokenizer"  # the tokenizer the export used, for --tokenizer-model
@@ -88,24 +84,9 @@ def _encoder(tokenizer: Any):
     return encode
 
 
-def _replace_dir(staging: Path, final: Path) -> None:
-    """Put a complete staging directory in place of `final`; the old copy is moved aside first
-    and deleted after, so `final` is at every moment either the old export or the new one."""
-    old = staging.with_name(staging.name + ".old")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def export_megatron(
-    manifest: Manifest, out_dir: Path, tokenizer: Any, *, tokenizer_name: str, data_dir: Path
-) -> MegatronReport:
-    """Rewrite `out_dir` (normally `blend_exports/<blend>/megatron`): `<phase>/<source>.bin/.idx`
-    per source with tokens, `<phase>.data-path.txt` (weights and prefixes relative to `out_dir`,
-    the manifest's `megatron_weights`), `<phase>/documents.parquet`, the tokenizer and a summary.
-    """
+def check_megatron_names(manifest: Manifest, tokenizer_name: str) -> None:
+    """Refuse a manifest whose tokens were counted with another tokenizer, or whose phase and
+    source names cannot be data-path prefixes."""
     if tokenizer_name != manifest.tokenizer:
         raise ExportError(
             f"blend {manifest.blend!r}: its manifest counted tokens with {manifest.tokenizer!r}, "
@@ -120,17 +101,103 @@ def export_megatron(
                 validate_name(name, kind=f"phase {phase.name!r}: name")
             except InvalidNameError as error:
                 raise ExportError(f"blend {manifest.blend!r}: {error}") from error
+
+
+@dataclass
+class _DatasetWriter:
+    """Writes one (phase, source) indexed dataset with megatron-core's builder: each row one
+    document and one sequence, its tokens then the eod id."""
+
+    builder_class: Any
+    dtype: Any
+    eod: int
+    encode: Any
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.encode(texts)]
+
+    def write(self, staging: Staging, prefix: str, rows: list[dict]) -> tuple[int, list[dict]]:
+        """(tokens written, one documents.parquet row per document)."""
+        builder = self.builder_class(str(staging.path(f"{prefix}.bin")), dtype=self.dtype)
+        tokens, documents = 0, []
+        for start in range(0, len(rows), ENCODE_BATCH):
+            batch = rows[start : start + ENCODE_BATCH]
+            ids_per_row = self.encode([r["text"] for r in batch])
+            for n, (row, ids) in enumerate(zip(batch, ids_per_row, strict=True), start):
+                builder.add_document(np.array([*ids, self.eod], dtype=self.dtype), [len(ids) + 1])
+                tokens += len(ids) + 1
+                documents.append(
+                    {
+                        "prefix": prefix,
+                        "document": n,
+                        "row_id": row["row_id"],
+                        "source_file": row["source_file"],
+                        "source_row_id": row["source_row_id"],
+                        "epoch": row["epoch"],
+                        "n_tokens": len(ids),
+                    }
+                )
+        builder.finalize(str(staging.path(f"{prefix}.idx")))
+        return tokens, documents
+
+
+def _export_phase(
+    manifest: Manifest, phase: Any, writer: _DatasetWriter, staging: Staging, data_dir: Path
+) -> dict[str, Any]:
+    """One phase: its rows mixed as the parquet export mixes them, an indexed dataset per source
+    with weight, `documents.parquet` and the data-path list. Returns the phase's summary."""
+    mixed = mix_phase(manifest, phase, writer.count, data_dir)
+    documents: list[dict[str, Any]] = []
+    datasets = []
+    for source in phase.sources:
+        if source.weight <= 0:  # left out of the data-path list too
+            continue
+        prefix = megatron_prefix(phase.name, source.name)
+        rows = [r for r in mixed if r["source"] == source.name]
+        if not rows:
+            raise ExportError(
+                f"phase {phase.name!r} source {source.name!r}: weight {source.weight:g} "
+                "but no rows to export (are its manifest files empty now?)"
+            )
+        tokens, written = writer.write(staging, prefix, rows)
+        documents += written
+        datasets.append(
+            {
+                "prefix": prefix,
+                "source": source.name,
+                "weight": source.weight,
+                "documents": len(rows),
+                "tokens": tokens,
+            }
+        )
+    staging.add_table(
+        f"{phase.name}/{DOCUMENTS_FILE}", pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA)
+    )
+    data_path = f"{phase.name}{DATA_PATH_SUFFIX}"
+    staging.add_text(data_path, megatron_weights(manifest)[phase.name] + "\n")
+    return {
+        "data_path": data_path,
+        "documents": len(documents),
+        "tokens": sum(d["tokens"] for d in datasets),
+        "datasets": datasets,
+    }
+
+
+def export_megatron(
+    manifest: Manifest, out_dir: Path, tokenizer: Any, *, tokenizer_name: str, data_dir: Path
+) -> MegatronReport:
+    """Rewrite `out_dir` (normally `blend_exports/<blend>/megatron`): `<phase>/<source>.bin/.idx`
+    per source with tokens, `<phase>.data-path.txt` (weights and prefixes relative to `out_dir`,
+    the manifest's `megatron_weights`), `<phase>/documents.parquet`, the tokenizer and a summary.
+    The directory is built whole and swapped in once complete, so a trainer never sees a list
+    naming a half-written dataset."""
+    check_megatron_names(manifest, tokenizer_name)
     builder_class, dtypes, core_version = _megatron_core()
     eod = eod_token_id(tokenizer)
     # Token ids are stored as uint16 when the vocabulary allows, as megatron-core's own
     # preprocessing does; readers take the dtype from the .idx header.
     dtype = dtypes.optimal_dtype(len(tokenizer))
-    encode = _encoder(tokenizer)
-
-    def count(texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in encode(texts)]
-
-    lists = megatron_weights(manifest)
+    writer = _DatasetWriter(builder_class, dtype, eod, _encoder(tokenizer))
     report = MegatronReport(out_dir)
     summary: dict[str, Any] = {
         "blend": manifest.blend,
@@ -145,75 +212,13 @@ def export_megatron(
         "token_rule": "tokens of a dataset = sum of its documents' n_tokens + 1 eod per document",
         "phases": {},
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Everything is written into a staging directory that replaces the export only once
-    # complete, so a trainer never sees a list naming a half-written dataset.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        tokenizer.save_pretrained(str(staging / TOKENIZER_DIRNAME))
+    with replace_dir(out_dir) as staging:
+        tokenizer.save_pretrained(str(staging.path(TOKENIZER_DIRNAME)))
         for phase in manifest.phases:
-            mixed = mix_phase(manifest, phase, count, data_dir)
-            (staging / phase.name).mkdir()
-            documents: list[dict[str, Any]] = []
-            datasets = []
-            for source in phase.sources:
-                if source.weight <= 0:  # left out of the data-path list too
-                    continue
-                prefix = megatron_prefix(phase.name, source.name)
-                rows = [r for r in mixed if r["source"] == source.name]
-                if not rows:
-                    raise ExportError(
-                        f"phase {phase.name!r} source {source.name!r}: weight {source.weight:g} "
-                        "but no rows to export (are its manifest files empty now?)"
-                    )
-                builder = builder_class(str(staging / f"{prefix}.bin"), dtype=dtype)
-                tokens = 0
-                for start in range(0, len(rows), ENCODE_BATCH):
-                    batch = rows[start : start + ENCODE_BATCH]
-                    texts = [r["text"] for r in batch]
-                    for n, (row, ids) in enumerate(zip(batch, encode(texts), strict=True), start):
-                        # One document, one sequence: its tokens then the eod id.
-                        builder.add_document(np.array([*ids, eod], dtype=dtype), [len(ids) + 1])
-                        tokens += len(ids) + 1
-                        documents.append(
-                            {
-                                "prefix": prefix,
-                                "document": n,
-                                "row_id": row["row_id"],
-                                "source_file": row["source_file"],
-                                "source_row_id": row["source_row_id"],
-                                "epoch": row["epoch"],
-                                "n_tokens": len(ids),
-                            }
-                        )
-                builder.finalize(str(staging / f"{prefix}.idx"))
-                datasets.append(
-                    {
-                        "prefix": prefix,
-                        "source": source.name,
-                        "weight": source.weight,
-                        "documents": len(rows),
-                        "tokens": tokens,
-                    }
-                )
-            pq.write_table(
-                pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA),
-                staging / phase.name / DOCUMENTS_FILE,
-                compression="zstd",
-            )
-            (staging / f"{phase.name}{DATA_PATH_SUFFIX}").write_text(lists[phase.name] + "\n")
-            summary["phases"][phase.name] = {
-                "data_path": f"{phase.name}{DATA_PATH_SUFFIX}",
-                "documents": len(documents),
-                "tokens": sum(d["tokens"] for d in datasets),
-                "datasets": datasets,
-            }
-            report.documents[phase.name] = len(documents)
-            report.tokens[phase.name] = summary["phases"][phase.name]["tokens"]
-            report.datasets[phase.name] = len(datasets)
-        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        _replace_dir(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+            phase_summary = _export_phase(manifest, phase, writer, staging, data_dir)
+            summary["phases"][phase.name] = phase_summary
+            report.documents[phase.name] = phase_summary["documents"]
+            report.tokens[phase.name] = phase_summary["tokens"]
+            report.datasets[phase.name] = len(phase_summary["datasets"])
+        staging.add_json(SUMMARY_FILE, summary)
     return report

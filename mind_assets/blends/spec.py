@@ -152,6 +152,14 @@ def blend_names(blends_dir: Path) -> list[str]:
     return sorted(p.stem for p in blends_dir.glob("*.yaml")) if blends_dir.is_dir() else []
 
 
+def blend_spec_path(blends_dir: Path, blend: str) -> Path:
+    return blends_dir / f"{blend}.yaml"
+
+
+def blend_spec_exists(blends_dir: Path, blend: str) -> bool:
+    return blend_spec_path(blends_dir, blend).is_file()
+
+
 def check_selection(
     spec: BlendSpec, path: Path, known: Mapping[str, Collection[str]] | None = None
 ) -> None:

@@ -8,7 +8,6 @@ from dagster import (
     AssetExecutionContext,
     AssetSelection,
     AutomationCondition,
-    BackfillPolicy,
     DagsterInstance,
     MaterializeResult,
     MultiPartitionKey,
@@ -27,13 +26,13 @@ from mind_assets.conversations.outputs import CONVERSATIONS
 from mind_assets.conversations.styles import STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.corpus.outputs import CHUNKS
-from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
+from mind_assets.lib.metadata import output_result
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
+from mind_assets.lib.storage import requests_dir
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.lib.versions import VersionSource, version_source_asset
 from mind_assets.llm.batch_runner import RequestStore, generate_resumable
-from mind_assets.llm.pods import llm_step_tags
+from mind_assets.llm.pods import generating_asset
 from mind_assets.llm.resource import LLMResource
 from mind_assets.llm.versions import llm_config
 from mind_assets.metrics.store import metrics_store
@@ -59,7 +58,7 @@ MIND_PROMPTS = VersionSource(
     "a prompt marks only that style's conversations as unsynced.",
     mind_prompt_versions,
     partitions_def=style_partitions,
-    group_name="mind",
+    group_name="conversations",
 )
 mind_prompts = version_source_asset(MIND_PROMPTS)
 
@@ -96,13 +95,9 @@ def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
             description="Every row has all lineage columns filled.",
         ),
     ],
-    group_name="mind",
+    group_name="conversations",
     kinds={"vllm", "parquet"},
-    pool="llm",
-    op_tags=llm_step_tags(),
-    # One run per partition in backfills: each run loads one engine for one whole batch, and
-    # Dagster's single-run backfills mishandle partial multi-partition selections.
-    backfill_policy=BackfillPolicy.multi_run(1),
+    **generating_asset(),
     # The code's part of the version; prompts and the model are versioned by the sources above.
     code_version="1",
     description="One MIND conversation per chunk in the partition's style, generated in resumable "
@@ -112,7 +107,7 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
     settings = get_settings()
     shard, style = shard_and_style(context)
     prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
-    chunk_table = read_output(CHUNKS.path(settings.data_dir, {"shard": shard}))
+    chunk_table = CHUNKS.partition(settings.data_dir, {"shard": shard}).read()
     plan = plan_conversations(
         chunk_table,
         prompt,
@@ -129,24 +124,22 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
             len(plan.skipped_too_long),
             ", ".join(plan.skipped_too_long[:5]),
         )
-    out_path = CONVERSATIONS.path(settings.data_dir, {"shard": shard, "style": style})
-    store = RequestStore(
-        asset_path(settings.data_dir, "_requests", "conversations", shard, style, suffix="")
-    )
+    out = CONVERSATIONS.partition(settings.data_dir, {"shard": shard, "style": style})
+    store = RequestStore(requests_dir(settings.data_dir, "conversations", shard, style))
     started = time.monotonic()
     results, stats = generate_resumable(
         [p.request for p in plan.planned],
         llm.chat,
         store,
         batch_size=llm.requests_per_batch(settings.batch_size),
-        previous_outputs=[out_path],
+        previous_outputs=[out.path],
         label=f"conversations {shard}/{style}",
         logger=context.log,
     )
     table = conversation_rows(
         plan, results, shard=shard, style=style, prompt=prompt, identity=llm.identity()
     )
-    write_parquet_version(table, out_path)
+    out.write(table)
     store.clear()
     usage = llm.usage([stats])
     store_metrics = metrics_store(settings.data_dir)
@@ -164,9 +157,10 @@ def conversations(context: AssetExecutionContext, llm: LLMResource) -> Materiali
         servers=llm.server_report(),
         wall_seconds=time.monotonic() - started,
     )
-    return stage_result(
-        summary,
-        data_version=file_data_version(out_path),
-        **parquet_metadata(table, out_path, ["chunk_id", "n_turns", "finish_reason", "text"]),
+    return output_result(
+        table,
+        out.path,
+        preview=["chunk_id", "n_turns", "finish_reason", "text"],
+        summary=summary,
         **usage,
     )

@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 
+import pyarrow as pa
+
+from mind_assets.corpus.schema import CHUNK_SCHEMA
 from mind_assets.lib.latex import protected_spans
 from mind_assets.lib.tokenizer import TokenCounter
 
@@ -139,3 +142,37 @@ def _merge(
 ) -> list[tuple[int, int, int]]:
     last_end = previous[-1][1]
     return previous + [u for u in tail if u[0] >= last_end]
+
+
+def chunk_rows(
+    documents: pa.Table,
+    count: TokenCounter,
+    *,
+    shard: str,
+    tokenizer: str,
+    target_tokens: int,
+    overlap_tokens: int = 0,
+) -> pa.Table:
+    """A shard's documents as chunk rows (`CHUNK_SCHEMA`), each naming its document and the
+    tokenizer that counted it."""
+    rows = []
+    for doc_id, text in zip(
+        documents.column("doc_id").to_pylist(), documents.column("text").to_pylist(), strict=True
+    ):
+        for chunk in chunk_text(
+            text, count, target_tokens=target_tokens, overlap_tokens=overlap_tokens
+        ):
+            rows.append(
+                {
+                    "chunk_id": f"{doc_id}#{chunk.index}",
+                    "doc_id": doc_id,
+                    "shard": shard,
+                    "chunk_index": chunk.index,
+                    "text": chunk.text,
+                    "n_tokens": chunk.n_tokens,
+                    "char_start": chunk.start,
+                    "char_end": chunk.end,
+                    "tokenizer": tokenizer,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA)

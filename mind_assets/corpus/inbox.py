@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from mind_assets.corpus.shards import ShardSpec, make_shard_spec
+from mind_assets.corpus.shard_specs import make_shard_spec
+from mind_assets.corpus.shards import ShardSpec
 
 INBOX_SUFFIXES = (".jsonl", ".parquet", ".hf.json")
 # Enough for any real first document; a longer first line is checked for a JSON object start

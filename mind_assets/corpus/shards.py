@@ -1,13 +1,13 @@
 """The shard registry: what each key of the `shards` dynamic partition reads.
 
 A shard is a named slice of a corpus: local jsonl/parquet files, or a row range of a Hugging Face
-dataset split. Its spec is a JSON file under `<data_dir>/shard_specs/`, written atomically;
-the Dagster partition key is the shard name.
+dataset split. Its spec is a JSON document of the data root (the gateway knows where), written
+atomically; the Dagster partition key is the shard name. Building a spec from what a user names
+is in `shard_specs.py`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +15,15 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mind_assets.lib import object_store
 from mind_assets.lib.instance import SHARDS_PARTITION
-from mind_assets.lib.storage import validate_name, write_json_atomic
+from mind_assets.lib.storage import (
+    OutputReadError,
+    read_json,
+    shard_spec_file,
+    shard_spec_files,
+    validate_name,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -69,98 +75,34 @@ class ShardSpec(BaseModel):
         return self
 
 
-def parse_row_range(text: str) -> tuple[int, int | None]:
-    """'100:200' -> (100, 200); '100:' -> (100, None); ':50' -> (0, 50)."""
-    start_text, sep, stop_text = text.partition(":")
-    if not sep:
-        raise ShardError(f"row range {text!r} must look like START:STOP")
+def save_shard_spec(data_dir: Path, spec: ShardSpec) -> Path:
+    return write_json_atomic(spec.model_dump(), shard_spec_file(data_dir, spec.name))
+
+
+def load_shard_spec(data_dir: Path, name: str) -> ShardSpec:
+    path = shard_spec_file(data_dir, name)
     try:
-        start = int(start_text) if start_text else 0
-        stop = int(stop_text) if stop_text else None
-    except ValueError as error:
-        raise ShardError(f"row range {text!r} must hold integers") from error
-    return start, stop
-
-
-def make_shard_spec(
-    name: str,
-    sources: list[str],
-    *,
-    split: str = "train",
-    rows: str | None = None,
-    config_name: str | None = None,
-    fields: FieldMap | None = None,
-) -> ShardSpec:
-    """Build and validate a spec from CLI-style arguments; local paths must exist."""
-    validate_name(name, kind="shard name")
-    if not sources:
-        raise ShardError("name at least one corpus file or an hf://DATASET source")
-    start, stop = parse_row_range(rows) if rows else (0, None)
-    try:
-        if len(sources) == 1 and sources[0].startswith(HF_PREFIX):
-            return ShardSpec(
-                name=name,
-                kind="hf",
-                dataset=sources[0][len(HF_PREFIX) :],
-                config_name=config_name,
-                split=split,
-                start=start,
-                stop=stop,
-                fields=fields or FieldMap(),
-            )
-        paths = []
-        for source in sources:
-            path = Path(source).expanduser().resolve()
-            if not path.is_file():
-                raise ShardError(f"corpus file not found: {source}")
-            if path.suffix not in LOCAL_SUFFIXES:
-                raise ShardError(
-                    f"{source}: unsupported file type (use {', '.join(LOCAL_SUFFIXES)})"
-                )
-            paths.append(str(path))
-        return ShardSpec(
-            name=name,
-            kind="local",
-            paths=paths,
-            start=start,
-            stop=stop,
-            fields=fields or FieldMap(),
-        )
-    except ValidationError as error:
-        raise ShardError(f"invalid shard {name!r}: {error}") from error
-
-
-def spec_path(specs_dir: Path, name: str) -> Path:
-    return specs_dir / f"{validate_name(name, kind='shard name')}.json"
-
-
-def save_shard_spec(specs_dir: Path, spec: ShardSpec) -> Path:
-    return write_json_atomic(spec.model_dump(), spec_path(specs_dir, spec.name))
-
-
-def load_shard_spec(specs_dir: Path, name: str) -> ShardSpec:
-    path = spec_path(specs_dir, name)
-    object_store.pull(path)
-    if not path.is_file():
+        payload = read_json(path)
+    except OutputReadError as error:
+        raise ShardError(f"shard spec {path} is invalid: {error}") from error
+    if payload is None:
         raise ShardError(
             f"shard {name!r} has no spec at {path}; "
             f"register it with `mind shards add {name} PATH...`"
         )
     try:
-        return ShardSpec(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValidationError) as error:
+        return ShardSpec(**payload)
+    except (TypeError, ValidationError) as error:
         raise ShardError(f"shard spec {path} is invalid: {error}") from error
 
 
-def list_shard_specs(specs_dir: Path) -> list[ShardSpec]:
-    if not specs_dir.is_dir():
-        return []
-    return [load_shard_spec(specs_dir, p.stem) for p in sorted(specs_dir.glob("*.json"))]
+def list_shard_specs(data_dir: Path) -> list[ShardSpec]:
+    return [load_shard_spec(data_dir, p.stem) for p in shard_spec_files(data_dir)]
 
 
 def register_shard(instance: DagsterInstance, settings: MindSettings, spec: ShardSpec) -> None:
     """Save the shard's spec and add its key to the `shards` dynamic partitions."""
-    save_shard_spec(settings.shard_specs_dir, spec)
+    save_shard_spec(settings.data_dir, spec)
     if not instance.has_dynamic_partition(SHARDS_PARTITION, spec.name):
         instance.add_dynamic_partitions(SHARDS_PARTITION, [spec.name])
 
@@ -172,7 +114,7 @@ def register_shards(
     per-key check of `register_shard`, or of the sensor daemon's partition requests, costs a
     query per shard). Returns the keys added."""
     for spec in specs:
-        save_shard_spec(settings.shard_specs_dir, spec)
+        save_shard_spec(settings.data_dir, spec)
     names = list(dict.fromkeys(spec.name for spec in specs))
     if not names:
         return []

@@ -16,7 +16,7 @@ from dagster import (
 from mind_assets.blends.assets import blend_manifest
 from mind_assets.conversations.assets import conversations
 from mind_assets.diversity.scores import vendi_score
-from mind_assets.diversity.stage import baseline_scores, parse_target, subsample, target_samples
+from mind_assets.diversity.targets import baseline_scores, parse_target, subsample, target_samples
 from mind_assets.llm.features import features_for
 from mind_assets.math_traces.assets import solution_traces
 from mind_assets.metrics.store import metrics_store

@@ -1,8 +1,6 @@
 """`filtered_conversations` (accepted rows, a quarantine beside them, decisions in DuckDB) and
 `longest_conversations`, the longest accepted conversation per chunk."""
 
-from pathlib import Path
-
 import pyarrow.compute as pc
 from dagster import (
     AssetCheckSpec,
@@ -18,30 +16,28 @@ from dagster import (
 )
 
 from mind_assets.conversations.assets import conversations, shard_and_style, shard_style_partitions
-from mind_assets.conversations.longest import longest_per_chunk
 from mind_assets.conversations.outputs import CONVERSATIONS
 from mind_assets.conversations.styles import CONVERSATION_STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.corpus.outputs import CHUNKS
 from mind_assets.filtering.checks import FILTER_CHECKS, evaluate_filter_checks
+from mind_assets.filtering.longest import longest_per_chunk
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
-from mind_assets.filtering.stage import filter_partition, summarize_filtered_partition
-from mind_assets.lib import object_store
-from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
+from mind_assets.filtering.partition import filter_partition, summarize_filtered_partition
+from mind_assets.lib.metadata import output_result
+from mind_assets.lib.outputs import Partition
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
-from mind_assets.lib.storage import read_output, write_parquet_version
 from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 
 
-def _chunk_texts(path: Path) -> dict[str, str]:
+def _chunk_texts(chunks_partition: Partition) -> dict[str, str]:
     """chunk_id -> text; empty when the shard's chunks are gone (every row is then rejected)."""
-    object_store.pull(path)
-    if not path.is_file():
+    if not chunks_partition.is_materialized():
         return {}
-    table = read_output(path, columns=["chunk_id", "text"])
+    table = chunks_partition.read(columns=["chunk_id", "text"])
     return dict(zip(table["chunk_id"].to_pylist(), table["text"].to_pylist(), strict=True))
 
 
@@ -92,8 +88,8 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
     keys = {"shard": shard, "style": style}
     prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
     partition = filter_partition(
-        read_output(CONVERSATIONS.path(settings.data_dir, keys)),
-        _chunk_texts(CHUNKS.path(settings.data_dir, keys)),
+        CONVERSATIONS.partition(settings.data_dir, keys).read(),
+        _chunk_texts(CHUNKS.partition(settings.data_dir, keys)),
         thresholds,
         {style: "\n".join(filter(None, [prompt.system, prompt.instruction_text]))},
         shard=shard,
@@ -136,11 +132,12 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
         100 * partition.acceptance_rate,
         {k: v for k, v in counts.items() if v},
     )
-    return stage_result(
-        summarize_filtered_partition(partition, outcomes, q_path),
-        data_version=file_data_version(out_path),
+    return output_result(
+        partition.accepted,
+        out_path,
+        preview=["chunk_id", "n_turns", "text"],
+        summary=summarize_filtered_partition(partition, outcomes, q_path),
         filter_profile=thresholds.profile,
-        **parquet_metadata(partition.accepted, out_path, ["chunk_id", "n_turns", "text"]),
     )
 
 
@@ -153,7 +150,7 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
         )
     ],
     automation_condition=AutomationCondition.eager(),
-    group_name="mind",
+    group_name="filtering",
     kinds={"parquet"},
     code_version="1",
     description="For each chunk, the longest accepted conversation across the styles filtered "
@@ -161,28 +158,25 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
 )
 def longest_conversations(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
-    shard = context.partition_key
-    style_files = {
-        style: path
+    out = LONGEST_CONVERSATIONS.partition(settings.data_dir, context.partition_key)
+    filtered = {
+        style: partition
         for style in CONVERSATION_STYLE_KEYS  # a rephrase is never "the longest conversation"
         if (
-            path := FILTERED_CONVERSATIONS.path(settings.data_dir, {"shard": shard, "style": style})
-        ).is_file()
+            partition := FILTERED_CONVERSATIONS.partition(
+                settings.data_dir, {**out.keys, "style": style}
+            )
+        ).is_materialized()
     }
-    if not style_files:
-        raise FileNotFoundError(f"no filtered conversations yet for shard {shard!r}")
-    table = longest_per_chunk(
-        [read_output(p) for p in style_files.values()], styles=CONVERSATION_STYLE_KEYS
-    )
-    out_path = write_parquet_version(
-        table, LONGEST_CONVERSATIONS.path(settings.data_dir, {"shard": shard})
-    )
+    if not filtered:
+        raise FileNotFoundError(f"no filtered conversations yet for shard {out.key!r}")
+    table = longest_per_chunk([p.read() for p in filtered.values()], styles=CONVERSATION_STYLE_KEYS)
+    out.write(table)
     chosen = pc.value_counts(table.column("style")).to_pylist() if table.num_rows else []
-    return MaterializeResult(
-        metadata={
-            **parquet_metadata(table, out_path, ["chunk_id", "style", "completion_tokens", "text"]),
-            "styles_considered": sorted(style_files),
-            "chosen_style_counts": MetadataValue.json({c["values"]: c["counts"] for c in chosen}),
-        },
-        data_version=file_data_version(out_path),
+    return output_result(
+        table,
+        out.path,
+        preview=["chunk_id", "style", "completion_tokens", "text"],
+        styles_considered=sorted(filtered),
+        chosen_style_counts=MetadataValue.json({c["values"]: c["counts"] for c in chosen}),
     )

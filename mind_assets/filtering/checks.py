@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from mind_assets.conversations.schema import LINEAGE_COLUMNS
 from mind_assets.filtering.schema import FILTERED_SCHEMA
 from mind_assets.lib.report import CheckOutcome
+from mind_assets.lib.storage import output_rows, read_output
 
 # name -> (blocking, description). Blocking checks stop downstream assets in the same run.
 FILTER_CHECKS: dict[str, tuple[bool, str]] = {
@@ -39,8 +38,8 @@ def evaluate_filter_checks(
     acceptance_floor: float,
     max_near_duplicate_rate: float,
 ) -> list[CheckOutcome]:
-    accepted = pq.read_table(accepted_path)
-    quarantined = pq.read_metadata(quarantine_path).num_rows
+    accepted = read_output(accepted_path)
+    quarantined = output_rows(quarantine_path)
     rate = accepted.num_rows / generated_rows if generated_rows else 0.0
     expected = {(f.name, str(f.type)) for f in FILTERED_SCHEMA}
     actual = {(f.name, str(f.type)) for f in accepted.schema}

@@ -1,4 +1,5 @@
-"""Dagster metadata shared by every asset that writes a parquet file."""
+"""What an asset returns: Dagster metadata shared by every asset that writes a parquet file, built
+from the written table, the stage's summary and what only the asset knows."""
 
 from __future__ import annotations
 
@@ -77,4 +78,23 @@ def stage_result(
         ]
         or None,
         data_version=data_version,
+    )
+
+
+def output_result(
+    table: pa.Table,
+    path: Path,
+    *,
+    preview: list[str] | None = None,
+    summary: StageSummary | None = None,
+    **metadata: Any,
+) -> MaterializeResult:
+    """The result of an asset that wrote one partition: rows, column schema, path and a preview
+    of `table`, the written file's hash as the data version, and the summary's metadata and
+    checks plus `metadata` only the asset knows (values converted by `dagster_value`)."""
+    return stage_result(
+        summary or StageSummary(),
+        data_version=file_data_version(path),
+        **parquet_metadata(table, path, preview),
+        **metadata,
     )

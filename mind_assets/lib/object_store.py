@@ -1,24 +1,18 @@
-"""The data root in object storage (`MIND_DATA_DIR=s3://bucket/prefix`, `gs://...`, any fsspec
-URL), kept in step with a local working copy.
+"""The transport between a local working copy and the object store behind it
+(`MIND_DATA_DIR=s3://bucket/prefix`, `gs://...`, any fsspec URL).
 
-The object store is the data root of record; each process (a Dagster run, a pod) works in a
-local working copy (`MIND_DATA_CACHE_DIR`), because the stages, DuckDB and the engine read and
-write local files. Two rules keep the two in step:
+This module moves bytes and knows nothing of what they mean: a working-copy path maps to an
+object key, and files go up (`upload`, `put_bytes`, `push_tree`), come down (`download`,
+`get_bytes`), are listed and deleted. Which files are versions, where an output's current
+pointer lives and when to pull or push is the data-root gateway's business (`lib/storage.py`),
+which sits above this module and is its only user.
 
-- **Push after commit.** Every write that `lib/storage` makes atomic locally is uploaded the moment
-  it is committed. An object store's PUT is all or nothing (S3, GCS and Azure show an object only
-  once its upload completes, multipart uploads included), so a killed write leaves no partial
-  object; on a filesystem without that guarantee the upload goes to a temporary key that is
-  renamed. Versions are immutable: they are uploaded with a conditional put ("create only"), so
-  nothing can overwrite a version a manifest pins. The current pointer of an output (a symbolic
-  link locally) is a small object `<dir>/.versions/<name>/CURRENT` holding the version's file
-  name, written after the version, so a reader following it never finds a missing version.
-- **Pull before read.** Reading an output first brings the store's current version into the
-  working copy (one small GET for the pointer; the version only when it is not there yet), so a
-  process with an empty working copy reads what other processes wrote.
-
-The DuckDB file of the metrics and the Dagster instance stay local (the metrics' parquet
-partitions are data-root files and travel like any other).
+Uploads are all or nothing: S3, GCS and Azure show an object only once its upload completes
+(multipart included), so a killed write leaves no partial object; on a filesystem without that
+guarantee an upload goes to a temporary key that is renamed. A create-only upload is a
+conditional put (S3 `If-None-Match: *`): it never replaces an object, and an object already
+there under that key is accepted only when it has the same size (same name, same content: the
+gateway names versions after their content hash); anything else fails loudly.
 """
 
 from __future__ import annotations
@@ -27,17 +21,17 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-VERSIONS_DIRNAME = ".versions"  # where lib/storage keeps the versions of an output
-POINTER_NAME = "CURRENT"
 # Object stores whose PUT makes an object visible only once its upload is complete; any other
 # fsspec filesystem gets a temporary key and a rename.
 ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 DEFAULT_UPLOAD_CHUNK_BYTES = 50 * 2**20
+
+T = TypeVar("T")
 
 
 class ObjectStoreError(RuntimeError):
@@ -79,24 +73,56 @@ class DataStore:
     def url_of(self, path: Path) -> str:
         return f"{self.url.rstrip('/')}/{self.key(path)[len(self.root) + 1 :]}"
 
-    def pointer_key(self, output: Path) -> str:
-        return f"{self.key(output.parent)}/{VERSIONS_DIRNAME}/{output.name}/{POINTER_NAME}"
-
     # --- writes --------------------------------------------------------------------------------
-    def push(self, path: Path) -> None:
-        """Upload what was just committed at `path`: a version (create-only), the pointer an
-        output's link names, or a plain file."""
-        if path.is_symlink():
-            version = Path(os.readlink(path)).name
-            self._put_bytes(version.encode(), self.pointer_key(path))
-        elif _is_version(path):
-            self._upload(path, self.key(path), create_only=True)
-        else:
-            self._upload(path, self.key(path))
+    def upload(self, path: Path, *, create_only: bool = False) -> None:
+        """Upload the local file `path` to its key, replacing what is there unless
+        `create_only`."""
+        key = self.key(path)
+        if self.protocol in ATOMIC_PUT_PROTOCOLS:
+            options: dict[str, Any] = {"mode": "create" if create_only else "overwrite"}
+            if self.protocol in {"s3", "s3a"}:
+                options["chunksize"] = self.upload_chunk_bytes
+            try:
+                self._call("upload", lambda: self.fs.put_file(str(path), key, **options), key)
+            except FileExistsError:
+                self._accept_existing(path, key)
+            return
+        if create_only and self._exists(key):
+            self._accept_existing(path, key)
+            return
+        # No atomic PUT here: upload beside the key, then rename.
+        parent, _, name = key.rpartition("/")
+        staged = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+        self._call("upload", lambda: self.fs.put_file(str(path), staged), key)
+        self._call("rename", lambda: self.fs.mv(staged, key), key)
+
+    def _accept_existing(self, path: Path, key: str) -> None:
+        """A create-only upload found an object under its key: the same file uploaded before
+        (same name, same size) is fine; a different one must never be replaced."""
+        size = self._call("read", lambda: self.fs.info(key), key).get("size")
+        if size != path.stat().st_size:
+            raise ObjectStoreError(
+                f"{self.url}: refused to overwrite {key}: an object of {size} bytes is already "
+                f"there and {path} has {path.stat().st_size} (a version is never replaced)"
+            )
+
+    def put_bytes(self, payload: bytes, path: Path) -> None:
+        """Write `payload` as the object of `path` (a small object such as a pointer)."""
+        with tempfile.NamedTemporaryFile(prefix=".mind-put.", suffix=".tmp") as handle:
+            handle.write(payload)
+            handle.flush()
+            key = self.key(path)
+            if self.protocol in ATOMIC_PUT_PROTOCOLS:
+                self._call("upload", lambda: self.fs.put_file(handle.name, key), key)
+            else:
+                parent, _, name = key.rpartition("/")
+                staged = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+                self._call("upload", lambda: self.fs.put_file(handle.name, staged), key)
+                self._call("rename", lambda: self.fs.mv(staged, key), key)
 
     def push_tree(self, directory: Path) -> None:
         """Upload every file under `directory` (a finished export), deeper files first so its
-        top-level summaries land last, then delete the objects an earlier export left that this
+        top-level summaries land last, then delete the objects an earlier copy left that this
         one replaced: top-level files it no longer has, and files inside the subfolders it
         wrote (a subfolder it did not write, say the Megatron datasets of an earlier export, is
         left alone, as it is on disk)."""
@@ -105,7 +131,7 @@ class DataStore:
             key=lambda p: (-len(p.relative_to(directory).parts), p.as_posix()),
         )
         for path in files:
-            self._upload(path, self.key(path))
+            self.upload(path)
         wanted = {self.key(p) for p in files}
         stale = []
         for key in self._find(self.key(directory)):
@@ -116,64 +142,56 @@ class DataStore:
         if stale:
             self._call("delete", lambda: self.fs.rm(stale), directory)
 
-    def _upload(self, path: Path, key: str, *, create_only: bool = False) -> None:
-        if self.protocol in ATOMIC_PUT_PROTOCOLS:
-            options: dict[str, Any] = {"mode": "create" if create_only else "overwrite"}
-            if self.protocol in {"s3", "s3a"}:
-                options["chunksize"] = self.upload_chunk_bytes
-            # FileExistsError: a version's name carries its content hash, so it is already there.
-            with contextlib.suppress(FileExistsError):
-                self._call("upload", lambda: self.fs.put_file(str(path), key, **options), key)
-            return
-        # No atomic PUT here: upload beside the key, then rename.
-        parent, _, name = key.rpartition("/")
-        staged = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
-        self._call("upload", lambda: self.fs.put_file(str(path), staged), key)
-        self._call("rename", lambda: self.fs.mv(staged, key), key)
-
-    def _put_bytes(self, payload: bytes, key: str) -> None:
-        with tempfile.NamedTemporaryFile(prefix=".mind-pointer.", suffix=".tmp") as handle:
-            handle.write(payload)
-            handle.flush()
-            self._upload(Path(handle.name), key)
+    def delete(self, paths: Iterable[Path]) -> None:
+        keys = [self.key(p) for p in paths]
+        if keys:
+            with contextlib.suppress(FileNotFoundError):
+                self._call("delete", lambda: self.fs.rm(keys), keys[0])
 
     # --- reads ---------------------------------------------------------------------------------
-    def pull(self, path: Path) -> None:
-        """Bring the store's state of `path` into the working copy: a pinned version when it is
-        missing here; for an output, the version its pointer names (and the local link moved to
-        it); a plain file, downloaded again. Nothing happens when the store has no such object
-        (a local-only file stays as it is)."""
-        if _is_version(path):
-            if not path.is_file():
-                self._download(self.key(path), path, missing_ok=True)
-            return
+    def get_bytes(self, path: Path) -> bytes | None:
+        """The object of `path`, or None when there is none."""
+        key = self.key(path)
         try:
-            version_name = self._call(
-                "read", lambda: self.fs.cat_file(self.pointer_key(path)), path
-            ).decode()
+            return self._call("read", lambda: self.fs.cat_file(key), key)
         except FileNotFoundError:
-            self._download(self.key(path), path, missing_ok=True)
-            return
-        from mind_assets.lib.storage import point_at, versions_dir  # lib/storage imports this
+            return None
 
-        version = versions_dir(path) / version_name.strip()
-        if not version.is_file():
-            self._download(self.key(version), version, missing_ok=False)
-        if not path.is_symlink() or Path(os.readlink(path)).name != version.name:
-            point_at(path, version, push=False)
+    def download(self, path: Path, *, missing_ok: bool = True) -> bool:
+        """Bring the object of `path` into the working copy (through a temporary file renamed
+        into place); False when the store has no such object and `missing_ok`."""
+        key = self.key(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            self._call("download", lambda: self.fs.get_file(key, staged), key)
+            os.replace(staged, path)
+            return True
+        except FileNotFoundError:
+            if not missing_ok:
+                raise ObjectStoreError(f"{self.url}: {key} is missing") from None
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
 
-    def outputs(self, directory: Path) -> list[Path]:
-        """The working-copy paths of every output and plain file the store holds under
-        `directory` (an output's pointer stands for the output; versions and temporary objects
-        are left out)."""
-        found = set()
-        for key in self._find(self.key(directory)):
-            path = self.path_of(key)
-            if path.name == POINTER_NAME and path.parent.parent.name == VERSIONS_DIRNAME:
-                found.add(path.parent.parent.parent / path.parent.name)
-            elif not any(part.startswith(".") for part in path.relative_to(directory).parts):
-                found.add(path)
-        return sorted(found)
+    def list_files(self, directory: Path) -> list[Path]:
+        """The working-copy paths of every object under `directory`, sorted."""
+        return sorted(self.listing(directory))
+
+    def listing(self, directory: Path) -> dict[Path, int]:
+        """Working-copy path -> size in bytes of every object under `directory`."""
+        self.fs.invalidate_cache()
+        prefix = self.key(directory)
+        try:
+            found = self._call("list", lambda: self.fs.find(prefix, detail=True), prefix)
+        except FileNotFoundError:
+            return {}
+        return {self.path_of(key): int(info.get("size") or 0) for key, info in found.items()}
+
+    def _exists(self, key: str) -> bool:
+        return bool(self._call("read", lambda: self.fs.exists(key), key))
 
     def _find(self, prefix: str) -> list[str]:
         self.fs.invalidate_cache()
@@ -182,23 +200,7 @@ class DataStore:
         except FileNotFoundError:
             return []
 
-    def _download(self, key: str, path: Path, *, missing_ok: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            self._call("download", lambda: self.fs.get_file(key, staged), key)
-            os.replace(staged, path)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise ObjectStoreError(
-                    f"{self.url}: {key} is named by its output's pointer but missing"
-                ) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staged)
-
-    def _call(self, what: str, action, where: object = None):
+    def _call(self, what: str, action: Callable[[], T], where: object = None) -> T:
         """Run one store operation; failures other than a missing object name the URL."""
         try:
             return action()
@@ -214,11 +216,7 @@ class DataStore:
             raise ObjectStoreError(f"{self.url}: {what} {where or ''} failed: {error}") from error
 
 
-def _is_version(path: Path) -> bool:
-    return path.parent.parent.name == VERSIONS_DIRNAME and path.name != POINTER_NAME
-
-
-# Working copy -> its store. lib/storage sees only paths: it finds the store of a path under a
+# Working copy -> its store. The gateway sees only paths: it finds the store of a path under a
 # working copy here. The settings of the environment register theirs (read again only when a
 # MIND_DATA_* variable changes); code that builds its own settings calls `register`.
 _STORES: dict[Path, DataStore] = {}
@@ -255,6 +253,7 @@ def _register_from_environment() -> None:
 
 
 def store_for(path: Path) -> DataStore | None:
+    """The store whose working copy holds `path`; None for a path of a local data root."""
     _register_from_environment()
     if not _STORES:
         return None
@@ -263,29 +262,3 @@ def store_for(path: Path) -> DataStore | None:
         if absolute.is_relative_to(root):
             return store
     return None
-
-
-def push(path: Path) -> None:
-    """Upload `path` when it lies under a working copy; nothing otherwise."""
-    store = store_for(path)
-    if store is not None:
-        store.push(path)
-
-
-def push_tree(directory: Path) -> None:
-    store = store_for(directory)
-    if store is not None:
-        store.push_tree(directory)
-
-
-def pull(path: Path) -> None:
-    """Refresh `path` from its store when it lies under a working copy; nothing otherwise."""
-    store = store_for(path)
-    if store is not None:
-        store.pull(path)
-
-
-def stored_outputs(directory: Path) -> list[Path] | None:
-    """What the store holds under `directory`; None without a store (read the disk instead)."""
-    store = store_for(directory)
-    return None if store is None else store.outputs(directory)

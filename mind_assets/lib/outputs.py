@@ -15,8 +15,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from mind_assets.lib import object_store
-from mind_assets.lib.storage import InvalidNameError, asset_path, validate_name
+from mind_assets.lib.storage import (
+    InvalidNameError,
+    asset_path,
+    list_outputs,
+    output_exists,
+    read_output,
+    validate_name,
+    write_parquet_version,
+)
 from mind_assets.settings import MindSettings
 
 QUARANTINE_SUFFIX = ".quarantine.parquet"
@@ -145,26 +152,21 @@ class OutputFamily:
         parts = (keys[name] for name in self.dim_names)
         return asset_path(data_dir, self.name, *parts, suffix=QUARANTINE_SUFFIX)
 
+    def partition(self, data_dir: Path, keys: Mapping[str, str] | str) -> Partition:
+        """One partition of this family under `data_dir`, by its keys or its Dagster partition
+        key string (`"shard|style"`)."""
+        return Partition(self, data_dir, self.keys(keys) if isinstance(keys, str) else dict(keys))
+
     def materialized(self, data_dir: Path) -> list[Keys]:
-        """Every partition that has a file now, read off the data root (`<name>/<k1>/<k2>
-        .parquet`), in path order; quarantines, versions and temporary files are no partitions.
-        Under an object store's working copy the store is listed instead, and what it holds is
-        pulled into the working copy (the callers read the files next)."""
+        """Every partition that has a file now (`<name>/<k1>/<k2>.parquet`), in path order;
+        quarantines, versions and temporary files are no partitions. Under an object store the
+        store is listed, and what it holds is pulled (the callers read the files next)."""
+        if not self.dims:
+            return []
         root = data_dir / self.name
-        pattern = "/".join(["*"] * len(self.dims)) + ".parquet"
-        stored = object_store.stored_outputs(root) if self.dims else None
-        if stored is None:
-            candidates = sorted(root.glob(pattern)) if self.dims else []
-        else:
-            candidates = [p for p in stored if p.match(pattern) and p.suffix == ".parquet"]
-            for path in candidates:
-                object_store.pull(path)
         found = []
-        for path in candidates:
-            relative = path.relative_to(root).parts
-            if len(relative) != len(self.dims):
-                continue
-            if path.name.endswith(QUARANTINE_SUFFIX) or any(p.startswith(".") for p in relative):
+        for path in list_outputs(root, "/".join(["*"] * len(self.dims)) + ".parquet"):
+            if path.name.endswith(QUARANTINE_SUFFIX):
                 continue
             keys = self.keys_from_path(path)
             try:
@@ -172,8 +174,7 @@ class OutputFamily:
                     validate_name(key)
             except InvalidNameError:
                 continue  # not a file a partition could have written
-            if path.is_file():
-                found.append(keys)
+            found.append(keys)
         return found
 
     def keys_from_path(self, path: Path) -> Keys:
@@ -215,6 +216,40 @@ class OutputFamily:
     def depth(self) -> int:
         """Hops to the farthest root: 0 for a root family."""
         return 1 + max(link.family.depth() for link in self.parents) if self.parents else 0
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition of an output family under one data root, read and written through the
+    data-root gateway: what an asset body holds instead of paths."""
+
+    family: OutputFamily
+    data_dir: Path
+    keys: Keys
+
+    @property
+    def path(self) -> Path:
+        return self.family.path(self.data_dir, self.keys)
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.family.quarantine_path(self.data_dir, self.keys)
+
+    @property
+    def key(self) -> str:
+        """The Dagster partition key string."""
+        return self.family.partition_key(self.keys)
+
+    def is_materialized(self) -> bool:
+        """Whether the partition has an output (in the store first)."""
+        return output_exists(self.path)
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        return read_output(self.path, columns=columns)
+
+    def write(self, table: pa.Table) -> Path:
+        """Write `table` as this partition's new version; returns the partition's path."""
+        return write_parquet_version(table, self.path)
 
 
 def family_graph(families: Sequence[OutputFamily]) -> dict[str, OutputFamily]:

@@ -154,3 +154,11 @@ def load_prompt(path: Path) -> PromptFile:
     except jinja2.TemplateSyntaxError as error:
         raise PromptError(f"prompt file {path}: template syntax error: {error}") from error
     return prompt
+
+
+def prompt_text(path: Path) -> str:
+    """A prompt file exactly as written (a dataset card quotes it)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError as error:
+        raise PromptError(f"prompt file not found: {path}") from error

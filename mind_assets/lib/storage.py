@@ -1,25 +1,44 @@
-"""Where asset files live under the data root, and how they are written without half-states.
+"""The one door to the data root: where every file the platform keeps lives, and the only module
+that reads or writes them.
 
-Every writer goes through a temporary file in the destination directory and an atomic rename,
-so a crash never leaves a partial parquet where a reader could find it.
+Only this module knows the layout under `MIND_DATA_DIR`: asset outputs and their versions and
+current pointers, blend manifests, blend exports, published folders, request batches, metric
+partitions, shard specs and feature caches. Stages ask it for a place (`blend_export_dir`,
+`requests_dir`, an output family's path) and read and write through it (`read_output`,
+`output_exists`, `write_parquet_version`, `read_json`, `replace_dir`, ...), never with their own
+`pq.read_table`, `path.is_file()` or staging swap; `mind_assets_tests/test_import_graph.py`
+holds every other module to that.
 
-Asset outputs are also immutable versions: `<dir>/<name>` is a relative symbolic link (the
-"current" pointer) to `<dir>/.versions/<name>/<UTC time>-<sha256 prefix><suffix>`. A new
-materialization writes a new version and swaps the link atomically; readers open `<dir>/<name>`
-as before and manifests pin the version file, so regeneration never deletes or swaps what a
-blend references. Only `mind gc --apply` deletes versions, and only unreferenced ones.
+Writes never leave half-states. A plain file is written to a temporary file beside it and
+renamed into place. An asset output is an immutable version:
+`<dir>/<name>` is a relative symbolic link (the current pointer) to
+`<dir>/.versions/<name>/<UTC time>-<sha256 prefix><suffix>`; a new materialization writes a new
+version and swaps the link, so regeneration never deletes or swaps what a blend manifest pins
+(only `mind gc --apply` deletes versions, and only unreferenced ones). A directory built whole
+(an export, a published folder) is staged beside its destination and swapped in once complete.
+
+When the data root is an object store (`MIND_DATA_DIR=s3://...`), the directory is a local
+working copy and the store is the data root of record (`object_store.py`, the transport beneath
+this module): every committed write is pushed at once (a version create-only, then its pointer,
+the small object `<dir>/.versions/<name>/CURRENT` naming it, so a reader never follows a pointer
+to a missing object), and every read pulls first (one GET for the pointer, the version only when
+it is not here yet), so a process that starts with an empty working copy, as a pod does, reads
+what other processes wrote.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +47,19 @@ import pyarrow.parquet as pq
 
 from mind_assets.lib import object_store
 
+VERSIONS_DIRNAME = ".versions"  # where the versions of an output live, beside it
+POINTER_NAME = "CURRENT"  # in an object store: the object naming an output's current version
+
 # Partition keys become path components, so they must be plain names.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class InvalidNameError(ValueError):
     """A shard, blend or partition name that cannot safely become a path component."""
+
+
+class OutputReadError(ValueError):
+    """An output file that is missing or cannot be read; the message names the file."""
 
 
 def validate_name(name: str, *, kind: str = "name") -> str:
@@ -46,6 +72,7 @@ def validate_name(name: str, *, kind: str = "name") -> str:
     return name
 
 
+# --- places --------------------------------------------------------------------------------------
 def asset_path(
     data_dir: Path, asset_key: str, *partition_dims: str, suffix: str = ".parquet"
 ) -> Path:
@@ -60,37 +87,83 @@ def asset_path(
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(final_path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final_path`; rename it into place only on success."""
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp_name)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, final_path)
-        object_store.push(final_path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+def blend_manifest_dir(data_dir: Path, blend: str) -> Path:
+    """Where `blend_manifest` writes one blend's manifest (json, parquet twin, weights)."""
+    return asset_path(data_dir, "blend_manifest", blend, suffix="")
 
 
-def write_parquet_atomic(table: pa.Table, final_path: Path) -> Path:
-    """Write `table` to `final_path` atomically (zstd-compressed)."""
-    with atomic_path(final_path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return final_path
+def blend_manifest_file(data_dir: Path, blend: str) -> Path:
+    return blend_manifest_dir(data_dir, blend) / "manifest.json"
 
 
-VERSIONS_DIRNAME = object_store.VERSIONS_DIRNAME
+def blend_manifest_files(data_dir: Path) -> list[Path]:
+    """The manifest of every blend built under the data root."""
+    return [p for p in list_outputs(data_dir / "blend_manifest", "*/manifest.json")]
 
 
+def blend_export_dir(data_dir: Path, blend: str) -> Path:
+    return asset_path(data_dir, "blend_exports", blend, suffix="")
+
+
+def blend_exports_root(data_dir: Path) -> Path:
+    return data_dir / "blend_exports"
+
+
+def published_dir(data_dir: Path, name: str) -> Path:
+    return asset_path(data_dir, "published", name, suffix="")
+
+
+def published_root(data_dir: Path) -> Path:
+    return data_dir / "published"
+
+
+def requests_dir(data_dir: Path, asset: str, *keys: str) -> Path:
+    """Where the finished request batches of one partition of a generating asset wait until
+    the partition's output is written."""
+    return asset_path(data_dir, "_requests", asset, *keys, suffix="")
+
+
+def metrics_dir(data_dir: Path) -> Path:
+    return data_dir / "metrics"
+
+
+def metrics_cache_file(data_dir: Path) -> Path:
+    """The disposable DuckDB copy of the metrics: local to each machine, never uploaded."""
+    return data_dir / "metrics.duckdb"
+
+
+def shard_spec_file(data_dir: Path, shard: str) -> Path:
+    return data_dir / "shard_specs" / f"{validate_name(shard, kind='shard name')}.json"
+
+
+def shard_spec_files(data_dir: Path) -> list[Path]:
+    return list_outputs(data_dir / "shard_specs", "*.json")
+
+
+def feature_cache_file(data_dir: Path, name: str) -> Path:
+    """Cached gradient features of a diversity target or a Prismatic pool, per row."""
+    return asset_path(data_dir, "diversity_features", name)
+
+
+def data_root_relative(path: Path, data_dir: Path) -> str:
+    """`path` as manifests and exports record it: relative to the data root, '/'-separated, so a
+    data root moved, copied or mounted elsewhere still resolves."""
+    return path.relative_to(data_dir).as_posix()
+
+
+# --- versions and pointers -----------------------------------------------------------------------
 def versions_dir(final_path: Path) -> Path:
     """Where the versions of the output `final_path` live."""
     return final_path.parent / VERSIONS_DIRNAME / final_path.name
+
+
+def pointer_file(final_path: Path) -> Path:
+    """The store object naming the current version of `final_path` (a link on a local disk)."""
+    return versions_dir(final_path) / POINTER_NAME
+
+
+def is_version(path: Path) -> bool:
+    return path.parent.parent.name == VERSIONS_DIRNAME and path.name != POINTER_NAME
 
 
 def current_version(final_path: Path) -> Path:
@@ -106,6 +179,15 @@ def output_of(path: Path) -> Path:
     any other path is returned as it is."""
     if path.parent.parent.name == VERSIONS_DIRNAME:
         return path.parent.parent.parent / path.parent.name
+    return path
+
+
+def pinned_version(path: Path, sha256: str) -> Path:
+    """The version a manifest pinned by content: `path` itself, or, where an older manifest
+    named the current pointer, the version whose name carries `sha256`."""
+    if path.is_symlink():
+        for version in sorted(versions_dir(path).glob(f"*-{sha256[:16]}.*")):
+            return version
     return path
 
 
@@ -127,7 +209,7 @@ def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         version = directory / f"{stamp}-{sha256_file(tmp)[:16]}{suffix}"
         os.replace(tmp, version)
-        object_store.push(version)  # before the pointer names it
+        _push(version)  # before the pointer names it
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -151,7 +233,7 @@ def point_at(final_path: Path, version: Path, *, push: bool = True) -> None:
         if os.path.lexists(tmp_name):
             os.unlink(tmp_name)
     if push:
-        object_store.push(final_path)
+        _push(final_path)
 
 
 def _keep_unversioned(final_path: Path) -> None:
@@ -167,19 +249,113 @@ def _keep_unversioned(final_path: Path) -> None:
         os.link(final_path, kept)
 
 
-class OutputReadError(ValueError):
-    """An upstream output file that cannot be read; the message names the file."""
+# --- keeping the working copy and the store in step ----------------------------------------------
+def _push(path: Path) -> None:
+    """Upload what was just committed at `path`: the pointer an output's link names, a version
+    (create-only), or a plain file. Nothing for a local data root."""
+    store = object_store.store_for(path)
+    if store is None:
+        return
+    if path.is_symlink():
+        store.put_bytes(Path(os.readlink(path)).name.encode(), pointer_file(path))
+    else:
+        store.upload(path, create_only=is_version(path))
 
 
-def read_output(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read an upstream output, failing with the file's name (and the version its pointer names)
-    instead of a bare Arrow error, so a truncated or damaged file is found at once. Under an
-    object store's working copy the store's current version is pulled first."""
-    object_store.pull(path)
+def _pull(path: Path) -> None:
+    """Bring the store's state of `path` into the working copy: a pinned version when it is
+    missing here; for an output, the version its pointer names (and the local link moved to
+    it); a plain file, downloaded again. Nothing happens when the store has no such object (a
+    local-only file stays as it is), nor for a local data root."""
+    store = object_store.store_for(path)
+    if store is None:
+        return
+    if is_version(path):
+        if not path.is_file():
+            store.download(path)
+        return
+    payload = store.get_bytes(pointer_file(path))
+    if payload is None:
+        store.download(path)
+        return
+    version = versions_dir(path) / payload.decode().strip()
+    if not version.is_file() and not store.download(version):
+        raise object_store.ObjectStoreError(
+            f"{store.url_of(version)} is named by the pointer of {path.name} but missing"
+        )
+    if not path.is_symlink() or Path(os.readlink(path)).name != version.name:
+        point_at(path, version, push=False)
+
+
+def _matches(relative: Path, pattern: str) -> bool:
+    """Whether a relative path matches a glob pattern part for part, at the same depth."""
+    parts = Path(pattern).parts
+    return len(relative.parts) == len(parts) and all(
+        fnmatch.fnmatchcase(name, part) for name, part in zip(relative.parts, parts, strict=True)
+    )
+
+
+def list_outputs(directory: Path, pattern: str = "*.parquet") -> list[Path]:
+    """The outputs and plain files under `directory` whose path relative to it matches `pattern`
+    part for part (`*/*.parquet`: two levels down), sorted; temporary files, versions and other
+    dot-names are left out. Under an object store the store is listed (an output's pointer
+    stands for the output) and what it holds is pulled into the working copy, since callers
+    read the files next."""
+    store = object_store.store_for(directory)
+    if store is None:
+        if not directory.is_dir():
+            return []
+        candidates = {p for p in directory.glob(pattern) if p.is_file()}
+    else:
+        candidates = set()
+        for path in store.list_files(directory):
+            if path.name == POINTER_NAME and path.parent.parent.name == VERSIONS_DIRNAME:
+                candidates.add(path.parent.parent.parent / path.parent.name)
+            else:
+                candidates.add(path)
+    found = sorted(
+        p
+        for p in candidates
+        if _matches(p.relative_to(directory), pattern)
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+    if store is not None:
+        for path in found:
+            _pull(path)
+    return found
+
+
+def pull_tree(directory: Path) -> None:
+    """Bring every file the store holds under `directory` (an export, a published folder) into
+    the working copy; nothing for a local data root."""
+    store = object_store.store_for(directory)
+    if store is None:
+        return
+    for path, size in store.listing(directory).items():
+        if any(part.startswith(".") for part in path.relative_to(directory).parts):
+            continue
+        # A file this process wrote or pulled already is not fetched again.
+        if not path.is_file() or path.stat().st_size != size:
+            store.download(path)
+
+
+# --- reads ---------------------------------------------------------------------------------------
+def output_exists(path: Path) -> bool:
+    """Whether the output (or plain file) `path` exists, in the store first."""
+    _pull(path)
+    return path.is_file()
+
+
+def read_output(path: Path, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
+    """Read an output, one of its versions, or any parquet file of the data root, failing with
+    the file's name (and the version its pointer names) instead of a bare Arrow error, so a
+    missing, truncated or damaged file is found at once. Under an object store's working copy
+    the store's current version is pulled first."""
+    _pull(path)
     if not path.is_file():
         raise OutputReadError(f"{path} is missing: materialize its asset first")
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns, filters=filters)
     except (pa.ArrowException, OSError) as error:
         version = current_version(path)
         where = f"{path} (version {version.name})" if version != path else str(path)
@@ -188,12 +364,329 @@ def read_output(path: Path, columns: list[str] | None = None) -> pa.Table:
         ) from error
 
 
+def read_output_schema(path: Path) -> pa.Schema:
+    """The columns of an output (or version), read from its footer alone."""
+    _pull(path)
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as error:
+        raise OutputReadError(f"{path} is not a readable parquet file ({error})") from error
+
+
+def output_rows(path: Path) -> int:
+    """Rows of an output (or version), read from its footer alone."""
+    _pull(path)
+    try:
+        return pq.read_metadata(path).num_rows
+    except (pa.ArrowException, OSError) as error:
+        raise OutputReadError(f"{path} is not a readable parquet file ({error})") from error
+
+
+def output_bytes(path: Path) -> int:
+    """Uncompressed bytes of an output's row groups (what a dataset card reports)."""
+    _pull(path)
+    metadata = pq.read_metadata(path)
+    return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
+def output_sha256(path: Path) -> str:
+    _pull(path)
+    return sha256_file(path)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON document of the data root (a manifest, a shard spec), or None when there is none;
+    malformed JSON is an error naming the file."""
+    _pull(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise OutputReadError(f"{path} is not valid JSON: {error}") from error
+
+
+def read_text(path: Path) -> str | None:
+    _pull(path)
+    return path.read_text(errors="replace") if path.is_file() else None
+
+
+def files_under(directory: Path, pattern: str) -> list[Path]:
+    """Files under a directory the gateway handed out (an export, a published folder) that
+    match `pattern`, pulled from the store; staging and other dot-directories are left out."""
+    pull_tree(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p
+        for p in directory.glob(pattern)
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+
+
+def directory_entries(path: Path) -> list[str] | None:
+    """The names in a directory (pulled from the store first); None when nothing is there, an
+    error naming it when it is a file."""
+    pull_tree(path)
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        raise OutputReadError(f"{path} exists and is not a directory")
+    return sorted(p.name for p in path.iterdir())
+
+
+def modified_at(path: Path) -> float | None:
+    """When the file at `path` was last written here, in epoch seconds; None when missing."""
+    _pull(path)
+    return path.stat().st_mtime if path.exists() else None
+
+
+# --- writes --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(final_path: Path, *, push: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `final_path`; rename it into place only on success (and
+    upload it to the store, unless `push` is off for a file that stays local)."""
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp_name)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final_path)
+        if push:
+            _push(final_path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet_atomic(table: pa.Table, final_path: Path) -> Path:
+    """Write `table` to `final_path` atomically (zstd-compressed)."""
+    with atomic_path(final_path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return final_path
+
+
 def write_json_atomic(payload: Any, final_path: Path) -> Path:
     with atomic_path(final_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
     return final_path
 
 
+def write_text_atomic(text: str, final_path: Path) -> Path:
+    with atomic_path(final_path) as tmp:
+        tmp.write_text(text)
+    return final_path
+
+
+def delete(path: Path) -> None:
+    """Delete a plain file of the data root, here and in the store."""
+    path.unlink(missing_ok=True)
+    store = object_store.store_for(path)
+    if store is not None:
+        store.delete([path])
+
+
+@contextlib.contextmanager
+def local_file_build(final_path: Path) -> Iterator[Path]:
+    """Yield a path that does not exist yet beside `final_path`, for a writer that creates its
+    own file (DuckDB); rename it into place on success. The file stays on this machine: it is
+    never uploaded (a cache such as metrics.duckdb)."""
+    with atomic_path(final_path, push=False) as tmp:
+        tmp.unlink()
+        yield tmp
+
+
+def local_file_exists(path: Path) -> bool:
+    """Whether a file that stays on this machine (a cache, never in the store) is there."""
+    return path.is_file()
+
+
+def set_aside(path: Path, label: str) -> Path:
+    """Move a local file that cannot be used (a corrupt cache) aside as `<name>.<label>`,
+    keeping it for inspection; returns where it went."""
+    aside = path.with_name(f"{path.name}.{label}")
+    os.replace(path, aside)
+    return aside
+
+
+def remove_dir_if_empty(path: Path) -> None:
+    """Remove a directory of the working copy once nothing is left in it."""
+    with contextlib.suppress(FileNotFoundError, OSError):
+        path.rmdir()
+
+
+class Staging:
+    """A directory being built whole (see `replace_dir`): files are written here without
+    uploads, and reach the data root together when the directory is swapped in."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, relative: str) -> Path:
+        """A path inside the staging directory, for writers that need one (a tokenizer's
+        `save_pretrained`, megatron-core's dataset builder); its parent exists."""
+        path = self.directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add_table(self, relative: str, table: pa.Table) -> Path:
+        path = self.path(relative)
+        pq.write_table(table, path, compression="zstd")
+        return path
+
+    def add_text(self, relative: str, text: str) -> Path:
+        path = self.path(relative)
+        path.write_text(text)
+        return path
+
+    def add_json(self, relative: str, payload: Any) -> Path:
+        return self.add_text(
+            relative, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+        )
+
+    def add_copy(self, source: Path, relative: str) -> Path:
+        """Copy a file the gateway handed out (an export shard) into the staging directory."""
+        _pull(source)
+        path = self.path(relative)
+        shutil.copyfile(source, path)
+        return path
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.directory.rglob("*") if p.is_file())
+
+    def size(self, relative: str) -> int:
+        return (self.directory / relative).stat().st_size
+
+    def table_bytes(self, relative: str) -> int:
+        """Uncompressed bytes of a parquet file written here."""
+        metadata = pq.read_metadata(self.directory / relative)
+        return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
+@contextlib.contextmanager
+def replace_dir(final: Path, *, mode: int | None = None) -> Iterator[Staging]:
+    """Build a directory whole and put it in place of `final` only once complete.
+
+    The body writes into a staging directory beside `final` (`.<name>.staging.*`). On success
+    the old directory is moved aside (`.<name>.old.*`), the staging directory renamed to `final`
+    and the old one deleted, so `final` is at every moment the old directory or the new one;
+    under an object store the finished directory is then uploaded (objects of the old one that
+    the new one replaced are deleted). On failure the staging directory is removed and `final`
+    is left as it was. `mode`: the new directory's permissions (mkdtemp's are private).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging.", dir=final.parent))
+    if mode is not None:
+        staging.chmod(mode)
+    try:
+        yield Staging(staging)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+            os.rename(final, old / final.name)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if old is not None:
+                os.rename(old / final.name, final)  # the earlier directory stays where it was
+                old.rmdir()
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    store = object_store.store_for(final)
+    if store is not None:
+        store.push_tree(final)
+
+
+# --- garbage: what `mind gc` may delete ----------------------------------------------------------
+@dataclass(frozen=True)
+class Leftover:
+    """A file or directory of the working copy that nothing may need: an output version, a
+    temporary file of a killed write, or the staging directory of a killed directory swap."""
+
+    path: Path
+    kind: str  # "version", "temp file", "export staging" or "publish staging"
+    bytes: int
+    age_s: float
+
+
+STAGING_KINDS = ("export staging", "publish staging")
+
+
+def current_versions(data_dir: Path) -> set[str]:
+    """Normalised paths of the version every current pointer under the data root names."""
+    found: set[str] = set()
+    for directory, dirnames, filenames in os.walk(data_dir):
+        dirnames[:] = [d for d in dirnames if d != VERSIONS_DIRNAME]
+        for name in filenames + dirnames:
+            path = Path(directory, name)
+            if path.is_symlink():
+                found.add(os.path.normpath(current_version(path)))
+    return found
+
+
+def leftovers(data_dir: Path, keep: set[str], older_than_s: float) -> list[Leftover]:
+    """Everything under the data root `mind gc` may delete: versions whose normalised path is
+    not in `keep`, temporary files, and staging directories under `blend_exports/<blend>/` and
+    `published/`; nothing younger than `older_than_s` (a write in flight has a version on disk
+    for a moment before its pointer moves)."""
+    now = time.time()
+    found = []
+    for path, kind in _leftover_candidates(data_dir):
+        stat = path.lstat()
+        age = now - stat.st_mtime
+        if age < older_than_s or (kind == "version" and os.path.normpath(path) in keep):
+            continue
+        size = _tree_size(path) if kind in STAGING_KINDS else stat.st_size
+        found.append(Leftover(path, kind, size, age))
+    return found
+
+
+def _leftover_candidates(data_dir: Path) -> Iterator[tuple[Path, str]]:
+    exports, published = blend_exports_root(data_dir), published_root(data_dir)
+    for directory, dirnames, filenames in os.walk(data_dir):
+        here = Path(directory)
+        in_versions = here.parent.name == VERSIONS_DIRNAME
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                yield here / name, "temp file"
+            elif in_versions:
+                yield here / name, "version"
+        kind = (
+            "export staging"
+            if here.parent == exports
+            else "publish staging"
+            if here == published
+            else None
+        )
+        if kind is not None:
+            # Directory swaps stage into '.<name>.staging.*' and move the directory they
+            # replace into '.<name>.old.*' until the new one is in place.
+            staging = [d for d in dirnames if d.startswith(".")]
+            dirnames[:] = [d for d in dirnames if d not in staging]
+            for name in staging:
+                yield here / name, kind
+
+
+def _tree_size(path: Path) -> int:
+    return sum(p.lstat().st_size for p in path.rglob("*"))
+
+
+def delete_leftovers(found: list[Leftover]) -> None:
+    for item in found:
+        if item.kind in STAGING_KINDS:
+            shutil.rmtree(item.path, ignore_errors=True)
+        else:
+            item.path.unlink(missing_ok=True)
+
+
+# --- hashes --------------------------------------------------------------------------------------
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -15,10 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from mind_assets.lib import object_store
-from mind_assets.lib.storage import write_parquet_atomic
+from mind_assets.lib.storage import (
+    delete,
+    list_outputs,
+    output_exists,
+    read_output,
+    read_output_schema,
+    remove_dir_if_empty,
+    write_parquet_atomic,
+)
 from mind_assets.llm.requests import ChatRequest, ChatResult, GenerationProgress
 
 log = logging.getLogger(__name__)
@@ -62,23 +68,24 @@ class RunStats:
 
 
 class RequestStore:
-    """Per-partition directory of finished batches (`batch-00001.parquet`, ...)."""
+    """Per-partition directory of finished batches (`batch-00001.parquet`, ...), kept through the
+    data-root gateway: under an object store each batch is uploaded as it finishes and listed
+    from the store, so a step that died resumes in a new pod from what reached the store."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def batch_files(self) -> list[Path]:
-        return sorted(self.directory.glob("batch-*.parquet")) if self.directory.is_dir() else []
+        return list_outputs(self.directory, "batch-*.parquet")
 
     def load(self, extra_files: Sequence[Path] = ()) -> dict[str, StoredResult]:
         done: dict[str, StoredResult] = {}
         for path in [*extra_files, *self.batch_files()]:
-            object_store.pull(path)
-            if not path.is_file():
+            if not output_exists(path):
                 continue
             # A partition's final parquet holds the result columns too, minus `served_by`.
-            available = set(pq.read_schema(path).names)
-            table = pq.read_table(path, columns=[n for n in RESULT_SCHEMA.names if n in available])
+            available = set(read_output_schema(path).names)
+            table = read_output(path, columns=[n for n in RESULT_SCHEMA.names if n in available])
             for row in table.to_pylist():
                 done[row["request_hash"]] = StoredResult(
                     ChatResult(
@@ -114,10 +121,10 @@ class RequestStore:
         return write_parquet_atomic(table, self.directory / f"batch-{number:05d}.parquet")
 
     def clear(self) -> None:
+        """Delete the batches (here and in the store) once the partition's output holds them."""
         for path in self.batch_files():
-            path.unlink()
-        if self.directory.is_dir() and not any(self.directory.iterdir()):
-            self.directory.rmdir()
+            delete(path)
+        remove_dir_if_empty(self.directory)
 
 
 def generate_resumable(

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from mind_assets.lib.storage import asset_path, write_parquet_atomic
+from mind_assets.lib.storage import (
+    feature_cache_file,
+    output_exists,
+    read_output,
+    write_parquet_atomic,
+)
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.gradients import FeatureConfig, FeatureStats, GradientFeaturizer
 from mind_assets.settings import EMBEDDED_MODEL, MindSettings
@@ -72,8 +76,8 @@ def cached_features(
 ) -> CachedFeatures:
     """Features for `samples`, computing only rows absent from the cache (then saving it)."""
     cached: dict[tuple[str, str], list[float]] = {}
-    if cache_path.is_file():
-        for row in pq.read_table(cache_path).to_pylist():
+    if output_exists(cache_path):
+        for row in read_output(cache_path).to_pylist():
             if row["config_key"] == key:
                 cached[(row["row_id"], row["text_sha"])] = row["feature"]
     missing = [s for s in samples if (s.row_id, s.text_sha) not in cached]
@@ -141,5 +145,5 @@ def features_for(
             ),
         )
 
-    cache = asset_path(settings.data_dir, "diversity_features", cache_name)
+    cache = feature_cache_file(settings.data_dir, cache_name)
     return config, cached_features(samples, cache, config_key(config), compute)

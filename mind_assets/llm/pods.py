@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dagster import BackfillPolicy
+
 from mind_assets.settings import MindSettings, get_settings
 
 # Read by dagster-k8s: the run launcher from run tags, the k8s_job_executor from step (op) tags.
@@ -51,3 +53,15 @@ def llm_step_tags(settings: MindSettings | None = None) -> dict[str, str]:
     """Op tags for an asset in the `llm` pool, from the settings where definitions load."""
     config = llm_pod_config(settings or get_settings())
     return {K8S_CONFIG_TAG: json.dumps(config, sort_keys=True)} if config else {}
+
+
+def generating_asset(settings: MindSettings | None = None) -> dict[str, Any]:
+    """The `@asset` arguments every asset that calls the engine shares: the `llm` pool (so the
+    deployment caps concurrent engines), the pod its step asks for, and one run per partition in
+    backfills (each run loads one engine for one whole batch, and Dagster's single-run backfills
+    mishandle partial multi-partition selections)."""
+    return {
+        "pool": "llm",
+        "op_tags": llm_step_tags(settings),
+        "backfill_policy": BackfillPolicy.multi_run(1),
+    }

@@ -38,5 +38,6 @@ LLM_CONFIG = VersionSource(
     "MIND_MAX_MODEL_LEN), hashed. Observing it after a change marks every generated partition "
     "unsynced.",
     llm_config_version,
+    group_name="llm",
 )
 llm_config = version_source_asset(LLM_CONFIG)

@@ -9,7 +9,6 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
-    BackfillPolicy,
     DagsterInstance,
     MaterializeResult,
     MetadataValue,
@@ -19,13 +18,13 @@ from dagster import (
     asset,
 )
 
-from mind_assets.lib.metadata import file_data_version, parquet_metadata, stage_result
+from mind_assets.lib.metadata import output_result
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
-from mind_assets.lib.storage import asset_path, read_output, write_parquet_version
+from mind_assets.lib.storage import requests_dir as partition_requests_dir
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
-from mind_assets.llm.pods import llm_step_tags
+from mind_assets.llm.pods import generating_asset
 from mind_assets.llm.resource import LLMResource
 from mind_assets.llm.versions import llm_config
 from mind_assets.math_traces.difficulty import assess_problems, verdicts_by_problem
@@ -109,6 +108,7 @@ def math_source(settings: MindSettings, name: str) -> MathSource:
 def math_problems(context: AssetExecutionContext) -> MaterializeResult:
     settings = get_settings()
     source = math_source(settings, context.partition_key)
+    out = MATH_PROBLEMS.partition(settings.data_dir, {"source": source.name})
     problem_set = build_problem_set(
         source,
         settings.task_mirror,
@@ -123,9 +123,7 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
             f"({len(problem_set.skipped)} rows skipped, {len(problem_set.contaminated)} "
             "contaminated)"
         )
-    out = write_parquet_version(
-        problem_set.problems, MATH_PROBLEMS.path(settings.data_dir, {"source": source.name})
-    )
+    out.write(problem_set.problems)
     metrics_store(settings.data_dir).record_aggregates(
         "math_problems",
         source.name,
@@ -135,15 +133,14 @@ def math_problems(context: AssetExecutionContext) -> MaterializeResult:
             "skipped": len(problem_set.skipped),
         },
     )
-    return MaterializeResult(
-        metadata={
-            **parquet_metadata(problem_set.problems, out, ["question", "reference_answer"]),
-            "dataset": f"{source.dataset_path}:{source.split}",
-            "decontaminated_against": MetadataValue.json(source.eval_splits),
-            "contaminated_removed": len(problem_set.contaminated),
-            "skipped_rows": len(problem_set.skipped),
-        },
-        data_version=file_data_version(out),
+    return output_result(
+        problem_set.problems,
+        out.path,
+        preview=["question", "reference_answer"],
+        dataset=f"{source.dataset_path}:{source.split}",
+        decontaminated_against=MetadataValue.json(source.eval_splits),
+        contaminated_removed=len(problem_set.contaminated),
+        skipped_rows=len(problem_set.skipped),
     )
 
 
@@ -155,7 +152,7 @@ def engine_is_gpu(llm: LLMResource) -> bool:
 def requests_dir(settings: MindSettings, source: str, mode: str) -> Path:
     """Where a (source, mode)'s requests are stored: shared by problem_difficulty and
     solution_traces, so the difficulty modes are generated once."""
-    return asset_path(settings.data_dir, "_requests", "solution_traces", source, mode, suffix="")
+    return partition_requests_dir(settings.data_dir, "solution_traces", source, mode)
 
 
 def model_judge(settings: MindSettings, llm: LLMResource, source: str, logger) -> ModelJudge | None:
@@ -165,7 +162,7 @@ def model_judge(settings: MindSettings, llm: LLMResource, source: str, logger) -
         prompt=load_prompt(settings.prompts_dir / "math" / "judge.yaml"),
         chat=llm.chat,
         identity=llm.identity(),
-        requests_dir=asset_path(settings.data_dir, "_requests", "math_judge", source, suffix=""),
+        requests_dir=partition_requests_dir(settings.data_dir, "math_judge", source),
         batch_size=llm.requests_per_batch(settings.batch_size),
         base_seed=settings.seed,
         logger=logger,
@@ -177,8 +174,7 @@ def model_judge(settings: MindSettings, llm: LLMResource, source: str, logger) -
     deps=[math_problems, math_config, llm_config],
     group_name="math_traces",
     kinds={"vllm", "parquet"},
-    pool="llm",
-    op_tags=llm_step_tags(),
+    **generating_asset(),
     code_version="1",
     description="Per problem, from k samples in each difficulty mode (MIND_MATH__DIFFICULTY_MODES,"
     " default both high modes, generated once and reused by their solution_traces partitions): "
@@ -188,8 +184,9 @@ def model_judge(settings: MindSettings, llm: LLMResource, source: str, logger) -
 )
 def problem_difficulty(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
-    source = context.partition_key
-    problems = read_output(MATH_PROBLEMS.path(settings.data_dir, {"source": source})).to_pylist()
+    out = PROBLEM_DIFFICULTY.partition(settings.data_dir, context.partition_key)
+    source = out.keys["source"]
+    problems = MATH_PROBLEMS.partition(settings.data_dir, out.keys).read().to_pylist()
     unknown = [m for m in settings.math.difficulty_modes if m not in MODES]
     if unknown:
         raise ValueError(f"MIND_MATH__DIFFICULTY_MODES names unknown modes {unknown}: {MODES}")
@@ -220,9 +217,7 @@ def problem_difficulty(context: AssetExecutionContext, llm: LLMResource) -> Mate
         settings.math,
         lambda states, refs: verify_samples(states, refs, judge),
     )
-    out = write_parquet_version(
-        table, PROBLEM_DIFFICULTY.path(settings.data_dir, {"source": source})
-    )
+    out.write(table)
     statuses = Counter(table.column("reference_status").to_pylist())
     too_easy = sum(table.column("too_easy").to_pylist())
     metrics_store(settings.data_dir).record_aggregates(
@@ -234,15 +229,14 @@ def problem_difficulty(context: AssetExecutionContext, llm: LLMResource) -> Mate
             **{f"reference/{status}": n for status, n in statuses.items()},
         },
     )
-    return MaterializeResult(
-        metadata={
-            **parquet_metadata(table, out, ["question", "reference_answer", "reference_status"]),
-            "k": k,
-            "difficulty_modes": MetadataValue.json(list(settings.math.difficulty_modes)),
-            "too_easy": too_easy,
-            "reference_status": MetadataValue.json(dict(statuses)),
-        },
-        data_version=file_data_version(out),
+    return output_result(
+        table,
+        out.path,
+        preview=["question", "reference_answer", "reference_status"],
+        k=k,
+        difficulty_modes=MetadataValue.json(list(settings.math.difficulty_modes)),
+        too_easy=too_easy,
+        reference_status=MetadataValue.json(dict(statuses)),
     )
 
 
@@ -251,14 +245,15 @@ def problem_verdicts(settings: MindSettings, source: str) -> dict[str, dict] | N
     needs them; an error naming what to do when they are missing."""
     if not (settings.math.difficulty_filter or settings.math.reference_repair):
         return None
-    path = PROBLEM_DIFFICULTY.path(settings.data_dir, {"source": source})
-    if not path.is_file():
+    difficulty = PROBLEM_DIFFICULTY.partition(settings.data_dir, {"source": source})
+    if not difficulty.is_materialized():
         raise FileNotFoundError(
-            f"solution_traces for source {source!r} need problem_difficulty[{source}] ({path}): "
+            f"solution_traces for source {source!r} need problem_difficulty[{source}] "
+            f"({difficulty.path}): "
             "materialize it first, or set MIND_MATH__DIFFICULTY_FILTER=false and "
             "MIND_MATH__REFERENCE_REPAIR=false to check against the source's references as given"
         )
-    return verdicts_by_problem(read_output(path))
+    return verdicts_by_problem(difficulty.read())
 
 
 @asset(
@@ -272,9 +267,7 @@ def problem_verdicts(settings: MindSettings, source: str) -> dict[str, dict] | N
     ],
     group_name="math_traces",
     kinds={"vllm", "parquet"},
-    pool="llm",
-    op_tags=llm_step_tags(),
-    backfill_policy=BackfillPolicy.multi_run(1),
+    **generating_asset(),
     # 3: answer types, repaired references and the difficulty filter from problem_difficulty
     code_version="3",
     check_specs=[
@@ -292,9 +285,9 @@ def problem_verdicts(settings: MindSettings, source: str) -> dict[str, dict] | N
 )
 def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
-    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+    keys = SOLUTION_TRACES.keys(context.partition_key)
     source, mode = keys["source"], keys["mode"]
-    problems = read_output(MATH_PROBLEMS.path(settings.data_dir, {"source": source})).to_pylist()
+    problems = MATH_PROBLEMS.partition(settings.data_dir, {"source": source}).read().to_pylist()
     prompt = load_prompt(math_prompt_path(settings, mode))
     trace_settings = settings.math
     k = samples_per_problem(trace_settings, on_gpu=engine_is_gpu(llm))
@@ -328,7 +321,6 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         logger=context.log,
     )
     written = write_split(SOLUTION_TRACES, settings.data_dir, keys, run.accepted, run.quarantine)
-    out, quarantine = written.accepted_path, written.quarantine_path
     usage = llm.usage(run.stats)
     record_trace_metrics(metrics_store(settings.data_dir), source, mode, run, usage)
     report = summarize_traces(
@@ -337,13 +329,14 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         settings=trace_settings,
         prompt=prompt,
         isolation=trace_settings.sandbox if prompt.tool_use else NO_TOOL_CALLS,
-        quarantine_path=quarantine,
+        quarantine_path=written.quarantine_path,
         model=llm.model_name,
         engine=llm.engine_metadata(),
     )
-    return stage_result(
-        report,
-        data_version=file_data_version(out),
-        **parquet_metadata(run.accepted, out, ["question", "solution", "extracted_answer"]),
+    return output_result(
+        run.accepted,
+        written.accepted_path,
+        preview=["question", "solution", "extracted_answer"],
+        summary=report,
         **usage,
     )

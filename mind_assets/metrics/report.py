@@ -57,7 +57,7 @@ def _cell(value: object) -> str:
 
 def format_metrics(data_dir: Path, views: list[str] | None = None) -> str:
     store = metrics_store(data_dir)
-    if not store.exists():
+    if not store.has_metrics():
         return f"no metrics yet under {store.root} (materialize some assets first)"
     views = [VIEW_ALIASES.get(v, v) for v in views] if views else None
     unknown = set(views or ()) - set(REPORT_VIEWS)

@@ -13,7 +13,6 @@ writes it from the parquet files, moving a corrupt one aside; nothing else opens
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +22,15 @@ from urllib.parse import quote
 import duckdb
 import pyarrow as pa
 
-from mind_assets.lib import object_store
-from mind_assets.lib.storage import atomic_path, write_parquet_version
+from mind_assets.lib.storage import (
+    list_outputs,
+    local_file_build,
+    local_file_exists,
+    metrics_cache_file,
+    metrics_dir,
+    set_aside,
+    write_parquet_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +259,11 @@ def table_schema(table: str) -> pa.Schema:
 class MetricsStore:
     """The metrics of one data root: `root` holds one directory of parquet files per table."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.cache_path = root.parent / "metrics.duckdb"
+    def __init__(self, data_dir: Path) -> None:
+        self.root = metrics_dir(data_dir)
+        self.cache_path = metrics_cache_file(data_dir)
 
-    def exists(self) -> bool:
+    def has_metrics(self) -> bool:
         return any(self.files(table) for table in TABLES)
 
     def partition_file(self, table: str, partition: dict[str, str]) -> Path:
@@ -269,21 +275,14 @@ class MetricsStore:
         return self.root / table / f"{name}.parquet"
 
     def files(self, table: str) -> list[Path]:
-        directory = self.root / table
-        # An object-store data root holds the partitions every process wrote: pull them first.
-        for path in object_store.stored_outputs(directory) or []:
-            object_store.pull(path)
-        if not directory.is_dir():
-            return []
-        # The current pointer of each partition; temporary files of writes in flight and the
-        # `.versions` directory start with '.' and are never read.
-        return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+        """The current version of each partition of `table` (under an object store, the
+        partitions every process wrote, pulled); writes in flight and versions are never read."""
+        return list_outputs(self.root / table, "*.parquet")
 
     def replace_partition(self, table: str, partition: dict[str, str], rows: pa.Table) -> None:
         """Replace the partition's rows of `table` with `rows` (one file, renamed into place)."""
         path = self.partition_file(table, partition)
         schema = table_schema(table)
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_parquet_version(rows.select(schema.names).cast(schema), path)
 
     def record_aggregates(self, asset: str, partition: str, metrics: dict[str, float]) -> None:
@@ -338,14 +337,11 @@ class MetricsStore:
         """Write `metrics.duckdb` (tables copied from the parquet files, and the report views)
         for DuckDB clients; a file there that DuckDB cannot open is moved aside first. Returns
         the rows per table."""
-        if self.cache_path.exists():
+        if local_file_exists(self.cache_path):
             try:
                 duckdb.connect(str(self.cache_path)).close()
             except duckdb.Error as error:
-                aside = self.cache_path.with_name(
-                    f"{self.cache_path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-                )
-                os.replace(self.cache_path, aside)
+                aside = set_aside(self.cache_path, f"corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}")
                 log.warning(
                     "metrics cache %s is unreadable (%s); moved to %s",
                     self.cache_path,
@@ -353,9 +349,8 @@ class MetricsStore:
                     aside,
                 )
         counts: dict[str, int] = {}
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.cache_path) as tmp:
-            tmp.unlink()  # DuckDB creates its own file
+        # The cache is a local copy for DuckDB clients: never uploaded to an object store.
+        with local_file_build(self.cache_path) as tmp:
             source = self.connect()
             try:
                 source.execute(f"ATTACH '{tmp}' AS cache")
@@ -372,7 +367,7 @@ class MetricsStore:
 
 
 def metrics_store(data_dir: Path) -> MetricsStore:
-    return MetricsStore(data_dir / "metrics")
+    return MetricsStore(data_dir)
 
 
 def with_partition_columns(table: pa.Table, **columns: str) -> pa.Table:

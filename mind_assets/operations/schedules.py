@@ -1,5 +1,6 @@
-"""Scheduled regeneration: nightly blend rebuilds, and a budgeted refresh of the conversation
-partitions Dagster reports unsynced after a prompt, model or filter-threshold change."""
+"""Scheduled regeneration across stages: a budgeted refresh of the conversation partitions
+Dagster reports unsynced after a prompt, model or filter-threshold change. (A stage's own
+schedules, such as the nightly blend rebuild, are in its package.)"""
 
 from dagster import (
     AssetKey,
@@ -10,7 +11,6 @@ from dagster import (
     schedule,
 )
 
-from mind_assets.blends.assets import blend_manifest, blend_partitions
 from mind_assets.conversations.assets import conversations, shard_style_partitions
 from mind_assets.filtering.assets import filtered_conversations
 from mind_assets.lib.versions import UnsyncedStatus
@@ -20,21 +20,6 @@ from mind_assets.settings import get_settings
 # Where the regeneration schedule's scan stopped (the last partition it asked about), kept in
 # the instance's cursor storage so the next tick goes on from there.
 REGENERATION_CURSOR = "mind_assets/regenerate_unsynced_conversations/last_asked"
-
-
-@schedule(
-    cron_schedule="0 3 * * *",
-    target=[blend_manifest],
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Rebuild every blend manifest nightly (03:00) from the latest materializations.",
-)
-def nightly_blend_rebuild(context: ScheduleEvaluationContext):
-    return [
-        RunRequest(
-            run_key=f"blend:{key}:{context.scheduled_execution_time:%Y%m%d}", partition_key=key
-        )
-        for key in blend_partitions.get_partition_keys()
-    ]
 
 
 @schedule(

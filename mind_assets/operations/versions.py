@@ -1,5 +1,5 @@
-"""Every version source of the platform in one list, and the conversation partitions Dagster
-reports unsynced, which is what the regeneration schedule refreshes."""
+"""Every version source of the platform, derived from the stages, and the conversation
+partitions Dagster reports unsynced, which is what the regeneration schedule refreshes."""
 
 from __future__ import annotations
 
@@ -7,38 +7,28 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance
 
-from mind_assets.conversations.assets import MIND_PROMPTS, conversations, mind_prompts
-from mind_assets.filtering.assets import FILTER_CONFIG, filter_config, filtered_conversations
+from mind_assets.conversations.assets import conversations
+from mind_assets.filtering.assets import filtered_conversations
+from mind_assets.lib.stages import discover_stages
 from mind_assets.lib.versions import UnsyncedStatus, VersionChange, record_current_versions
 from mind_assets.llm.versions import LLM_CONFIG, llm_config
-from mind_assets.math_traces.assets import MATH_CONFIG, MATH_PROMPTS, math_config, math_prompts
 from mind_assets.settings import MindSettings
-from mind_assets.task_qa.assets import (
-    TASK_QA_CONFIG,
-    TASK_QA_PROMPTS,
-    task_qa_config,
-    task_qa_prompts,
-)
 
+# The engine's version source, then each stage's (upstream stages first).
 VERSION_SOURCES = (
-    MIND_PROMPTS,
-    TASK_QA_PROMPTS,
-    TASK_QA_CONFIG,
-    MATH_PROMPTS,
-    MATH_CONFIG,
     LLM_CONFIG,
-    FILTER_CONFIG,
+    *(source for stage in discover_stages() for source in stage.version_sources),
 )
-# Their observable source assets, in the same order. Observe them before a first run (one run
-# each: their partitions differ), or let the regeneration schedule record them.
+# Their observable source assets. Observe them before a first run (one run each: their
+# partitions differ), or let the regeneration schedule record them.
 VERSION_SOURCE_ASSETS = [
-    mind_prompts,
-    task_qa_prompts,
-    task_qa_config,
-    math_prompts,
-    math_config,
     llm_config,
-    filter_config,
+    *(
+        asset
+        for stage in discover_stages()
+        for asset in stage.assets
+        if any(asset.key == source.asset_key for source in stage.version_sources)
+    ),
 ]
 
 

@@ -35,7 +35,7 @@ published_partitions = StaticPartitionsDefinition(
             for name in PUBLISHABLE
         ),
     ],
-    group_name="blends",
+    group_name="publish",
     kinds={"parquet", "huggingface"},
     code_version="2",
     description="A blend (one config per phase) or an asset (the latest version of every "
@@ -57,7 +57,7 @@ def published_dataset(context: AssetExecutionContext, llm: LLMResource) -> Mater
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(report.folder)),
-            "card": MetadataValue.md((report.folder / "README.md").read_text()),
+            "card": MetadataValue.md(report.card),
             "kind": report.kind,
             "dagster/row_count": sum(report.rows.values()),
             "tokens": sum(report.tokens.values()),

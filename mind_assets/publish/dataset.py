@@ -10,10 +10,6 @@ failed publish leaves the previous folder (or none), never half of one.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,22 +19,34 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mind_assets.blends.export import EXPORT_SCHEMA, export_blend
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.manifest import Manifest, manifest_from_json, source_lineage
-from mind_assets.lib import object_store
+from mind_assets.blends.spec import blend_names, blend_spec_exists, blend_spec_path
 from mind_assets.lib.outputs import Keys, OutputFamily
-from mind_assets.lib.prompts import PromptError, load_prompt
+from mind_assets.lib.prompts import PromptError, load_prompt, prompt_text
 from mind_assets.lib.storage import (
     InvalidNameError,
     OutputReadError,
-    asset_path,
+    Staging,
     current_version,
+    directory_entries,
+    files_under,
+    modified_at,
+    output_bytes,
+    output_exists,
+    output_rows,
+    read_json,
     read_output,
+    read_output_schema,
+    read_text,
+    replace_dir,
     validate_name,
 )
+from mind_assets.lib.storage import blend_export_dir as export_dir
+from mind_assets.lib.storage import blend_manifest_file as manifest_path
+from mind_assets.lib.storage import published_dir as published_dir
 from mind_assets.lib.tokenizer import TokenCounter
 from mind_assets.publish.card import (
     PUBLISHED_TAG,
@@ -73,18 +81,7 @@ class PublishReport:
     tokens: dict[str, int]
     exported: bool  # whether a blend's parquet export had to be (re)written first
     kind: str = "blend"  # or "asset"
-
-
-def manifest_path(data_dir: Path, blend: str) -> Path:
-    return asset_path(data_dir, "blend_manifest", blend, suffix="") / "manifest.json"
-
-
-def export_dir(data_dir: Path, blend: str) -> Path:
-    return asset_path(data_dir, "blend_exports", blend, suffix="")
-
-
-def published_dir(data_dir: Path, blend: str) -> Path:
-    return asset_path(data_dir, "published", blend, suffix="")
+    card: str = ""  # the README.md written
 
 
 def load_blend_manifest(data_dir: Path, blends_dir: Path, blend: str) -> Manifest:
@@ -94,21 +91,22 @@ def load_blend_manifest(data_dir: Path, blends_dir: Path, blend: str) -> Manifes
     except InvalidNameError as error:
         raise PublishError(str(error)) from error
     path = manifest_path(data_dir, blend)
-    spec = blends_dir / f"{blend}.yaml"
-    if not path.is_file():
-        if not spec.is_file():
-            known = sorted(p.stem for p in blends_dir.glob("*.yaml")) if blends_dir.is_dir() else []
+    try:
+        payload = read_json(path)
+    except OutputReadError as error:
+        raise PublishError(f"manifest {error}") from error
+    if payload is None:
+        if not blend_spec_exists(blends_dir, blend):
+            known = blend_names(blends_dir)
             raise PublishError(
-                f"unknown blend {blend!r}: no spec {spec} and no manifest {path} "
-                f"(blend specs in {blends_dir}: {', '.join(known) or 'none'})"
+                f"unknown blend {blend!r}: no spec {blend_spec_path(blends_dir, blend)} and no "
+                f"manifest {path} (blend specs in {blends_dir}: {', '.join(known) or 'none'})"
             )
         raise PublishError(
             f"blend {blend!r} has no manifest at {path}: materialize blend_manifest[{blend}]"
         )
     try:
-        return manifest_from_json(json.loads(path.read_text()))
-    except json.JSONDecodeError as error:
-        raise PublishError(f"manifest {path} is not valid JSON: {error}") from error
+        return manifest_from_json(payload)
     except (KeyError, TypeError) as error:
         raise PublishError(f"manifest {path} is malformed: {error!r} (rebuild it)") from error
 
@@ -116,21 +114,19 @@ def load_blend_manifest(data_dir: Path, blends_dir: Path, blend: str) -> Manifes
 def export_is_current(manifest: Manifest, manifest_file: Path, exports: Path) -> bool:
     """Whether every phase has shards written after the manifest: an export older than its
     manifest may hold another version of the blend."""
-    built = manifest_file.stat().st_mtime
+    built = modified_at(manifest_file) or 0.0
     for phase in manifest.phases:
-        shards = sorted((exports / phase.name).glob("shard-*.parquet"))
-        if not shards or min(s.stat().st_mtime for s in shards) < built:
+        shards = files_under(exports / phase.name, "shard-*.parquet")
+        if not shards or min(modified_at(s) or 0.0 for s in shards) < built:
             return False
     return True
 
 
 def _phase_rows(path: Path) -> pa.Table:
     try:
-        return pq.read_table(path, columns=["row_id", "blend", "n_tokens"])
-    except (pa.ArrowException, OSError) as error:
-        raise PublishError(
-            f"export shard {path} is not a readable parquet file: {error}"
-        ) from error
+        return read_output(path, columns=["row_id", "blend", "n_tokens"])
+    except OutputReadError as error:
+        raise PublishError(f"export shard {error}") from error
 
 
 def _prompts(lineage: Iterable[dict[str, Any]], prompts_dir: Path) -> list[PromptText]:
@@ -157,7 +153,7 @@ def _prompts(lineage: Iterable[dict[str, Any]], prompts_dir: Path) -> list[Promp
             texts.append(PromptText(prompt_id, version, shown, None, problem=problem))
             continue
         if prompt.version == version:
-            texts.append(PromptText(prompt_id, version, shown, path.read_text()))
+            texts.append(PromptText(prompt_id, version, shown, prompt_text(path)))
         else:
             texts.append(PromptText(prompt_id, version, shown, None, prompt.version))
     return texts
@@ -169,8 +165,8 @@ def _seeds(files: Mapping[str, Sequence[Path]]) -> dict[str, SeedRange]:
     for name, paths in files.items():
         values: list[pa.Array] = []
         for path in paths:
-            if path.is_file() and "seed" in pq.read_schema(path).names:
-                values.append(pq.read_table(path, columns=["seed"])["seed"].combine_chunks())
+            if output_exists(path) and "seed" in read_output_schema(path).names:
+                values.append(read_output(path, columns=["seed"])["seed"].combine_chunks())
         if values:
             column = pa.chunked_array(values)
             if len(column):
@@ -188,7 +184,7 @@ _RULE_COUNTS = """
     SELECT rule, count(DISTINCT n) AS rejected FROM (
         SELECT n, trim(split_part(reason, ':', 1)) AS rule FROM (
             SELECT n, unnest(rejected_by) AS reason FROM (
-                SELECT row_number() OVER () AS n, rejected_by FROM read_parquet(?))))
+                SELECT row_number() OVER () AS n, rejected_by FROM quarantine)))
     GROUP BY rule ORDER BY rejected DESC, rule"""
 
 
@@ -210,18 +206,21 @@ def _rejections(partitions: Partitions, data_dir: Path, unit: str) -> list[dict[
     connection = duckdb.connect()
     try:
         for (stage, partition), (upstream, keys, names) in found.items():
-            quarantine = upstream.quarantine_path(data_dir, keys)
-            if not quarantine.is_file():
+            quarantine_path = upstream.quarantine_path(data_dir, keys)
+            if not output_exists(quarantine_path):
                 continue
             accepted = upstream.path(data_dir, keys)
-            evaluated = pq.read_metadata(quarantine).num_rows
-            if accepted.is_file():
-                evaluated += pq.read_metadata(accepted).num_rows
+            evaluated = output_rows(quarantine_path)
+            if output_exists(accepted):
+                evaluated += output_rows(accepted)
             try:
-                counts = connection.execute(_RULE_COUNTS, [str(quarantine)]).fetchall()
-            except duckdb.Error as error:
+                quarantine = read_output(quarantine_path, columns=["rejected_by"])
+                connection.register("quarantine", quarantine)
+                counts = connection.execute(_RULE_COUNTS).fetchall()
+                connection.unregister("quarantine")
+            except (duckdb.Error, OutputReadError) as error:
                 raise PublishError(
-                    f"quarantine {quarantine} cannot be counted per rule: {error}"
+                    f"quarantine {quarantine_path} cannot be counted per rule: {error}"
                 ) from error
             for rule, rejected in counts:
                 rows.append(
@@ -239,14 +238,12 @@ def _rejections(partitions: Partitions, data_dir: Path, unit: str) -> list[dict[
     return rows
 
 
-def _stage_phases(manifest: Manifest, exports: Path, staging: Path) -> list[ConfigData]:
+def _stage_phases(manifest: Manifest, exports: Path, staging: Staging) -> list[ConfigData]:
     phases = []
     for phase in manifest.phases:
-        shards = sorted((exports / phase.name).glob("shard-*.parquet"))
+        shards = files_under(exports / phase.name, "shard-*.parquet")
         if not shards:
             raise PublishError(f"blend export {exports / phase.name} has no shard-*.parquet")
-        target = staging / phase.name
-        target.mkdir()
         files, rows, tokens, num_bytes, first = [], 0, 0, 0, None
         for n, shard in enumerate(shards):
             table = _phase_rows(shard)
@@ -257,31 +254,28 @@ def _stage_phases(manifest: Manifest, exports: Path, staging: Path) -> list[Conf
                     f"not {manifest.blend!r}"
                 )
             rows += table.num_rows
-            metadata = pq.read_metadata(shard)
-            num_bytes += sum(
-                metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
-            )
+            num_bytes += output_bytes(shard)
             tokens += pc.sum(table["n_tokens"]).as_py() or 0
             if first is None and table.num_rows:
                 first = table["row_id"][0].as_py()
             # The Hub's file naming for a split, so tools that infer splits from names agree.
             name = f"{SPLIT}-{n:05d}-of-{len(shards):05d}.parquet"
-            shutil.copyfile(shard, target / name)
+            staging.add_copy(shard, f"{phase.name}/{name}")
             files.append(f"{phase.name}/{name}")
-        download = sum((staging / f).stat().st_size for f in files)
+        download = sum(staging.size(f) for f in files)
         phases.append(ConfigData(phase.name, files, rows, tokens, num_bytes, download, first))
     return phases
 
 
 def _check_replaceable(folder: Path) -> None:
     """Refuse to replace a folder that is not an earlier publish (`--out` pointed elsewhere)."""
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise PublishError(f"{folder} exists and is not a directory")
-    card = folder / "README.md"
-    earlier = card.is_file() and f"\n- {PUBLISHED_TAG}\n" in card.read_text(errors="replace")
-    if any(folder.iterdir()) and not earlier:
+    try:
+        entries = directory_entries(folder)
+    except OutputReadError as error:
+        raise PublishError(str(error)) from error
+    card = read_text(folder / "README.md") if entries else None
+    earlier = card is not None and f"\n- {PUBLISHED_TAG}\n" in card
+    if entries and not earlier:
         raise PublishError(
             f"{folder} exists and is not a published blend or asset (no README.md tagged "
             f"{PUBLISHED_TAG}); "
@@ -289,22 +283,38 @@ def _check_replaceable(folder: Path) -> None:
         )
 
 
-def _replace_dir(staging: Path, folder: Path) -> None:
-    """Move the finished `staging` to `folder`, replacing an earlier publish of it."""
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-        os.rename(folder, old / folder.name)
-    try:
-        os.rename(staging, folder)
-    except OSError:
-        if old is not None:
-            os.rename(old / folder.name, folder)  # the earlier publish stays where it was
-            old.rmdir()
-        raise
-    if old is not None:
-        shutil.rmtree(old)
-    object_store.push_tree(folder)  # a published folder under an object-store data root
+def _blend_card_facts(
+    manifest: Manifest,
+    phases: list[ConfigData],
+    data_dir: Path,
+    prompts_dir: Path,
+    tags: Sequence[str],
+) -> CardFacts:
+    """What a blend's card states: per source, the lineage, prompts, seeds, rejections and
+    licences of the files its manifest pins."""
+    lineage: dict[str, list[dict[str, Any]]] = {}
+    files: dict[str, list[Path]] = {}
+    partitions: dict[str, list[tuple[OutputFamily, Keys]]] = {}
+    for phase in manifest.phases:
+        for source in phase.sources:
+            lineage.setdefault(source.name, []).extend(source.lineage)
+            for f in source.files:
+                files.setdefault(source.name, []).append(f.resolve(data_dir))
+                declared = family(f.asset)
+                partitions.setdefault(source.name, []).append(
+                    (declared, declared.keys(f.partition))
+                )
+    return CardFacts(
+        origin=BlendOrigin(manifest),
+        configs=phases,
+        schema=EXPORT_SCHEMA,
+        lineage=lineage,
+        prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
+        seeds=_seeds(files),
+        rejections=_rejections(partitions, data_dir, "source"),
+        licences=blend_licences(manifest, data_dir),
+        tags=list(tags),
+    )
 
 
 def publish_blend(
@@ -338,45 +348,17 @@ def publish_blend(
             options=export_options or BlendSettings(),
         )
         exported = True
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging.", dir=folder.parent))
-    # mkdtemp makes the directory private; the published folder is meant to be read by others.
-    staging.chmod(0o755)
-    try:
+    # The published folder is meant to be read by others (a staging directory is private).
+    with replace_dir(folder, mode=0o755) as staging:
         phases = _stage_phases(manifest, exports, staging)
-        lineage: dict[str, list[dict[str, Any]]] = {}
-        files: dict[str, list[Path]] = {}
-        partitions: dict[str, list[tuple[OutputFamily, Keys]]] = {}
-        for phase in manifest.phases:
-            for source in phase.sources:
-                lineage.setdefault(source.name, []).extend(source.lineage)
-                for f in source.files:
-                    files.setdefault(source.name, []).append(f.resolve(data_dir))
-                    declared = family(f.asset)
-                    partitions.setdefault(source.name, []).append(
-                        (declared, declared.keys(f.partition))
-                    )
-        facts = CardFacts(
-            origin=BlendOrigin(manifest),
-            configs=phases,
-            schema=EXPORT_SCHEMA,
-            lineage=lineage,
-            prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
-            seeds=_seeds(files),
-            rejections=_rejections(partitions, data_dir, "source"),
-            licences=blend_licences(manifest, data_dir),
-            tags=list(tags),
-        )
-        (staging / "README.md").write_text(render_card(facts))
-        _replace_dir(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        card = render_card(_blend_card_facts(manifest, phases, data_dir, prompts_dir, tags))
+        staging.add_text("README.md", card)
     return PublishReport(
         folder,
         rows={p.name: p.rows for p in phases},
         tokens={p.name: p.tokens for p in phases},
         exported=exported,
+        card=card,
     )
 
 
@@ -406,7 +388,7 @@ def _stage_partitions(
     partitions: list[Keys],
     data_dir: Path,
     count: TokenCounter,
-    staging: Path,
+    staging: Staging,
 ) -> tuple[list[ConfigData], list[PartitionData]]:
     by_config: dict[str, list[Keys]] = {}
     for keys in partitions:
@@ -425,12 +407,8 @@ def _stage_partitions(
             partition_tokens = sum(count(texts)) if texts else 0
             if table.num_rows:
                 name = f"{config}/{SPLIT}-{len(files):05d}-of-{written:05d}.parquet"
-                (staging / config).mkdir(exist_ok=True)
-                pq.write_table(table, staging / name, compression="zstd")
-                metadata = pq.read_metadata(staging / name)
-                num_bytes += sum(
-                    metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)
-                )
+                staging.add_table(name, table)
+                num_bytes += staging.table_bytes(name)
                 if first is None:
                     first = table[declared.id_column][0].as_py()
                 files.append(name)
@@ -448,9 +426,40 @@ def _stage_partitions(
             )
         if not files:
             continue
-        download = sum((staging / f).stat().st_size for f in files)
+        download = sum(staging.size(f) for f in files)
         configs.append(ConfigData(config, files, rows, tokens, num_bytes, download, first))
     return configs, read
+
+
+def _family_card_facts(
+    declared: OutputFamily,
+    partitions: list[Keys],
+    configs: list[ConfigData],
+    origin: FamilyOrigin,
+    data_dir: Path,
+    prompts_dir: Path,
+    tags: Sequence[str],
+) -> CardFacts:
+    """What an asset's card states: per config, the lineage, prompts, seeds, rejections and
+    licences of the current versions it publishes."""
+    groups: dict[str, list[tuple[OutputFamily, Keys]]] = {}
+    files: dict[str, list[Path]] = {}
+    for keys in partitions:
+        config = config_name(declared, keys)
+        groups.setdefault(config, []).append((declared, keys))
+        files.setdefault(config, []).append(current_version(declared.path(data_dir, keys)))
+    lineage = {config: source_lineage(paths) for config, paths in files.items()}
+    return CardFacts(
+        origin=origin,
+        configs=configs,
+        schema=declared.schema,
+        lineage=lineage,
+        prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
+        seeds=_seeds(files),
+        rejections=_rejections(groups, data_dir, "config"),
+        licences=licences_of(groups, data_dir),
+        tags=list(tags),
+    )
 
 
 def publish_family(
@@ -480,10 +489,7 @@ def publish_family(
     _check_replaceable(folder)
     count = make_counter()
     built_at = datetime.now(UTC).isoformat(timespec="seconds")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging.", dir=folder.parent))
-    staging.chmod(0o755)
-    try:
+    with replace_dir(folder, mode=0o755) as staging:
         configs, read = _stage_partitions(declared, partitions, data_dir, count, staging)
         if not configs:
             raise PublishError(
@@ -491,35 +497,19 @@ def publish_family(
                 f"({', '.join(sorted({p.partition for p in read}))}) is empty, e.g. all its rows "
                 "quarantined (see `mind metrics --views rejections_per_rule`)"
             )
-        groups: dict[str, list[tuple[OutputFamily, Keys]]] = {}
-        files: dict[str, list[Path]] = {}
-        for keys in partitions:
-            config = config_name(declared, keys)
-            groups.setdefault(config, []).append((declared, keys))
-            files.setdefault(config, []).append(current_version(declared.path(data_dir, keys)))
-        lineage = {config: source_lineage(paths) for config, paths in files.items()}
-        facts = CardFacts(
-            origin=FamilyOrigin(declared, read, built_at),
-            configs=configs,
-            schema=declared.schema,
-            lineage=lineage,
-            prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
-            seeds=_seeds(files),
-            rejections=_rejections(groups, data_dir, "config"),
-            licences=licences_of(groups, data_dir),
-            tags=list(tags),
+        origin = FamilyOrigin(declared, read, built_at)
+        facts = _family_card_facts(
+            declared, partitions, configs, origin, data_dir, prompts_dir, tags
         )
-        (staging / "README.md").write_text(render_card(facts))
-        _replace_dir(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        card = render_card(facts)
+        staging.add_text("README.md", card)
     return PublishReport(
         folder,
         rows={c.name: c.rows for c in configs},
         tokens={c.name: c.tokens for c in configs},
         exported=False,
         kind="asset",
+        card=card,
     )
 
 
@@ -539,12 +529,13 @@ def publish(
         validate_name(name, kind="blend or asset name")
     except InvalidNameError as error:
         raise PublishError(str(error)) from error
-    spec, manifest = blends_dir / f"{name}.yaml", manifest_path(data_dir, name)
-    is_blend = spec.is_file() or manifest.is_file()
+    spec, manifest = blend_spec_path(blends_dir, name), manifest_path(data_dir, name)
+    has_spec = blend_spec_exists(blends_dir, name)
+    is_blend = has_spec or output_exists(manifest)
     if name in PUBLISHABLE:
         if is_blend:
             raise PublishError(
-                f"{name!r} names both an asset and a blend ({spec if spec.is_file() else manifest})"
+                f"{name!r} names both an asset and a blend ({spec if has_spec else manifest})"
                 "; rename the blend"
             )
         return publish_family(
@@ -556,7 +547,7 @@ def publish(
             tags=tags,
         )
     if not is_blend:
-        known = sorted(p.stem for p in blends_dir.glob("*.yaml")) if blends_dir.is_dir() else []
+        known = blend_names(blends_dir)
         raise PublishError(
             f"unknown blend or asset {name!r}: no blend spec {spec}, no manifest {manifest}, "
             f"and no asset of that name (blend specs in {blends_dir}: "

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mind_assets.blends.families import family
 from mind_assets.blends.manifest import Manifest
 from mind_assets.lib.outputs import Keys, OutputFamily
+from mind_assets.lib.storage import output_exists, read_output, read_output_schema
 
 # The Hub's id for a licence the platform cannot name.
 UNKNOWN_LICENCE = "other"
@@ -93,12 +93,12 @@ def root_origins(root: OutputFamily, keys: Keys, path: Path) -> list[str]:
     """Distinct origins of a root partition's rows (its url, dataset or source column); a
     partition whose rows record none is named by itself (`task_seeds[gsm8k]`)."""
     partition = f"{root.name}[{root.partition_key(keys)}]"
-    if not path.is_file():
+    if not output_exists(path):
         return [f"{partition} (missing: its rows' origins cannot be read)"]
-    columns = [c for c in ORIGIN_COLUMNS if c in pq.read_schema(path).names]
+    columns = [c for c in ORIGIN_COLUMNS if c in read_output_schema(path).names]
     if not columns:
         return [partition]
-    table = pq.read_table(path, columns=columns)
+    table = read_output(path, columns=columns)
     origin = pc.coalesce(*(table[c] for c in columns)) if len(columns) > 1 else table[columns[0]]
     origins = sorted(v for v in pc.unique(origin).to_pylist() if v)
     return origins or [f"{partition} ({', '.join(columns)} empty)"]

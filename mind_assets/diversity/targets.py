@@ -9,17 +9,21 @@ configuration, so a rerun computes gradients only for rows that are new or chang
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from mind_assets.blends.families import FAMILIES
 from mind_assets.diversity.scores import distinct_ngram_ratio, vendi_score
-from mind_assets.lib.storage import asset_path, validate_name
+from mind_assets.lib.storage import (
+    blend_manifest_file,
+    output_exists,
+    read_json,
+    read_output,
+    validate_name,
+)
 from mind_assets.llm.features import Sample
 
 BLEND_TARGET = "blend"  # blend:<blend>:<phase>
@@ -60,10 +64,10 @@ def target_samples(data_dir: Path, target: str) -> list[Sample]:
             if r[completion]
         ]
     blend, phase = parts
-    manifest_path = asset_path(data_dir, "blend_manifest", blend, suffix="") / "manifest.json"
-    if not manifest_path.is_file():
+    manifest_path = blend_manifest_file(data_dir, blend)
+    manifest = read_json(manifest_path)
+    if manifest is None:
         raise DiversityTargetError(f"{target}: {manifest_path} is missing (build the blend)")
-    manifest = json.loads(manifest_path.read_text())
     phases = {p["name"]: p for p in manifest["phases"]}
     if phase not in phases:
         raise DiversityTargetError(f"{target}: blend {blend!r} has no phase {phase!r}")
@@ -77,9 +81,9 @@ def target_samples(data_dir: Path, target: str) -> list[Sample]:
 
 
 def _read(path: Path, columns: list[str]) -> list[dict[str, Any]]:
-    if not path.is_file():
+    if not output_exists(path):
         raise DiversityTargetError(f"{path} is missing: materialize it first")
-    return pq.read_table(path, columns=columns).to_pylist()
+    return read_output(path, columns=columns).to_pylist()
 
 
 def subsample(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:

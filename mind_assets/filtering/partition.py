@@ -1,4 +1,4 @@
-"""The filtering stage on one partition: split generated rows into accepted and quarantined
+"""Filtering one partition: split generated rows into accepted and quarantined
 tables and the long-format decision table, from the rule outcomes."""
 
 from __future__ import annotations
