@@ -15,6 +15,7 @@ PACKAGE = PROJECT_DIR / "mind_assets"
 # one layer know nothing of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings",),  # the one configuration object
+    ("settings_table",),  # renders the settings reference of docs/configuration.md
     ("lib",),  # storage, prompts, declarations, text helpers: no stage
     ("llm", "metrics"),  # the engine resource and the DuckDB store
     ("corpus", "task_qa", "math_traces"),  # stages that start from outside data
