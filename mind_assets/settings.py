@@ -497,8 +497,8 @@ class DiversitySettings(StageSettings):
     prismatic_verify_samples: int = Field(
         default=5,
         ge=0,
-        description="Math items: solutions sampled per generated item; it is kept only when "
-        "more than half agree with its stated answer. 0 turns the check off.",
+        description="Math items: solutions sampled per item the Prismatic filter keeps; the item "
+        "stays only when more than half agree with its stated answer. 0 turns the check off.",
     )
 
 
