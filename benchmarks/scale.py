@@ -325,9 +325,9 @@ class Backend:
 
         # The context opens its own instance from the ref: close it, or it stays Dagster's
         # current definitions-state storage after it is gone.
-        # The partitions materialized above predate every observation of the version sources, so
-        # the tick's first observation marks them unsynced: the schedule asks Dagster's
-        # stale-status resolver about every materialized partition (its worst case).
+        # The partitions materialized above are runless, without provenance, and their chunks
+        # were never materialized, so every one is unsynced ("has a new input"): the schedule
+        # judges every materialized partition (its worst case).
         with (
             clock() as spent,
             build_schedule_context(
@@ -551,15 +551,15 @@ NOTES = [
     "does. *first* includes computing and storing Dagster's asset status cache after new "
     "materializations; *again* reads it back.",
     "- The schedule tick is `regenerate_unsynced_conversations` evaluated with "
-    "`build_schedule_context`: it observes the version sources and asks Dagster's stale-status "
-    "resolver about materialized `conversations` / `filtered_conversations` partitions in key "
-    "order, after the last one the previous tick asked, until it has "
-    "MIND_CONVERSATIONS__REGENERATION_BUDGET (4) unsynced ones or has asked "
-    "MIND_CONVERSATIONS__REGENERATION_SCAN_LIMIT (1,000). Those materialized above predate the "
-    "first observation, so all are unsynced: the budgeted tick stops after 4, and the tick "
-    "*without a budget* asks about every materialized partition (up to the scan limit), the "
-    "cost of a tick when nothing is unsynced. The sensor tick is `corpus_inbox_sensor` with "
-    "`build_sensor_context`, handed the previous cursor.",
+    "`build_schedule_context`: it observes the version sources and judges materialized "
+    "`conversations` / `filtered_conversations` partitions (`UnsyncedStatus`, from the "
+    "provenance on their materializations) in key order, after the last one the previous tick "
+    "asked, until it has MIND_CONVERSATIONS__REGENERATION_BUDGET (4) unsynced ones or has asked "
+    "MIND_CONVERSATIONS__REGENERATION_SCAN_LIMIT (1,000). Those materialized above are runless, "
+    "without provenance or chunks, so all are unsynced: the budgeted tick stops after 4, and "
+    "the tick *without a budget* asks about every materialized partition (up to the scan "
+    "limit), the cost of a tick when nothing is unsynced. The sensor tick is "
+    "`corpus_inbox_sensor` with `build_sensor_context`, handed the previous cursor.",
     "- The automation evaluation is `evaluate_automation_conditions` over every asset with no "
     "cursor, the first tick of `default_automation_condition_sensor` (off by default).",
 ]

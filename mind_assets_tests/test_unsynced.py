@@ -69,7 +69,7 @@ def materialize_stand_in(real: AssetsDefinition, partition, instance) -> None:
 
 
 def unsynced(instance, key: str) -> dict[str, tuple[str, ...]]:
-    status = UnsyncedStatus(instance, GRAPH_DEFS.resolve_asset_graph())
+    status = UnsyncedStatus.of_repository(instance, GRAPH_DEFS.get_repository_def())
     return {item.partition: item.causes for item in status.unsynced_partitions(key)}
 
 

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 from dagster import DagsterInstance
 
@@ -24,9 +24,6 @@ from mind_assets.corpus.inbox import (
 )
 from mind_assets.corpus.shards import ShardSpec, register_shards
 from mind_assets.settings import MindSettings
-
-if TYPE_CHECKING:
-    from dagster._core.storage.runs.base import RunStorage
 
 SEEN_PREFIX = "mind_assets/inbox/seen/"
 STAGED_KEY = "mind_assets/inbox/staged"
@@ -78,7 +75,16 @@ class InboxCursor:
         return json.dumps(payload, sort_keys=True)
 
 
-def _set_values(storage: RunStorage, pairs: Mapping[str, str]) -> None:
+class CursorStore(Protocol):
+    """A key-value store of the instance: its run storage's cursor values (not marked public
+    by Dagster; mind_assets_tests/test_dagster_contract.py pins what is used here)."""
+
+    def get_cursor_values(self, keys: set[str]) -> Mapping[str, str]: ...
+
+    def set_cursor_values(self, pairs: Mapping[str, str]) -> None: ...
+
+
+def _set_values(storage: CursorStore, pairs: Mapping[str, str]) -> None:
     """Upsert key-value pairs. New and existing keys are written apart because SQLite's
     `set_cursor_values` inserts the whole batch and, if any key exists, only updates the existing
     ones: the new keys of a mixed batch would be lost."""
@@ -106,7 +112,7 @@ class InboxLedger:
     """
 
     def __init__(self, instance: DagsterInstance) -> None:
-        self._storage = instance.run_storage
+        self._storage: CursorStore = instance.run_storage
 
     def seen(self, names: Iterable[str]) -> dict[str, str]:
         """File name -> the version last registered, for the names that have one."""

@@ -43,8 +43,8 @@ def regenerate_unsynced_conversations(context: ScheduleEvaluationContext):
             change.previous,
             change.current,
         )
-    # Dagster's code server evaluates schedules with their repository, and so its asset graph.
-    status = UnsyncedStatus(context.instance, context.repository_def.asset_graph)
+    # Dagster's code server evaluates schedules with their repository, and so its assets.
+    status = UnsyncedStatus.of_repository(context.instance, context.repository_def)
     cursors = context.instance.daemon_cursor_storage
     start_after = cursors.get_cursor_values({REGENERATION_CURSOR}).get(REGENERATION_CURSOR)
     scan = conversation_partitions_to_regenerate(

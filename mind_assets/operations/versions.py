@@ -63,9 +63,9 @@ def conversation_partitions_to_regenerate(
     partition whose conversations are in sync is filtered again only.
 
     Partitions are asked about in key order from the one after `start_after` (wrapping around),
-    at most `scan_limit` of them, stopping once `budget` are found: Dagster's stale-status
-    resolver costs milliseconds per partition (benchmarks/RESULTS.md, *scale*), so a tick over
-    tens of thousands of partitions must not ask about all of them."""
+    at most `scan_limit` of them, stopping once `budget` are found: each partition asked costs
+    a few event-log queries (benchmarks/RESULTS.md, *scale*), so a tick over tens of thousands
+    of partitions must not ask about all of them."""
     generate = conversations.key.to_user_string()
     refilter = filtered_conversations.key.to_user_string()
     generated = set(status.materialized_partitions(generate))
