@@ -43,6 +43,7 @@ ABOVE_STAGES: tuple[tuple[str, ...], ...] = (
 # data root (`data_dir`), so none of them can read or write an output.
 INPUT_READERS: dict[str, str] = {
     "settings.py": "the server API key file (MIND_SERVER_API_KEY_FILE)",
+    "settings_table.py": "docs/configuration.md, the page the settings table is written into",
     "corpus/sources.py": "the corpus files (jsonl, parquet) a shard reads",
     "corpus/shard_specs.py": "checks that the corpus files a user names exist",
     "corpus/inbox.py": "the inbox directory a user drops corpus files into",
