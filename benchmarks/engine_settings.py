@@ -75,7 +75,7 @@ def measure(config: dict, messages_path: Path, max_tokens: int) -> dict:
             tensor_parallel_size=1,
             max_num_seqs=config.get("max_num_seqs", 256),
             enforce_eager=None,
-            engine_seed=0,
+            seed=0,
             enable_prefix_caching=True,
         )
     )

@@ -213,10 +213,11 @@ def _diversity_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mind", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+# argparse's subcommand registry; its class is private, hence the alias.
+Commands = argparse._SubParsersAction
 
+
+def _add_shards_commands(commands: Commands) -> None:
     shards = commands.add_parser("shards", help="manage corpus shards").add_subparsers(
         dest="shards_command", required=True
     )
@@ -238,10 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=_shards_add)
     shards.add_parser("list", help="list registered shards").set_defaults(func=_shards_list)
 
+
+def _add_prepare_model_command(commands: Commands) -> None:
     commands.add_parser(
         "prepare-model", help="convert the embedded model to safetensors (cached)"
     ).set_defaults(func=_prepare_model)
 
+
+def _add_demo_command(commands: Commands) -> None:
     demo = commands.add_parser("demo", help="run the main job on the bundled demo corpus")
     demo.add_argument("--styles", default=None, help="comma-separated styles to generate")
     demo.add_argument(
@@ -253,10 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many of the 30 bundled passages to use (default 8, sized for a 2-core CPU)",
     )
     demo.set_defaults(func=_demo)
+
+
+def _add_tasks_command(commands: Commands) -> None:
     tasks = commands.add_parser("tasks", help="lm-eval tasks eligible to seed task Q&A")
     tasks.add_argument("--refused", action="store_true", help="also list every refused task")
     tasks.set_defaults(func=_tasks)
 
+
+def _add_export_blend_command(commands: Commands) -> None:
     export = commands.add_parser(
         "export-blend",
         help="what the blend_export asset writes, from the shell: shuffled parquet shards per "
@@ -281,10 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(func=_export_blend)
 
+
+def _add_audit_blend_command(commands: Commands) -> None:
     audit = commands.add_parser("audit-blend", help="lineage audit of a blend, stage by stage")
     audit.add_argument("name")
     audit.set_defaults(func=_audit_blend)
 
+
+def _add_publish_command(commands: Commands) -> None:
     publish = commands.add_parser(
         "publish",
         help="write a blend (one config per phase) or an asset such as filtered_conversations "
@@ -306,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(func=_publish)
 
+
+def _add_trace_command(commands: Commands) -> None:
     trace = commands.add_parser(
         "trace", help="full ancestry of one exported blend row, or of one row of an asset"
     )
@@ -319,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trace.set_defaults(func=_trace)
 
+
+def _add_diversity_commands(commands: Commands) -> None:
     diversity = commands.add_parser("diversity", help="diversity targets (G-Vendi)").add_subparsers(
         dest="diversity_command", required=True
     )
@@ -331,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     targets.add_argument("targets", nargs="+", metavar="TARGET")
     targets.set_defaults(func=_diversity_add)
 
+
+def _add_gc_command(commands: Commands) -> None:
     gc = commands.add_parser(
         "gc",
         help="list (and with --apply delete) output versions no manifest or current pointer "
@@ -346,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--apply", action="store_true", help="delete (default: dry run)")
     gc.set_defaults(func=_gc)
+
+
+def _add_metrics_command(commands: Commands) -> None:
     metrics = commands.add_parser(
         "metrics", help="quality metrics (parquet under metrics/, read through DuckDB)"
     )
@@ -361,6 +384,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--views", default=None, help="comma-separated views (default: all of them)"
     )
     metrics.set_defaults(func=_metrics)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mind", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    # Subcommands are listed in `mind --help` in this order.
+    _add_shards_commands(commands)
+    _add_prepare_model_command(commands)
+    _add_demo_command(commands)
+    _add_tasks_command(commands)
+    _add_export_blend_command(commands)
+    _add_audit_blend_command(commands)
+    _add_publish_command(commands)
+    _add_trace_command(commands)
+    _add_diversity_commands(commands)
+    _add_gc_command(commands)
+    _add_metrics_command(commands)
     return parser
 
 

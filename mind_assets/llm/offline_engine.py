@@ -1,7 +1,9 @@
 """vLLM's offline `LLM`, run inside the step's own process, one engine per process.
 
 The engine core runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0): with vLLM's default spawned
-engine-core process, a Dagster step process was seen to hang after the step succeeded.
+engine-core process, a Dagster step process was seen to hang after the step succeeded. An
+engine's configuration extends the settings' `OfflineEngineSettings`, so vLLM's settings are
+declared once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mind_assets.llm.hardware import EngineTuning
@@ -25,23 +26,18 @@ from mind_assets.llm.requests import (
     GenerationProgress,
     ProgressCallback,
 )
+from mind_assets.settings import OfflineEngineSettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OfflineEngineConfig:
+class OfflineEngineConfig(OfflineEngineSettings, frozen=True):
+    """One engine: the model, the tuning chosen for this machine, and the vLLM settings it
+    inherits (declared once, in settings.py). Frozen, so that it keys the process's engines."""
+
     model_path: str
     model_name: str
     tuning: EngineTuning  # dtype and CPU settings chosen for this machine
-    max_model_len: int
-    memory_fraction: float | None
-    kv_cache_gib: float | None
-    tensor_parallel_size: int
-    max_num_seqs: int
-    enforce_eager: bool | None
-    engine_seed: int
-    enable_prefix_caching: bool
 
 
 def vllm_distribution() -> tuple[str, str]:
@@ -138,7 +134,7 @@ class OfflineEngine:
             tensor_parallel_size=config.tensor_parallel_size,
             max_num_seqs=config.max_num_seqs,
             enforce_eager=enforce_eager,
-            seed=config.engine_seed,
+            seed=config.seed,
             enable_prefix_caching=config.enable_prefix_caching,
             **extra,
         )

@@ -2,15 +2,24 @@
 
 The engine is created lazily on the first request and, unless `keep_engine_between_runs` is set,
 shut down when the resource is torn down at the end of the step (or the in-process run).
+
+The resource's fields are generated from `EngineSettings` (settings.py), not written out again:
+the same names, types, constraints and descriptions, as flat fields (`llm.dtype` reads like
+`settings.dtype`; Dagster takes these plain types, a Literal as an enum, where a nested field
+would have to be a `dagster.Config` copy of the group). They carry no defaults: every value
+comes from the settings (`from_settings`), and Dagster would fill the fields a run config leaves
+out with declared defaults, not the settings' values, so a partial run config is refused, as it
+always was. The servers' API key is no field: it is read from the settings when the pool starts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Annotated, Any
 
 from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, create_model
 
 from mind_assets.llm.batch_runner import RunStats
 from mind_assets.llm.embedded_model import embedded_model_name, prepare_embedded_model
@@ -24,34 +33,35 @@ from mind_assets.llm.offline_engine import (
 from mind_assets.llm.requests import ChatRequest, ChatResult, EngineIdentity, ProgressCallback
 from mind_assets.llm.server_pool import ServerPool, ServerPoolConfig, auth_headers
 from mind_assets.llm.usage import Usage
-from mind_assets.settings import EMBEDDED_MODEL, MindSettings, get_settings
+from mind_assets.settings import (
+    EMBEDDED_MODEL,
+    EngineSettings,
+    MindSettings,
+    OfflineEngineSettings,
+    get_settings,
+)
 
 
-class LLMResource(ConfigurableResource):
+def _resource_fields(group: type[BaseModel]) -> type[ConfigurableResource]:
+    """A resource base holding `group`'s fields as declared, less their defaults."""
+    fields: dict[str, Any] = {}
+    for name, info in group.model_fields.items():
+        # The constraints (ge=1, ...) are the field's metadata; they travel with its type.
+        annotation = (
+            Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        )
+        fields[name] = (annotation, Field(description=info.description))
+    return create_model(f"{group.__name__}Fields", __base__=ConfigurableResource, **fields)
+
+
+EngineSettingsFields = _resource_fields(EngineSettings)
+
+
+class LLMResource(EngineSettingsFields):
     """Chat generation with vLLM, configured from `MindSettings` (`from_settings`), where every
-    default lives (see README); the fields have none of their own."""
+    default lives: the engine's fields (EngineSettings) and where the embedded model is cached."""
 
-    model: str = Field(description="Model id, directory or 'embedded'.")
     models_dir: str = Field(description="Where the embedded model is converted and cached.")
-    dtype: str = Field(description="'auto' chooses from the machine (see README).")
-    threads: int | None
-    max_num_batched_tokens: int | None
-    max_model_len: int
-    memory_fraction: float | None
-    kv_cache_gib: float | None
-    tensor_parallel_size: int
-    max_num_seqs: int
-    enforce_eager: bool | None
-    engine_seed: int
-    enable_prefix_caching: bool
-    keep_engine_between_runs: bool
-    engine_mode: str = Field(description="'offline' or 'server'.")
-    server_urls: list[str]
-    server_model: str | None
-    server_max_concurrency: int
-    server_timeout_s: float
-    server_api: str = "auto"
-    server_max_rate_limit_wait_s: float = 300.0
 
     _engine: OfflineEngine | None = PrivateAttr(default=None)
     _pool: ServerPool | None = PrivateAttr(default=None)
@@ -59,27 +69,8 @@ class LLMResource(ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: MindSettings) -> LLMResource:
         return cls(
-            model=settings.model,
             models_dir=str(settings.models_dir),
-            dtype=settings.dtype,
-            threads=settings.threads,
-            max_num_batched_tokens=settings.max_num_batched_tokens,
-            max_model_len=settings.max_model_len,
-            memory_fraction=settings.memory_fraction,
-            kv_cache_gib=settings.kv_cache_gib,
-            tensor_parallel_size=settings.tensor_parallel_size,
-            max_num_seqs=settings.max_num_seqs,
-            enforce_eager=settings.enforce_eager,
-            engine_seed=settings.seed,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            keep_engine_between_runs=settings.keep_engine_between_runs,
-            engine_mode=settings.engine_mode,
-            server_urls=settings.server_urls,
-            server_model=settings.server_model,
-            server_max_concurrency=settings.server_max_concurrency,
-            server_timeout_s=settings.server_timeout_s,
-            server_api=settings.server_api,
-            server_max_rate_limit_wait_s=settings.server_max_rate_limit_wait_s,
+            **settings.model_dump(include=set(EngineSettings.model_fields)),
         )
 
     # --- identity, known without loading the engine -------------------------------------------
@@ -182,14 +173,7 @@ class LLMResource(ConfigurableResource):
                     model_path=self.model_path(),
                     model_name=self.model_name,
                     tuning=self.tuning(),
-                    max_model_len=self.max_model_len,
-                    memory_fraction=self.memory_fraction,
-                    kv_cache_gib=self.kv_cache_gib,
-                    tensor_parallel_size=self.tensor_parallel_size,
-                    max_num_seqs=self.max_num_seqs,
-                    enforce_eager=self.enforce_eager,
-                    engine_seed=self.engine_seed,
-                    enable_prefix_caching=self.enable_prefix_caching,
+                    **self.model_dump(include=set(OfflineEngineSettings.model_fields)),
                 )
             )
         return self._engine

@@ -28,7 +28,13 @@ import pyarrow as pa
 from mind_assets.lib.buckets import length_bucket
 from mind_assets.lib.prompts import PromptFile
 from mind_assets.lib.report import CheckOutcome, Markdown, StageSummary, markdown_table
-from mind_assets.llm.batch_runner import ChatFn, RequestStore, RunStats, generate_resumable
+from mind_assets.llm.batch_runner import (
+    ChatFn,
+    RequestStore,
+    RunStats,
+    StoredResult,
+    generate_resumable,
+)
 from mind_assets.llm.requests import (
     GENERATION_FIELDS,
     ChatRequest,
@@ -250,6 +256,21 @@ class Samples:
     k: int
 
 
+@dataclass(frozen=True)
+class RoundPlan:
+    """What every round of one mode shares: the prompt and the variables common to all its
+    problems, the token budget of a trace, the context it must fit and the sandbox's limits."""
+
+    prompt: PromptFile
+    identity: EngineIdentity
+    settings: MathSettings
+    variables: dict[str, Any]
+    budget: int
+    max_model_len: int | None
+    count_tokens: CountTokens
+    limits: SandboxLimits
+
+
 def generate_samples(
     *,
     problems: list[dict[str, Any]],
@@ -274,19 +295,19 @@ def generate_samples(
     logger = logger or log
     if prompt.tool_use:  # fail closed before any generation, not at the first tool call
         require_isolation(settings.sandbox, logger)
-    limits = sandbox_limits(settings)
     budget = trace_budget(prompt, mode, settings, max_tokens_cap)
     asked = min(budget, max_model_len) if max_model_len else budget
-    variables = {"max_tool_calls": settings.max_tool_calls, "word_budget": asked * 3 // 4}
-    states = [
-        TraceState(
-            problem=p,
-            sample_index=i,
-            seed=derive_seed(base_seed, "math", p["source"], mode, p["problem_id"], str(i)),
-        )
-        for p in problems
-        for i in range(k)
-    ]
+    plan = RoundPlan(
+        prompt=prompt,
+        identity=identity,
+        settings=settings,
+        variables={"max_tool_calls": settings.max_tool_calls, "word_budget": asked * 3 // 4},
+        budget=budget,
+        max_model_len=max_model_len,
+        count_tokens=count_tokens,
+        limits=sandbox_limits(settings),
+    )
+    states = _new_states(problems, mode, k, base_seed)
     stats: list[RunStats] = []
     tool_outcomes: dict[str, int] = defaultdict(int)
     max_rounds = settings.max_tool_calls + 1 if prompt.tool_use else 1
@@ -294,33 +315,7 @@ def generate_samples(
         active = [s for s in states if not s.done]
         if not active:
             break
-        rendered = [
-            _messages(
-                s,
-                prompt,
-                {
-                    **variables,
-                    "problem": s.problem["question"],
-                    "answer_type": s.problem.get("answer_type") or "numeric",
-                },
-            )
-            for s in active
-        ]
-        left = [budget - s.completion_tokens for s in active]
-        if max_model_len:
-            sizes = count_tokens(["\n".join(m["content"] for m in msgs) for msgs in rendered])
-            left = [
-                min(n, max_model_len - size - TEMPLATE_MARGIN_TOKENS)
-                for n, size in zip(left, sizes, strict=True)
-            ]
-        requests, asking = [], []
-        for state, messages, tokens in zip(active, rendered, left, strict=True):
-            if tokens < 1:  # the context is full: the trace ends here
-                state.done, state.finish_reason = True, "length"
-                continue
-            requests.append(_request(state, prompt, identity, tokens, messages))
-            asking.append(state)
-        active = asking
+        requests, active = _next_requests(active, plan)
         if not requests:
             break
         results, round_stats = generate_resumable(
@@ -332,47 +327,8 @@ def generate_samples(
             logger=logger,
         )
         stats.append(round_stats)
-        pending: list[tuple[TraceState, str, str]] = []
-        for state, request in zip(active, requests, strict=True):
-            stored = results[request.request_hash]
-            result = stored.result
-            if state.first_request is None:
-                state.first_request = request
-                state.prompt_tokens = result.prompt_tokens
-                state.created_at = stored.created_at
-            reply = result.text[len(request.response_prefix) :]
-            state.finish_reason = result.finish_reason
-            state.rounds += 1
-            cut, code = (reply, None)
-            if prompt.tool_use and len(state.tool_calls) < settings.max_tool_calls:
-                cut, code = split_at_first_code_block(reply)
-            if code is None:
-                state.completion_tokens += result.completion_tokens
-                state.text += reply
-                state.done = True
-                continue
-            # Only the reply up to the end of its code block is kept, so only its share of the
-            # tokens counts against the budget (by characters; exact counts are not returned).
-            share = len(cut) / max(len(reply), 1)
-            state.completion_tokens += max(1, round(result.completion_tokens * share))
-            pending.append((state, cut, code))
-        # Each call is its own short-lived process; run a few side by side.
-        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            outcomes = list(pool.map(lambda p: run_python(p[2], limits, settings.sandbox), pending))
-        for (state, cut, code), outcome in zip(pending, outcomes, strict=True):
-            tool_outcomes[outcome.outcome] += 1
-            state.tool_calls.append(
-                {
-                    "code": code,
-                    "outcome": outcome.outcome,
-                    "refused": outcome.refused,
-                    "output": outcome.as_tool_output(),
-                    "wall_seconds": outcome.wall_seconds,
-                }
-            )
-            state.text += cut + tool_turn(outcome)
-            if state.completion_tokens >= budget:
-                state.done = True  # the code ran and is recorded; no budget left to go on
+        pending = _take_replies(active, requests, results, plan)
+        _run_tool_calls(pending, plan, tool_outcomes)
         logger.info(
             "solution_traces %s: round %d done, %d of %d traces still calling tools",
             mode,
@@ -387,6 +343,120 @@ def generate_samples(
                 f"the context (MIND_MAX_MODEL_LEN={max_model_len}) with room to answer"
             )
     return Samples(states, stats, dict(tool_outcomes), k)
+
+
+def _new_states(
+    problems: list[dict[str, Any]], mode: str, k: int, base_seed: int
+) -> list[TraceState]:
+    """k empty traces per problem, each with its own seed."""
+    return [
+        TraceState(
+            problem=p,
+            sample_index=i,
+            seed=derive_seed(base_seed, "math", p["source"], mode, p["problem_id"], str(i)),
+        )
+        for p in problems
+        for i in range(k)
+    ]
+
+
+def _next_requests(
+    active: list[TraceState], plan: RoundPlan
+) -> tuple[list[ChatRequest], list[TraceState]]:
+    """(the next request of each active trace, the traces asking). Each request asks for what
+    the trace's budget and the context have left; a trace whose context is full ends here with
+    finish reason `length` and asks nothing."""
+    rendered = [
+        _messages(
+            s,
+            plan.prompt,
+            {
+                **plan.variables,
+                "problem": s.problem["question"],
+                "answer_type": s.problem.get("answer_type") or "numeric",
+            },
+        )
+        for s in active
+    ]
+    left = [plan.budget - s.completion_tokens for s in active]
+    if plan.max_model_len:
+        sizes = plan.count_tokens(["\n".join(m["content"] for m in msgs) for msgs in rendered])
+        left = [
+            min(n, plan.max_model_len - size - TEMPLATE_MARGIN_TOKENS)
+            for n, size in zip(left, sizes, strict=True)
+        ]
+    requests, asking = [], []
+    for state, messages, tokens in zip(active, rendered, left, strict=True):
+        if tokens < 1:  # the context is full: the trace ends here
+            state.done, state.finish_reason = True, "length"
+            continue
+        requests.append(_request(state, plan.prompt, plan.identity, tokens, messages))
+        asking.append(state)
+    return requests, asking
+
+
+def _take_replies(
+    asking: list[TraceState],
+    requests: list[ChatRequest],
+    results: dict[str, StoredResult],
+    plan: RoundPlan,
+) -> list[tuple[TraceState, str, str]]:
+    """Append each reply to its trace. A reply that calls a tool (while calls are left) is cut
+    after its first code block and returned as (trace, reply up to the block, code) for the
+    sandbox; any other reply finishes its trace."""
+    pending: list[tuple[TraceState, str, str]] = []
+    for state, request in zip(asking, requests, strict=True):
+        stored = results[request.request_hash]
+        result = stored.result
+        if state.first_request is None:
+            state.first_request = request
+            state.prompt_tokens = result.prompt_tokens
+            state.created_at = stored.created_at
+        reply = result.text[len(request.response_prefix) :]
+        state.finish_reason = result.finish_reason
+        state.rounds += 1
+        cut, code = (reply, None)
+        if plan.prompt.tool_use and len(state.tool_calls) < plan.settings.max_tool_calls:
+            cut, code = split_at_first_code_block(reply)
+        if code is None:
+            state.completion_tokens += result.completion_tokens
+            state.text += reply
+            state.done = True
+            continue
+        # Only the reply up to the end of its code block is kept, so only its share of the
+        # tokens counts against the budget (by characters; exact counts are not returned).
+        share = len(cut) / max(len(reply), 1)
+        state.completion_tokens += max(1, round(result.completion_tokens * share))
+        pending.append((state, cut, code))
+    return pending
+
+
+def _run_tool_calls(
+    pending: list[tuple[TraceState, str, str]], plan: RoundPlan, tool_outcomes: dict[str, int]
+) -> None:
+    """Run each pending code block in the sandbox and append the kept reply and the block's
+    output to its trace, counting outcomes in `tool_outcomes`. A trace with no budget left
+    ends here."""
+    settings = plan.settings
+    # Each call is its own short-lived process; run a few side by side.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        outcomes = list(
+            pool.map(lambda p: run_python(p[2], plan.limits, settings.sandbox), pending)
+        )
+    for (state, cut, code), outcome in zip(pending, outcomes, strict=True):
+        tool_outcomes[outcome.outcome] += 1
+        state.tool_calls.append(
+            {
+                "code": code,
+                "outcome": outcome.outcome,
+                "refused": outcome.refused,
+                "output": outcome.as_tool_output(),
+                "wall_seconds": outcome.wall_seconds,
+            }
+        )
+        state.text += cut + tool_turn(outcome)
+        if state.completion_tokens >= plan.budget:
+            state.done = True  # the code ran and is recorded; no budget left to go on
 
 
 def verify_samples(
@@ -503,6 +573,43 @@ def reference_of(
         ) from None
 
 
+@dataclass(frozen=True)
+class ProblemVote:
+    """What the k samples of one problem add up to: how many were correct and the majority
+    answer, with whether it is correct."""
+
+    k: int
+    n_correct: int
+    majority_answer: str | None
+    majority_correct: bool
+
+    @classmethod
+    def of(cls, verdicts: list[Verdict], k: int) -> ProblemVote:
+        vote = majority([v.normalized for v in verdicts])
+        agreeing = [v for v in verdicts if vote and v.normalized == vote]
+        return cls(
+            k=k,
+            n_correct=sum(v.correct for v in verdicts),
+            majority_answer=vote,
+            majority_correct=any(v.correct for v in agreeing),
+        )
+
+    @property
+    def pass_rate(self) -> float:
+        return self.n_correct / self.k
+
+
+@dataclass(frozen=True)
+class PartitionColumns:
+    """What every trace row of one (source, mode) partition shares."""
+
+    prompt: PromptFile
+    mode: str
+    identity: EngineIdentity
+    isolation: str  # how tool calls were contained
+    length_buckets: tuple[int, ...]
+
+
 def build_traces(
     samples: Samples,
     prompt: PromptFile,
@@ -527,13 +634,16 @@ def build_traces(
         by_problem[state.problem["problem_id"]].append((state, verdict))
     texts = [f"{s.problem['question']}\n\n{s.text}" for s in states]
     lengths = dict(zip((id(s) for s in states), count_tokens(texts), strict=True))
+    columns = PartitionColumns(
+        prompt=prompt,
+        mode=mode,
+        identity=identity,
+        isolation=settings.sandbox if prompt.tool_use else NO_TOOL_CALLS,
+        length_buckets=length_buckets,
+    )
     accepted, rejected, per_problem = [], [], []
-    k = samples.k
-    isolation = settings.sandbox if prompt.tool_use else NO_TOOL_CALLS
     for problem_id, group in by_problem.items():
-        n_correct = sum(v.correct for _, v in group)
-        vote = majority([v.normalized for _, v in group])
-        vote_correct = any(v.correct for _, v in group if v.normalized == vote) if vote else False
+        vote = ProblemVote.of([v for _, v in group], samples.k)
         problem = group[0][0].problem
         ref = refs[problem_id]
         too_easy = bool(ref.get("too_easy")) and settings.difficulty_filter
@@ -542,72 +652,19 @@ def build_traces(
                 "source": problem["source"],
                 "mode": mode,
                 "problem_id": problem_id,
-                "k": k,
-                "n_correct": n_correct,
-                "pass_rate": n_correct / k,
-                "majority_answer": vote,
-                "majority_correct": vote_correct,
+                "k": vote.k,
+                "n_correct": vote.n_correct,
+                "pass_rate": vote.pass_rate,
+                "majority_answer": vote.majority_answer,
+                "majority_correct": vote.majority_correct,
                 "tool_calls": sum(len(s.tool_calls) for s, _ in group),
                 "reference_status": ref["reference_status"],
                 "too_easy": too_easy,
             }
         )
         for state, verdict in group:
-            seq_tokens = lengths[id(state)]
-            assert state.first_request is not None
-            row = {
-                "trace_id": f"{problem_id}-{mode}-{state.sample_index}",
-                "problem_id": problem_id,
-                "source": problem["source"],
-                "mode": mode,
-                "effort": prompt.effort or mode.split("_")[0],
-                "tool_use": prompt.tool_use,
-                "sample_index": state.sample_index,
-                "question": problem["question"],
-                "text": f"{problem['question']}\n\n{state.text}",
-                "solution": state.text,
-                "tool_calls": state.tool_calls,
-                "rounds": state.rounds,
-                "isolation": isolation,
-                "answer_type": problem.get("answer_type") or "numeric",
-                "reference_answer": ref["reference_answer"],
-                "original_reference": problem.get("reference_answer"),
-                "reference_status": ref["reference_status"],
-                "extracted_answer": verdict.extracted,
-                "normalized_answer": verdict.normalized,
-                "answer_method": verdict.method,
-                "is_correct": verdict.correct,
-                "verified_by": verdict.verified_by,
-                "judge_reply": verdict.judge_reply,
-                "k": k,
-                "n_correct": n_correct,
-                "pass_rate": n_correct / k,
-                "majority_answer": vote,
-                "majority_correct": vote_correct,
-                "seq_tokens": seq_tokens,
-                "length_bucket": length_bucket(seq_tokens, length_buckets),
-                "prompt_id": prompt.id,
-                "prompt_version": prompt.version,
-                **identity.lineage(),
-                "sampling_params": state.first_request.sampling.to_json(),
-                "seed": state.seed,
-                "prompt_tokens": state.prompt_tokens,
-                "completion_tokens": state.completion_tokens,
-                "finish_reason": state.finish_reason,
-                "created_at": state.created_at or datetime.now(UTC),
-                "request_hash": state.first_request.request_hash,
-            }
-            reasons = []
-            if verdict.verified_by == "proof":
-                reasons.append("proof_unverified")  # generated, never kept as verified
-            elif ref["reference_status"] in UNCHECKABLE:
-                reasons.append("no_reference")
-            elif verdict.verified_by == "undecided":
-                reasons.append("undecided")
-            elif not verdict.correct:
-                reasons.append("incorrect" if verdict.extracted else "no_answer")
-            elif too_easy:
-                reasons.append("too_easy")
+            row = _trace_row(state, verdict, ref, vote, lengths[id(state)], columns)
+            reasons = rejection_reasons(verdict, ref["reference_status"], too_easy=too_easy)
             if reasons:
                 rejected.append({**row, "rejected_by": reasons})
             else:
@@ -619,6 +676,79 @@ def build_traces(
         stats=samples.stats,
         tool_outcomes=samples.tool_outcomes,
     )
+
+
+def rejection_reasons(verdict: Verdict, reference_status: str, *, too_easy: bool) -> list[str]:
+    """Why a trace is quarantined (empty when it is kept): at most one reason, the first of
+    proof_unverified, no_reference, undecided, incorrect or no_answer, too_easy that holds."""
+    if verdict.verified_by == "proof":
+        return ["proof_unverified"]  # generated, never kept as verified
+    if reference_status in UNCHECKABLE:
+        return ["no_reference"]
+    if verdict.verified_by == "undecided":
+        return ["undecided"]
+    if not verdict.correct:
+        return ["incorrect" if verdict.extracted else "no_answer"]
+    if too_easy:
+        return ["too_easy"]
+    return []
+
+
+def _trace_row(
+    state: TraceState,
+    verdict: Verdict,
+    ref: dict[str, Any],
+    vote: ProblemVote,
+    seq_tokens: int,
+    columns: PartitionColumns,
+) -> dict[str, Any]:
+    """One trace as a TRACE_SCHEMA row: the trace, its verification against `ref`, its
+    problem's vote, its length and its lineage."""
+    problem = state.problem
+    prompt = columns.prompt
+    assert state.first_request is not None
+    return {
+        "trace_id": f"{problem['problem_id']}-{columns.mode}-{state.sample_index}",
+        "problem_id": problem["problem_id"],
+        "source": problem["source"],
+        "mode": columns.mode,
+        "effort": prompt.effort or columns.mode.split("_")[0],
+        "tool_use": prompt.tool_use,
+        "sample_index": state.sample_index,
+        "question": problem["question"],
+        "text": f"{problem['question']}\n\n{state.text}",
+        "solution": state.text,
+        "tool_calls": state.tool_calls,
+        "rounds": state.rounds,
+        "isolation": columns.isolation,
+        "answer_type": problem.get("answer_type") or "numeric",
+        "reference_answer": ref["reference_answer"],
+        "original_reference": problem.get("reference_answer"),
+        "reference_status": ref["reference_status"],
+        "extracted_answer": verdict.extracted,
+        "normalized_answer": verdict.normalized,
+        "answer_method": verdict.method,
+        "is_correct": verdict.correct,
+        "verified_by": verdict.verified_by,
+        "judge_reply": verdict.judge_reply,
+        "k": vote.k,
+        "n_correct": vote.n_correct,
+        "pass_rate": vote.pass_rate,
+        "majority_answer": vote.majority_answer,
+        "majority_correct": vote.majority_correct,
+        "seq_tokens": seq_tokens,
+        "length_bucket": length_bucket(seq_tokens, columns.length_buckets),
+        "prompt_id": prompt.id,
+        "prompt_version": prompt.version,
+        **columns.identity.lineage(),
+        "sampling_params": state.first_request.sampling.to_json(),
+        "seed": state.seed,
+        "prompt_tokens": state.prompt_tokens,
+        "completion_tokens": state.completion_tokens,
+        "finish_reason": state.finish_reason,
+        "created_at": state.created_at or datetime.now(UTC),
+        "request_hash": state.first_request.request_hash,
+    }
 
 
 def summarize(per_problem: list[dict[str, Any]]) -> dict[str, float]:

@@ -277,6 +277,43 @@ def _annotate(row: dict, round_: int, cluster: int | None, reason: str, verdict)
     }
 
 
+class PoolFeatures:
+    """The feature row of every sample seen so far. Each call hands `featurise` every sample
+    seen so far, new ones appended (it caches, so each sample is computed once), and answers
+    for the samples asked about."""
+
+    def __init__(self, featurise: Featurise, seen: list[Sample]) -> None:
+        self._featurise = featurise
+        self._seen = list(seen)
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, samples: list[Sample]) -> list[np.ndarray]:
+        self._seen.extend(s for s in samples if s.row_id not in self.vectors)
+        computed = self._featurise(list({s.row_id: s for s in self._seen}.values()))
+        ids = list({s.row_id: s for s in self._seen})
+        self.vectors.update(zip(ids, computed, strict=True))
+        return [self.vectors[s.row_id] for s in samples]
+
+    def of(self, row_ids: list[str]) -> list[np.ndarray]:
+        return [self.vectors[i] for i in row_ids]
+
+
+@dataclass
+class Pool:
+    """The growing Prismatic pool: its rows in the seeds' form and their sample ids, in pool
+    order, and the ids of the items kept so far."""
+
+    rows: list[dict]
+    ids: list[str]
+    kept_ids: list[str] = field(default_factory=list)
+
+    def add(self, item: dict, round_: int) -> None:
+        row_id = pool_sample(item).row_id
+        self.ids.append(row_id)
+        self.kept_ids.append(row_id)
+        self.rows.append(as_seed_row(item, f"prismatic_round_{round_}"))
+
+
 def run_prismatic_rounds(
     *,
     seeds: list[dict],
@@ -297,31 +334,20 @@ def run_prismatic_rounds(
     checked by majority answer (when `verify` is given) and join the pool."""
     if not seeds:
         raise ValueError("the Prismatic pool needs at least one seed row")
-    pool_rows = list(seeds)  # in the seeds' form, in pool order
-    pool_ids = [pool_sample(r).row_id for r in seeds]
-    featurised: list[Sample] = [pool_sample(r) for r in seeds]  # every sample so far, cumulative
-    vectors: dict[str, np.ndarray] = {}
-
-    def features(samples: list[Sample]) -> list[np.ndarray]:
-        featurised.extend(s for s in samples if s.row_id not in vectors)
-        computed = featurise(list({s.row_id: s for s in featurised}.values()))
-        ids = list({s.row_id: s for s in featurised})
-        vectors.update(zip(ids, computed, strict=True))
-        return [vectors[s.row_id] for s in samples]
-
+    pool = Pool(rows=list(seeds), ids=[pool_sample(r).row_id for r in seeds])
+    features = PoolFeatures(featurise, [pool_sample(r) for r in seeds])
     features([])
     out = PrismaticResult()
-    kept_ids: list[str] = []
-    seed_vendi = _vendi([vectors[i] for i in pool_ids])
-    out.rounds.append(RoundRecord(0, 0, 0, 0, 0, 0, 0, len(pool_ids), seed_vendi, 0.0, 0.0))
+    seed_vendi = _vendi(features.of(pool.ids))
+    out.rounds.append(RoundRecord(0, 0, 0, 0, 0, 0, 0, len(pool.ids), seed_vendi, 0.0, 0.0))
     for round_ in range(1, rounds + 1):
-        k = cluster_k(len(pool_ids), cluster_fraction)
-        clustering = spherical_kmeans(np.stack([vectors[i] for i in pool_ids]), k, seed=seed)
+        k = cluster_k(len(pool.ids), cluster_fraction)
+        clustering = spherical_kmeans(np.stack(features.of(pool.ids)), k, seed=seed)
         if round_ == 1:
             candidates, rejected_at_generation = list(first_items), []
         else:
             picker = cluster_seed_picker(clustering, generation_fraction)
-            candidates, rejected_at_generation = generate(round_, list(pool_rows), picker)
+            candidates, rejected_at_generation = generate(round_, list(pool.rows), picker)
         for row in rejected_at_generation:
             out.dropped.append(_annotate(row, round_, None, "rejected by the task rules", None))
         items = _by_item(candidates, native_form)
@@ -339,30 +365,7 @@ def run_prismatic_rounds(
                     for (rep, _), _ in passed
                 ],
             )
-        kept_now = 0
-        for (rep, rows), decision in zip(items, decisions, strict=True):
-            verdict = verdicts.get(rep["item_id"])
-            reason = decision.reason + (f"; {verdict.reason}" if verdict else "")
-            keep = decision.kept and (verdict is None or verdict.agrees)
-            why = (
-                []
-                if keep
-                else ["prismatic_over_represented"]
-                if not decision.kept
-                else [verdict.reason.split(":")[0]]
-            )
-            for row in rows:
-                annotated = _annotate(row, round_, decision.cluster_id, reason, verdict)
-                if keep:
-                    out.kept.append(annotated)
-                else:
-                    out.dropped.append({**annotated, "rejected_by": why})
-            if keep:
-                kept_now += 1
-                sample = pool_sample(rep)
-                pool_ids.append(sample.row_id)
-                kept_ids.append(sample.row_id)
-                pool_rows.append(as_seed_row(rep, f"prismatic_round_{round_}"))
+        kept_now = _keep_or_drop(round_, items, decisions, verdicts, pool, out)
         record = RoundRecord(
             round=round_,
             pool=clustering.labels.size,
@@ -371,12 +374,47 @@ def run_prismatic_rounds(
             kept_by_filter=len(passed),
             verified=len(verdicts),
             kept=kept_now,
-            pool_after=len(pool_ids),
-            g_vendi_pool=_vendi([vectors[i] for i in pool_ids]),
-            g_vendi_kept=_vendi([vectors[i] for i in kept_ids]),
+            pool_after=len(pool.ids),
+            g_vendi_pool=_vendi(features.of(pool.ids)),
+            g_vendi_kept=_vendi(features.of(pool.kept_ids)),
             g_vendi_new=_vendi(new_vectors),
         )
         out.rounds.append(record)
         if logger:
             logger.info("prismatic round %d: %s", round_, record)
     return out
+
+
+def _keep_or_drop(
+    round_: int,
+    items: list[tuple[dict, list[dict]]],
+    decisions: list[Selection],
+    verdicts: dict[str, MajorityVerdict],
+    pool: Pool,
+    out: PrismaticResult,
+) -> int:
+    """Annotate every row of the round's items with its cluster and the reasons: an item the
+    filter kept and the majority check (if any) agreed with joins the pool and `out.kept`; the
+    rest go to `out.dropped` with why. Returns how many items were kept."""
+    kept_now = 0
+    for (rep, rows), decision in zip(items, decisions, strict=True):
+        verdict = verdicts.get(rep["item_id"])
+        reason = decision.reason + (f"; {verdict.reason}" if verdict else "")
+        keep = decision.kept and (verdict is None or verdict.agrees)
+        why = (
+            []
+            if keep
+            else ["prismatic_over_represented"]
+            if not decision.kept
+            else [verdict.reason.split(":")[0]]
+        )
+        for row in rows:
+            annotated = _annotate(row, round_, decision.cluster_id, reason, verdict)
+            if keep:
+                out.kept.append(annotated)
+            else:
+                out.dropped.append({**annotated, "rejected_by": why})
+        if keep:
+            kept_now += 1
+            pool.add(rep, round_)
+    return kept_now

@@ -15,11 +15,17 @@ from mind_assets.lib.prompts import PromptFile, load_prompt
 from mind_assets.lib.report import Markdown, StageSummary, markdown_table
 from mind_assets.llm.batch_runner import ChatFn, RequestStore, RunStats
 from mind_assets.llm.requests import ChatRequest, EngineIdentity, derive_seed, with_seed
-from mind_assets.llm.resampling import Attempt, ParseRetryCounts, generate_until_parsed
+from mind_assets.llm.resampling import (
+    Attempt,
+    ParseRetryCounts,
+    ResampledReplies,
+    generate_until_parsed,
+)
 from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.catalog import CatalogEntry
 from mind_assets.task_qa.conversion import open_ended_stem
 from mind_assets.task_qa.generation import (
+    PlannedItem,
     SeedPicker,
     apply_enrichment,
     enrichment_parses,
@@ -60,6 +66,33 @@ class TaskQAResult:
     enrichment_retries: ParseRetryCounts = field(default_factory=ParseRetryCounts)
 
 
+@dataclass(frozen=True)
+class FamilyGeneration:
+    """How one family's requests are made and sent: its catalog entry and prompts, the engine
+    and where its replies are stored, and the seed, batch size and token cap of the run."""
+
+    entry: CatalogEntry
+    prompts: TaskQAPrompts
+    chat: ChatFn
+    identity: EngineIdentity
+    requests_dir: Path
+    settings: TaskQASettings
+    base_seed: int
+    batch_size: int
+    max_tokens_cap: int | None
+    logger: logging.Logger | None
+
+
+@dataclass
+class GeneratedItem:
+    """One item: its plan, the attempt whose reply it keeps, and that reply parsed into its
+    candidates (one per form)."""
+
+    plan: PlannedItem
+    candidates: list[Candidate]
+    attempt: Attempt
+
+
 def run_task_qa(
     *,
     entry: CatalogEntry,
@@ -77,88 +110,25 @@ def run_task_qa(
     logger: logging.Logger | None = None,
     eval_labels: list[str] | None = None,
 ) -> TaskQAResult:
-    family = entry.family
-    generation_task = entry.output_type != "multiple_choice"
-    # Structured generation holds a math family's final answer to a number.
-    numeric_answer = generation_task and entry.answer_check == "math"
-    planned = plan_items(
-        seeds,
-        prompts.generate,
-        task=entry.task,
-        family=family,
-        n_items=settings.items,
-        shots=settings.shots,
-        model_name=identity.model,
+    """Generate one family's items from its seeds, enrich their multiple-choice form, and split
+    every form into accepted and quarantined rows by the task-Q&A rules."""
+    run = FamilyGeneration(
+        entry=entry,
+        prompts=prompts,
+        chat=chat,
+        identity=identity,
+        requests_dir=requests_dir,
+        settings=settings,
         base_seed=base_seed,
+        batch_size=batch_size,
         max_tokens_cap=max_tokens_cap,
-        seed_picker=seed_picker,
-        generation_task=generation_task,
-        numeric_answer=numeric_answer,
-    )
-    structured = prompts.generate.output_format == "json"
-    generated = generate_until_parsed(
-        {plan.item_index: plan.request for plan in planned},
-        chat,
-        RequestStore(requests_dir / "generate"),
-        parses=lambda _, text: item_parses(
-            text,
-            generation_task=generation_task,
-            structured=structured,
-            numeric_answer=numeric_answer,
-        ),
-        resample=_resampler(base_seed, family, "retry", identity.model, prompts.generate),
-        retries=settings.parse_retries,
-        batch_size=batch_size,
-        label=f"task_qa {family}: generate",
         logger=logger,
     )
-    items: list[tuple[Any, list[Candidate], Attempt]] = []
-    for plan in planned:
-        attempt = generated.attempts[plan.item_index]
-        candidates = to_candidates(
-            attempt.stored.result.text,
-            generation_task=generation_task,
-            # The seed of the attempt kept, so its distractors and option order follow it.
-            seed=attempt.request.sampling.seed,
-            structured=structured,
-            numeric_answer=numeric_answer,
-        )
-        items.append((plan, judge_and_convert(entry, candidates), attempt))
-
-    enrich_requests = {}
-    for plan, candidates, _ in items:
-        mc = candidates[0]
-        if not mc.parse_error:
-            enrich_requests[plan.item_index] = plan_enrichment(
-                mc,
-                prompts.enrich,
-                model_name=identity.model,
-                seed=derive_seed(base_seed, family, "enrich", str(plan.item_index)),
-                max_tokens_cap=max_tokens_cap,
-            )
-    enrich_structured = prompts.enrich.output_format == "json"
-    enriched = generate_until_parsed(
-        enrich_requests,
-        chat,
-        RequestStore(requests_dir / "enrich"),
-        parses=lambda _, text: enrichment_parses(text, structured=enrich_structured),
-        resample=_resampler(base_seed, family, "enrich-retry", identity.model, prompts.enrich),
-        retries=settings.parse_retries,
-        batch_size=batch_size,
-        label=f"task_qa {family}: enrich",
-        logger=logger,
-    )
-    for plan, candidates, _ in items:
-        if plan.item_index in enriched.attempts:
-            apply_enrichment(
-                candidates,
-                enriched.attempts[plan.item_index].stored.result.text,
-                structured=enrich_structured,
-            )
-
-    flat = [(plan, c, attempt) for plan, candidates, attempt in items for c in candidates]
+    items, generated = _generate_items(run, seeds, seed_picker)
+    enrich_requests, enriched = _enrich_items(run, items)
+    flat = [(item, c) for item in items for c in item.candidates]
     reasons = run_task_rules(
-        [c for _, c, _ in flat],
+        [c for _, c in flat],
         seed_questions=seeds.column("question").to_pylist(),
         eval_texts=eval_texts,
         eval_labels=eval_labels,
@@ -166,13 +136,13 @@ def run_task_qa(
     )
     accepted_rows, rejected_rows = [], []
     counts = dict.fromkeys(TASK_QA_RULES, 0)
-    for (plan, candidate, attempt), why in zip(flat, reasons, strict=True):
+    for (item, candidate), why in zip(flat, reasons, strict=True):
         row = _row(
             entry,
-            plan,
+            item.plan,
             candidate,
-            attempt,
-            enrich_requests.get(plan.item_index),
+            item.attempt,
+            enrich_requests.get(item.plan.item_index),
             prompts,
             identity,
         )
@@ -190,6 +160,101 @@ def run_task_qa(
         generation_retries=generated.counts,
         enrichment_retries=enriched.counts,
     )
+
+
+def _generate_items(
+    run: FamilyGeneration, seeds: pa.Table, seed_picker: SeedPicker | None
+) -> tuple[list[GeneratedItem], ResampledReplies[int]]:
+    """Plan the family's items, generate each until its reply parses (or its retries run out),
+    and fit the reply's candidates to the family (`judge_and_convert`)."""
+    entry, prompts, identity = run.entry, run.prompts, run.identity
+    generation_task = entry.output_type != "multiple_choice"
+    # Structured generation holds a math family's final answer to a number.
+    numeric_answer = generation_task and entry.answer_check == "math"
+    planned = plan_items(
+        seeds,
+        prompts.generate,
+        task=entry.task,
+        family=entry.family,
+        n_items=run.settings.items,
+        shots=run.settings.shots,
+        model_name=identity.model,
+        base_seed=run.base_seed,
+        max_tokens_cap=run.max_tokens_cap,
+        seed_picker=seed_picker,
+        generation_task=generation_task,
+        numeric_answer=numeric_answer,
+    )
+    structured = prompts.generate.output_format == "json"
+    generated = generate_until_parsed(
+        {plan.item_index: plan.request for plan in planned},
+        run.chat,
+        RequestStore(run.requests_dir / "generate"),
+        parses=lambda _, text: item_parses(
+            text,
+            generation_task=generation_task,
+            structured=structured,
+            numeric_answer=numeric_answer,
+        ),
+        resample=_resampler(run.base_seed, entry.family, "retry", identity.model, prompts.generate),
+        retries=run.settings.parse_retries,
+        batch_size=run.batch_size,
+        label=f"task_qa {entry.family}: generate",
+        logger=run.logger,
+    )
+    items = []
+    for plan in planned:
+        attempt = generated.attempts[plan.item_index]
+        candidates = to_candidates(
+            attempt.stored.result.text,
+            generation_task=generation_task,
+            # The seed of the attempt kept, so its distractors and option order follow it.
+            seed=attempt.request.sampling.seed,
+            structured=structured,
+            numeric_answer=numeric_answer,
+        )
+        items.append(GeneratedItem(plan, judge_and_convert(entry, candidates), attempt))
+    return items, generated
+
+
+def _enrich_items(
+    run: FamilyGeneration, items: list[GeneratedItem]
+) -> tuple[dict[int, ChatRequest], ResampledReplies[int]]:
+    """Ask for the enrichment (distractor explanations) of every item whose multiple-choice
+    form parsed, and apply each reply to the item's candidates. Returns the enrichment requests
+    by item index, for the rows' lineage, and the replies."""
+    family, prompt = run.entry.family, run.prompts.enrich
+    enrich_requests = {}
+    for item in items:
+        mc = item.candidates[0]
+        if not mc.parse_error:
+            enrich_requests[item.plan.item_index] = plan_enrichment(
+                mc,
+                prompt,
+                model_name=run.identity.model,
+                seed=derive_seed(run.base_seed, family, "enrich", str(item.plan.item_index)),
+                max_tokens_cap=run.max_tokens_cap,
+            )
+    enrich_structured = prompt.output_format == "json"
+    enriched = generate_until_parsed(
+        enrich_requests,
+        run.chat,
+        RequestStore(run.requests_dir / "enrich"),
+        parses=lambda _, text: enrichment_parses(text, structured=enrich_structured),
+        resample=_resampler(run.base_seed, family, "enrich-retry", run.identity.model, prompt),
+        retries=run.settings.parse_retries,
+        batch_size=run.batch_size,
+        label=f"task_qa {family}: enrich",
+        logger=run.logger,
+    )
+    for item in items:
+        if item.plan.item_index in enriched.attempts:
+            apply_enrichment(
+                item.candidates,
+                enriched.attempts[item.plan.item_index].stored.result.text,
+                structured=enrich_structured,
+            )
+    return enrich_requests, enriched
 
 
 def _resampler(
