@@ -61,9 +61,7 @@ def revised_corpus(tmp_path: Path, marker: str) -> ShardSpec:
 
 def nightly_rebuild(instance, run) -> None:
     """What the nightly schedule asks for, run as its job would run it."""
-    context = build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime.now(UTC)
-    )
+    context = build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(UTC))
     requests = {r.partition_key: r for r in nightly_blend_rebuild(context)}
     assert run([blend_manifest], requests[BLEND].partition_key).success
 
