@@ -76,9 +76,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     from mind_assets.blends.gc import collect, format_garbage, parse_duration
 
-    data_dir = get_settings().data_dir
-    garbage = collect(data_dir, parse_duration(args.older_than), apply=args.apply)
-    print(format_garbage(garbage, data_dir, applied=args.apply))
+    settings = get_settings()
+    garbage = collect(
+        settings.data_dir,
+        parse_duration(args.older_than),
+        apply=args.apply,
+        keep=settings.blends.keep_versions,
+    )
+    print(format_garbage(garbage, settings.data_dir, applied=args.apply))
     return 0
 
 
@@ -155,11 +160,42 @@ def _audit_blend(args: argparse.Namespace) -> int:
 def _trace(args: argparse.Namespace) -> int:
     from mind_assets.blends.lineage import format_trace, trace_asset_row, trace_row
 
-    data_dir = get_settings().data_dir
+    settings = get_settings()
     if args.asset:
-        print(format_trace(trace_asset_row(args.asset, args.row_id, data_dir)))
+        print(format_trace(trace_asset_row(args.asset, args.row_id, settings.data_dir)))
     else:
-        print(format_trace(trace_row(args.row_id, data_dir)))
+        # Only needed when no export of the row's blend version is there to read it from.
+        def count_tokens():
+            from mind_assets.lib.tokenizer import token_counter
+            from mind_assets.llm.resource import LLMResource
+
+            return token_counter(LLMResource.from_settings(settings).model_path())
+
+        print(format_trace(trace_row(args.row_id, settings.data_dir, count_tokens)))
+    return 0
+
+
+def _blends_versions(args: argparse.Namespace) -> int:
+    from mind_assets.blends.release import releases
+    from mind_assets.blends.versions import BlendRef, format_versions, version_infos
+
+    data_dir = get_settings().data_dir
+    blend = BlendRef.parse(args.name).blend
+    exports: dict[str, list[str]] = {}
+    for ref, folders in releases(data_dir).items():
+        name, _, version = ref.partition("@")
+        if name == blend:
+            exports.setdefault(version, []).extend(str(f) for f in folders)
+    print(format_versions(blend, version_infos(data_dir, blend, exports)))
+    return 0
+
+
+def _blends_tag(args: argparse.Namespace) -> int:
+    from mind_assets.blends.versions import BlendRef, tag
+
+    ref = BlendRef.parse(args.ref)
+    version = tag(get_settings().data_dir, ref, args.label)
+    print(f"tagged {ref.blend}@{version} as {args.label!r}: `mind gc` keeps it and what it pins")
     return 0
 
 
@@ -217,6 +253,30 @@ def _diversity_add(args: argparse.Namespace) -> int:
 Commands = argparse._SubParsersAction
 
 
+def _add_blends_commands(commands: Commands) -> None:
+    blends = commands.add_parser(
+        "blends", help="blend versions: list them, tag the ones a trainer used"
+    ).add_subparsers(dest="blends_command", required=True)
+    versions = blends.add_parser(
+        "versions",
+        help="every manifest version of a blend: created, tokens, sources, tags, exports",
+        description="Every manifest version of blend NAME, oldest first; '*' marks the current "
+        "one. A version is referred to as NAME@VERSION (or a unique prefix of VERSION).",
+    )
+    versions.add_argument("name")
+    versions.set_defaults(func=_blends_versions)
+    tag = blends.add_parser(
+        "tag",
+        help="pin a blend version under a label: gc keeps it and everything it pins",
+        description="Tag NAME@VERSION (NAME alone: the current version) as LABEL, e.g. "
+        "trained-run-42. A tagged version is never deleted by `mind gc`; retention "
+        "(MIND_BLENDS__KEEP_VERSIONS) applies to untagged ones only.",
+    )
+    tag.add_argument("ref", metavar="NAME[@VERSION]")
+    tag.add_argument("label")
+    tag.set_defaults(func=_blends_tag)
+
+
 def _add_shards_commands(commands: Commands) -> None:
     shards = commands.add_parser("shards", help="manage corpus shards").add_subparsers(
         dest="shards_command", required=True
@@ -272,7 +332,9 @@ def _add_export_blend_command(commands: Commands) -> None:
         help="what the blend_export asset writes, from the shell: shuffled parquet shards per "
         "phase and/or Megatron indexed datasets with a --data-path list",
     )
-    export.add_argument("name")
+    export.add_argument(
+        "name", metavar="NAME[@VERSION]", help="a blend (its current version) or one version"
+    )
     export.add_argument(
         "--format",
         choices=("parquet", "megatron"),
@@ -294,7 +356,9 @@ def _add_export_blend_command(commands: Commands) -> None:
 
 def _add_audit_blend_command(commands: Commands) -> None:
     audit = commands.add_parser("audit-blend", help="lineage audit of a blend, stage by stage")
-    audit.add_argument("name")
+    audit.add_argument(
+        "name", metavar="NAME[@VERSION]", help="a blend (its current version) or one version"
+    )
     audit.set_defaults(func=_audit_blend)
 
 
@@ -325,7 +389,12 @@ def _add_trace_command(commands: Commands) -> None:
     trace = commands.add_parser(
         "trace", help="full ancestry of one exported blend row, or of one row of an asset"
     )
-    trace.add_argument("row_id", help="e.g. example:phase1:42, or the row's id with --asset")
+    trace.add_argument(
+        "row_id",
+        help="an exported row, e.g. example@20261205T153000Z-3f2a9c01b2d4e5f6:phase1:42 (the "
+        "row_id of the parquet export and of the Megatron documents.parquet), or example:phase1:42 "
+        "for the current version; with --asset, the id of a row of that asset",
+    )
     trace.add_argument(
         "--asset",
         default=None,
@@ -398,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_blend_command(commands)
     _add_publish_command(commands)
     _add_trace_command(commands)
+    _add_blends_commands(commands)
     _add_diversity_commands(commands)
     _add_gc_command(commands)
     _add_metrics_command(commands)

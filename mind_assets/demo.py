@@ -42,7 +42,7 @@ from mind_assets.filtering.assets import filtered_conversations, longest_convers
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS
 from mind_assets.lib.instance import local_instance
 from mind_assets.lib.quarantine import rejections_per_rule
-from mind_assets.lib.storage import blend_manifest_file, files_under, output_rows, read_output
+from mind_assets.lib.storage import blend_manifest_file, files_under, output_rows
 from mind_assets.llm.embedded_model import prepare_embedded_model
 from mind_assets.llm.offline_engine import release_engines
 from mind_assets.llm.resource import LLMResource
@@ -100,6 +100,7 @@ class DemoSummary:
     # Tokens each blend source holds, summed over phases (`raw_documents`, `conversations`, ...).
     blend_tokens: dict[str, float] = field(default_factory=dict)
     export: dict[str, int] = field(default_factory=dict)
+    blend_ref: str = ""  # example@<version>: the blend version built and exported
     audit: str = ""
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
@@ -207,13 +208,13 @@ def summarize_outputs(
     summary.paths["conversations"] = data_dir / "conversations" / DEMO_SHARD
     summary.paths["filtered_conversations"] = data_dir / "filtered_conversations" / DEMO_SHARD
     family = {"family": DEMO_FAMILY}
-    quarantine = TASK_QA.quarantine_path(data_dir, family)
-    summary.task_qa = (output_rows(TASK_QA.path(data_dir, family)), output_rows(quarantine))
-    summary.task_qa_rejections = rejections_per_rule(
-        read_output(quarantine, columns=["rejected_by"])["rejected_by"].to_pylist()
-    )
+    task_qa = TASK_QA.partition(data_dir, family)
+    quarantine = task_qa.read_quarantine(columns=["rejected_by"])
+    summary.task_qa = (output_rows(task_qa.path), quarantine.num_rows)
+    summary.task_qa_rejections = rejections_per_rule(quarantine["rejected_by"].to_pylist())
     summary.paths["task_qa"] = TASK_QA.path(data_dir, family)
     manifest = load_manifest(settings, DEMO_BLEND)
+    summary.blend_ref = manifest.ref
     for phase in manifest.phases:
         for source in phase.sources:
             summary.blend_tokens[source.asset] = (
@@ -264,6 +265,7 @@ def format_summary(summary: DemoSummary) -> str:
         "  blend tokens by source: "
         + ", ".join(f"{asset} {tokens:.0f}" for asset, tokens in summary.blend_tokens.items())
     )
+    lines.append(f"  blend version: {summary.blend_ref}")
     lines.append(
         "  blend export: "
         + ", ".join(f"{phase} {rows} rows" for phase, rows in summary.export.items())
@@ -271,7 +273,9 @@ def format_summary(summary: DemoSummary) -> str:
     lines.append("outputs:")
     lines += [f"  {name}: {path}" for name, path in summary.paths.items()]
     lines.append(
-        "quality metrics: `mind metrics`; trace a blend row: `mind trace example:phase1:0`"
+        "quality metrics: `mind metrics`; trace a blend row: "
+        f"`mind trace {summary.blend_ref or DEMO_BLEND}:phase1:0`; its versions: "
+        f"`mind blends versions {DEMO_BLEND}`"
     )
     lines.append("open the UI with `make ui`, then http://127.0.0.1:3000 (Assets)")
     return "\n".join(lines)

@@ -522,6 +522,14 @@ class BlendSettings(StageSettings):
         description="Export each phase in per-bucket shards (MIND_LENGTH_BUCKETS), short to "
         "long, with the schedule in schedule.json and in the blend manifest.",
     )
+    keep_versions: int = Field(
+        default=10,
+        ge=0,
+        description="Untagged manifest versions of each blend that `mind gc` keeps, newest "
+        "first, besides the current one, every tagged one (`mind blends tag`) and every one an "
+        "export or published folder holds; older ones, and the output versions only they "
+        "pinned, are deleted by `mind gc --apply`.",
+    )
 
     @field_validator("export_formats")
     @classmethod

@@ -94,7 +94,9 @@ def test_a_shard_goes_raw_to_blend_export_with_the_data_root_in_s3(
         root = f"{s3.bucket}/e2e"
         assert not [k for k in keys if k.endswith(".tmp")], "a temporary object was left"
         fs = s3.filesystem()
-        manifest = json.loads(fs.cat_file(f"{root}/blend_manifest/example/manifest.json"))
+        versions = f"{root}/blend_manifest/example/.versions/manifest.json"
+        current = fs.cat_file(f"{versions}/CURRENT").decode().strip()
+        manifest = json.loads(fs.cat_file(f"{versions}/{current}"))
         pinned = [f["path"] for p in manifest["phases"] for s in p["sources"] for f in s["files"]]
         assert pinned and all(f"{root}/{path}" in keys for path in pinned)
         assert all(".versions/" in path for path in pinned)  # versions, never the pointer

@@ -15,14 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import MultiPartitionKey
 
-from mind_assets.blends.export import export_blend
 from mind_assets.blends.families import BLEND_SOURCES, FAMILIES
 from mind_assets.blends.lineage import audit_rows, trace_row
 from mind_assets.blends.manifest import build_manifest, upstream_chain
 from mind_assets.blends.spec import load_blend_spec
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.lib.outputs import OutputFamily, PartitionDim
-from mind_assets.settings import BlendSettings
+from mind_assets_tests.blend_helpers import save_and_export
 
 ROWS = 3
 
@@ -137,9 +136,8 @@ def blend_every_source(data_dir: Path, known: dict[str, list[str]], tmp_path: Pa
         tokenizer_name="words",
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
     )
-    out = data_dir / "blend_exports" / "every"
-    export_blend(manifest, out, words, data_dir=data_dir, options=BlendSettings())
-    return manifest, pq.read_table(out / "all").to_pylist()
+    exports = save_and_export(manifest, data_dir, words)
+    return manifest, pq.read_table(exports.directory / "all").to_pylist()
 
 
 def test_every_declared_family_traces_from_an_exported_row_to_its_root(data_root, tmp_path):

@@ -17,6 +17,7 @@ from mind_assets.blends.spec import load_blend_spec
 from mind_assets.lib.buckets import length_bucket, schedule
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
+from mind_assets.lib.storage import replace_dir
 from mind_assets.llm.requests import ChatResult, EngineIdentity
 from mind_assets.math_traces.difficulty import assess_problems, decide_reference
 from mind_assets.math_traces.judge import ModelJudge, parse_judgement
@@ -441,13 +442,14 @@ def test_recipe_answer_types_repair_difficulty_over_all_modes_and_bucketed_expor
     assert [b["bucket"] for b in manifest.schedule] == ["<=64", "<=256", ">256"]
     manifest = manifest_from_json(json.loads(json.dumps(manifest.to_json())))  # as stored
     out = tmp_path / "export"
-    report = export_blend(
-        manifest,
-        out,
-        words,
-        data_dir=settings.data_dir,
-        options=BlendSettings(export_shard_rows=5),  # bucketing comes from the manifest
-    )
+    with replace_dir(out) as staging:
+        report = export_blend(
+            manifest,
+            staging,
+            words,
+            data_dir=settings.data_dir,
+            options=BlendSettings(export_shard_rows=5),  # bucketing comes from the manifest
+        )
     phase = out / "reasoning"
     shards = sorted(p.name for p in phase.glob("shard-*.parquet"))
     assert shards and all(re.fullmatch(r"shard-b0[0-2]-\d{5}\.parquet", n) for n in shards)

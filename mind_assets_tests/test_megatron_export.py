@@ -20,13 +20,13 @@ from mind_assets.blends.assets import manifest_dir, write_manifest
 from mind_assets.blends.export import ExportError
 from mind_assets.blends.lineage import trace_row
 from mind_assets.blends.manifest import build_manifest, manifest_from_json, megatron_prefix
-from mind_assets.blends.megatron import export_megatron
+from mind_assets.blends.release import write_release
 from mind_assets.blends.spec import load_blend_spec
 from mind_assets.cli import main as mind_cli
 from mind_assets.lib.storage import asset_path
 from mind_assets.lib.tokenizer import load_tokenizer, token_counter
 from mind_assets.llm.resource import LLMResource
-from mind_assets.settings import get_settings
+from mind_assets.settings import BlendSettings, get_settings
 from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
 
 with warnings.catch_warnings():
@@ -132,6 +132,7 @@ def blend(tmp_path_factory):
             parquet=exports,
             megatron=exports / "megatron",
             tokenizer=load_tokenizer(model_path),
+            model_path=model_path,
             model_name=llm.model_name,
             root=root,
         )
@@ -302,52 +303,68 @@ def check_blended_gpt_dataset(moved: Path, hf_tokenizer, cache: Path) -> None:
     assert np.all(np.abs(drawn - np.array(weights) / sum(weights) * samples) <= 1.0)
 
 
+def release(blend, out: Path, *, formats=("megatron",), tokenizer=None, manifest=None, name=None):
+    """Export `blend` (or `manifest`) to `out` through the one export path."""
+    return write_release(
+        manifest or blend.manifest,
+        out,
+        data_dir=blend.settings.data_dir,
+        formats=formats,
+        options=BlendSettings(),
+        length_buckets=(),
+        count_tokens=lambda: token_counter(blend.model_path),
+        tokenizer=lambda: tokenizer or blend.tokenizer,
+        tokenizer_name=name or blend.model_name,
+    )
+
+
 def test_failed_export_leaves_the_previous_one_in_place(blend, monkeypatch):
-    before = {p.relative_to(blend.megatron): p.read_bytes() for p in blend.megatron.rglob("*.idx")}
+    """A crash while the last phase of the Megatron datasets is written leaves every file of
+    the export in place, both formats, byte for byte, and no staging directory behind."""
+    before = {
+        p.relative_to(blend.parquet): p.read_bytes()
+        for p in blend.parquet.rglob("*")
+        if p.is_file()
+    }
+    last = blend.manifest.phases[-1].name
+    write_table = pq.write_table
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk full")
+    def broken(table, where, **kwargs):
+        if f"/{last}/" in str(where):
+            raise RuntimeError("disk full")
+        return write_table(table, where, **kwargs)
 
-    monkeypatch.setattr("mind_assets.blends.megatron.pq.write_table", broken)
+    monkeypatch.setattr("mind_assets.lib.storage.pq.write_table", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_megatron(
-            blend.manifest,
-            blend.megatron,
-            blend.tokenizer,
-            tokenizer_name=blend.model_name,
-            data_dir=blend.settings.data_dir,
-        )
-    after = {p.relative_to(blend.megatron): p.read_bytes() for p in blend.megatron.rglob("*.idx")}
+        release(blend, blend.parquet, formats=("parquet", "megatron"))
+    after = {
+        p.relative_to(blend.parquet): p.read_bytes()
+        for p in blend.parquet.rglob("*")
+        if p.is_file()
+    }
     assert after == before
-    assert [p.name for p in blend.megatron.parent.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in blend.parquet.parent.iterdir() if p.name.startswith(".")] == []
 
 
 def test_bad_input_fails_naming_what_is_wrong(blend, tmp_path):
-    out = tmp_path / "megatron"
-    data_dir = blend.settings.data_dir
+    out = tmp_path / "export"
     with pytest.raises(ExportError, match=r"counted tokens with .*SmolLM2.*configured model is"):
-        export_megatron(
-            blend.manifest, out, blend.tokenizer, tokenizer_name="other/model", data_dir=data_dir
-        )
+        release(blend, out, name="other/model")
 
-    no_eos = SimpleNamespace(eos_token_id=None, name_or_path="no-eos-tokenizer")
+    no_eos = SimpleNamespace(
+        eos_token_id=None, name_or_path="no-eos-tokenizer", save_pretrained=lambda path: None
+    )
     with pytest.raises(ExportError, match=r"'no-eos-tokenizer' has no eos token"):
-        export_megatron(
-            blend.manifest, out, no_eos, tokenizer_name=blend.model_name, data_dir=data_dir
-        )
+        release(blend, out, tokenizer=no_eos)
 
     moved = manifest_from_json(json.loads(json.dumps(blend.manifest.to_json())))
     missing = tmp_path / "gone" / "napkin_a.parquet"
     moved.phases[0].sources[0].files[0].path = str(missing)
     with pytest.raises(ExportError, match=rf"raw_pages.*missing on disk: {missing}"):
-        export_megatron(
-            moved, out, blend.tokenizer, tokenizer_name=blend.model_name, data_dir=data_dir
-        )
+        release(blend, out, manifest=moved)
     moved.phases[0].sources[0].name = "raw pages"
     with pytest.raises(ExportError, match=r"phase 'phase1': name 'raw pages'"):
-        export_megatron(
-            moved, out, blend.tokenizer, tokenizer_name=blend.model_name, data_dir=data_dir
-        )
+        release(blend, out, manifest=moved)
     assert not out.exists()
 
 

@@ -16,16 +16,16 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import DatasetCard
 
-from mind_assets.blends.export import export_blend
 from mind_assets.blends.gc import collect
 from mind_assets.blends.manifest import build_manifest
 from mind_assets.blends.spec import load_blend_spec
+from mind_assets.blends.versions import save_manifest_version
 from mind_assets.cli import main as mind_cli
 from mind_assets.corpus.outputs import RAW_DOCUMENTS
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
 from mind_assets.lib.outputs import QUARANTINE_SUFFIX as QUARANTINE
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, write_json_atomic, write_parquet_version
+from mind_assets.lib.storage import asset_path, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.outputs import SOLUTION_TRACES
@@ -42,6 +42,7 @@ from mind_assets.publish.dataset import (
 from mind_assets.publish.licences import blend_licences
 from mind_assets.settings import get_settings
 from mind_assets.task_qa.outputs import TASK_QA
+from mind_assets_tests.blend_helpers import save_and_export
 from mind_assets_tests.conftest import GSM8K_TRAIN, MODELS_DIR, NAPKIN
 
 BLEND = "napkin_publish"
@@ -223,15 +224,10 @@ def build_blend(
         tokenizer_name=llm.model_name,
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
     )
-    write_json_atomic(manifest.to_json(), manifest_path(settings.data_dir, name))
     if export:
-        export_blend(
-            manifest,
-            export_dir(settings.data_dir, name),
-            count,
-            data_dir=settings.data_dir,
-            options=settings.blends,
-        )
+        save_and_export(manifest, settings.data_dir, count, options=settings.blends)
+    else:
+        save_manifest_version(settings.data_dir, manifest)
     return SimpleNamespace(
         settings=settings, manifest=manifest, count=count, model=llm.model_name, root=root
     )

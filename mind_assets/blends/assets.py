@@ -1,8 +1,9 @@
-"""`blend_manifest` and `blend_export`: one partition per blend spec in `blends/`."""
+"""`blend_manifest` and `blend_export`: one partition per blend spec in `blends/`. Each manifest
+build is a new immutable version of the blend (`blends/versions.py`); an export writes one
+version in every requested format at once (`blends/release.py`)."""
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +21,30 @@ from dagster import (
     asset,
 )
 
-from mind_assets.blends.export import ExportReport, export_blend
-from mind_assets.blends.families import BLEND_SOURCES
+from mind_assets.blends.families import BLEND_SOURCES, BLENDED_STAGES
+from mind_assets.blends.gates import DATA_VERSION_TAG, blocking_checks, instance_gate
 from mind_assets.blends.lineage import audit_markdown, stale_inputs
 from mind_assets.blends.manifest import (
     Manifest,
     MaterializationLookup,
     build_manifest,
-    manifest_from_json,
     manifest_table,
     megatron_weights,
 )
+from mind_assets.blends.release import BlendExports, release_dir, write_release
 from mind_assets.blends.spec import blend_names, blend_spec_path, check_selection, load_blend_spec
-from mind_assets.lib.metadata import file_data_version
+from mind_assets.blends.versions import (
+    BlendRef,
+    current_version_id,
+    load_manifest_version,
+    save_manifest_version,
+)
 from mind_assets.lib.report import markdown_table
 from mind_assets.lib.storage import (
     blend_export_dir,
     blend_manifest_dir,
-    blend_manifest_file,
     files_under,
     output_sha256,
-    read_json,
-    write_json_atomic,
     write_parquet_atomic,
     write_text_atomic,
 )
@@ -50,7 +53,6 @@ from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import BlendSettings, MindSettings, get_settings
 
 blend_partitions = StaticPartitionsDefinition(blend_names(get_settings().blends_dir) or ["example"])
-DATA_VERSION_TAG = "dagster/data_version"
 
 
 def instance_lookup(instance: DagsterInstance) -> MaterializationLookup:
@@ -78,14 +80,9 @@ def export_dir(settings: MindSettings, blend: str) -> Path:
     return blend_export_dir(settings.data_dir, blend)
 
 
-def load_manifest(settings: MindSettings, blend: str) -> Manifest:
-    path = blend_manifest_file(settings.data_dir, blend)
-    payload = read_json(path)
-    if payload is None:
-        raise FileNotFoundError(
-            f"blend {blend!r} has no manifest at {path}: materialize blend_manifest[{blend}]"
-        )
-    return manifest_from_json(payload)
+def load_manifest(settings: MindSettings, ref: str) -> Manifest:
+    """The manifest `ref` names: `blend` (its current version) or `blend@version`."""
+    return load_manifest_version(settings.data_dir, BlendRef.parse(ref))
 
 
 def resolve_blend(
@@ -104,6 +101,7 @@ def resolve_blend(
         tokenizer_name=llm.model_name,
         lookup=instance_lookup(instance),
         length_buckets=settings.length_buckets if settings.blends.export_bucket else None,
+        gate=instance_gate(instance, blocking_checks(BLENDED_STAGES)),
     )
 
 
@@ -121,14 +119,15 @@ def known_partition_keys(settings: MindSettings, instance: DagsterInstance) -> d
 
 
 def write_manifest(settings: MindSettings, manifest: Manifest) -> dict[str, Any]:
+    """Write the manifest as the blend's new version (and move the blend's current pointer to
+    it), then its parquet twin and per-phase Megatron weights beside it; sets
+    `manifest.version`."""
     directory = manifest_dir(settings, manifest.blend)
-    json_path = write_json_atomic(
-        manifest.to_json(), blend_manifest_file(settings.data_dir, manifest.blend)
-    )
+    version = save_manifest_version(settings.data_dir, manifest)
     parquet_path = write_parquet_atomic(manifest_table(manifest), directory / "manifest.parquet")
     for phase, weights in megatron_weights(manifest).items():
         write_text_atomic(weights + "\n", directory / f"{phase}.megatron.txt")
-    return {"json": json_path, "parquet": parquet_path}
+    return {"json": version, "parquet": parquet_path}
 
 
 @asset(
@@ -163,9 +162,18 @@ def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> Material
         for p in manifest.phases
         for s in p.sources
     ]
-    context.log.info("blend %s: %s", blend, per_source)
+    context.log.info("blend %s: %s", manifest.ref, per_source)
+    for excluded in manifest.excluded:
+        context.log.warning(
+            "left out of %s: %s[%s] (%s)",
+            manifest.ref,
+            excluded["asset"],
+            excluded["partition"],
+            "; ".join(excluded["checks"]),
+        )
     return MaterializeResult(
         metadata={
+            "version": manifest.ref,
             "path": MetadataValue.path(str(paths["json"])),
             "parquet": MetadataValue.path(str(paths["parquet"])),
             "files": sum(len(s.files) for p in manifest.phases for s in p.sources),
@@ -174,37 +182,21 @@ def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> Material
             "lineage_audit": MetadataValue.md(audit_markdown(manifest, settings.data_dir)),
             "upstream_partitions": len(manifest.upstream()),
             "stale_inputs_at_build": len(stale_inputs(manifest, instance_lookup(context.instance))),
+            "excluded_by_checks": MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            **{k: e[k] for k in ("source", "asset", "partition")},
+                            "checks": "; ".join(e["checks"]),
+                        }
+                        for e in manifest.excluded
+                    ]
+                )
+                or "_none_"
+            ),
         },
-        data_version=file_data_version(paths["parquet"]),
+        data_version=DataVersion(manifest.version),
     )
-
-
-@dataclass
-class BlendExports:
-    """What one export of a blend wrote, per format."""
-
-    directory: Path
-    parquet: ExportReport | None = None
-    megatron: Any = None  # MegatronReport, imported with megatron-core only when asked for
-
-    def lines(self) -> list[str]:
-        """One line per phase and format, as `mind export-blend` prints them."""
-        lines = []
-        if self.parquet is not None:
-            for phase, rows in self.parquet.rows.items():
-                lines.append(
-                    f"{self.directory.name}/{phase}: {rows} rows, {self.parquet.tokens[phase]} "
-                    f"tokens, {self.parquet.shards[phase]} shard(s) in {self.directory / phase}"
-                )
-        if self.megatron is not None:
-            for phase, documents in self.megatron.documents.items():
-                lines.append(
-                    f"{self.directory.name}/{phase}: {documents} documents, "
-                    f"{self.megatron.tokens[phase]} tokens (one eod each) in "
-                    f"{self.megatron.datasets[phase]} indexed dataset(s); "
-                    f"--data-args-path {self.megatron.data_path_file(phase)}"
-                )
-        return lines
 
 
 def write_blend_exports(
@@ -214,31 +206,21 @@ def write_blend_exports(
     formats: Sequence[str],
     options: BlendSettings,
 ) -> BlendExports:
-    """A blend's manifest exported in each of `formats` (parquet shards per phase, Megatron
-    indexed datasets), the model's tokenizer counting and encoding the rows."""
-    out = export_dir(settings, manifest.blend)
-    exports = BlendExports(out)
-    if "parquet" in formats:
-        count = token_counter(llm.model_path())
-        exports.parquet = export_blend(
-            manifest,
-            out,
-            count,
-            data_dir=settings.data_dir,
-            options=options,
-            length_buckets=settings.length_buckets,
-        )
-    if "megatron" in formats:
-        from mind_assets.blends.megatron import MEGATRON_DIRNAME, export_megatron
-
-        exports.megatron = export_megatron(
-            manifest,
-            out / MEGATRON_DIRNAME,
-            load_tokenizer(llm.model_path()),
-            tokenizer_name=llm.model_name,
-            data_dir=settings.data_dir,
-        )
-    return exports
+    """A blend version exported in each of `formats` (parquet shards per phase, Megatron
+    indexed datasets) into its export folder at once, the model's tokenizer counting and
+    encoding the rows."""
+    current = current_version_id(settings.data_dir, manifest.blend)
+    return write_release(
+        manifest,
+        release_dir(settings.data_dir, manifest, current),
+        data_dir=settings.data_dir,
+        formats=formats,
+        options=options,
+        length_buckets=settings.length_buckets,
+        count_tokens=lambda: token_counter(llm.model_path()),
+        tokenizer=lambda: load_tokenizer(llm.model_path()),
+        tokenizer_name=llm.model_name,
+    )
 
 
 def _export_data_version(directory: Path) -> DataVersion:
@@ -273,6 +255,7 @@ def blend_export(context: AssetExecutionContext, llm: LLMResource) -> Materializ
     ]
     return MaterializeResult(
         metadata={
+            "version": manifest.ref,
             "path": MetadataValue.path(str(exports.directory)),
             "formats": MetadataValue.json(list(settings.blends.export_formats)),
             "rows": sum(r["rows"] for r in per_phase),

@@ -17,14 +17,7 @@ from mind_assets.blends.families import BLEND_SOURCES
 from mind_assets.blends.manifest import Manifest, ResolvedPhase, ResolvedSource
 from mind_assets.lib.buckets import bucket_index, bucket_label
 from mind_assets.lib.buckets import schedule as bucket_schedule
-from mind_assets.lib.storage import (
-    delete,
-    output_exists,
-    output_sha256,
-    read_output,
-    replace_dir,
-    write_json_atomic,
-)
+from mind_assets.lib.storage import Staging, output_exists, output_sha256, read_output
 from mind_assets.lib.tokenizer import TokenCounter
 from mind_assets.settings import BlendSettings
 
@@ -32,6 +25,7 @@ EXPORT_SCHEMA = pa.schema(
     [
         pa.field("row_id", pa.string(), nullable=False),  # <blend>:<phase>:<n>
         pa.field("blend", pa.string(), nullable=False),
+        pa.field("blend_version", pa.string(), nullable=False),  # the manifest version
         pa.field("phase", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
         pa.field("source_asset", pa.string(), nullable=False),
@@ -98,27 +92,37 @@ class ExportError(ValueError):
     """A blend that cannot be exported as its manifest describes; the message names the file."""
 
 
+def verify_pinned_files(manifest: Manifest, data_dir: Path) -> None:
+    """Check every file every phase of the manifest pins, before anything is written: it must
+    be there and hold the content the manifest pinned (its sha256). A file rewritten since (a
+    regenerated partition) would silently swap the blend's rows, so it stops the export."""
+    for phase in manifest.phases:
+        for source in phase.sources:
+            for f in source.files:
+                path = f.resolve(data_dir)
+                where = f"phase {phase.name!r} source {source.name!r}"
+                if not output_exists(path):
+                    raise ExportError(
+                        f"{where}: manifest file missing on disk: {path} "
+                        "(rematerialize it, or rebuild the blend's manifest)"
+                    )
+                digest = output_sha256(path)
+                if digest != f.sha256:
+                    raise ExportError(
+                        f"{where}: {path} changed since the manifest was built "
+                        f"(manifest sha256 {f.sha256[:12]}..., on disk {digest[:12]}...); "
+                        "restore the file, or rebuild the manifest to blend the new data"
+                    )
+
+
 def _source_rows(source: ResolvedSource, count: TokenCounter, data_dir: Path) -> list[dict]:
+    """A source's rows (text, ids, token counts) from the files the manifest pinned (checked
+    beforehand by `verify_pinned_files`)."""
     family = BLEND_SOURCES[source.asset]
     text_column, id_column = family.text_column, family.id_column
     rows = []
     for f in source.files:
-        path = f.resolve(data_dir)
-        if not output_exists(path):
-            raise ExportError(
-                f"source {source.name!r}: manifest file missing on disk: {path} "
-                "(rematerialize it, or rebuild the blend's manifest)"
-            )
-        # The manifest pins each file's content: a file rewritten since (a regenerated
-        # partition) would silently swap the blend's rows, so it stops the export instead.
-        digest = output_sha256(path)
-        if digest != f.sha256:
-            raise ExportError(
-                f"source {source.name!r}: {path} changed since the manifest was built "
-                f"(manifest sha256 {f.sha256[:12]}..., on disk {digest[:12]}...); "
-                "restore the file, or rebuild the manifest to blend the new data"
-            )
-        table = read_output(path, columns=[text_column, id_column])
+        table = read_output(f.resolve(data_dir), columns=[text_column, id_column])
         texts = [t or "" for t in table[text_column].to_pylist()]
         for text, row_id, n in zip(texts, table[id_column].to_pylist(), count(texts), strict=True):
             rows.append(
@@ -164,6 +168,7 @@ def mix_phase(
             mixed.append(
                 {
                     "blend": manifest.blend,
+                    "blend_version": manifest.version,
                     "phase": phase.name,
                     "source": source.name,
                     "source_asset": source.asset,
@@ -173,25 +178,25 @@ def mix_phase(
             )
     rng.shuffle(mixed)
     for n, row in enumerate(mixed):
-        row["row_id"] = f"{manifest.blend}:{phase.name}:{n}"
+        row["row_id"] = f"{manifest.ref}:{phase.name}:{n}"
     return mixed
 
 
 def export_blend(
     manifest: Manifest,
-    out_dir: Path,
+    staging: Staging,
     count_tokens: TokenCounter,
     *,
     data_dir: Path,
     options: BlendSettings,
     length_buckets: Sequence[int] = (),
 ) -> ExportReport:
-    """Rewrite `out_dir/<phase>/` for every phase of the manifest, in shards of
-    `options.export_shard_rows`: `shard-NNNNN.parquet` in mixed order, or, bucketed (see
-    `export_bounds`), per-bucket shards short to long with `out_dir/schedule.json`."""
+    """Write `<phase>/` for every phase of the manifest into the export being staged, in shards
+    of `options.export_shard_rows`: `shard-NNNNN.parquet` in mixed order, or, bucketed (see
+    `export_bounds`), per-bucket shards short to long with `schedule.json`."""
     shard_rows = options.export_shard_rows
     bounds = export_bounds(manifest, options, length_buckets)
-    report = ExportReport(out_dir, {}, {}, {})
+    report = ExportReport(staging.directory, {}, {}, {})
     for phase in manifest.phases:
         mixed = mix_phase(manifest, phase, count_tokens, data_dir)
         for row in mixed:
@@ -206,20 +211,21 @@ def export_blend(
                 (f"shard-{n:05d}.parquet", mixed[n * shard_rows : (n + 1) * shard_rows])
                 for n in range(count)
             ]
-        # The phase's directory is replaced only once complete, so readers never see a
-        # half-exported phase.
-        with replace_dir(out_dir / phase.name) as staging:
-            for name, part in shards or [("shard-00000.parquet", [])]:
-                staging.add_table(name, pa.Table.from_pylist(part, schema=EXPORT_SCHEMA))
+        for name, part in shards or [("shard-00000.parquet", [])]:
+            staging.add_table(
+                f"{phase.name}/{name}", pa.Table.from_pylist(part, schema=EXPORT_SCHEMA)
+            )
         report.rows[phase.name] = len(mixed)
         report.tokens[phase.name] = sum(r["n_tokens"] for r in mixed)
         report.shards[phase.name] = max(1, len(shards))
-    schedule_path = out_dir / SCHEDULE_FILE
     if bounds:
-        write_json_atomic(
-            {"order": "short_to_long", "bounds": bounds, "phases": report.schedule},
-            schedule_path,
+        staging.add_json(
+            SCHEDULE_FILE,
+            {
+                "order": "short_to_long",
+                "bounds": bounds,
+                "blend_version": manifest.version,
+                "phases": report.schedule,
+            },
         )
-    else:
-        delete(schedule_path)  # an earlier bucketed export's schedule no longer applies
     return report

@@ -1,7 +1,10 @@
 """`mind gc`: the output versions and leftovers nothing needs any more, deleted only on request.
 
-A version is needed while a current pointer names it or any blend manifest pins it (its source
-files, and the upstream partitions it records in `pinned`). Everything else under a `.versions`
+A version is needed while a current pointer names it or a retained blend version pins it (its
+source files, and the upstream partitions it records in `pinned`). A blend version (a manifest
+version) is retained while it is current, tagged, held by an export or published folder, or
+among the newest `MIND_BLENDS__KEEP_VERSIONS` untagged ones; older ones are garbage themselves,
+and with them every output version only they pinned. Everything else under a `.versions`
 directory is garbage, as are temporary files of killed writes and staging directories of killed
 exports and publishes (the data-root gateway finds them). Nothing younger than `older_than` is
 touched: a write in flight has a version on disk for a moment before its pointer moves.
@@ -9,19 +12,38 @@ touched: a write in flight has a version on disk for a moment before its pointer
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
 
-from mind_assets.blends.manifest import manifest_from_json
+import yaml
+
+from mind_assets.blends.manifest import Manifest, manifest_from_json
+from mind_assets.blends.release import releases
+from mind_assets.blends.versions import (
+    BlendRef,
+    current_version_id,
+    load_manifest_version,
+    read_tags,
+    retained,
+    version_ids,
+)
 from mind_assets.lib.storage import (
     Leftover,
     blend_manifest_files,
     current_versions,
     delete_leftovers,
+    files_under,
+    is_version,
     leftovers,
+    list_versions,
+    published_root,
     read_json,
+    read_text,
+    version_id,
 )
+from mind_assets.settings import BlendSettings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -36,29 +58,84 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-def needed_versions(data_dir: Path) -> set[str]:
-    """Normalised paths of every version a current pointer or a blend manifest refers to."""
+def published_versions(data_dir: Path) -> set[str]:
+    """`blend@version` of every published folder under the data root (its card says which)."""
+    found = set()
+    for card in files_under(published_root(data_dir), "*/README.md"):
+        text = read_text(card) or ""
+        if text.startswith("---\n"):
+            front = yaml.safe_load(text.split("\n---\n", 1)[0][4:]) or {}
+            if isinstance(front, dict) and front.get("blend_version"):
+                found.add(str(front["blend_version"]))
+    return found
+
+
+def retained_manifests(data_dir: Path, keep: int) -> tuple[list[Manifest], list[Path]]:
+    """(every retained blend version's manifest, the manifest files retention keeps), over
+    every blend built under the data root; a manifest from before versions counts as current."""
+    held = set(releases(data_dir)) | published_versions(data_dir)
+    manifests, kept = [], []
+    for pointer in blend_manifest_files(data_dir):
+        blend = pointer.parent.name
+        versions = version_ids(data_dir, blend)
+        if not versions:  # written before manifests were versioned
+            manifests.append(manifest_from_json(read_json(pointer)))
+            kept.append(pointer)
+            continue
+        referenced = {ref.split("@", 1)[1] for ref in held if ref.startswith(f"{blend}@")}
+        keep_these = retained(
+            versions,
+            current_version_id(data_dir, blend),
+            read_tags(data_dir, blend),
+            keep,
+            referenced,
+        )
+        for path in list_versions(pointer):
+            if version_id(path) in keep_these:
+                kept.append(path)
+                manifests.append(load_manifest_version(data_dir, BlendRef(blend, version_id(path))))
+    return manifests, kept
+
+
+def needed_versions(data_dir: Path, keep: int) -> set[str]:
+    """Normalised paths of every version a current pointer or a retained blend version refers
+    to, the retained manifest versions themselves included."""
     needed = current_versions(data_dir)
-    for manifest_path in blend_manifest_files(data_dir):
-        payload = read_json(manifest_path)
-        manifest = manifest_from_json(payload)
+    manifests, kept = retained_manifests(data_dir, keep)
+    needed |= {os.path.normpath(p) for p in kept}
+    for manifest in manifests:
         for phase in manifest.phases:
             for source in phase.sources:
                 for f in source.files:
                     needed.add(os.path.normpath(f.resolve(data_dir)))
-        for entry in payload.get("pinned", []):
+        for entry in manifest.pinned:
             if entry.get("path"):
                 needed.add(os.path.normpath(data_dir / entry["path"]))
     return needed
 
 
-def find_garbage(data_dir: Path, older_than_s: float) -> list[Leftover]:
-    return leftovers(data_dir, needed_versions(data_dir), older_than_s)
+def find_garbage(
+    data_dir: Path, older_than_s: float, keep: int = BlendSettings().keep_versions
+) -> list[Leftover]:
+    found = leftovers(data_dir, needed_versions(data_dir, keep), older_than_s)
+    manifests = data_dir / "blend_manifest"
+    return [
+        dataclasses.replace(g, kind="blend version")
+        if is_version(g.path) and g.path.is_relative_to(manifests)
+        else g
+        for g in found
+    ]
 
 
-def collect(data_dir: Path, older_than_s: float, *, apply: bool) -> list[Leftover]:
+def collect(
+    data_dir: Path,
+    older_than_s: float,
+    *,
+    apply: bool,
+    keep: int = BlendSettings().keep_versions,
+) -> list[Leftover]:
     """The garbage found; with `apply`, deleted as well."""
-    garbage = find_garbage(data_dir, older_than_s)
+    garbage = find_garbage(data_dir, older_than_s, keep)
     if apply:
         delete_leftovers(garbage)
     return garbage

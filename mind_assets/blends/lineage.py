@@ -5,6 +5,7 @@ output family declares."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,21 +13,24 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mind_assets.blends.export import mix_phase, verify_pinned_files
 from mind_assets.blends.families import family
 from mind_assets.blends.manifest import Manifest, MaterializationLookup
+from mind_assets.blends.release import release_version
+from mind_assets.blends.versions import BlendRef, load_manifest_version
 from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.quarantine import rejections_per_rule
 from mind_assets.lib.storage import (
     blend_export_dir,
-    blend_manifest_file,
     files_under,
     output_exists,
     output_of,
     output_rows,
-    read_json,
+    quarantine_version,
     read_output,
     read_output_schema,
 )
+from mind_assets.lib.tokenizer import TokenCounter
 from mind_assets.metrics.report import format_table
 
 # What a generated row records about the request that made it, shown once per trace.
@@ -121,7 +125,7 @@ def partition_audit(declared: OutputFamily, keys: Keys, data_dir: Path) -> dict[
             values = sorted({v[:16] for v in table[column].to_pylist() if v})
             details.append(f"{what} {','.join(values)}")
     if declared.quarantine_schema is not None:
-        quarantine = declared.quarantine_path(data_dir, keys)
+        quarantine = quarantine_version(path, declared.quarantine_path(data_dir, keys))
         if output_exists(quarantine):
             reasons = read_output(quarantine, columns=["rejected_by"])["rejected_by"]
             per_rule = rejections_per_rule(reasons.to_pylist())
@@ -142,8 +146,9 @@ def format_audit(manifest: Manifest, data_dir: Path, lookup: MaterializationLook
     status = (
         "up to date" if not stale else "STALE: inputs rematerialized since the manifest was built"
     )
-    lines = [f"blend {manifest.blend} (manifest {manifest.created_at}): {status}"]
+    lines = [f"blend {manifest.ref} (manifest {manifest.created_at}): {status}"]
     lines += [f"  changed: {s.asset} [{s.partition}] {s.pinned} -> {s.current}" for s in stale]
+    lines += [f"  left out by a quality gate: {line}" for line in excluded_lines(manifest)]
     rows = audit_rows(manifest, data_dir)
     lines.append(
         format_table(pa.Table.from_pylist([{k: str(v) for k, v in r.items()} for r in rows]))
@@ -153,6 +158,14 @@ def format_audit(manifest: Manifest, data_dir: Path, lookup: MaterializationLook
     return "\n".join(lines)
 
 
+def excluded_lines(manifest: Manifest) -> list[str]:
+    """One line per source partition the quality gate left out of the blend, with why."""
+    return [
+        f"{e['asset']}[{e['partition']}] (source {e['source']}): {'; '.join(e['checks'])}"
+        for e in manifest.excluded
+    ]
+
+
 def audit_markdown(manifest: Manifest, data_dir: Path) -> str:
     rows = audit_rows(manifest, data_dir)
     lines = ["| stage | partition | rows | tokens | detail |", "| --- | --- | ---: | ---: | --- |"]
@@ -160,32 +173,76 @@ def audit_markdown(manifest: Manifest, data_dir: Path) -> str:
         f"| {r['stage']} | {r['partition']} | {r['rows']} | {r['tokens']} | {r['detail']} |"
         for r in rows
     ]
+    excluded = excluded_lines(manifest)
+    if excluded:
+        lines += ["", "Left out by a quality gate:", *(f"- {line}" for line in excluded)]
     return "\n".join(lines)
 
 
-def find_exported_row(data_dir: Path, row_id: str) -> dict[str, Any]:
-    blend = row_id.split(":", 1)[0]
-    directory = blend_export_dir(data_dir, blend)
-    # Only the parquet export's shards: the Megatron export and staging directories live beside.
-    shards = files_under(directory, "*/shard-*.parquet")
-    if not shards:
+@dataclass(frozen=True)
+class RowId:
+    """`<blend>[@<version>]:<phase>:<n>`: an exported row, by the blend version it belongs to."""
+
+    ref: BlendRef
+    phase: str
+    number: int
+
+    @classmethod
+    def parse(cls, text: str) -> RowId:
+        try:
+            ref, phase, number = text.rsplit(":", 2)
+            return cls(BlendRef.parse(ref), phase, int(number))
+        except ValueError as error:
+            raise KeyError(
+                f"row id {text!r}: expected <blend>[@<version>]:<phase>:<row number> ({error})"
+            ) from None
+
+
+def find_exported_row(
+    data_dir: Path, row_id: str, count_tokens: Callable[[], TokenCounter] | None = None
+) -> tuple[dict[str, Any], Manifest]:
+    """The exported row `row_id` names and the manifest version it belongs to. The row is read
+    from an export of that version when one is there; otherwise, since an export is a function
+    of its manifest, it is mixed again from the pinned files (with `count_tokens`, the
+    manifest's tokenizer)."""
+    wanted = RowId.parse(row_id)
+    manifest = load_manifest_version(data_dir, wanted.ref)
+    full_id = f"{manifest.ref}:{wanted.phase}:{wanted.number}"
+    candidates = [blend_export_dir(data_dir, manifest.blend)]
+    if manifest.version:
+        candidates.insert(0, blend_export_dir(data_dir, manifest.blend, manifest.version))
+    for directory in candidates:
+        if (release_version(directory) or "") != manifest.version:
+            continue
+        # Only the parquet export's shards: the Megatron export lives beside them.
+        for shard in files_under(directory, f"{wanted.phase}/shard-*.parquet"):
+            table = read_output(shard, filters=pc.field("row_id").isin([full_id, row_id]))
+            if table.num_rows:
+                return table.to_pylist()[0], manifest
+    phase = next((p for p in manifest.phases if p.name == wanted.phase), None)
+    if phase is None:
+        raise KeyError(f"blend {manifest.ref} has no phase {wanted.phase!r}")
+    if count_tokens is None:
         raise KeyError(
-            f"no export for blend {blend!r} at {directory} (run `mind export-blend {blend}`)"
+            f"no export of {manifest.ref} holds row {full_id!r} "
+            f"(run `mind export-blend {manifest.ref}`)"
         )
-    for shard in shards:
-        table = read_output(shard, filters=pc.field("row_id") == row_id)
-        if table.num_rows:
-            return table.to_pylist()[0]
-    raise KeyError(f"row {row_id!r} is not in the export of blend {blend!r}")
+    verify_pinned_files(manifest, data_dir)
+    mixed = mix_phase(manifest, phase, count_tokens(), data_dir)
+    if not 0 <= wanted.number < len(mixed):
+        raise KeyError(f"{manifest.ref} phase {phase.name!r} has {len(mixed)} rows: no {full_id}")
+    return mixed[wanted.number], manifest
 
 
-def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
+def trace_row(
+    row_id: str, data_dir: Path, count_tokens: Callable[[], TokenCounter] | None = None
+) -> dict[str, Any]:
     """The full ancestry of one exported row, as nested dicts: the exported row, the source row
     it was sampled from, the request that generated it, and each parent its family declares, up
-    to a root (raw document, seed rows, problem). Parents are read at the versions the blend's
-    manifest pinned, so a partition regenerated since still traces to the text this row came
-    from. A parent row that is gone is None."""
-    exported = find_exported_row(data_dir, row_id)
+    to a root (raw document, seed rows, problem). Parents are read at the versions the row's
+    blend version pinned, so a partition regenerated since still traces to the text this row
+    came from. A parent row that is gone is None."""
+    exported, manifest = find_exported_row(data_dir, row_id, count_tokens)
     declared = family(exported["source_asset"])
     # source_file is relative to the data root (absolute in exports from before), so a moved
     # data root traces the same; it names the pinned version file.
@@ -196,7 +253,7 @@ def trace_row(row_id: str, data_dir: Path) -> dict[str, Any]:
             f"{path} no longer holds {declared.id_column}={exported['source_row_id']!r} "
             "(regenerated since export?)"
         )
-    pinned = _pinned_versions(data_dir, exported["blend"])
+    pinned = {(p["asset"], p["partition"]): p["path"] for p in manifest.pinned if p.get("path")}
     keys = declared.keys_from_path(output_of(path))
     return {"exported_row": exported, **_ancestry(declared, keys, row[0], data_dir, pinned)}
 
@@ -256,13 +313,6 @@ def _pinned_or_current(
     manifest names none (manifests from before versioned outputs)."""
     version = pinned.get((declared.name, declared.partition_key(keys)))
     return data_dir / version if version else declared.path(data_dir, keys)
-
-
-def _pinned_versions(data_dir: Path, blend: str) -> dict[tuple[str, str], str]:
-    """(asset, partition) -> version file of every upstream partition the manifest pinned."""
-    manifest = read_json(blend_manifest_file(data_dir, blend))
-    pinned = (manifest or {}).get("pinned", [])
-    return {(p["asset"], p["partition"]): p["path"] for p in pinned if p.get("path")}
 
 
 def _rows_by_id(path: Path, declared: OutputFamily, ids: list[str]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.families import BLEND_SOURCES, family
+from mind_assets.blends.gates import CheckGate, QualityGateError
 from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
 from mind_assets.lib.buckets import schedule as bucket_schedule
 from mind_assets.lib.storage import (
@@ -106,9 +107,20 @@ class Manifest:
     # is open-ended), when the blend is exported bucketed (MIND_BLENDS__EXPORT_BUCKET with
     # MIND_LENGTH_BUCKETS); the export shards each phase by them in this order.
     schedule: list[dict[str, Any]] = field(default_factory=list)
+    # Source partitions the quality gate left out: asset, partition, check, reason.
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    # The version this manifest was read from (`<UTC time>-<sha256 prefix>`, the name of its
+    # file under blend_manifest/<blend>/.versions/manifest.json/); not part of its content.
+    version: str = ""
+
+    @property
+    def ref(self) -> str:
+        """`blend@version` (the blend's name alone for a manifest from before versions)."""
+        return f"{self.blend}@{self.version}" if self.version else self.blend
 
     def to_json(self) -> dict[str, Any]:
         payload = asdict(self)
+        payload.pop("version")
         for phase, resolved in zip(payload["phases"], self.phases, strict=True):
             phase["tokens"] = sum(s.tokens for s in resolved.sources)
             for source, src in zip(phase["sources"], resolved.sources, strict=True):
@@ -205,15 +217,30 @@ def resolve_files(
     count_tokens: TokenCounter,
     lookup: MaterializationLookup,
     token_cache: dict[str, int],
+    gate: CheckGate | None = None,
+    excluded: list[dict[str, Any]] | None = None,
 ) -> list[ResolvedFile]:
     """The current version of every file a source selects, pinned with its sha256, rows, tokens
-    and the materialization that wrote it. `token_cache` (sha256 -> tokens) spares counting a
-    file two sources share."""
+    and the materialization that wrote it; a partition the quality `gate` keeps out is left out
+    and recorded in `excluded`. `token_cache` (sha256 -> tokens) spares counting a file two
+    sources share."""
     text_column = BLEND_SOURCES[source.asset].text_column
     files = []
     for partition, pointer in source_files(source, data_dir, known):
         path = current_version(pointer)  # the version this manifest pins
         digest = output_sha256(path)
+        reasons = gate(source.asset, partition, digest) if gate is not None else []
+        if reasons:
+            if excluded is not None:
+                excluded.append(
+                    {
+                        "source": source.name,
+                        "asset": source.asset,
+                        "partition": partition,
+                        "checks": reasons,
+                    }
+                )
+            continue
         if digest not in token_cache:
             column = read_output(path, columns=[text_column])[text_column].to_pylist()
             texts = [t or "" for t in column]
@@ -283,16 +310,22 @@ def build_manifest(
     tokenizer_name: str,
     lookup: MaterializationLookup,
     length_buckets: Sequence[int] | None = None,
+    gate: CheckGate | None = None,
 ) -> Manifest:
     """`known`: the keys each registered or configured dimension has now, by dimension name
     ({"shard": [...], "family": [...], "source": [...]}). `length_buckets`: record a short-to-long
-    bucket schedule for a bucketed export."""
+    bucket schedule for a bucketed export. `gate`: the quality gate each source partition must
+    pass (see `gates.py`); what it keeps out is named in the manifest's `excluded`, or refuses
+    the build when the spec says `on_failed_check: fail`."""
     token_cache: dict[str, int] = {}
+    excluded: list[dict[str, Any]] = []
     phases = []
     for phase_spec in spec.phases:
         phase = ResolvedPhase(phase_spec.name, spec.total_tokens * phase_spec.fraction)
         for source in phase_spec.sources:
-            files = resolve_files(source, data_dir, known, count_tokens, lookup, token_cache)
+            files = resolve_files(
+                source, data_dir, known, count_tokens, lookup, token_cache, gate, excluded
+            )
             phase.sources.append(
                 ResolvedSource(
                     name=source.name,
@@ -306,6 +339,14 @@ def build_manifest(
             )
         allocate(phase)
         phases.append(phase)
+    if excluded and spec.on_failed_check == "fail":
+        named = "; ".join(
+            f"{e['asset']}[{e['partition']}]: {', '.join(e['checks'])}" for e in excluded
+        )
+        raise QualityGateError(
+            f"blend {spec.name!r} (on_failed_check: fail): source partitions failed a blocking "
+            f"check: {named}"
+        )
     return Manifest(
         blend=spec.name,
         spec_path=str(spec_path),
@@ -317,10 +358,11 @@ def build_manifest(
         phases=phases,
         pinned=pinned_upstream(phases, data_dir, lookup),
         schedule=bucket_schedule(length_buckets) if length_buckets else [],
+        excluded=list({json.dumps(e, sort_keys=True): e for e in excluded}.values()),
     )
 
 
-def manifest_from_json(payload: dict[str, Any]) -> Manifest:
+def manifest_from_json(payload: dict[str, Any], version: str = "") -> Manifest:
     phases = []
     for phase in payload["phases"]:
         sources = []
@@ -329,8 +371,8 @@ def manifest_from_json(payload: dict[str, Any]) -> Manifest:
             fields = {k: v for k, v in source.items() if k not in ("files", "available_tokens")}
             sources.append(ResolvedSource(**fields, files=files))
         phases.append(ResolvedPhase(phase["name"], phase["budget_tokens"], sources))
-    top = {k: v for k, v in payload.items() if k != "phases"}
-    return Manifest(**top, phases=phases)
+    top = {k: v for k, v in payload.items() if k not in ("phases", "version")}
+    return Manifest(**top, phases=phases, version=version)
 
 
 def megatron_prefix(phase: str, source: str) -> str:

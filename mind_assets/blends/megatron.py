@@ -14,9 +14,9 @@ import pyarrow as pa
 
 from mind_assets.blends.export import ExportError, mix_phase
 from mind_assets.blends.manifest import Manifest, megatron_prefix, megatron_weights
-from mind_assets.lib.storage import InvalidNameError, Staging, replace_dir, validate_name
+from mind_assets.lib.storage import InvalidNameError, Staging, validate_name
 
-MEGATRON_DIRNAME = "megatron"  # under blend_exports/<blend>/, beside the parquet phases
+MEGATRON_DIRNAME = "megatron"  # in an export, beside the parquet phases
 TOKENIZER_DIRNAME = "tokenizer"  # the tokenizer the export used, for --tokenizer-model
 DATA_PATH_SUFFIX = ".data-path.txt"  # <phase>.data-path.txt: Megatron-LM's --data-args-path
 DOCUMENTS_FILE = "documents.parquet"  # <phase>/documents.parquet: document -> blend row
@@ -28,6 +28,7 @@ DOCUMENTS_SCHEMA = pa.schema(
         pa.field("prefix", pa.string(), nullable=False),
         pa.field("document", pa.int64(), nullable=False),  # index within the prefix's dataset
         pa.field("row_id", pa.string(), nullable=False),  # the parquet export's row id
+        pa.field("blend_version", pa.string(), nullable=False),  # the manifest version
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("source_row_id", pa.string(), nullable=False),
         pa.field("epoch", pa.int32(), nullable=False),
@@ -131,6 +132,7 @@ class _DatasetWriter:
                         "prefix": prefix,
                         "document": n,
                         "row_id": row["row_id"],
+                        "blend_version": row["blend_version"],
                         "source_file": row["source_file"],
                         "source_row_id": row["source_row_id"],
                         "epoch": row["epoch"],
@@ -184,13 +186,18 @@ def _export_phase(
 
 
 def export_megatron(
-    manifest: Manifest, out_dir: Path, tokenizer: Any, *, tokenizer_name: str, data_dir: Path
+    manifest: Manifest,
+    staging: Staging,
+    tokenizer: Any,
+    *,
+    tokenizer_name: str,
+    data_dir: Path,
+    out_dir: Path,
 ) -> MegatronReport:
-    """Rewrite `out_dir` (normally `blend_exports/<blend>/megatron`): `<phase>/<source>.bin/.idx`
-    per source with tokens, `<phase>.data-path.txt` (weights and prefixes relative to `out_dir`,
-    the manifest's `megatron_weights`), `<phase>/documents.parquet`, the tokenizer and a summary.
-    The directory is built whole and swapped in once complete, so a trainer never sees a list
-    naming a half-written dataset."""
+    """Write the Megatron export into `staging` (the export's `megatron/` being built, which
+    becomes `out_dir`): `<phase>/<source>.bin/.idx` per source with tokens,
+    `<phase>.data-path.txt` (weights and prefixes relative to the directory, the manifest's
+    `megatron_weights`), `<phase>/documents.parquet`, the tokenizer and a summary."""
     check_megatron_names(manifest, tokenizer_name)
     builder_class, dtypes, core_version = _megatron_core()
     eod = eod_token_id(tokenizer)
@@ -201,6 +208,7 @@ def export_megatron(
     report = MegatronReport(out_dir)
     summary: dict[str, Any] = {
         "blend": manifest.blend,
+        "blend_version": manifest.version,
         "spec_sha256": manifest.spec_sha256,
         "manifest_created_at": manifest.created_at,
         "tokenizer": manifest.tokenizer,
@@ -212,13 +220,12 @@ def export_megatron(
         "token_rule": "tokens of a dataset = sum of its documents' n_tokens + 1 eod per document",
         "phases": {},
     }
-    with replace_dir(out_dir) as staging:
-        tokenizer.save_pretrained(str(staging.path(TOKENIZER_DIRNAME)))
-        for phase in manifest.phases:
-            phase_summary = _export_phase(manifest, phase, writer, staging, data_dir)
-            summary["phases"][phase.name] = phase_summary
-            report.documents[phase.name] = phase_summary["documents"]
-            report.tokens[phase.name] = phase_summary["tokens"]
-            report.datasets[phase.name] = len(phase_summary["datasets"])
-        staging.add_json(SUMMARY_FILE, summary)
+    tokenizer.save_pretrained(str(staging.path(TOKENIZER_DIRNAME)))
+    for phase in manifest.phases:
+        phase_summary = _export_phase(manifest, phase, writer, staging, data_dir)
+        summary["phases"][phase.name] = phase_summary
+        report.documents[phase.name] = phase_summary["documents"]
+        report.tokens[phase.name] = phase_summary["tokens"]
+        report.datasets[phase.name] = len(phase_summary["datasets"])
+    staging.add_json(SUMMARY_FILE, summary)
     return report

@@ -112,6 +112,10 @@ class BlendSpec(BaseModel):
     description: str = ""
     total_tokens: int = Field(gt=0)
     seed: int = 0
+    # A source partition whose latest blocking asset check failed (or never ran on its current
+    # version): left out of the manifest and named there (`exclude`), or the build refused
+    # (`fail`).
+    on_failed_check: Literal["exclude", "fail"] = "exclude"
     phases: list[PhaseSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from mind_assets.lib.storage import (
     asset_path,
     list_outputs,
     output_exists,
+    quarantine_version,
     read_output,
     validate_name,
     write_parquet_version,
@@ -246,6 +247,10 @@ class Partition:
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         return read_output(self.path, columns=columns)
+
+    def read_quarantine(self, columns: list[str] | None = None) -> pa.Table:
+        """The quarantine written with the accepted rows read now (one commit, one version id)."""
+        return read_output(quarantine_version(self.path, self.quarantine_path), columns=columns)
 
     def write(self, table: pa.Table) -> Path:
         """Write `table` as this partition's new version; returns the partition's path."""

@@ -4,7 +4,8 @@ The rule interface every stage shares is the quarantine's `rejected_by` column: 
 row lists the rules that rejected it, each as `rule` or `rule: detail` (the detail says what the
 rule measured). Conversations filtering, task Q&A, solution traces and the Prismatic filter all
 hand their split to `write_split`, which checks that contract and writes both files as new
-versions at the paths the family declares.
+versions at the paths the family declares, in one commit: the quarantine of an accepted version
+is found by that version's id (`quarantine_version`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from mind_assets.lib.outputs import OutputFamily
-from mind_assets.lib.storage import write_parquet_version
+from mind_assets.lib.storage import write_split_versions
 
 REJECTED_BY = "rejected_by"
 
@@ -71,11 +72,13 @@ def write_split(
         raise QuarantineError(
             f"{family.name} {dict(keys)}: quarantined rows {unexplained[:5]} name no rule"
         )
-    accepted_path = write_parquet_version(
-        conform(accepted, family.schema), family.path(data_dir, keys)
-    )
-    quarantine_path = write_parquet_version(
-        conform(quarantine, family.quarantine_schema), family.quarantine_path(data_dir, keys)
+    accepted_path = family.path(data_dir, keys)
+    quarantine_path = family.quarantine_path(data_dir, keys)
+    write_split_versions(
+        conform(accepted, family.schema),
+        accepted_path,
+        conform(quarantine, family.quarantine_schema),
+        quarantine_path,
     )
     return WrittenSplit(
         accepted_path,

@@ -37,7 +37,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,8 +101,13 @@ def blend_manifest_files(data_dir: Path) -> list[Path]:
     return [p for p in list_outputs(data_dir / "blend_manifest", "*/manifest.json")]
 
 
-def blend_export_dir(data_dir: Path, blend: str) -> Path:
-    return asset_path(data_dir, "blend_exports", blend, suffix="")
+def blend_export_dir(data_dir: Path, blend: str, version: str | None = None) -> Path:
+    """A blend's export: `blend_exports/<blend>/` for its current version,
+    `blend_exports/<blend>@<version>/` for an older one re-created."""
+    name = validate_name(blend, kind="blend name")
+    if version is not None:
+        name += f"@{validate_name(version, kind='blend version')}"
+    return data_dir / "blend_exports" / name
 
 
 def blend_exports_root(data_dir: Path) -> Path:
@@ -191,13 +196,10 @@ def pinned_version(path: Path, sha256: str) -> Path:
     return path
 
 
-def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
-    """Write `table` as a new immutable version of `final_path` and point `final_path` at it.
-
-    The version is written under a temporary name and renamed once complete; the pointer is a
-    new symbolic link renamed over the old one. A reader sees the old version or the new one,
-    never a partial file, and the old version stays on disk for whoever pinned it.
-    """
+def _stage_version(final_path: Path, write: Callable[[Path], None], version_id: str | None) -> Path:
+    """Write a new version of `final_path` under a temporary name and rename it into
+    `<dir>/.versions/<name>/<id><suffix>` once complete (the id: UTC time and the file's sha256
+    prefix, unless given); the pointer is not moved."""
     directory = versions_dir(final_path)
     directory.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final_path.suffixes[-1:])
@@ -205,17 +207,99 @@ def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        pq.write_table(table, tmp, compression="zstd")
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        version = directory / f"{stamp}-{sha256_file(tmp)[:16]}{suffix}"
+        write(tmp)
+        if version_id is None:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            version_id = f"{stamp}-{sha256_file(tmp)[:16]}"
+        version = directory / f"{version_id}{suffix}"
         os.replace(tmp, version)
-        _push(version)  # before the pointer names it
     finally:
         if tmp.exists():
             tmp.unlink()
+    return version
+
+
+def version_id(version: Path) -> str:
+    """`20261205T153000Z-3f2a...`: a version file's name without its suffix."""
+    return version.name[: -len("".join(version.suffixes[-1:]))] if version.suffix else version.name
+
+
+def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
+    """Write `table` as a new immutable version of `final_path` and point `final_path` at it.
+
+    The version is written under a temporary name and renamed once complete; the pointer is a
+    new symbolic link renamed over the old one. A reader sees the old version or the new one,
+    never a partial file, and the old version stays on disk for whoever pinned it.
+    """
+    version = _stage_version(
+        final_path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), None
+    )
+    _push(version)  # before the pointer names it
     _keep_unversioned(final_path)
     point_at(final_path, version)
     return final_path
+
+
+def write_json_version(payload: Any, final_path: Path) -> Path:
+    """Write a JSON document (a blend manifest) as a new immutable version of `final_path` and
+    point `final_path` at it, as `write_parquet_version` does for tables; returns the version."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    version = _stage_version(final_path, lambda tmp: tmp.write_text(text), None)
+    _push(version)
+    point_at(final_path, version)
+    return version
+
+
+def write_split_versions(
+    accepted: pa.Table, accepted_path: Path, quarantine: pa.Table, quarantine_path: Path
+) -> Path:
+    """Write a partition's accepted rows and their quarantine as one commit: both versions are
+    written (and uploaded) under one id, the accepted version's, and then the accepted pointer
+    moves. That move is the commit: the quarantine of a version is found by the accepted
+    version's id (`quarantine_version`), so a reader never sees new accepted rows beside an
+    old quarantine, whatever happens between the two pointer moves. Returns the accepted
+    version."""
+    written = _stage_version(
+        accepted_path, lambda tmp: pq.write_table(accepted, tmp, compression="zstd"), None
+    )
+    held = _stage_version(
+        quarantine_path,
+        lambda tmp: pq.write_table(quarantine, tmp, compression="zstd"),
+        version_id(written),
+    )
+    _push(held)
+    _push(written)
+    _keep_unversioned(accepted_path)
+    _keep_unversioned(quarantine_path)
+    point_at(accepted_path, written)  # the commit
+    point_at(quarantine_path, held)  # for tools that open the quarantine file itself
+    return written
+
+
+def quarantine_version(accepted_path: Path, quarantine_path: Path) -> Path:
+    """The quarantine that belongs to the accepted rows `accepted_path` points at now: the
+    quarantine version of the same id (pulled from the store when needed), or, for a partition
+    written before accepted rows and quarantine were one commit, the quarantine's own pointer."""
+    _pull(accepted_path)
+    accepted = current_version(accepted_path)
+    if accepted != accepted_path:
+        paired = versions_dir(quarantine_path) / f"{version_id(accepted)}{quarantine_path.suffix}"
+        _pull(paired)
+        if paired.is_file():
+            return paired
+    return quarantine_path
+
+
+def list_versions(final_path: Path) -> list[Path]:
+    """Every version of an output, oldest first (their names start with the UTC time they were
+    written); under an object store the store is listed."""
+    directory = versions_dir(final_path)
+    store = object_store.store_for(directory)
+    if store is None:
+        found = list(directory.glob("*")) if directory.is_dir() else []
+    else:
+        found = store.list_files(directory)
+    return sorted(p for p in found if p.name != POINTER_NAME and not p.name.startswith("."))
 
 
 def point_at(final_path: Path, version: Path, *, push: bool = True) -> None:
@@ -524,6 +608,10 @@ class Staging:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    def sub(self, relative: str) -> Staging:
+        """A subdirectory being built as part of this one (an export's `megatron/`)."""
+        return Staging(self.path(f"{relative}/.keep").parent)
 
     def path(self, relative: str) -> Path:
         """A path inside the staging directory, for writers that need one (a tokenizer's

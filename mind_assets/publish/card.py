@@ -145,7 +145,14 @@ def card_data(facts: CardFacts) -> DatasetCardData:
     """The card's YAML metadata: one config each, its features and split sizes."""
     total_rows = sum(c.rows for c in facts.configs)
     kind = "blend" if isinstance(facts.origin, BlendOrigin) else "asset"
+    # The blend version the rows are: `mind gc` keeps it while this folder exists.
+    version = (
+        {"blend_version": facts.origin.manifest.ref}
+        if isinstance(facts.origin, BlendOrigin) and facts.origin.manifest.version
+        else {}
+    )
     return DatasetCardData(
+        **version,
         pretty_name=f"{facts.origin.name} (mind-assets {kind})",
         language=["en"],
         license=card_licence(facts.licences),
@@ -469,6 +476,9 @@ def _section_manifest(facts: CardFacts) -> list[str]:
         "## Manifest",
         "",
         # The spec's name only: its absolute path on the build machine is nobody else's business.
+        f"Blend version `{m.ref}`: `mind trace {m.ref}:<phase>:<row>` follows any row back to "
+        "its source.",
+        "",
         f"Built {m.created_at} from the spec `{Path(m.spec_path).name}` "
         f"(sha256 `{m.spec_sha256}`), "
         f"{m.total_tokens} tokens in total. The manifest pins every input file by sha256 and "

@@ -20,10 +20,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mind_assets.blends.export import EXPORT_SCHEMA, export_blend
+from mind_assets.blends.export import EXPORT_SCHEMA
 from mind_assets.blends.families import BLEND_SOURCES, family
-from mind_assets.blends.manifest import Manifest, manifest_from_json, source_lineage
+from mind_assets.blends.manifest import Manifest, source_lineage
+from mind_assets.blends.release import release_version, write_release
 from mind_assets.blends.spec import blend_names, blend_spec_exists, blend_spec_path
+from mind_assets.blends.versions import BlendRef, load_manifest_version
 from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.prompts import PromptError, load_prompt, prompt_text
 from mind_assets.lib.storage import (
@@ -33,11 +35,10 @@ from mind_assets.lib.storage import (
     current_version,
     directory_entries,
     files_under,
-    modified_at,
     output_bytes,
     output_exists,
     output_rows,
-    read_json,
+    quarantine_version,
     read_output,
     read_output_schema,
     read_text,
@@ -92,34 +93,28 @@ def load_blend_manifest(data_dir: Path, blends_dir: Path, blend: str) -> Manifes
         raise PublishError(str(error)) from error
     path = manifest_path(data_dir, blend)
     try:
-        payload = read_json(path)
+        return load_manifest_version(data_dir, BlendRef(blend))
     except OutputReadError as error:
         raise PublishError(f"manifest {error}") from error
-    if payload is None:
+    except FileNotFoundError as error:
         if not blend_spec_exists(blends_dir, blend):
             known = blend_names(blends_dir)
             raise PublishError(
                 f"unknown blend {blend!r}: no spec {blend_spec_path(blends_dir, blend)} and no "
                 f"manifest {path} (blend specs in {blends_dir}: {', '.join(known) or 'none'})"
-            )
+            ) from error
         raise PublishError(
             f"blend {blend!r} has no manifest at {path}: materialize blend_manifest[{blend}]"
-        )
-    try:
-        return manifest_from_json(payload)
+        ) from error
     except (KeyError, TypeError) as error:
         raise PublishError(f"manifest {path} is malformed: {error!r} (rebuild it)") from error
 
 
-def export_is_current(manifest: Manifest, manifest_file: Path, exports: Path) -> bool:
-    """Whether every phase has shards written after the manifest: an export older than its
-    manifest may hold another version of the blend."""
-    built = modified_at(manifest_file) or 0.0
-    for phase in manifest.phases:
-        shards = files_under(exports / phase.name, "shard-*.parquet")
-        if not shards or min(modified_at(s) or 0.0 for s in shards) < built:
-            return False
-    return True
+def export_is_current(manifest: Manifest, exports: Path) -> bool:
+    """Whether the blend's parquet export holds this manifest version, every phase of it."""
+    if (release_version(exports) or "") != manifest.version:
+        return False
+    return all(files_under(exports / p.name, "shard-*.parquet") for p in manifest.phases)
 
 
 def _phase_rows(path: Path) -> pa.Table:
@@ -206,10 +201,10 @@ def _rejections(partitions: Partitions, data_dir: Path, unit: str) -> list[dict[
     connection = duckdb.connect()
     try:
         for (stage, partition), (upstream, keys, names) in found.items():
-            quarantine_path = upstream.quarantine_path(data_dir, keys)
+            accepted = upstream.path(data_dir, keys)
+            quarantine_path = quarantine_version(accepted, upstream.quarantine_path(data_dir, keys))
             if not output_exists(quarantine_path):
                 continue
-            accepted = upstream.path(data_dir, keys)
             evaluated = output_rows(quarantine_path)
             if output_exists(accepted):
                 evaluated += output_rows(accepted)
@@ -339,13 +334,17 @@ def publish_blend(
     _check_replaceable(folder)
     exports = export_dir(data_dir, blend)
     exported = False
-    if not export_is_current(manifest, manifest_path(data_dir, blend), exports):
-        export_blend(
+    if not export_is_current(manifest, exports):
+        write_release(
             manifest,
             exports,
-            make_counter(),
             data_dir=data_dir,
+            formats=["parquet"],
             options=export_options or BlendSettings(),
+            length_buckets=(),
+            count_tokens=make_counter,
+            tokenizer=lambda: None,
+            tokenizer_name=manifest.tokenizer,
         )
         exported = True
     # The published folder is meant to be read by others (a staging directory is private).
