@@ -25,7 +25,7 @@ COPIED = ("mind_assets", "mind_assets_tests", "prompts", "blends", "docs")
 COPIED_FILES = ("workspace.yaml", "dagster.yaml", "pyproject.toml")
 NEW_FILE = re.compile(r'```python title="(?P<path>[^"]+)"\n(?P<body>.*?)```', re.S)
 EDIT = re.compile(
-    r'```python insert-after="(?P<after>(?:[^"\\]|\\.)*)" file="(?P<path>[^"]+)"\n(?P<body>.*?)```',
+    r'```text insert-after="(?P<after>(?:[^"\\]|\\.)*)" file="(?P<path>[^"]+)"\n(?P<body>.*?)```',
     re.S,
 )
 
