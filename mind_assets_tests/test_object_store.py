@@ -11,11 +11,12 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from mind_assets.lib import object_store
+from mind_assets.lib import object_store, storage
 from mind_assets.lib.outputs import OutputFamily, PartitionDim
 from mind_assets.lib.storage import (
     current_version,
@@ -137,7 +138,7 @@ KILLED_WRITER = textwrap.dedent(
     import numpy as np
     import pyarrow as pa
     import s3fs.core
-    from mind_assets.lib import object_store
+    from mind_assets.lib import object_store, storage
     from mind_assets.lib.storage import write_parquet_version
     from mind_assets.settings import get_settings
 
@@ -238,3 +239,145 @@ def test_a_version_already_in_the_store_is_never_replaced(s3, store_env):
         store.upload(version, create_only=True)
     fresh = FAMILY.path(store_env().data_dir, {"shard": "v"})
     assert read_output(fresh)["text"].to_pylist() == ["pinned"]
+
+
+def test_two_writers_racing_on_one_pointer_leave_it_on_the_newest_version(s3, store_env):
+    """Two working copies (two pods) write versions of one partition at once: the store's
+    pointer ends on the newest version written, never an older one, and every version is in
+    the store as it was written."""
+    import threading
+
+    copies = [store_env(), store_env()]
+    for copy in copies:  # both pods' stores, in this one process
+        object_store.register(copy.data_dir, copy.data_store_url, copy.data_store_options)
+    written: list[Path] = []
+    lock = threading.Lock()
+
+    def writer(settings, label: str) -> None:
+        output = FAMILY.path(settings.data_dir, {"shard": "race"})
+        for n in range(6):
+            write_parquet_version(rows(f"{label}{n}", "x" * n), output)
+            with lock:
+                written.append(current_version(output))
+
+    threads = [threading.Thread(target=writer, args=(c, c.data_dir.name)) for c in copies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store = object_store.store_for(copies[0].data_dir)
+    pointer = storage.pointer_file(FAMILY.path(copies[0].data_dir, {"shard": "race"}))
+    current = store.get_bytes(pointer).decode()
+    versions = {p.name for p in written} | {p.name for c in copies for p in versions_of(c)}
+    assert current == max(versions)
+    for copy in copies:
+        for version in versions_of(copy):  # never overwritten
+            assert object_store.store_for(version).get_bytes(version) == version.read_bytes()
+
+
+def versions_of(settings) -> list[Path]:
+    directory = storage.versions_dir(FAMILY.path(settings.data_dir, {"shard": "race"}))
+    return sorted(p for p in directory.glob("*.parquet"))
+
+
+def test_a_writer_behind_the_store_never_moves_its_pointer_back(s3, store_env):
+    settings = store_env()
+    output = FAMILY.path(settings.data_dir, {"shard": "late"})
+    write_parquet_version(rows("newer"), output)
+    newer = current_version(output)
+    store = object_store.store_for(output)
+    older = "20000101T000000Z-0000000000000000.parquet"
+    assert store.advance_pointer(storage.pointer_file(output), older) == newer.name
+    assert store.get_bytes(storage.pointer_file(output)).decode() == newer.name
+
+
+def test_gc_on_the_store_deletes_what_nothing_needs_and_keeps_what_a_manifest_pins(
+    s3, store_env, capsys
+):
+    """`mind gc` in a fresh working copy lists the store: old versions no pointer or blend
+    needs, temporary objects of killed uploads and request batches of unfinished generations
+    go (only with --apply); current and pinned versions stay."""
+    from mind_assets.blends.gc import collect
+    from mind_assets.cli import main as mind_cli
+
+    writer = store_env()
+    output = FAMILY.path(writer.data_dir, {"shard": "g"})
+    write_parquet_version(rows("first"), output)
+    pinned = current_version(output)
+    write_parquet_version(rows("second"), output)
+    write_parquet_version(rows("third"), output)
+    current = current_version(output)
+    manifest = {
+        "blend": "keepme",
+        "spec_path": "keepme.yaml",
+        "spec_sha256": "",
+        "total_tokens": 1,
+        "seed": 0,
+        "tokenizer": "t",
+        "created_at": "now",
+        "phases": [
+            {
+                "name": "p",
+                "budget_tokens": 1,
+                "sources": [
+                    {
+                        "name": "s",
+                        "asset": "raw_documents",
+                        "quality_tier": "high",
+                        "target_share": 1.0,
+                        "max_epochs": 1,
+                        "lineage": [],
+                        "files": [
+                            {
+                                "asset": "raw_documents",
+                                "partition": "g",
+                                "path": pinned.relative_to(writer.data_dir).as_posix(),
+                                "sha256": "x",
+                                "rows": 1,
+                                "tokens": 1,
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    storage.write_json_version(manifest, storage.blend_manifest_file(writer.data_dir, "keepme"))
+    batch = (
+        storage.requests_dir(writer.data_dir, "conversations", "g", "debate") / "batch-1.parquet"
+    )
+    storage.write_parquet_atomic(rows("unfinished"), batch)
+    store = object_store.store_for(output)
+    temp = writer.data_dir / "widgets" / ".g.parquet.killed.tmp"
+    temp.write_bytes(b"half")
+    store.upload(temp)
+
+    fresh = store_env()  # another pod, nothing on its disk
+    listed = {
+        (g.kind, g.path.relative_to(fresh.data_dir).as_posix())
+        for g in collect(fresh.data_dir, 0, apply=False)
+    }
+    second = [
+        v for v in versions_of_output(fresh, "g") if v not in (pinned.name, current.name)
+    ]
+    assert listed == {
+        ("stored version", f"widgets/.versions/g.parquet/{second[0]}"),
+        ("stored temp file", "widgets/.g.parquet.killed.tmp"),
+        ("stored request batch", "_requests/conversations/g/debate/batch-1.parquet"),
+    }
+    assert mind_cli(["gc", "--older-than", "0"]) == 0  # a dry run deletes nothing
+    assert len(versions_of_output(fresh, "g")) == 3
+    collect(fresh.data_dir, 0, apply=True)
+    assert versions_of_output(fresh, "g") == sorted([pinned.name, current.name])
+    keys = s3.object_keys()
+    assert not [k for k in keys if k.endswith(".tmp") or "/_requests/" in k]
+    assert read_output(FAMILY.path(store_env().data_dir, {"shard": "g"}))["text"].to_pylist() == [
+        "third"
+    ]
+
+
+def versions_of_output(settings, shard: str) -> list[str]:
+    """The versions of a partition in the store, as the working copy `settings` sees it."""
+    directory = storage.versions_dir(FAMILY.path(settings.data_dir, {"shard": shard}))
+    store = object_store.store_for(directory)
+    return sorted(p.name for p in store.list_files(directory) if p.name != "CURRENT")

@@ -181,6 +181,7 @@ def test_changing_a_filter_threshold_marks_only_filtered_partitions_unsynced(
     assert schedule_requests(instance) == [(str(key), ["filtered_conversations"]) for key in keys]
 
 
+@pytest.mark.engine  # reads the session's napkin generations, made by the engine
 def test_changing_mind_model_marks_every_generated_partition_unsynced(
     napkin_world, settings, instance, register, run, monkeypatch
 ):

@@ -34,13 +34,14 @@ from mind_assets.lib.storage import (
     blend_manifest_files,
     current_versions,
     delete_leftovers,
-    files_under,
     is_version,
     leftovers,
+    list_outputs,
     list_versions,
     published_root,
     read_json,
     read_text,
+    stored_leftovers,
     version_id,
 )
 from mind_assets.settings import BlendSettings
@@ -61,7 +62,7 @@ def parse_duration(text: str) -> float:
 def published_versions(data_dir: Path) -> set[str]:
     """`blend@version` of every published folder under the data root (its card says which)."""
     found = set()
-    for card in files_under(published_root(data_dir), "*/README.md"):
+    for card in list_outputs(published_root(data_dir), "*/README.md"):
         text = read_text(card) or ""
         if text.startswith("---\n"):
             front = yaml.safe_load(text.split("\n---\n", 1)[0][4:]) or {}
@@ -117,10 +118,16 @@ def needed_versions(data_dir: Path, keep: int) -> set[str]:
 def find_garbage(
     data_dir: Path, older_than_s: float, keep: int = BlendSettings().keep_versions
 ) -> list[Leftover]:
-    found = leftovers(data_dir, needed_versions(data_dir, keep), older_than_s)
+    """Garbage in the working copy and, under an object store, in the store: the same rules
+    (a version no retained blend version or current pointer needs, leftovers of killed writes)
+    and the same age floor for both."""
+    needed = needed_versions(data_dir, keep)
+    found = leftovers(data_dir, needed, older_than_s) + stored_leftovers(
+        data_dir, needed, older_than_s
+    )
     manifests = data_dir / "blend_manifest"
     return [
-        dataclasses.replace(g, kind="blend version")
+        dataclasses.replace(g, kind=g.kind.replace("version", "blend version"))
         if is_version(g.path) and g.path.is_relative_to(manifests)
         else g
         for g in found

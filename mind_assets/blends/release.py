@@ -26,6 +26,7 @@ from mind_assets.lib.storage import (
     blend_export_dir,
     blend_exports_root,
     files_under,
+    list_outputs,
     read_json,
     replace_dir,
 )
@@ -85,7 +86,7 @@ def releases(data_dir: Path) -> dict[str, list[Path]]:
     """Every export folder under the data root, by the `blend@version` it holds."""
     found: dict[str, list[Path]] = {}
     root = blend_exports_root(data_dir)
-    for summary_path in files_under(root, f"*/{RELEASE_FILE}"):
+    for summary_path in list_outputs(root, f"*/{RELEASE_FILE}"):
         summary = read_json(summary_path) or {}
         ref = f"{summary.get('blend')}@{summary.get('blend_version')}"
         found.setdefault(ref, []).append(summary_path.parent)

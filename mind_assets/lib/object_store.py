@@ -65,7 +65,7 @@ class DataStore:
     def key(self, path: Path) -> str:
         """The object key of a working-copy path."""
         relative = Path(os.path.abspath(path)).relative_to(self.working_copy)
-        return f"{self.root}/{relative.as_posix()}"
+        return self.root if relative == Path() else f"{self.root}/{relative.as_posix()}"
 
     def path_of(self, key: str) -> Path:
         return self.working_copy / key[len(self.root) + 1 :]
@@ -119,6 +119,56 @@ class DataStore:
                 staged = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
                 self._call("upload", lambda: self.fs.put_file(handle.name, staged), key)
                 self._call("rename", lambda: self.fs.mv(staged, key), key)
+
+    def advance_pointer(self, path: Path, name: str, *, attempts: int = 20) -> str:
+        """Make the small object of `path` (an output's pointer) name `name`, only forward: names
+        start with the UTC time they were written, so one that sorts at or after `name` is
+        newer and stays. On S3 the write is conditional on the object being unchanged since it
+        was read (`If-Match` its ETag, `If-None-Match: *` when absent); a writer that lost the
+        race reads again and decides again. Returns the name the pointer holds afterwards."""
+        key = self.key(path)
+        for _ in range(attempts):
+            current, etag = self._read_with_etag(key)
+            if current is not None and current >= name:
+                return current
+            if self._put_if_unchanged(key, name.encode(), etag):
+                return name
+        raise ObjectStoreError(
+            f"{self.url}: the pointer {key} kept changing under {attempts} attempts to move it "
+            f"to {name}; another writer of this partition is racing this one"
+        )
+
+    def _read_with_etag(self, key: str) -> tuple[str | None, str | None]:
+        """The object's text and ETag (None, None when absent). The ETag is read first: if the
+        object changes in between, the text is the newer one and the conditional write that
+        follows fails on the older ETag, so the writer reads again."""
+        self.fs.invalidate_cache(key)
+        try:
+            etag = self._call("read", lambda: self.fs.info(key), key).get("ETag")
+            payload = self._call("read", lambda: self.fs.cat_file(key), key)
+        except FileNotFoundError:
+            return None, None
+        return payload.decode().strip(), etag
+
+    def _put_if_unchanged(self, key: str, payload: bytes, etag: str | None) -> bool:
+        """Write `payload` unless the object changed since it was read (S3); False when another
+        writer got there first. Other stores have no such condition: the write is plain, and
+        only the forward-only check before it protects the pointer."""
+        if self.protocol not in {"s3", "s3a"}:
+            self.put_bytes(payload, self.path_of(key))
+            return True
+        bucket, path, _ = self.fs.split_path(key)
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=path, Body=payload, **condition)
+        except FileExistsError:
+            return False  # created by another writer since it was read
+        except OSError as error:
+            if _precondition_failed(error):
+                return False  # changed by another writer since it was read
+            raise ObjectStoreError(f"{self.url}: upload {key} failed: {error}") from error
+        self.fs.invalidate_cache(key)
+        return True
 
     def push_tree(self, directory: Path) -> None:
         """Upload every file under `directory` (a finished export), deeper files first so its
@@ -182,13 +232,21 @@ class DataStore:
 
     def listing(self, directory: Path) -> dict[Path, int]:
         """Working-copy path -> size in bytes of every object under `directory`."""
+        return {path: size for path, (size, _) in self.listing_with_times(directory).items()}
+
+    def listing_with_times(self, directory: Path) -> dict[Path, tuple[int, float]]:
+        """Working-copy path -> (size in bytes, last modified in epoch seconds) of every object
+        under `directory`."""
         self.fs.invalidate_cache()
         prefix = self.key(directory)
         try:
             found = self._call("list", lambda: self.fs.find(prefix, detail=True), prefix)
         except FileNotFoundError:
             return {}
-        return {self.path_of(key): int(info.get("size") or 0) for key, info in found.items()}
+        return {
+            self.path_of(key): (int(info.get("size") or 0), _modified(info))
+            for key, info in found.items()
+        }
 
     def _exists(self, key: str) -> bool:
         return bool(self._call("read", lambda: self.fs.exists(key), key))
@@ -214,6 +272,26 @@ class DataStore:
             raise
         except OSError as error:
             raise ObjectStoreError(f"{self.url}: {what} {where or ''} failed: {error}") from error
+
+
+def _modified(info: Mapping[str, Any]) -> float:
+    """An object's last-modified time from an fsspec listing (S3: LastModified; others: mtime or
+    created), in epoch seconds; 0 when the store says nothing."""
+    for name in ("LastModified", "mtime", "created", "last_modified"):
+        value = info.get(name)
+        if value is None:
+            continue
+        return value.timestamp() if hasattr(value, "timestamp") else float(value)
+    return 0.0
+
+
+def _precondition_failed(error: BaseException) -> bool:
+    """Whether an S3 error is a conditional write that lost (HTTP 412 PreconditionFailed)."""
+    cause = error.__cause__ or error.__context__
+    response = getattr(cause, "response", None) or {}
+    return response.get("Error", {}).get("Code") == "PreconditionFailed" or (
+        response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+    )
 
 
 # Working copy -> its store. The gateway sees only paths: it finds the store of a path under a

@@ -125,7 +125,7 @@ def published_root(data_dir: Path) -> Path:
 def requests_dir(data_dir: Path, asset: str, *keys: str) -> Path:
     """Where the finished request batches of one partition of a generating asset wait until
     the partition's output is written."""
-    return asset_path(data_dir, "_requests", asset, *keys, suffix="")
+    return asset_path(data_dir, REQUESTS_DIRNAME, asset, *keys, suffix="")
 
 
 def metrics_dir(data_dir: Path) -> Path:
@@ -302,9 +302,18 @@ def list_versions(final_path: Path) -> list[Path]:
     return sorted(p for p in found if p.name != POINTER_NAME and not p.name.startswith("."))
 
 
-def point_at(final_path: Path, version: Path, *, push: bool = True) -> None:
-    """Atomically make `final_path` a relative link to `version` (and, under an object store's
-    working copy, move the store's pointer too unless `push` is off)."""
+def point_at(final_path: Path, version: Path, *, push: bool = True) -> Path:
+    """Atomically make `final_path` a relative link to `version`. Under an object store's
+    working copy (unless `push` is off) the store's pointer moves first, only forward and only
+    if no other writer moved it since it was read (`DataStore.advance_pointer`): when a newer
+    version won the race, the local link follows that one. Returns the version linked."""
+    store = object_store.store_for(final_path) if push else None
+    if store is not None:
+        winner = store.advance_pointer(pointer_file(final_path), version.name)
+        if winner != version.name:
+            version = versions_dir(final_path) / winner
+            if not version.is_file():
+                store.download(version, missing_ok=False)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{final_path.name}.", suffix=".link.tmp", dir=final_path.parent
     )
@@ -316,8 +325,7 @@ def point_at(final_path: Path, version: Path, *, push: bool = True) -> None:
     finally:
         if os.path.lexists(tmp_name):
             os.unlink(tmp_name)
-    if push:
-        _push(final_path)
+    return version
 
 
 def _keep_unversioned(final_path: Path) -> None:
@@ -335,14 +343,10 @@ def _keep_unversioned(final_path: Path) -> None:
 
 # --- keeping the working copy and the store in step ----------------------------------------------
 def _push(path: Path) -> None:
-    """Upload what was just committed at `path`: the pointer an output's link names, a version
-    (create-only), or a plain file. Nothing for a local data root."""
+    """Upload what was just committed at `path`: a version (create-only) or a plain file (an
+    output's pointer moves through `point_at`). Nothing for a local data root."""
     store = object_store.store_for(path)
-    if store is None:
-        return
-    if path.is_symlink():
-        store.put_bytes(Path(os.readlink(path)).name.encode(), pointer_file(path))
-    else:
+    if store is not None:
         store.upload(path, create_only=is_version(path))
 
 
@@ -705,10 +709,22 @@ class Leftover:
 
 
 STAGING_KINDS = ("export staging", "publish staging")
+STORED = "stored "  # the kind of an object in the store: "stored version", ...
+REQUESTS_DIRNAME = "_requests"
 
 
 def current_versions(data_dir: Path) -> set[str]:
-    """Normalised paths of the version every current pointer under the data root names."""
+    """Normalised paths of the version every current pointer under the data root names: the
+    store's pointers under an object store (one GET each), the local links otherwise."""
+    store = object_store.store_for(data_dir)
+    if store is not None:
+        found_in_store = set()
+        for path in store.list_files(data_dir):
+            if path.name == POINTER_NAME and path.parent.parent.name == VERSIONS_DIRNAME:
+                name = (store.get_bytes(path) or b"").decode().strip()
+                if name:
+                    found_in_store.add(os.path.normpath(path.parent / name))
+        return found_in_store
     found: set[str] = set()
     for directory, dirnames, filenames in os.walk(data_dir):
         dirnames[:] = [d for d in dirnames if d != VERSIONS_DIRNAME]
@@ -733,6 +749,33 @@ def leftovers(data_dir: Path, keep: set[str], older_than_s: float) -> list[Lefto
             continue
         size = _tree_size(path) if kind in STAGING_KINDS else stat.st_size
         found.append(Leftover(path, kind, size, age))
+    return found
+
+
+def stored_leftovers(data_dir: Path, keep: set[str], older_than_s: float) -> list[Leftover]:
+    """What `mind gc` may delete from the object store behind the working copy `data_dir`:
+    versions whose normalised path is not in `keep`, temporary objects of killed uploads, and
+    request batches of generations that never finished (a batch is deleted when its partition
+    is written); nothing younger than `older_than_s`. Empty for a local data root."""
+    store = object_store.store_for(data_dir)
+    if store is None:
+        return []
+    now = time.time()
+    found = []
+    for path, (size, modified) in store.listing_with_times(data_dir).items():
+        age = now - modified
+        if age < older_than_s:
+            continue
+        relative = path.relative_to(data_dir).parts
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            kind = "temp file"
+        elif is_version(path) and os.path.normpath(path) not in keep:
+            kind = "version"
+        elif relative[0] == REQUESTS_DIRNAME:
+            kind = "request batch"
+        else:
+            continue
+        found.append(Leftover(path, STORED + kind, size, age))
     return found
 
 
@@ -767,7 +810,14 @@ def _tree_size(path: Path) -> int:
 
 
 def delete_leftovers(found: list[Leftover]) -> None:
+    stored = [item.path for item in found if item.kind.startswith(STORED)]
+    if stored:
+        store = object_store.store_for(stored[0])
+        if store is not None:
+            store.delete(stored)
     for item in found:
+        if item.kind.startswith(STORED):
+            continue
         if item.kind in STAGING_KINDS:
             shutil.rmtree(item.path, ignore_errors=True)
         else:
