@@ -357,9 +357,7 @@ def test_gc_on_the_store_deletes_what_nothing_needs_and_keeps_what_a_manifest_pi
         (g.kind, g.path.relative_to(fresh.data_dir).as_posix())
         for g in collect(fresh.data_dir, 0, apply=False)
     }
-    second = [
-        v for v in versions_of_output(fresh, "g") if v not in (pinned.name, current.name)
-    ]
+    second = [v for v in versions_of_output(fresh, "g") if v not in (pinned.name, current.name)]
     assert listed == {
         ("stored version", f"widgets/.versions/g.parquet/{second[0]}"),
         ("stored temp file", "widgets/.g.parquet.killed.tmp"),
