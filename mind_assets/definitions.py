@@ -14,7 +14,8 @@ from dagster import (
 from mind_assets.lib.stages import discover_stages
 from mind_assets.llm.resource import LLMResource
 from mind_assets.llm.versions import llm_config
-from mind_assets.operations.schedules import regenerate_unsynced_conversations
+from mind_assets.operations.garbage import garbage_collection_schedule
+from mind_assets.operations.schedules import REGENERATION_SCHEDULES
 from mind_assets.settings import MindSettings, get_settings
 
 STAGES = discover_stages()
@@ -54,7 +55,8 @@ def build_definitions() -> Definitions:
         ],
         schedules=[
             *(schedule for stage in STAGES for schedule in stage.schedules),
-            regenerate_unsynced_conversations,
+            *REGENERATION_SCHEDULES,
+            garbage_collection_schedule,
         ],
     )
 

@@ -79,8 +79,8 @@ class ConversationSettings(StageSettings):
         ge=1,
         description="Materialized conversations/filtered_conversations partitions one tick of "
         "regenerate_unsynced_conversations asks Dagster about; the next tick goes on after the "
-        "last one asked (a cursor in the instance), so a tick stays bounded however many "
-        "partitions exist.",
+        "last one an accepted tick asked (a cursor in the instance), so a tick stays bounded "
+        "however many partitions exist.",
     )
 
 
@@ -246,6 +246,19 @@ class EvalSplit(BaseModel):
 class TaskQASettings(StageSettings):
     """Task-seeded Q&A (`MIND_TASK_QA__*`)."""
 
+    regeneration_budget: int = Field(
+        default=4,
+        ge=1,
+        description="Task families the regenerate_unsynced_task_qa and "
+        "regenerate_unsynced_prismatic_task_qa schedules each request per tick.",
+    )
+    regeneration_scan_limit: int = Field(
+        default=1000,
+        ge=1,
+        description="Materialized task_qa (or prismatic_task_qa) partitions one tick asks "
+        "Dagster about; the next tick goes on after the last one an accepted tick asked.",
+    )
+
     families: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TASK_FAMILIES),
         description='lm-eval tasks that seed task Q&A, as a JSON list; ["all"] for every '
@@ -355,6 +368,19 @@ class MathSource(BaseModel):
 
 class MathSettings(StageSettings):
     """Verified math solution traces and the sandbox their tool calls run in (`MIND_MATH__*`)."""
+
+    regeneration_budget: int = Field(
+        default=4,
+        ge=1,
+        description="solution_traces partitions (source x mode) the "
+        "regenerate_unsynced_solution_traces schedule requests per tick.",
+    )
+    regeneration_scan_limit: int = Field(
+        default=1000,
+        ge=1,
+        description="Materialized solution_traces partitions one tick asks Dagster about; the "
+        "next tick goes on after the last one an accepted tick asked.",
+    )
 
     sources: list[MathSource] = Field(
         default_factory=lambda: [
@@ -521,6 +547,13 @@ class BlendSettings(StageSettings):
         default=False,
         description="Export each phase in per-bucket shards (MIND_LENGTH_BUCKETS), short to "
         "long, with the schedule in schedule.json and in the blend manifest.",
+    )
+    gc_older_than: str = Field(
+        default="7d",
+        pattern=r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$",
+        description="Age floor of the collect_garbage schedule (off until switched on): it runs "
+        "`mind gc --older-than <this> --apply` daily at 04:30, against the store too when the "
+        "data root is in one.",
     )
     keep_versions: int = Field(
         default=10,

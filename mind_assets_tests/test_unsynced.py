@@ -21,6 +21,7 @@ from dagster import (
     DataVersion,
     MaterializeResult,
     MultiPartitionKey,
+    asset,
     build_schedule_context,
     materialize,
     multi_asset,
@@ -39,7 +40,11 @@ from mind_assets.lib.storage import write_parquet_version
 from mind_assets.lib.versions import UnsyncedStatus
 from mind_assets.llm.versions import llm_version_inputs
 from mind_assets.math_traces.assets import solution_traces
-from mind_assets.operations.schedules import regenerate_unsynced_conversations
+from mind_assets.operations.schedules import (
+    regenerate_unsynced_conversations,
+    regenerate_unsynced_solution_traces,
+    regenerate_unsynced_task_qa,
+)
 from mind_assets.operations.versions import record_versions
 from mind_assets.settings import PROJECT_DIR, get_settings
 from mind_assets.task_qa.assets import catalog_path, task_qa, task_qa_prompts
@@ -73,7 +78,8 @@ def unsynced(instance, key: str) -> dict[str, tuple[str, ...]]:
     return {item.partition: item.causes for item in status.unsynced_partitions(key)}
 
 
-def schedule_requests(instance) -> list[tuple[str, list[str]]]:
+def evaluate(instance, schedule=None):
+    """One tick of a regeneration schedule (default: conversations), evaluated by Dagster."""
     # As a context manager: the context opens its own instance from the ref, and left open that
     # instance stays Dagster's current definitions-state storage after it is gone.
     with build_schedule_context(
@@ -81,11 +87,33 @@ def schedule_requests(instance) -> list[tuple[str, list[str]]]:
         repository_def=GRAPH_DEFS.get_repository_def(),
         scheduled_execution_time=datetime.now(UTC),
     ) as context:
-        requests = regenerate_unsynced_conversations.evaluate_tick(context).run_requests or []
+        return (schedule or regenerate_unsynced_conversations).evaluate_tick(context)
+
+
+def schedule_requests(
+    instance, schedule=None, *, accept: bool = True
+) -> list[tuple[str, list[str]]]:
+    """What one tick requests, as (partition, assets). With `accept`, the tick is taken as
+    Dagster takes an accepted tick: a run is recorded for each request's run key."""
+    requests = evaluate(instance, schedule).run_requests or []
+    if accept:
+        for request in requests:
+            launch(instance, request.run_key)
     return [
         (str(r.partition_key), sorted(k.to_user_string() for k in r.asset_selection))
         for r in requests
     ]
+
+
+@asset
+def accepted_tick_run() -> None:
+    """Stands for the run an accepted tick's request launches: only its run key matters."""
+
+
+def launch(instance, run_key: str) -> None:
+    """A run with `run_key`, as the daemon launches for an accepted tick's request."""
+    run = materialize([accepted_tick_run], instance=instance, tags={"dagster/run_key": run_key})
+    assert run.success
 
 
 @pytest.fixture
@@ -245,3 +273,63 @@ def test_the_schedule_asks_about_a_bounded_number_of_partitions_and_goes_on_next
     monkeypatch.setenv("MIND_CONVERSATIONS__REGENERATION_BUDGET", "1")
     assert [p for p, _ in schedule_requests(instance)] == [ordered[1]]
     assert [p for p, _ in schedule_requests(instance)] == [ordered[2]]
+
+
+def test_a_dropped_tick_moves_no_cursor_and_its_partitions_are_asked_for_again(
+    settings, instance, monkeypatch
+):
+    """The scan's position advances only once Dagster accepted the tick that asked (a run of
+    its requests exists): a tick whose requests never became runs is asked again."""
+    instance.add_dynamic_partitions(SHARDS_PARTITION, ["s0", "s1", "s2"])
+    record_versions(instance, get_settings())
+    keys = [MultiPartitionKey({"shard": shard, "style": "debate"}) for shard in ("s1", "s2")]
+    for key in keys:
+        materialize_stand_in(filtered_conversations, key, instance)
+    monkeypatch.setenv("MIND_FILTERS__MIN_COMPLETION_TOKENS", "80")
+    monkeypatch.setenv("MIND_CONVERSATIONS__REGENERATION_BUDGET", "1")
+    first = schedule_requests(instance, accept=False)  # dropped: no run is launched
+    assert first == [(str(keys[0]), ["filtered_conversations"])]
+    assert schedule_requests(instance) == first  # asked again, and now accepted
+    assert schedule_requests(instance) == [(str(keys[1]), ["filtered_conversations"])]
+
+
+def test_a_task_qa_prompt_edit_makes_its_schedule_request_exactly_those_families(
+    settings, instance, prompts_dir
+):
+    entries = [
+        CatalogEntry(family, family, True, "", output_type, "x", None, "train", None, "test", None)
+        for family, output_type in FAMILIES.items()
+    ]
+    write_parquet_version(
+        pa.Table.from_pylist([e.__dict__ for e in entries]), catalog_path(settings)
+    )
+    instance.add_dynamic_partitions(TASK_FAMILIES_PARTITION, list(FAMILIES))
+    record_versions(instance, get_settings())
+    for family in FAMILIES:
+        materialize_stand_in(task_qa, family, instance)
+    assert schedule_requests(instance, regenerate_unsynced_task_qa) == []
+
+    edit(prompts_dir / "task_qa" / "structured" / "generate_multiple_choice.yaml")
+    assert schedule_requests(instance, regenerate_unsynced_task_qa) == [
+        ("arc_easy", ["task_qa"]),
+        ("piqa", ["task_qa"]),
+    ]
+    # Nothing of another family's schedule moves.
+    assert schedule_requests(instance, regenerate_unsynced_solution_traces) == []
+    assert schedule_requests(instance) == []
+
+
+def test_a_solution_trace_prompt_edit_makes_its_schedule_request_exactly_that_mode(
+    settings, instance, prompts_dir
+):
+    record_versions(instance, get_settings())
+    keys = [MultiPartitionKey({"source": "gsm8k", "mode": m}) for m in ("low_tir", "high_no_tir")]
+    for key in keys:
+        materialize_stand_in(solution_traces, key, instance)
+    assert schedule_requests(instance, regenerate_unsynced_solution_traces) == []
+
+    edit(prompts_dir / "math" / "low_tir.yaml")
+    assert schedule_requests(instance, regenerate_unsynced_solution_traces) == [
+        (str(keys[0]), ["solution_traces"])
+    ]
+    assert schedule_requests(instance, regenerate_unsynced_task_qa) == []

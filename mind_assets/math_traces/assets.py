@@ -62,9 +62,18 @@ def math_prompt_versions(settings: MindSettings, instance: DagsterInstance) -> d
 
 
 def math_config_version(settings: MindSettings, instance: DagsterInstance) -> str:
-    # The sources, their limit and decontamination shape math_problems, not how traces are made.
+    # The sources, their limit and decontamination shape math_problems, and the regeneration
+    # settings how fast a schedule refreshes traces, not how traces are made.
     return content_version(
-        settings.math.model_dump(exclude={"sources", "problems_limit", "decontamination_ngram"})
+        settings.math.model_dump(
+            exclude={
+                "sources",
+                "problems_limit",
+                "decontamination_ngram",
+                "regeneration_budget",
+                "regeneration_scan_limit",
+            }
+        )
     )
 
 

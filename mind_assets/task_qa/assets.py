@@ -140,8 +140,10 @@ def task_qa_prompt_versions(settings: MindSettings, instance: DagsterInstance) -
 
 
 def task_qa_config_version(settings: MindSettings, instance: DagsterInstance) -> str:
-    # Families and seed_limit decide which partitions and seeds exist, not how one is generated.
-    inputs: dict = {"task_qa": settings.task_qa.model_dump(exclude={"families", "seed_limit"})}
+    # Families and seed_limit decide which partitions and seeds exist, and the regeneration
+    # settings how fast a schedule refreshes them, not how one is generated.
+    exclude = {"families", "seed_limit", "regeneration_budget", "regeneration_scan_limit"}
+    inputs: dict = {"task_qa": settings.task_qa.model_dump(exclude=exclude)}
     if settings.task_qa.seed_selection == "prismatic":
         inputs["diversity"] = settings.diversity.model_dump(
             exclude={"batch_size", "prismatic_keep_fraction"}
