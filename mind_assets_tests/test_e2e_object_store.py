@@ -1,28 +1,46 @@
-"""A shard from raw text to a blend export with the data root in object storage
-(`MIND_DATA_DIR=s3://...`, moto's S3 server on 127.0.0.1), through Dagster with the real engine.
-Every step starts from an empty working copy, as a fresh pod would: what it reads comes from the
-store, and the export is read back from the store itself."""
+"""The whole graph in fresh pods over an object store (`MIND_DATA_DIR=s3://...`, moto's S3 server
+on 127.0.0.1), through Dagster with the real engine: every asset, then `mind trace`,
+`mind audit-blend`, `mind publish` and `mind gc --apply`, each step in a new, empty working copy
+as a fresh pod has, so each reads only what earlier steps left in the store. The export is read
+back from the bucket itself, with megatron-core and `datasets`. And a generation killed after
+its first batch resumes in another pod, regenerating nothing that reached the store."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 
+import datasets
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from dagster import MultiPartitionKey
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from mind_assets.blends.assets import blend_export, blend_manifest
+from mind_assets.cli import main as mind_cli
 from mind_assets.conversations.assets import conversations, mind_prompts
+from mind_assets.conversations.outputs import CONVERSATIONS
+from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import register_shard
-from mind_assets.filtering.assets import filtered_conversations
-from mind_assets_tests.conftest import napkin_shard
+from mind_assets.diversity.assets import diversity, register_targets
+from mind_assets.filtering.assets import filtered_conversations, longest_conversations
+from mind_assets.lib.storage import read_output, write_parquet_version
+from mind_assets.math_traces.assets import math_problems, problem_difficulty, solution_traces
+from mind_assets.publish.assets import published_dataset
+from mind_assets.settings import PROJECT_DIR
+from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
+from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
 from mind_assets_tests.s3_server import local_s3
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
 
 pytestmark = pytest.mark.engine
 
-SHARD = "s3shard"
 RULES_OFF = [
     "truncated",
     "not_a_conversation",
@@ -31,84 +49,204 @@ RULES_OFF = [
     "non_text",
     "too_short",
 ]
-STYLE = "teacher_student"
 BLEND = """\
 name: example
-description: Raw pages and one MIND style of one shard, to prove a blend over object storage.
-total_tokens: 600
+description: Every blendable family, to prove the whole graph over object storage.
+total_tokens: 1500
 seed: 0
 phases:
   - name: phase1
     fraction: 1.0
     sources:
-      - name: raw_math_pages
-        asset: raw_documents
-        quality_tier: low
-        share: 0.5
-        max_epochs: 8
-      - name: mind_teacher_student
-        asset: filtered_conversations
-        selection:
-          styles: [teacher_student]
-        quality_tier: high
-        share: 0.5
-        max_epochs: 8
+      - {name: raw_math_pages, asset: raw_documents, quality_tier: low, share: 0.2, max_epochs: 8}
+      - {name: mind, asset: filtered_conversations, quality_tier: medium, share: 0.2,
+         max_epochs: 8, selection: {styles: [teacher_student, debate]}}
+      - {name: longest, asset: longest_conversations, quality_tier: high, share: 0.2,
+         max_epochs: 8}
+      - {name: qa, asset: task_qa, quality_tier: high, share: 0.15, max_epochs: 8}
+      - {name: prismatic, asset: prismatic_task_qa, quality_tier: high, share: 0.1,
+         max_epochs: 8}
+      - {name: traces, asset: solution_traces, quality_tier: high, share: 0.15, max_epochs: 8,
+         selection: {modes: [low_no_tir]}}
 """
+SMALL = {
+    "MIND_TASK_QA__FAMILIES": '["gsm8k"]',
+    "MIND_TASK_QA__ITEMS": "2",
+    "MIND_TASK_QA__SEED_LIMIT": "20",
+    "MIND_MATH__PROBLEMS_LIMIT": "2",
+    "MIND_MATH__SAMPLES_PER_PROBLEM": "1",
+    "MIND_MATH__DIFFICULTY_MODES": '["low_no_tir"]',
+    "MIND_DIVERSITY__MAX_TOKENS": "64",
+    "MIND_DIVERSITY__MAX_SAMPLES": "8",
+    "MIND_DIVERSITY__PRISMATIC_ROUNDS": "1",
+    "MIND_DIVERSITY__PRISMATIC_VERIFY_SAMPLES": "0",
+    "MIND_DIVERSITY__PRISMATIC_KEEP_FRACTION": "1.0",
+    "MIND_BLENDS__EXPORT_FORMATS": '["parquet", "megatron"]',
+}
 
 
-def test_a_shard_goes_raw_to_blend_export_with_the_data_root_in_s3(
-    settings, instance, run, tmp_path, monkeypatch
+def upload_world(napkin_world, settings) -> None:
+    """The session's generations, written as outputs of this pod's working copy (and so into
+    the store): materializing `conversations` then reuses every row by request hash."""
+    for style in STYLE_KEYS:
+        keys = {"shard": WORLD_SHARD, "style": style}
+        table = pq.read_table(CONVERSATIONS.path(napkin_world.data_dir, keys))
+        write_parquet_version(table, CONVERSATIONS.path(settings.data_dir, keys))
+
+
+def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
+    napkin_world, settings, instance, run, mirror, tmp_path, monkeypatch, capsys
 ):
     blends = tmp_path / "blends"
     blends.mkdir()
     (blends / "example.yaml").write_text(BLEND)
     monkeypatch.setenv("MIND_BLENDS_DIR", str(blends))
-    # This test is about where the bytes live, not about the rules (tested on their own): with
-    # the rules the 135M model's few conversations trip off, every row passes the filter stage.
-    for name, value in LENIENT_PROFILE.items():
-        monkeypatch.setenv(f"MIND_FILTERS__{name}", value)
+    monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
+    lenient = {f"MIND_FILTERS__{name}": value for name, value in LENIENT_PROFILE.items()}
+    for name, value in {**SMALL, **lenient}.items():
+        monkeypatch.setenv(name, value)
+    # Where the bytes live is under test here, not the rules (tested on their own).
     monkeypatch.setenv("MIND_FILTERS__DISABLED_RULES", json.dumps(RULES_OFF))
 
     with local_s3() as s3:
-        url = f"s3://{s3.bucket}/e2e"
+        url = f"s3://{s3.bucket}/graph"
         fresh_pod = s3.fresh_working_copies(url, tmp_path, monkeypatch)
 
-        register_shard(instance, fresh_pod(), napkin_shard(SHARD, 2))
-        fresh_pod()
-        run([mind_prompts])
-        run([raw_documents, chunks], SHARD)
-        key = MultiPartitionKey({"shard": SHARD, "style": STYLE})
-        fresh_pod()  # reads chunks from the store
-        [event] = run([conversations], key).asset_materializations_for_node("conversations")
-        assert event.metadata["generated_requests"].value > 0
-        fresh_pod()  # reads conversations and chunks from the store
-        filtered = run([filtered_conversations], key)
-        [event] = filtered.asset_materializations_for_node("filtered_conversations")
-        assert event.metadata["dagster/row_count"].value > 0
-        fresh_pod()  # lists and pins what the store holds
-        assert run([blend_manifest], "example").success
-        last = fresh_pod()  # reads the manifest and the pinned versions from the store
-        assert run([blend_export], "example").success
+        register_shard(instance, fresh_pod(), napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+        upload_world(napkin_world, fresh_pod())
 
-        keys = s3.object_keys()
-        root = f"{s3.bucket}/e2e"
-        assert not [k for k in keys if k.endswith(".tmp")], "a temporary object was left"
+        def step(selection, partition=None, **kwargs):
+            fresh_pod()
+            result = run(selection, partition, **kwargs)
+            assert result.success or not kwargs.get("raise_on_error", True)
+            return result
+
+        step([mind_prompts])
+        step([raw_documents], WORLD_SHARD)
+        step([chunks], WORLD_SHARD)
+        for style in STYLE_KEYS:
+            key = MultiPartitionKey({"shard": WORLD_SHARD, "style": style})
+            [event] = step([conversations], key).asset_materializations_for_node("conversations")
+            assert event.metadata["generated_requests"].value == 0  # reused from the store
+            step([filtered_conversations], key, raise_on_error=False)
+        step([longest_conversations], WORLD_SHARD)
+        step([task_seed_catalog])
+        step([task_seeds], "gsm8k")
+        step([task_qa], "gsm8k")
+        step([prismatic_task_qa], "gsm8k")
+        step([math_problems], "gsm8k")
+        step([problem_difficulty], "gsm8k")
+        step([solution_traces], MultiPartitionKey({"source": "gsm8k", "mode": "low_no_tir"}))
+        target = f"conversations:{WORLD_SHARD}:teacher_student"
+        register_targets(instance, [target])
+        step([diversity], target)
+        step([blend_manifest], "example")
+        step([blend_export], "example")
+        step([published_dataset], "example")
+
+        root = f"{s3.bucket}/graph"
         fs = s3.filesystem()
-        versions = f"{root}/blend_manifest/example/.versions/manifest.json"
-        current = fs.cat_file(f"{versions}/CURRENT").decode().strip()
-        manifest = json.loads(fs.cat_file(f"{versions}/{current}"))
-        pinned = [f["path"] for p in manifest["phases"] for s in p["sources"] for f in s["files"]]
-        assert pinned and all(f"{root}/{path}" in keys for path in pinned)
-        assert all(".versions/" in path for path in pinned)  # versions, never the pointer
+        keys = s3.object_keys()
+        assert not [k for k in keys if k.endswith(".tmp")], "a temporary object was left"
+        assert not [k for k in keys if k.endswith("metrics.duckdb")], "metrics.duckdb is local"
+        phase = pq.read_table(f"{root}/blend_exports/example/phase1", filesystem=fs).to_pylist()
+        assert {r["source"] for r in phase} >= {"raw_math_pages", "qa", "traces"}
 
+        # The commands, each in a new pod.
+        row = next(r for r in phase if r["source"] == "raw_math_pages")
+        fresh_pod()
+        capsys.readouterr()
+        assert mind_cli(["trace", row["row_id"]]) == 0
+        assert "== raw_document ==" in capsys.readouterr().out
+        fresh_pod()
+        assert mind_cli(["audit-blend", "example"]) == 0
+        assert "blend example@" in capsys.readouterr().out
+        fresh_pod()
+        assert mind_cli(["publish", "example"]) == 0
+        fresh_pod()
+        assert mind_cli(["gc", "--older-than", "0", "--apply"]) == 0
+        collected = capsys.readouterr().out
+        assert "deleted" in collected or "nothing to collect" in collected
+
+        # What a trainer reads, from the bucket itself.
+        loaded = datasets.load_dataset(
+            "parquet",
+            data_files=f"s3://{root}/published/example/phase1/*.parquet",
+            storage_options={**s3.options, "key": "testing", "secret": "testing"},
+        )["train"]
+        assert loaded.num_rows == len(phase)
+        megatron = tmp_path / "trainer-megatron"
         fs.invalidate_cache()
-        exported = pq.read_table(f"{root}/blend_exports/example/phase1", filesystem=fs)
-        rows = exported.to_pylist()
-        assert {r["source"] for r in rows} == {"raw_math_pages", "mind_teacher_student"}
-        generated = [r for r in rows if r["source"] == "mind_teacher_student"]
-        assert all(r["source_file"] in pinned for r in generated)
-        assert sum(r["n_tokens"] for r in rows) > 0
-        # The pod that exported read only what its step needed, and wrote the export.
-        assert (last.data_dir / "blend_exports" / "example" / "phase1").is_dir()
-        assert not (last.data_dir / "conversations").exists()
-        print(f"object store: {len(keys)} objects; export phase1 {len(rows)} rows")
+        fs.get(f"{root}/blend_exports/example/megatron/", str(megatron), recursive=True)
+        words = (megatron / "phase1.data-path.txt").read_text().split()
+        for prefix in words[1::2]:
+            dataset = IndexedDataset(str(megatron / prefix))
+            assert len(dataset) > 0 and np.array(dataset[0])[-1] >= 0
+        print(f"object store: {len(keys)} objects; export phase1 {len(phase)} rows")
+
+
+# Runs as a pod of its own: generates one conversations partition in batches of 2 and is killed
+# with SIGKILL the moment its first batch has reached the store.
+KILLED_POD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from dagster import MultiPartitionKey, instance_for_test, materialize
+    from mind_assets.conversations.assets import conversations
+    from mind_assets.definitions import ASSETS
+    from mind_assets.lib.instance import SHARDS_PARTITION
+    from mind_assets.llm import batch_runner
+    from mind_assets.llm.resource import LLMResource
+    from mind_assets.settings import get_settings
+
+    saved = batch_runner.RequestStore.save_batch
+
+    def save_then_die(self, pairs):
+        path = saved(self, pairs)  # written and uploaded
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    batch_runner.RequestStore.save_batch = save_then_die
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(SHARDS_PARTITION, [sys.argv[1]])
+        materialize(
+            ASSETS,
+            selection=[conversations],
+            partition_key=MultiPartitionKey({"shard": sys.argv[1], "style": "debate"}),
+            instance=instance,
+            resources={"llm": LLMResource.from_settings(get_settings())},
+        )
+    """
+)
+
+
+def test_a_generation_killed_in_one_pod_resumes_in_another(
+    settings, instance, run, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MIND_BATCH_SIZE", "2")
+    monkeypatch.setenv("MIND_MAX_TOKENS", "32")  # counts requests, not words
+    with local_s3() as s3:
+        fresh_pod = s3.fresh_working_copies(f"s3://{s3.bucket}/resume", tmp_path, monkeypatch)
+        register_shard(instance, fresh_pod(), napkin_shard("resume", 2))
+        fresh_pod()
+        assert run([raw_documents, chunks], "resume").success
+        total = read_output(fresh_pod().data_dir / "chunks" / "resume.parquet").num_rows
+        assert total > 2, "needs more than one batch"
+
+        fresh_pod()
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_POD, "resume"],
+            env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        batches = [k for k in s3.object_keys() if "/_requests/conversations/resume/" in k]
+        assert len(batches) == 1
+
+        fresh_pod()  # a new pod, nothing on its disk but what the store gives it
+        key = MultiPartitionKey({"shard": "resume", "style": "debate"})
+        [event] = run([conversations], key).asset_materializations_for_node("conversations")
+        assert event.metadata["reused_requests"].value == 2
+        assert event.metadata["generated_requests"].value == total - 2
+        # The finished partition cleared its batches from the store too.
+        assert not [k for k in s3.object_keys() if "/_requests/conversations/resume/" in k]

@@ -379,3 +379,19 @@ def versions_of_output(settings, shard: str) -> list[str]:
     directory = storage.versions_dir(FAMILY.path(settings.data_dir, {"shard": shard}))
     store = object_store.store_for(directory)
     return sorted(p.name for p in store.list_files(directory) if p.name != "CURRENT")
+
+
+def test_the_metric_partitions_reach_the_store_and_metrics_duckdb_stays_local(s3, store_env):
+    from mind_assets.metrics.store import metrics_store
+
+    settings = store_env()
+    metrics = metrics_store(settings.data_dir)
+    metrics.record_aggregates("conversations", "s|debate", {"accepted": 3.0})
+    metrics.rebuild_cache()
+    assert metrics.cache_path.is_file()
+    keys = s3.object_keys()
+    assert any("/metrics/partition_aggregates/" in k for k in keys)
+    assert not [k for k in keys if k.endswith("metrics.duckdb")]
+    # Another pod reads the metrics the first wrote, from the store.
+    rows = metrics_store(store_env().data_dir).query("SELECT * FROM partition_aggregates")
+    assert rows.to_pylist()[0]["value"] == 3.0
