@@ -25,7 +25,7 @@ from mind_assets.corpus.outputs import RAW_DOCUMENTS
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
 from mind_assets.lib.outputs import QUARANTINE_SUFFIX as QUARANTINE
 from mind_assets.lib.prompts import load_prompt
-from mind_assets.lib.storage import asset_path, write_parquet_version
+from mind_assets.lib.storage import asset_path, current_version, write_parquet_version
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.outputs import SOLUTION_TRACES
@@ -321,7 +321,7 @@ def test_card_body_names_models_prompt_versions_sampling_and_rejection_counts(pu
     for phase in published.manifest.phases:
         for source in phase.sources:
             assert f"| {phase.name} | {source.name} | {source.asset} |" in body
-    assert f"mind trace {BLEND}:phase1:0" in body
+    assert f"mind trace {published.manifest.ref}:phase1:0" in body
     assert "CC BY-SA" in body and "| cc-by-sa-4.0 |" in body and "| mit |" in body
 
 
@@ -456,13 +456,12 @@ def test_published_dataset_asset_writes_the_folder_for_its_blend_partition(tmp_p
 def test_a_malformed_manifest_is_named_with_what_it_lacks(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         blend = build_blend(tmp_path, mp, export=False)
-        path = manifest_path(blend.settings.data_dir, BLEND)
+        # The manifest's current version file, damaged in place.
+        path = current_version(manifest_path(blend.settings.data_dir, BLEND))
         payload = json.loads(path.read_text())
         del payload["phases"]
         path.write_text(json.dumps(payload))
-        with pytest.raises(
-            PublishError, match=rf"manifest {path} is malformed: KeyError\('phases'\)"
-        ):
+        with pytest.raises(PublishError, match=r"manifest .* is malformed: KeyError\('phases'\)"):
             _publish(blend)
         path.write_text("{not json")
         with pytest.raises(PublishError, match=f"manifest {path} is not valid JSON"):

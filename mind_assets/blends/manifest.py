@@ -337,7 +337,6 @@ def build_manifest(
                     lineage=source_lineage([f.resolve(data_dir) for f in files]),
                 )
             )
-        allocate(phase)
         phases.append(phase)
     if excluded and spec.on_failed_check == "fail":
         named = "; ".join(
@@ -347,6 +346,8 @@ def build_manifest(
             f"blend {spec.name!r} (on_failed_check: fail): source partitions failed a blocking "
             f"check: {named}"
         )
+    for phase in phases:
+        allocate(phase)
     return Manifest(
         blend=spec.name,
         spec_path=str(spec_path),

@@ -437,9 +437,10 @@ def _section_trace(facts: CardFacts) -> list[str]:
     example = next((c.example_row_id for c in facts.configs if c.example_row_id), None)
     if isinstance(facts.origin, BlendOrigin):
         manifest = facts.origin.manifest
-        example = example or f"{manifest.blend}:{manifest.phases[0].name}:0"
+        example = example or f"{manifest.ref}:{manifest.phases[0].name}:0"
         how = (
-            "`row_id` is `<blend>:<phase>:<position>`; `source`, `source_asset`, `source_file` "
+            "`row_id` is `<blend>@<version>:<phase>:<position>`, the blend version included; "
+            "`source`, `source_asset`, `source_file` "
             "(relative to the platform's data root) and `source_row_id` name the row it copies, "
             "and `epoch` which pass over that source it belongs to. On the platform that made "
             "this dataset, the whole ancestry of a row (the filtered row, its generation request "
