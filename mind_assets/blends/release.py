@@ -104,7 +104,7 @@ def _carry_over(out: Path, staging: Staging, formats: Sequence[str], version: st
         for path in files_under(out, "**/*"):
             relative = path.relative_to(out)
             in_megatron = relative.parts[0] == MEGATRON_DIRNAME
-            if relative.name != RELEASE_FILE and (fmt == "megatron") == in_megatron:
+            if relative.as_posix() != RELEASE_FILE and (fmt == "megatron") == in_megatron:
                 staging.add_copy(path, relative.as_posix())
     return carried
 
