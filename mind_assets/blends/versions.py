@@ -25,6 +25,7 @@ from mind_assets.lib.storage import (
     current_version,
     list_versions,
     output_exists,
+    output_sha256,
     read_json,
     validate_name,
     version_id,
@@ -70,7 +71,13 @@ def current_version_id(data_dir: Path, blend: str) -> str | None:
     if not output_exists(pointer):
         return None
     version = current_version(pointer)
-    return version_id(version) if version != pointer else None
+    if version != pointer:
+        return version_id(version)
+    # A plain file where the link was: a data root copied with its links followed. The current
+    # version is the one with the same content (its name carries the content's hash).
+    digest = output_sha256(pointer)[:16]
+    same = [p for p in list_versions(pointer) if version_id(p).endswith(f"-{digest}")]
+    return version_id(same[-1]) if same else None
 
 
 def resolve(data_dir: Path, ref: BlendRef) -> str | None:
