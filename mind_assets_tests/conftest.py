@@ -50,6 +50,18 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MindSettings:
     return get_settings()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`datasets` caches what it loaded from a folder by the folder's path, and the paths of
+    pytest's temporary directories come round again across runs: each session reads its own."""
+    import datasets
+
+    with pytest.MonkeyPatch.context() as patch:
+        cache = tmp_path_factory.mktemp("hf-datasets-cache")
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def fresh_prefix_cache() -> None:
     """Each test sees the engine as if freshly loaded: the session's shared engine keeps its
