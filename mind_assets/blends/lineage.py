@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from mind_assets.blends.export import mix_phase, verify_pinned_files
 from mind_assets.blends.families import family
-from mind_assets.blends.manifest import Manifest, MaterializationLookup
+from mind_assets.blends.manifest import LINEAGE_FIELDS, Manifest, MaterializationLookup
 from mind_assets.blends.release import release_version
 from mind_assets.blends.versions import BlendRef, load_manifest_version
 from mind_assets.lib.outputs import Keys, OutputFamily
@@ -35,12 +35,7 @@ from mind_assets.metrics.report import format_table
 
 # What a generated row records about the request that made it, shown once per trace.
 GENERATION_REQUEST_FIELDS = (
-    "prompt_id",
-    "prompt_version",
-    "model",
-    "engine",
-    "engine_version",
-    "engine_dtype",
+    *(f for f in LINEAGE_FIELDS if f != "isolation"),
     "sampling_params",
     "seed",
     "request_hash",

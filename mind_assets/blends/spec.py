@@ -24,6 +24,18 @@ class BlendSpecError(ValueError):
     """A blend spec that cannot be used; the message names the file and the field."""
 
 
+def check_parts(kind: str, names: list[str], shares: list[float]) -> None:
+    """Parts of a whole (a phase's sources, a blend's phases): unique names, shares summing
+    to 1; the error names `kind` ("phase 'p1': source", "phase")."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{kind} name(s) {repeated} used twice")
+    total = sum(shares)
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        what = "shares" if kind.endswith("source") else "fractions"
+        raise ValueError(f"{kind} {what} sum to {total:g}, not 1")
+
+
 class Selection(BaseModel):
     """Which partitions of a source family a blend reads: each field narrows the family's
     dimension whose `selection` it is (None: every key of it)."""
@@ -83,13 +95,8 @@ class PhaseSpec(BaseModel):
 
     @model_validator(mode="after")
     def _sources_unique_shares_sum_to_one(self) -> PhaseSpec:
-        names = [s.name for s in self.sources]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"phase {self.name!r}: source name(s) {repeated} used twice")
-        total = sum(s.share for s in self.sources)
-        if not math.isclose(total, 1.0, abs_tol=1e-6):
-            raise ValueError(f"phase {self.name!r}: source shares sum to {total:g}, not 1")
+        where = f"phase {self.name!r}: source"
+        check_parts(where, [s.name for s in self.sources], [s.share for s in self.sources])
         if self.min_quality_tier is not None:
             floor = TIER_RANK[self.min_quality_tier]
             below = [
@@ -120,13 +127,7 @@ class BlendSpec(BaseModel):
 
     @model_validator(mode="after")
     def _phases_unique_fractions_sum_to_one(self) -> BlendSpec:
-        names = [p.name for p in self.phases]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"phase name(s) {repeated} used twice")
-        total = sum(p.fraction for p in self.phases)
-        if not math.isclose(total, 1.0, abs_tol=1e-6):
-            raise ValueError(f"phase fractions sum to {total:g}, not 1")
+        check_parts("phase", [p.name for p in self.phases], [p.fraction for p in self.phases])
         return self
 
 
