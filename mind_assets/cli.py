@@ -134,12 +134,15 @@ def _export_blend(args: argparse.Namespace) -> int:
         overrides["export_shard_rows"] = args.shard_rows
     if args.bucket:
         overrides["export_bucket"] = True
+    if args.workers is not None:
+        overrides["export_workers"] = args.workers
     exports = write_blend_exports(
         settings,
         _load_manifest(args.name),
         LLMResource.from_settings(settings),
         [args.format] if args.format else settings.blends.export_formats,
         settings.blends.model_copy(update=overrides),
+        log=lambda line: print(line, flush=True),
     )
     print("\n".join(exports.lines()))
     return 0
@@ -165,13 +168,14 @@ def _trace(args: argparse.Namespace) -> int:
         print(format_trace(trace_asset_row(args.asset, args.row_id, settings.data_dir)))
     else:
         # Only needed when no export of the row's blend version is there to read it from.
-        def count_tokens():
-            from mind_assets.lib.tokenizer import token_counter
+        def tokens(manifest):
+            from mind_assets.blends.assets import blend_tokenizer, token_cache
             from mind_assets.llm.resource import LLMResource
 
-            return token_counter(LLMResource.from_settings(settings).model_path())
+            llm = LLMResource.from_settings(settings)
+            return token_cache(settings, blend_tokenizer(settings, llm, manifest.tokenizer), None)
 
-        print(format_trace(trace_row(args.row_id, settings.data_dir, count_tokens)))
+        print(format_trace(trace_row(args.row_id, settings.data_dir, tokens)))
     return 0
 
 
@@ -215,12 +219,19 @@ def _publish(args: argparse.Namespace) -> int:
 
         return token_counter(LLMResource.from_settings(settings).model_path())
 
+    def make_tokenizer(name):
+        from mind_assets.blends.assets import blend_tokenizer
+        from mind_assets.llm.resource import LLMResource
+
+        return blend_tokenizer(settings, LLMResource.from_settings(settings), name)
+
     report = publish(
         args.name,
         data_dir=settings.data_dir,
         blends_dir=settings.blends_dir,
         prompts_dir=settings.prompts_dir,
         make_counter=make_counter,
+        make_tokenizer=make_tokenizer,
         out_dir=Path(args.out).resolve() if args.out else None,
         export_options=settings.blends,
     )
@@ -351,6 +362,13 @@ def _add_export_blend_command(commands: Commands) -> None:
         action="store_true",
         help="record a sequence-length bucket on each row (MIND_BLENDS__EXPORT_BUCKET)",
     )
+    export.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes for tokenizing what the token cache lacks and for writing parts "
+        "(default: MIND_BLENDS__EXPORT_WORKERS; 0: every CPU this process may use)",
+    )
     export.set_defaults(func=_export_blend)
 
 
@@ -391,7 +409,7 @@ def _add_trace_command(commands: Commands) -> None:
     )
     trace.add_argument(
         "row_id",
-        help="an exported row, e.g. example@20261205T153000Z-3f2a9c01b2d4e5f6:phase1:42 (the "
+        help="an exported row, e.g. example@20261205T153000123456Z-3f2a9c01b2d4e5f6:phase1:42 (the "
         "row_id of the parquet export and of the Megatron documents.parquet), or example:phase1:42 "
         "for the current version; with --asset, the id of a row of that asset",
     )

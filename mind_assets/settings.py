@@ -543,6 +543,29 @@ class BlendSettings(StageSettings):
         "reads, always written) and/or 'megatron' indexed datasets (needs megatron-core).",
     )
     export_shard_rows: int = Field(default=10_000, ge=1, description="Rows per parquet shard.")
+    export_part_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Rows of a phase written as one part (rounded down to whole shards): each "
+        "part is written on its own, in the Megatron export as its own dataset per source "
+        "(`<phase>/<source>.NNNNN`, weighted by its share of the source's tokens). A phase of "
+        "one part keeps one dataset per source (`<phase>/<source>`).",
+    )
+    export_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Processes that tokenize a blend's sources into the token cache (when a "
+        "manifest or an export needs tokens not counted yet) and write the parts of an export "
+        "in one step; 0: the CPUs this process may run on.",
+    )
+    export_steps: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Dagster steps blend_export spreads its parts over (each in its own process, "
+        "or its own pod with MIND_K8S__EXECUTOR=k8s_job), before a last step puts them in place "
+        "together; the files are the same for any number. Read where definitions load.",
+    )
     export_bucket: bool = Field(
         default=False,
         description="Export each phase in per-bucket shards (MIND_LENGTH_BUCKETS), short to "

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 from mind_assets.blends.assets import blend_export, export_dir, write_manifest
 from mind_assets.blends.manifest import build_manifest
 from mind_assets.blends.spec import load_blend_spec
+from mind_assets.blends.tokens import TokenCache
 from mind_assets.cli import main as mind_cli
-from mind_assets.lib.tokenizer import token_counter
+from mind_assets.lib.tokenizer import HFTokenizer
 from mind_assets_tests.test_lineage import blend_spec_over_every_source, write_declared_families
 
 BLEND = "example"  # a partition of blend_manifest and blend_export (blends/example.yaml)
@@ -25,8 +26,9 @@ def test_blend_export_materializes_and_the_cli_writes_the_same_rows(
         spec_path,
         settings.data_dir,
         known=known,
-        count_tokens=token_counter(llm.model_path()),
-        tokenizer_name=llm.model_name,
+        tokens=TokenCache(
+            settings.data_dir, HFTokenizer(llm.model_name, llm.model_path()), workers=1
+        ),
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
     )
     write_manifest(settings, manifest)

@@ -33,13 +33,13 @@ from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS
 from mind_assets.lib import storage
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import current_version, read_output, write_parquet_version
+from mind_assets_tests.blend_helpers import word_tokens
 from mind_assets_tests.filter_rows import GOOD, row
 from mind_assets_tests.test_e2e_filtering import STYLE, hand_made_partition
 from mind_assets_tests.test_lineage import (
     blend_spec_over_every_source,
     key_of,
     make_row,
-    words,
     write_declared_families,
 )
 
@@ -53,8 +53,7 @@ def build(data_dir: Path, spec: Path, known: dict) -> str:
         spec,
         data_dir,
         known=known,
-        count_tokens=words,
-        tokenizer_name="words",
+        tokens=word_tokens(data_dir),
         lookup=lambda asset, partition: UNKNOWN,
     )
     save_manifest_version(data_dir, manifest)
@@ -215,8 +214,7 @@ def test_a_partition_that_failed_a_blocking_check_is_left_out_and_named(
             spec,
             settings.data_dir,
             known=known,
-            count_tokens=words,
-            tokenizer_name="words",
+            tokens=word_tokens(settings.data_dir),
             lookup=lambda asset, partition: UNKNOWN,
             gate=gate,
         )

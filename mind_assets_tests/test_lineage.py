@@ -21,13 +21,9 @@ from mind_assets.blends.manifest import build_manifest, upstream_chain
 from mind_assets.blends.spec import load_blend_spec
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.lib.outputs import OutputFamily, PartitionDim
-from mind_assets_tests.blend_helpers import save_and_export
+from mind_assets_tests.blend_helpers import save_and_export, word_tokens
 
 ROWS = 3
-
-
-def words(texts: list[str]) -> list[int]:
-    return [len(t.split()) for t in texts]
 
 
 def key_of(dim: PartitionDim) -> str:
@@ -132,11 +128,10 @@ def blend_every_source(data_dir: Path, known: dict[str, list[str]], tmp_path: Pa
         spec_path,
         data_dir,
         known=known,
-        count_tokens=words,
-        tokenizer_name="words",
+        tokens=word_tokens(data_dir),
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
     )
-    exports = save_and_export(manifest, data_dir, words)
+    exports = save_and_export(manifest, data_dir)
     return manifest, pq.read_table(exports.directory / "all").to_pylist()
 
 

@@ -11,13 +11,13 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from mind_assets.blends.export import SCHEDULE_FILE, export_blend
+from mind_assets.blends.export import SCHEDULE_FILE
 from mind_assets.blends.manifest import build_manifest, manifest_from_json
+from mind_assets.blends.release import ReleaseRequest, write_release
 from mind_assets.blends.spec import load_blend_spec
 from mind_assets.lib.buckets import length_bucket, schedule
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
-from mind_assets.lib.storage import replace_dir
 from mind_assets.llm.requests import ChatResult, EngineIdentity
 from mind_assets.math_traces.difficulty import assess_problems, decide_reference
 from mind_assets.math_traces.judge import ModelJudge, parse_judgement
@@ -33,6 +33,7 @@ from mind_assets.math_traces.traces import (
 )
 from mind_assets.math_traces.verify import compare
 from mind_assets.settings import PROJECT_DIR, BlendSettings, MathSettings, MathSource, MindSettings
+from mind_assets_tests.blend_helpers import WordTokenizer, word_tokens
 
 IDENTITY = EngineIdentity(model="scripted", engine="test", engine_version="0")
 
@@ -433,8 +434,7 @@ def test_recipe_answer_types_repair_difficulty_over_all_modes_and_bucketed_expor
         spec_path,
         settings.data_dir,
         known={"source": ["toy"]},
-        count_tokens=words,
-        tokenizer_name="words",
+        tokens=word_tokens(settings.data_dir),
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
         length_buckets=settings.length_buckets,
     )
@@ -442,14 +442,17 @@ def test_recipe_answer_types_repair_difficulty_over_all_modes_and_bucketed_expor
     assert [b["bucket"] for b in manifest.schedule] == ["<=64", "<=256", ">256"]
     manifest = manifest_from_json(json.loads(json.dumps(manifest.to_json())))  # as stored
     out = tmp_path / "export"
-    with replace_dir(out) as staging:
-        report = export_blend(
+    report = write_release(
+        ReleaseRequest(
             manifest,
-            staging,
-            words,
-            data_dir=settings.data_dir,
-            options=BlendSettings(export_shard_rows=5),  # bucketing comes from the manifest
+            out,
+            settings.data_dir,
+            ["parquet"],
+            BlendSettings(export_shard_rows=5),  # bucketing comes from the manifest
+            (),
+            WordTokenizer(),
         )
+    ).parquet
     phase = out / "reasoning"
     shards = sorted(p.name for p in phase.glob("shard-*.parquet"))
     assert shards and all(re.fullmatch(r"shard-b0[0-2]-\d{5}\.parquet", n) for n in shards)

@@ -20,13 +20,15 @@ from mind_assets.blends.assets import manifest_dir, write_manifest
 from mind_assets.blends.export import ExportError
 from mind_assets.blends.lineage import trace_row
 from mind_assets.blends.manifest import build_manifest, manifest_from_json, megatron_prefix
-from mind_assets.blends.release import write_release
+from mind_assets.blends.release import ReleaseRequest, write_release
 from mind_assets.blends.spec import load_blend_spec
+from mind_assets.blends.tokens import TokenCache
 from mind_assets.cli import main as mind_cli
 from mind_assets.lib.storage import asset_path
-from mind_assets.lib.tokenizer import load_tokenizer, token_counter
+from mind_assets.lib.tokenizer import HFTokenizer, load_tokenizer, token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import BlendSettings, get_settings
+from mind_assets_tests.blend_helpers import WordTokenizer
 from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
 
 with warnings.catch_warnings():
@@ -108,6 +110,7 @@ def blend(tmp_path_factory):
         llm = LLMResource.from_settings(settings)
         model_path = llm.model_path()
         count = token_counter(model_path)
+        tokenizer = HFTokenizer(llm.model_name, model_path)
         available = write_sources(settings.data_dir, count)
         # Phase 2's longest source needs 1.5 passes over its rows: whole repeats and a subset.
         total = int(1.5 * available["longest_conversations"] / (0.4 * 0.7))
@@ -118,8 +121,7 @@ def blend(tmp_path_factory):
             spec_path,
             settings.data_dir,
             known={"shard": ["napkin_a"]},
-            count_tokens=count,
-            tokenizer_name=llm.model_name,
+            tokens=TokenCache(settings.data_dir, tokenizer, workers=1),
             lookup=lambda asset, partition: {"run_id": None, "data_version": None},
         )
         write_manifest(settings, manifest)
@@ -132,6 +134,7 @@ def blend(tmp_path_factory):
             parquet=exports,
             megatron=exports / "megatron",
             tokenizer=load_tokenizer(model_path),
+            blend_tokenizer=tokenizer,
             model_path=model_path,
             model_name=llm.model_name,
             root=root,
@@ -303,18 +306,18 @@ def check_blended_gpt_dataset(moved: Path, hf_tokenizer, cache: Path) -> None:
     assert np.all(np.abs(drawn - np.array(weights) / sum(weights) * samples) <= 1.0)
 
 
-def release(blend, out: Path, *, formats=("megatron",), tokenizer=None, manifest=None, name=None):
+def release(blend, out: Path, *, formats=("megatron",), tokenizer=None, manifest=None):
     """Export `blend` (or `manifest`) to `out` through the one export path."""
     return write_release(
-        manifest or blend.manifest,
-        out,
-        data_dir=blend.settings.data_dir,
-        formats=formats,
-        options=BlendSettings(),
-        length_buckets=(),
-        count_tokens=lambda: token_counter(blend.model_path),
-        tokenizer=lambda: tokenizer or blend.tokenizer,
-        tokenizer_name=name or blend.model_name,
+        ReleaseRequest(
+            manifest or blend.manifest,
+            out,
+            blend.settings.data_dir,
+            formats,
+            BlendSettings(export_workers=1),
+            (),
+            tokenizer or blend.blend_tokenizer,
+        )
     )
 
 
@@ -348,11 +351,12 @@ def test_failed_export_leaves_the_previous_one_in_place(blend, monkeypatch):
 
 def test_bad_input_fails_naming_what_is_wrong(blend, tmp_path):
     out = tmp_path / "export"
-    with pytest.raises(ExportError, match=r"counted tokens with .*SmolLM2.*configured model is"):
-        release(blend, out, name="other/model")
+    with pytest.raises(ExportError, match=r"counted tokens with .*SmolLM2.*fingerprint .*'words'"):
+        release(blend, out, tokenizer=WordTokenizer())
 
-    no_eos = SimpleNamespace(
-        eos_token_id=None, name_or_path="no-eos-tokenizer", save_pretrained=lambda path: None
+    # The manifest's tokenizer, as far as its fingerprint tells, but without an eos token.
+    no_eos = WordTokenizer(
+        name="no-eos-tokenizer", fingerprint=blend.manifest.tokenizer_sha256, eos_id=None
     )
     with pytest.raises(ExportError, match=r"'no-eos-tokenizer' has no eos token"):
         release(blend, out, tokenizer=no_eos)

@@ -19,6 +19,7 @@ from huggingface_hub import DatasetCard
 from mind_assets.blends.gc import collect
 from mind_assets.blends.manifest import build_manifest
 from mind_assets.blends.spec import load_blend_spec
+from mind_assets.blends.tokens import TokenCache
 from mind_assets.blends.versions import save_manifest_version
 from mind_assets.cli import main as mind_cli
 from mind_assets.corpus.outputs import RAW_DOCUMENTS
@@ -26,7 +27,7 @@ from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVER
 from mind_assets.lib.outputs import QUARANTINE_SUFFIX as QUARANTINE
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path, current_version, write_parquet_version
-from mind_assets.lib.tokenizer import token_counter
+from mind_assets.lib.tokenizer import HFTokenizer, token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.math_traces.outputs import SOLUTION_TRACES
 from mind_assets.publish.dataset import (
@@ -211,6 +212,7 @@ def build_blend(
     settings = get_settings()
     llm = LLMResource.from_settings(settings)
     count = token_counter(llm.model_path())
+    tokenizer = HFTokenizer(llm.model_name, llm.model_path())
     write_sources(settings.data_dir, settings.prompts_dir, llm.model_name)
     spec_path = settings.blends_dir / f"{name}.yaml"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,16 +222,20 @@ def build_blend(
         spec_path,
         settings.data_dir,
         known={"shard": ["napkin_a"], "family": ["gsm8k"]},
-        count_tokens=count,
-        tokenizer_name=llm.model_name,
+        tokens=TokenCache(settings.data_dir, tokenizer, workers=1),
         lookup=lambda asset, partition: {"run_id": None, "data_version": None},
     )
     if export:
-        save_and_export(manifest, settings.data_dir, count, options=settings.blends)
+        save_and_export(manifest, settings.data_dir, tokenizer, options=settings.blends)
     else:
         save_manifest_version(settings.data_dir, manifest)
     return SimpleNamespace(
-        settings=settings, manifest=manifest, count=count, model=llm.model_name, root=root
+        settings=settings,
+        manifest=manifest,
+        count=count,
+        tokenizer=tokenizer,
+        model=llm.model_name,
+        root=root,
     )
 
 
@@ -251,7 +257,7 @@ def _publish(blend: SimpleNamespace, **kwargs) -> Path:
         data_dir=settings.data_dir,
         blends_dir=settings.blends_dir,
         prompts_dir=settings.prompts_dir,
-        make_counter=lambda: blend.count,
+        make_tokenizer=lambda name: blend.tokenizer,
         **kwargs,
     ).folder
 

@@ -3,7 +3,7 @@ build is a new immutable version of the blend (`blends/versions.py`); an export 
 version in every requested format at once (`blends/release.py`)."""
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +11,24 @@ from dagster import (
     AllPartitionMapping,
     AssetDep,
     AssetExecutionContext,
+    AssetIn,
     AssetKey,
     AssetRecordsFilter,
+    AssetsDefinition,
     DagsterInstance,
     DataVersion,
+    In,
     MaterializeResult,
     MetadataValue,
+    Nothing,
+    OpDefinition,
+    OpExecutionContext,
+    Out,
+    Output,
     StaticPartitionsDefinition,
     asset,
+    graph_asset,
+    op,
 )
 
 from mind_assets.blends.families import BLEND_SOURCES, BLENDED_STAGES
@@ -31,14 +41,23 @@ from mind_assets.blends.manifest import (
     manifest_table,
     megatron_weights,
 )
-from mind_assets.blends.release import BlendExports, release_dir, write_release
+from mind_assets.blends.release import (
+    BlendExports,
+    ReleaseRequest,
+    finish_release_parts,
+    release_dir,
+    write_release,
+    write_release_parts,
+)
 from mind_assets.blends.spec import blend_names, blend_spec_path, check_selection, load_blend_spec
+from mind_assets.blends.tokens import TokenCache
 from mind_assets.blends.versions import (
     BlendRef,
     current_version_id,
     load_manifest_version,
     save_manifest_version,
 )
+from mind_assets.lib.progress import Log
 from mind_assets.lib.report import markdown_table
 from mind_assets.lib.storage import (
     blend_export_dir,
@@ -48,7 +67,7 @@ from mind_assets.lib.storage import (
     write_parquet_atomic,
     write_text_atomic,
 )
-from mind_assets.lib.tokenizer import load_tokenizer, token_counter
+from mind_assets.lib.tokenizer import HFTokenizer, resolve_tokenizer, worker_count
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import BlendSettings, MindSettings, get_settings
 
@@ -85,8 +104,25 @@ def load_manifest(settings: MindSettings, ref: str) -> Manifest:
     return load_manifest_version(settings.data_dir, BlendRef.parse(ref))
 
 
+def blend_tokenizer(settings: MindSettings, llm: LLMResource, name: str | None) -> HFTokenizer:
+    """The tokenizer a spec or manifest names (None: the engine model's); a directory is found
+    relative to the blend specs' folder."""
+    return resolve_tokenizer(
+        name, engine_name=llm.model_name, engine_path=llm.model_path, base_dir=settings.blends_dir
+    )
+
+
+def token_cache(settings: MindSettings, tokenizer: HFTokenizer, log: Log | None) -> TokenCache:
+    workers = worker_count(settings.blends.export_workers)
+    return TokenCache(settings.data_dir, tokenizer, workers=workers, log=log)
+
+
 def resolve_blend(
-    settings: MindSettings, instance: DagsterInstance, blend: str, llm: LLMResource
+    settings: MindSettings,
+    instance: DagsterInstance,
+    blend: str,
+    llm: LLMResource,
+    log: Log | None = None,
 ) -> Manifest:
     path = blend_spec_path(settings.blends_dir, blend)
     spec = load_blend_spec(path)
@@ -97,8 +133,7 @@ def resolve_blend(
         path,
         settings.data_dir,
         known=known,
-        count_tokens=token_counter(llm.model_path()),
-        tokenizer_name=llm.model_name,
+        tokens=token_cache(settings, blend_tokenizer(settings, llm, spec.tokenizer), log),
         lookup=instance_lookup(instance),
         length_buckets=settings.length_buckets if settings.blends.export_bucket else None,
         gate=instance_gate(instance, blocking_checks(BLENDED_STAGES)),
@@ -145,7 +180,7 @@ def write_manifest(settings: MindSettings, manifest: Manifest) -> dict[str, Any]
 def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
     blend = context.partition_key
-    manifest = resolve_blend(settings, context.instance, blend, llm)
+    manifest = resolve_blend(settings, context.instance, blend, llm, context.log.info)
     paths = write_manifest(settings, manifest)
     per_source = [
         {
@@ -199,28 +234,40 @@ def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> Material
     )
 
 
+def release_request(
+    settings: MindSettings,
+    manifest: Manifest,
+    llm: LLMResource,
+    formats: Sequence[str],
+    options: BlendSettings,
+    log: Log | None = None,
+) -> ReleaseRequest:
+    """An export of a blend version in each of `formats` into its export folder, with the
+    tokenizer its manifest counted with."""
+    current = current_version_id(settings.data_dir, manifest.blend)
+    return ReleaseRequest(
+        manifest,
+        release_dir(settings.data_dir, manifest, current),
+        settings.data_dir,
+        formats,
+        options,
+        settings.length_buckets,
+        blend_tokenizer(settings, llm, manifest.tokenizer),
+        log,
+    )
+
+
 def write_blend_exports(
     settings: MindSettings,
     manifest: Manifest,
     llm: LLMResource,
     formats: Sequence[str],
     options: BlendSettings,
+    log: Log | None = None,
 ) -> BlendExports:
     """A blend version exported in each of `formats` (parquet shards per phase, Megatron
-    indexed datasets) into its export folder at once, the model's tokenizer counting and
-    encoding the rows."""
-    current = current_version_id(settings.data_dir, manifest.blend)
-    return write_release(
-        manifest,
-        release_dir(settings.data_dir, manifest, current),
-        data_dir=settings.data_dir,
-        formats=formats,
-        options=options,
-        length_buckets=settings.length_buckets,
-        count_tokens=lambda: token_counter(llm.model_path()),
-        tokenizer=lambda: load_tokenizer(llm.model_path()),
-        tokenizer_name=llm.model_name,
-    )
+    indexed datasets) into its export folder at once, in one step."""
+    return write_release(release_request(settings, manifest, llm, formats, options, log))
 
 
 def _export_data_version(directory: Path) -> DataVersion:
@@ -231,35 +278,108 @@ def _export_data_version(directory: Path) -> DataVersion:
     return DataVersion(digest.hexdigest()[:24])
 
 
-@asset(
-    partitions_def=blend_partitions,
-    deps=[blend_manifest],
-    group_name="blends",
-    kinds={"parquet"},
-    code_version="1",
-    description="The blend's mixed data, sampled by its manifest: shuffled parquet shards per "
-    "phase (what `mind trace` reads) and, with MIND_BLENDS__EXPORT_FORMATS, Megatron indexed "
-    "datasets with a --data-path list per phase.",
-)
-def blend_export(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
-    settings = get_settings()
-    manifest = load_manifest(settings, context.partition_key)
-    exports = write_blend_exports(
-        settings, manifest, llm, settings.blends.export_formats, settings.blends
-    )
+def _export_result(
+    context: OpExecutionContext, manifest: Manifest, exports: BlendExports
+) -> tuple[dict[str, Any], DataVersion]:
+    """What a materialization of blend_export records, and its data version."""
     for line in exports.lines():
         context.log.info(line)
     per_phase = [
         {"phase": phase, "rows": rows, "tokens": exports.parquet.tokens[phase]}
         for phase, rows in (exports.parquet.rows if exports.parquet else {}).items()
     ]
-    return MaterializeResult(
-        metadata={
-            "version": manifest.ref,
-            "path": MetadataValue.path(str(exports.directory)),
-            "formats": MetadataValue.json(list(settings.blends.export_formats)),
-            "rows": sum(r["rows"] for r in per_phase),
-            "phases": MetadataValue.md(markdown_table(per_phase)),
-        },
-        data_version=_export_data_version(exports.directory),
+    formats = get_settings().blends.export_formats
+    metadata = {
+        "version": manifest.ref,
+        "path": MetadataValue.path(str(exports.directory)),
+        "formats": MetadataValue.json(list(formats)),
+        "rows": sum(r["rows"] for r in per_phase),
+        "phases": MetadataValue.md(markdown_table(per_phase)),
+    }
+    return metadata, _export_data_version(exports.directory)
+
+
+EXPORT_DESCRIPTION = (
+    "The blend's mixed data, sampled by its manifest: shuffled parquet shards per phase (what "
+    "`mind trace` reads) and, with MIND_BLENDS__EXPORT_FORMATS, Megatron indexed datasets with "
+    "a --data-path list per phase, written in one streaming pass from the token cache."
+)
+
+
+def _configured_request(context: OpExecutionContext, llm: LLMResource) -> ReleaseRequest:
+    settings = get_settings()
+    manifest = load_manifest(settings, context.partition_key)
+    formats = settings.blends.export_formats
+    return release_request(settings, manifest, llm, formats, settings.blends, context.log.info)
+
+
+def _one_step_export() -> AssetsDefinition:
+    @asset(
+        name="blend_export",
+        partitions_def=blend_partitions,
+        deps=[blend_manifest],
+        group_name="blends",
+        kinds={"parquet"},
+        code_version="1",
+        description=EXPORT_DESCRIPTION,
     )
+    def blend_export(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+        request = _configured_request(context.op_execution_context, llm)
+        exports = write_release(request)
+        metadata, data_version = _export_result(
+            context.op_execution_context, request.manifest, exports
+        )
+        return MaterializeResult(metadata=metadata, data_version=data_version)
+
+    return blend_export
+
+
+def _part_step(step: int, steps: int) -> OpDefinition:
+    @op(
+        name=f"export_part_{step}",
+        ins={"manifest": In(Nothing)},
+        out=Out(Nothing),
+        description=f"Writes every {steps}th part of the export, from part {step}.",
+    )
+    def export_part(context: OpExecutionContext, llm: LLMResource) -> None:
+        receipts = write_release_parts(_configured_request(context, llm), step, steps)
+        context.log.info(f"step {step + 1} of {steps}: {len(receipts)} part(s) written")
+
+    return export_part
+
+
+@op(ins={"parts": In(Nothing)}, out=Out(Nothing))
+def finish_export(context: OpExecutionContext, llm: LLMResource) -> Iterator[Output]:
+    """Puts every part in place at once with the Megatron lists and summaries."""
+    request = _configured_request(context, llm)
+    exports = finish_release_parts(request)
+    metadata, data_version = _export_result(context, request.manifest, exports)
+    yield Output(None, metadata=metadata, data_version=data_version)
+
+
+def _partitioned_export(steps: int) -> AssetsDefinition:
+    parts = [_part_step(step, steps) for step in range(steps)]
+
+    @graph_asset(
+        name="blend_export",
+        partitions_def=blend_partitions,
+        ins={"blend_manifest": AssetIn(dagster_type=Nothing)},
+        group_name="blends",
+        kinds={"parquet"},
+        code_version="1",
+        description=f"{EXPORT_DESCRIPTION} Its parts are written by {steps} steps.",
+    )
+    def blend_export(blend_manifest: Any) -> Any:
+        return finish_export([part(blend_manifest) for part in parts])
+
+    return blend_export
+
+
+def blend_export_asset(steps: int) -> AssetsDefinition:
+    """blend_export as one step, or with MIND_BLENDS__EXPORT_STEPS > 1 as that many steps
+    writing the parts (their own processes, or pods under the k8s_job executor) and a last one
+    putting them in place: the same files either way."""
+    return _one_step_export() if steps == 1 else _partitioned_export(steps)
+
+
+blend_export = blend_export_asset(get_settings().blends.export_steps)

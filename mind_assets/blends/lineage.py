@@ -13,10 +13,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mind_assets.blends.export import mix_phase, verify_pinned_files
+from mind_assets.blends.export import replay_row, verify_pinned_files
 from mind_assets.blends.families import family
 from mind_assets.blends.manifest import LINEAGE_FIELDS, Manifest, MaterializationLookup
 from mind_assets.blends.release import release_version
+from mind_assets.blends.tokens import TokenCache
 from mind_assets.blends.versions import BlendRef, load_manifest_version
 from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.quarantine import rejections_per_rule
@@ -30,7 +31,6 @@ from mind_assets.lib.storage import (
     read_output,
     read_output_schema,
 )
-from mind_assets.lib.tokenizer import TokenCounter
 from mind_assets.metrics.report import format_table
 
 # What a generated row records about the request that made it, shown once per trace.
@@ -194,12 +194,12 @@ class RowId:
 
 
 def find_exported_row(
-    data_dir: Path, row_id: str, count_tokens: Callable[[], TokenCounter] | None = None
+    data_dir: Path, row_id: str, tokens: Callable[[Manifest], TokenCache] | None = None
 ) -> tuple[dict[str, Any], Manifest]:
     """The exported row `row_id` names and the manifest version it belongs to. The row is read
     from an export of that version when one is there; otherwise, since an export is a function
-    of its manifest, it is mixed again from the pinned files (with `count_tokens`, the
-    manifest's tokenizer)."""
+    of its manifest, it is re-created from the pinned files (with `tokens`, the token cache of
+    the manifest's tokenizer)."""
     wanted = RowId.parse(row_id)
     manifest = load_manifest_version(data_dir, wanted.ref)
     full_id = f"{manifest.ref}:{wanted.phase}:{wanted.number}"
@@ -214,30 +214,26 @@ def find_exported_row(
             table = read_output(shard, filters=pc.field("row_id").isin([full_id, row_id]))
             if table.num_rows:
                 return table.to_pylist()[0], manifest
-    phase = next((p for p in manifest.phases if p.name == wanted.phase), None)
-    if phase is None:
+    if not any(p.name == wanted.phase for p in manifest.phases):
         raise KeyError(f"blend {manifest.ref} has no phase {wanted.phase!r}")
-    if count_tokens is None:
+    if tokens is None:
         raise KeyError(
             f"no export of {manifest.ref} holds row {full_id!r} "
             f"(run `mind export-blend {manifest.ref}`)"
         )
     verify_pinned_files(manifest, data_dir)
-    mixed = mix_phase(manifest, phase, count_tokens(), data_dir)
-    if not 0 <= wanted.number < len(mixed):
-        raise KeyError(f"{manifest.ref} phase {phase.name!r} has {len(mixed)} rows: no {full_id}")
-    return mixed[wanted.number], manifest
+    return replay_row(manifest, wanted.phase, wanted.number, tokens(manifest)), manifest
 
 
 def trace_row(
-    row_id: str, data_dir: Path, count_tokens: Callable[[], TokenCounter] | None = None
+    row_id: str, data_dir: Path, tokens: Callable[[Manifest], TokenCache] | None = None
 ) -> dict[str, Any]:
     """The full ancestry of one exported row, as nested dicts: the exported row, the source row
     it was sampled from, the request that generated it, and each parent its family declares, up
     to a root (raw document, seed rows, problem). Parents are read at the versions the row's
     blend version pinned, so a partition regenerated since still traces to the text this row
     came from. A parent row that is gone is None."""
-    exported, manifest = find_exported_row(data_dir, row_id, count_tokens)
+    exported, manifest = find_exported_row(data_dir, row_id, tokens)
     declared = family(exported["source_asset"])
     # source_file is relative to the data root (absolute in exports from before), so a moved
     # data root traces the same; it names the pinned version file.

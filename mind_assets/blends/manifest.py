@@ -15,6 +15,7 @@ from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.gates import CheckGate, QualityGateError
 from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
+from mind_assets.blends.tokens import CountedFile, TokenCache
 from mind_assets.lib.buckets import schedule as bucket_schedule
 from mind_assets.lib.storage import (
     current_version,
@@ -27,7 +28,6 @@ from mind_assets.lib.storage import (
     read_output_schema,
     sha256_file,
 )
-from mind_assets.lib.tokenizer import TokenCounter
 
 # (asset, partition key) -> {"run_id", "data_version"} of its latest materialization.
 MaterializationLookup = Callable[[str, str], dict[str, str | None]]
@@ -97,7 +97,7 @@ class Manifest:
     spec_sha256: str
     total_tokens: int
     seed: int
-    tokenizer: str
+    tokenizer: str  # as the spec names it (a Hugging Face id or a directory), or the engine's
     created_at: str
     phases: list[ResolvedPhase]
     # Every upstream partition the blend depends on, directly or through its inputs, with the
@@ -109,6 +109,9 @@ class Manifest:
     schedule: list[dict[str, Any]] = field(default_factory=list)
     # Source partitions the quality gate left out: asset, partition, check, reason.
     excluded: list[dict[str, Any]] = field(default_factory=list)
+    # The tokenizer's fingerprint (`lib/tokenizer.fingerprint_of`): an export refuses any
+    # other. Empty in manifests from before it was recorded.
+    tokenizer_sha256: str = ""
     # The version this manifest was read from (`<UTC time>-<sha256 prefix>`, the name of its
     # file under blend_manifest/<blend>/.versions/manifest.json/); not part of its content.
     version: str = ""
@@ -214,17 +217,13 @@ def resolve_files(
     source: SourceSpec,
     data_dir: Path,
     known: Mapping[str, Sequence[str]],
-    count_tokens: TokenCounter,
     lookup: MaterializationLookup,
-    token_cache: dict[str, int],
     gate: CheckGate | None = None,
     excluded: list[dict[str, Any]] | None = None,
 ) -> list[ResolvedFile]:
-    """The current version of every file a source selects, pinned with its sha256, rows, tokens
-    and the materialization that wrote it; a partition the quality `gate` keeps out is left out
-    and recorded in `excluded`. `token_cache` (sha256 -> tokens) spares counting a file two
-    sources share."""
-    text_column = BLEND_SOURCES[source.asset].text_column
+    """The current version of every file a source selects, pinned with its sha256, rows and the
+    materialization that wrote it (tokens are counted for all sources at once, `count_tokens`);
+    a partition the quality `gate` keeps out is left out and recorded in `excluded`."""
     files = []
     for partition, pointer in source_files(source, data_dir, known):
         path = current_version(pointer)  # the version this manifest pins
@@ -241,10 +240,6 @@ def resolve_files(
                     }
                 )
             continue
-        if digest not in token_cache:
-            column = read_output(path, columns=[text_column])[text_column].to_pylist()
-            texts = [t or "" for t in column]
-            token_cache[digest] = sum(count_tokens(texts)) if texts else 0
         materialization = lookup(source.asset, partition)
         files.append(
             ResolvedFile(
@@ -253,12 +248,32 @@ def resolve_files(
                 path=data_root_relative(path, data_dir),
                 sha256=digest,
                 rows=output_rows(path),
-                tokens=token_cache[digest],
+                tokens=0,
                 run_id=materialization.get("run_id"),
                 data_version=materialization.get("data_version"),
             )
         )
     return files
+
+
+def counted_files(manifest_phases: Sequence[ResolvedPhase], data_dir: Path) -> list[CountedFile]:
+    """Every file the phases pin, as the token cache knows them."""
+    return [
+        CountedFile(f.resolve(data_dir), f.sha256, BLEND_SOURCES[f.asset].text_column)
+        for phase in manifest_phases
+        for source in phase.sources
+        for f in source.files
+    ]
+
+
+def count_tokens(phases: Sequence[ResolvedPhase], data_dir: Path, tokens: TokenCache) -> None:
+    """Fill in every pinned file's tokens from the token cache (encoding, once, what it does
+    not hold yet)."""
+    totals = tokens.totals(counted_files(phases, data_dir))
+    for phase in phases:
+        for source in phase.sources:
+            for f in source.files:
+                f.tokens = totals[f.sha256]
 
 
 def allocate(phase: ResolvedPhase) -> None:
@@ -306,26 +321,23 @@ def build_manifest(
     data_dir: Path,
     *,
     known: Mapping[str, Sequence[str]],
-    count_tokens: TokenCounter,
-    tokenizer_name: str,
+    tokens: TokenCache,
     lookup: MaterializationLookup,
     length_buckets: Sequence[int] | None = None,
     gate: CheckGate | None = None,
 ) -> Manifest:
     """`known`: the keys each registered or configured dimension has now, by dimension name
-    ({"shard": [...], "family": [...], "source": [...]}). `length_buckets`: record a short-to-long
+    ({"shard": [...], "family": [...], "source": [...]}). `tokens`: the token cache of the
+    blend's tokenizer, which counts every file once. `length_buckets`: record a short-to-long
     bucket schedule for a bucketed export. `gate`: the quality gate each source partition must
     pass (see `gates.py`); what it keeps out is named in the manifest's `excluded`, or refuses
     the build when the spec says `on_failed_check: fail`."""
-    token_cache: dict[str, int] = {}
     excluded: list[dict[str, Any]] = []
     phases = []
     for phase_spec in spec.phases:
         phase = ResolvedPhase(phase_spec.name, spec.total_tokens * phase_spec.fraction)
         for source in phase_spec.sources:
-            files = resolve_files(
-                source, data_dir, known, count_tokens, lookup, token_cache, gate, excluded
-            )
+            files = resolve_files(source, data_dir, known, lookup, gate, excluded)
             phase.sources.append(
                 ResolvedSource(
                     name=source.name,
@@ -346,6 +358,7 @@ def build_manifest(
             f"blend {spec.name!r} (on_failed_check: fail): source partitions failed a blocking "
             f"check: {named}"
         )
+    count_tokens(phases, data_dir, tokens)
     for phase in phases:
         allocate(phase)
     return Manifest(
@@ -354,7 +367,8 @@ def build_manifest(
         spec_sha256=sha256_file(spec_path),
         total_tokens=spec.total_tokens,
         seed=spec.seed,
-        tokenizer=tokenizer_name,
+        tokenizer=tokens.tokenizer.name,
+        tokenizer_sha256=tokens.tokenizer.fingerprint,
         created_at=datetime.now(UTC).isoformat(),
         phases=phases,
         pinned=pinned_upstream(phases, data_dir, lookup),

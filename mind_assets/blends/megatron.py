@@ -1,10 +1,16 @@
-"""A blend as Megatron-LM/NeMo train on it: each phase's rows, sampled exactly as the parquet
-export samples them, tokenized into one megatron-core indexed dataset (.bin/.idx) per source."""
+"""A blend as Megatron-LM/NeMo train on it: each phase's rows, in the parquet export's order,
+as megatron-core indexed datasets (.bin/.idx) per source, with the blend's tokenizer.
+
+The ids come from the token cache, so nothing is tokenized here. An export in one part writes
+one dataset per source (`<phase>/<source>`); an export in several parts (`blends/plan.py`)
+writes one per source and part (`<phase>/<source>.NNNNN`) and lists them all in the phase's
+data-path file, each weighted by its share of the source's tokens: Megatron blends several
+prefixes per source natively, so parts written on different machines are never merged.
+"""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,16 +18,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mind_assets.blends.export import ExportError, mix_phase
 from mind_assets.blends.manifest import Manifest, megatron_prefix, megatron_weights
+from mind_assets.blends.plan import PhasePlan
 from mind_assets.lib.storage import InvalidNameError, Staging, validate_name
+from mind_assets.lib.tokenizer import BlendTokenizer, token_dtype
 
 MEGATRON_DIRNAME = "megatron"  # in an export, beside the parquet phases
 TOKENIZER_DIRNAME = "tokenizer"  # the tokenizer the export used, for --tokenizer-model
 DATA_PATH_SUFFIX = ".data-path.txt"  # <phase>.data-path.txt: Megatron-LM's --data-args-path
 DOCUMENTS_FILE = "documents.parquet"  # <phase>/documents.parquet: document -> blend row
 SUMMARY_FILE = "export.json"
-ENCODE_BATCH = 256  # rows tokenized per call: bounded memory, still batched for speed
 
 DOCUMENTS_SCHEMA = pa.schema(
     [
@@ -37,6 +43,10 @@ DOCUMENTS_SCHEMA = pa.schema(
 )
 
 
+class ExportError(ValueError):
+    """A blend that cannot be exported as its manifest describes; the message names the file."""
+
+
 @dataclass
 class MegatronReport:
     directory: Path
@@ -48,7 +58,7 @@ class MegatronReport:
         return self.directory / f"{phase}{DATA_PATH_SUFFIX}"
 
 
-def _megatron_core() -> tuple[Any, Any, str]:
+def megatron_core() -> tuple[Any, Any, str]:
     """megatron-core's IndexedDatasetBuilder and DType, imported only when exporting."""
     try:
         import importlib.metadata
@@ -64,36 +74,39 @@ def _megatron_core() -> tuple[Any, Any, str]:
     return IndexedDatasetBuilder, DType, importlib.metadata.version("megatron-core")
 
 
-def eod_token_id(tokenizer: Any) -> int:
+def eod_token_id(tokenizer: BlendTokenizer) -> int:
     """The end-of-document id appended to every document: the tokenizer's eos, which is also
     what Megatron-LM's HuggingFaceTokenizer reports as `eod` for masks and position resets."""
-    eos = getattr(tokenizer, "eos_token_id", None)
+    eos = tokenizer.eos_id
     if eos is None:
         raise ExportError(
-            f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no eos token "
-            "(eos_token in its tokenizer_config.json), so documents cannot be separated"
+            f"tokenizer {tokenizer.name!r} has no eos token (eos_token in its "
+            "tokenizer_config.json), so documents cannot be separated"
         )
-    return int(eos)
+    return eos
 
 
-def _encoder(tokenizer: Any):
-    def encode(texts: Sequence[str]) -> list[list[int]]:
-        # No special tokens: the manifest counted tokens the same way, and the only special
-        # token a document gets is its end-of-document id.
-        return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-
-    return encode
-
-
-def check_megatron_names(manifest: Manifest, tokenizer_name: str) -> None:
-    """Refuse a manifest whose tokens were counted with another tokenizer, or whose phase and
-    source names cannot be data-path prefixes."""
-    if tokenizer_name != manifest.tokenizer:
+def check_tokenizer(manifest: Manifest, tokenizer: BlendTokenizer) -> None:
+    """Refuse to export a manifest with a tokenizer other than the one that counted its tokens:
+    by fingerprint, or by name for a manifest from before fingerprints were recorded."""
+    if manifest.tokenizer_sha256:
+        if tokenizer.fingerprint != manifest.tokenizer_sha256:
+            raise ExportError(
+                f"blend {manifest.ref}: its manifest counted tokens with {manifest.tokenizer!r} "
+                f"(fingerprint {manifest.tokenizer_sha256[:12]}...), but {tokenizer.name!r} "
+                f"loads now with fingerprint {tokenizer.fingerprint[:12]}...; export with the "
+                "manifest's tokenizer or rebuild the manifest"
+            )
+    elif tokenizer.name != manifest.tokenizer:
         raise ExportError(
             f"blend {manifest.blend!r}: its manifest counted tokens with {manifest.tokenizer!r}, "
-            f"but the configured model is {tokenizer_name!r}; export with that tokenizer or "
+            f"but the configured model is {tokenizer.name!r}; export with that tokenizer or "
             "rebuild the manifest"
         )
+
+
+def check_megatron_names(manifest: Manifest) -> None:
+    """Refuse phase and source names that cannot be data-path prefixes."""
     for phase in manifest.phases:
         for name in (phase.name, *(s.name for s in phase.sources)):
             try:
@@ -104,107 +117,135 @@ def check_megatron_names(manifest: Manifest, tokenizer_name: str) -> None:
                 raise ExportError(f"blend {manifest.blend!r}: {error}") from error
 
 
-@dataclass
-class _DatasetWriter:
-    """Writes one (phase, source) indexed dataset with megatron-core's builder: each row one
-    document and one sequence, its tokens then the eod id."""
-
-    builder_class: Any
-    dtype: Any
-    eod: int
-    encode: Any
-
-    def count(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.encode(texts)]
-
-    def write(self, staging: Staging, prefix: str, rows: list[dict]) -> tuple[int, list[dict]]:
-        """(tokens written, one documents.parquet row per document)."""
-        builder = self.builder_class(str(staging.path(f"{prefix}.bin")), dtype=self.dtype)
-        tokens, documents = 0, []
-        for start in range(0, len(rows), ENCODE_BATCH):
-            batch = rows[start : start + ENCODE_BATCH]
-            ids_per_row = self.encode([r["text"] for r in batch])
-            for n, (row, ids) in enumerate(zip(batch, ids_per_row, strict=True), start):
-                builder.add_document(np.array([*ids, self.eod], dtype=self.dtype), [len(ids) + 1])
-                tokens += len(ids) + 1
-                documents.append(
-                    {
-                        "prefix": prefix,
-                        "document": n,
-                        "row_id": row["row_id"],
-                        "blend_version": row["blend_version"],
-                        "source_file": row["source_file"],
-                        "source_row_id": row["source_row_id"],
-                        "epoch": row["epoch"],
-                        "n_tokens": len(ids),
-                    }
-                )
-        builder.finalize(str(staging.path(f"{prefix}.idx")))
-        return tokens, documents
+def part_prefix(phase: str, source: str, part: int, parts: int) -> str:
+    """The dataset prefix of a source's rows in one part of a phase's export."""
+    prefix = megatron_prefix(phase, source)
+    return prefix if parts == 1 else f"{prefix}.{part:05d}"
 
 
-def _export_phase(
-    manifest: Manifest, phase: Any, writer: _DatasetWriter, staging: Staging, data_dir: Path
-) -> dict[str, Any]:
-    """One phase: its rows mixed as the parquet export mixes them, an indexed dataset per source
-    with weight, `documents.parquet` and the data-path list. Returns the phase's summary."""
-    mixed = mix_phase(manifest, phase, writer.count, data_dir)
-    documents: list[dict[str, Any]] = []
-    datasets = []
-    for source in phase.sources:
-        if source.weight <= 0:  # left out of the data-path list too
-            continue
-        prefix = megatron_prefix(phase.name, source.name)
-        rows = [r for r in mixed if r["source"] == source.name]
-        if not rows:
-            raise ExportError(
-                f"phase {phase.name!r} source {source.name!r}: weight {source.weight:g} "
-                "but no rows to export (are its manifest files empty now?)"
+def documents_file(phase: str, part: int, parts: int) -> str:
+    return f"{phase}/{DOCUMENTS_FILE}" if parts == 1 else f"{phase}/documents.{part:05d}.parquet"
+
+
+class MegatronPartWriter:
+    """Writes one part of one phase: its rows, in training order, appended to an indexed
+    dataset per source as they come (each row one document: its ids, then the eod id), and
+    `documents.parquet` mapping every document back to its blend row."""
+
+    def __init__(
+        self,
+        staging: Staging,
+        manifest: Manifest,
+        plan: PhasePlan,
+        part: int,
+        tokenizer: BlendTokenizer,
+    ) -> None:
+        self.staging = staging
+        self.manifest = manifest
+        self.plan = plan
+        self.part = part
+        self.builder_class, dtypes, _ = megatron_core()
+        self.dtype = dtypes.optimal_dtype(tokenizer.vocab_size)
+        self.eod = np.array([eod_token_id(tokenizer)], dtype=self.dtype)
+        self.builders: dict[int, Any] = {}
+        self.tokens: dict[int, int] = {}
+        self.documents: dict[int, list[pa.Table]] = {}
+
+    def prefix(self, source: int) -> str:
+        name = self.plan.phase.sources[source].name
+        return part_prefix(self.plan.phase.name, name, self.part, len(self.plan.parts))
+
+    def add(self, rows: pa.Table, row_ids: list[str], source_files: list[str]) -> None:
+        """Rows of the part in training order (the spilled columns, with `ids`)."""
+        sources = rows["source"].to_numpy()
+        ids = rows["ids"].combine_chunks()
+        offsets = ids.offsets.to_numpy()
+        values = ids.values.to_numpy(zero_copy_only=False).astype(self.dtype, copy=False)
+        for source in np.unique(sources).tolist():
+            builder = self.builders.get(source)
+            if builder is None:
+                path = self.staging.path(f"{self.prefix(source)}.bin")
+                builder = self.builder_class(str(path), dtype=self.dtype)
+                self.builders[source] = builder
+            members = np.flatnonzero(sources == source)
+            for index in members.tolist():
+                document = np.concatenate((values[offsets[index] : offsets[index + 1]], self.eod))
+                builder.add_document(document, [len(document)])
+            written = self.documents.setdefault(source, [])
+            first = sum(t.num_rows for t in written)
+            count = len(members)
+            self.tokens[source] = self.tokens.get(source, 0) + int(
+                (offsets[members + 1] - offsets[members]).sum() + count
             )
-        tokens, written = writer.write(staging, prefix, rows)
-        documents += written
-        datasets.append(
-            {
-                "prefix": prefix,
-                "source": source.name,
-                "weight": source.weight,
-                "documents": len(rows),
-                "tokens": tokens,
-            }
-        )
-    staging.add_table(
-        f"{phase.name}/{DOCUMENTS_FILE}", pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA)
-    )
-    data_path = f"{phase.name}{DATA_PATH_SUFFIX}"
-    staging.add_text(data_path, megatron_weights(manifest)[phase.name] + "\n")
-    return {
-        "data_path": data_path,
-        "documents": len(documents),
-        "tokens": sum(d["tokens"] for d in datasets),
-        "datasets": datasets,
-    }
+            take = pa.array(members)
+            written.append(
+                pa.table(
+                    {
+                        "prefix": pa.array([self.prefix(source)] * count, pa.string()),
+                        "document": pa.array(np.arange(first, first + count), pa.int64()),
+                        "row_id": pa.array([row_ids[i] for i in members.tolist()], pa.string()),
+                        "blend_version": pa.array([self.manifest.version] * count, pa.string()),
+                        "source_file": pa.array(
+                            [source_files[i] for i in members.tolist()], pa.string()
+                        ),
+                        "source_row_id": rows["source_row_id"].take(take),
+                        "epoch": rows["epoch"].take(take).cast(pa.int32()),
+                        "n_tokens": rows["n_tokens"].take(take).cast(pa.int32()),
+                    },
+                    schema=DOCUMENTS_SCHEMA,
+                )
+            )
+
+    def finish(self) -> dict[str, Any]:
+        """Close every dataset and write the part's documents; the part's receipt."""
+        datasets = []
+        for source in sorted(self.builders):
+            prefix = self.prefix(source)
+            self.builders[source].finalize(str(self.staging.path(f"{prefix}.idx")))
+            datasets.append(
+                {
+                    "prefix": prefix,
+                    "source": self.plan.phase.sources[source].name,
+                    "documents": sum(t.num_rows for t in self.documents[source]),
+                    "tokens": self.tokens[source],
+                }
+            )
+        tables = [t for source in sorted(self.documents) for t in self.documents[source]]
+        documents = pa.concat_tables(tables) if tables else DOCUMENTS_SCHEMA.empty_table()
+        phase, parts = self.plan.phase.name, len(self.plan.parts)
+        self.staging.add_table(documents_file(phase, self.part, parts), documents)
+        return {"datasets": datasets, "documents": documents.num_rows}
 
 
-def export_megatron(
-    manifest: Manifest,
+def data_path_list(manifest: Manifest, plan: PhasePlan, datasets: list[dict[str, Any]]) -> str:
+    """A phase's `--data-path` list: per source, its weight; in several parts, split over its
+    parts' datasets by their share of its tokens."""
+    if len(plan.parts) == 1:
+        return megatron_weights(manifest)[plan.phase.name]
+    weights = {s.name: s.weight for s in plan.phase.sources}
+    totals: dict[str, int] = {}
+    for dataset in datasets:
+        totals[dataset["source"]] = totals.get(dataset["source"], 0) + dataset["tokens"]
+    entries = [
+        f"{weights[d['source']] * d['tokens'] / totals[d['source']]:.6g} {d['prefix']}"
+        for d in datasets
+        if weights[d["source"]] > 0 and totals[d["source"]]
+    ]
+    return " ".join(entries)
+
+
+def finish_megatron(
     staging: Staging,
-    tokenizer: Any,
-    *,
-    tokenizer_name: str,
-    data_dir: Path,
+    manifest: Manifest,
+    plans: list[PhasePlan],
+    receipts: dict[str, list[dict[str, Any]]],
+    tokenizer: BlendTokenizer,
     out_dir: Path,
 ) -> MegatronReport:
-    """Write the Megatron export into `staging` (the export's `megatron/` being built, which
-    becomes `out_dir`): `<phase>/<source>.bin/.idx` per source with tokens,
-    `<phase>.data-path.txt` (weights and prefixes relative to the directory, the manifest's
-    `megatron_weights`), `<phase>/documents.parquet`, the tokenizer and a summary."""
-    check_megatron_names(manifest, tokenizer_name)
-    builder_class, dtypes, core_version = _megatron_core()
+    """What the Megatron export holds besides its parts' datasets: each phase's data-path list,
+    the tokenizer and a summary. `receipts`: per phase, its parts' receipts in order."""
+    _, _, core_version = megatron_core()
     eod = eod_token_id(tokenizer)
-    # Token ids are stored as uint16 when the vocabulary allows, as megatron-core's own
-    # preprocessing does; readers take the dtype from the .idx header.
-    dtype = dtypes.optimal_dtype(len(tokenizer))
-    writer = _DatasetWriter(builder_class, dtype, eod, _encoder(tokenizer))
     report = MegatronReport(out_dir)
     summary: dict[str, Any] = {
         "blend": manifest.blend,
@@ -212,20 +253,41 @@ def export_megatron(
         "spec_sha256": manifest.spec_sha256,
         "manifest_created_at": manifest.created_at,
         "tokenizer": manifest.tokenizer,
+        "tokenizer_sha256": tokenizer.fingerprint,
         "tokenizer_dir": TOKENIZER_DIRNAME,
         "eod_token_id": eod,
-        "eod_token": tokenizer.convert_ids_to_tokens(eod),
-        "dtype": np.dtype(dtype).name,
+        "eod_token": tokenizer.id_to_token(eod),
+        "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
         "megatron_core": core_version,
         "token_rule": "tokens of a dataset = sum of its documents' n_tokens + 1 eod per document",
         "phases": {},
     }
-    tokenizer.save_pretrained(str(staging.path(TOKENIZER_DIRNAME)))
-    for phase in manifest.phases:
-        phase_summary = _export_phase(manifest, phase, writer, staging, data_dir)
-        summary["phases"][phase.name] = phase_summary
-        report.documents[phase.name] = phase_summary["documents"]
-        report.tokens[phase.name] = phase_summary["tokens"]
-        report.datasets[phase.name] = len(phase_summary["datasets"])
+    tokenizer.save(staging.path(TOKENIZER_DIRNAME))
+    for plan in plans:
+        phase = plan.phase
+        datasets = []
+        for receipt in receipts[phase.name]:
+            datasets += receipt["datasets"]
+        order = {s.name: i for i, s in enumerate(phase.sources)}
+        datasets.sort(key=lambda d: (order[d["source"]], d["prefix"]))
+        weights = {s.name: s.weight for s in phase.sources}
+        for dataset in datasets:
+            dataset["weight"] = weights[dataset["source"]]
+        data_path = f"{phase.name}{DATA_PATH_SUFFIX}"
+        staging.add_text(data_path, data_path_list(manifest, plan, datasets) + "\n")
+        documents = sum(r["documents"] for r in receipts[phase.name])
+        summary["phases"][phase.name] = {
+            "data_path": data_path,
+            "documents": documents,
+            "tokens": sum(d["tokens"] for d in datasets),
+            "parts": len(plan.parts),
+            "datasets": [
+                {k: d[k] for k in ("prefix", "source", "weight", "documents", "tokens")}
+                for d in datasets
+            ],
+        }
+        report.documents[phase.name] = documents
+        report.tokens[phase.name] = summary["phases"][phase.name]["tokens"]
+        report.datasets[phase.name] = len(datasets)
     staging.add_json(SUMMARY_FILE, summary)
     return report

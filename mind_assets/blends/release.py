@@ -1,9 +1,14 @@
 """An export of one blend version: every requested format in one directory, built whole.
 
 `write_release` is the one path the `blend_export` asset, `mind export-blend` and publishing
-take. It checks the sha256 of every file every phase pins before writing anything, then writes
-the parquet phases, the Megatron datasets and `export.json` into one staging directory and swaps
-it in once: a mismatch or a crash anywhere leaves the previous export byte for byte as it was.
+take. It checks the sha256 of every file every phase pins before writing anything, plans every
+phase from the token cache, writes the parts of each phase (parquet shards and Megatron
+datasets from one streaming pass, `blends/export.py`) into one staging directory and swaps it in
+once: a mismatch or a crash anywhere leaves the previous export byte for byte as it was. A
+partitioned export (`write_release_parts` in several Dagster steps, then
+`finish_release_parts`) writes the same files: each step writes its parts into the data root's
+parts folder, and the last moves them into the staging directory and swaps it in.
+
 The current version exports to `blend_exports/<blend>/`; an older version, asked for by
 `<blend>@<version>`, to `blend_exports/<blend>@<version>/`, so re-creating what a trainer
 received never replaces the current export. Formats not requested are carried over from the
@@ -13,24 +18,49 @@ mixes two versions).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import json
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mind_assets.blends.export import ExportReport, export_blend, verify_pinned_files
+from mind_assets.blends.export import (
+    ExportJob,
+    ExportReport,
+    finish_parquet,
+    plan_export,
+    verify_pinned_files,
+    write_part,
+)
 from mind_assets.blends.manifest import Manifest
-from mind_assets.blends.megatron import MEGATRON_DIRNAME, check_megatron_names, export_megatron
+from mind_assets.blends.megatron import (
+    MEGATRON_DIRNAME,
+    ExportError,
+    check_megatron_names,
+    check_tokenizer,
+    eod_token_id,
+    finish_megatron,
+)
+from mind_assets.blends.tokens import TokenCache
+from mind_assets.lib.progress import Log, Progress
 from mind_assets.lib.storage import (
     Staging,
     blend_export_dir,
     blend_exports_root,
+    delete_dir,
+    export_parts_dir,
     files_under,
+    fresh_dir,
     list_outputs,
+    push_dir,
     read_json,
     replace_dir,
+    sha256_text,
+    write_json_atomic,
 )
-from mind_assets.lib.tokenizer import TokenCounter
+from mind_assets.lib.tokenizer import BlendTokenizer, worker_count
 from mind_assets.settings import BlendSettings
 
 RELEASE_FILE = "export.json"  # what an export holds: blend, version, formats, rows per phase
@@ -109,68 +139,212 @@ def _carry_over(out: Path, staging: Staging, formats: Sequence[str], version: st
     return carried
 
 
-def write_release(
-    manifest: Manifest,
-    out: Path,
-    *,
-    data_dir: Path,
-    formats: Sequence[str],
-    options: BlendSettings,
-    length_buckets: Sequence[int],
-    count_tokens: Callable[[], TokenCounter],
-    tokenizer: Callable[[], Any],
-    tokenizer_name: str,
+@dataclass
+class ReleaseRequest:
+    """One export of one manifest version: where, which formats, how, with which tokenizer."""
+
+    manifest: Manifest
+    out: Path
+    data_dir: Path
+    formats: Sequence[str]
+    options: BlendSettings
+    length_buckets: Sequence[int]
+    tokenizer: BlendTokenizer
+    log: Log | None = None
+
+    def check(self) -> None:
+        """Refuse before any work: an unknown format, another tokenizer than the manifest's,
+        names that cannot be Megatron prefixes, a pinned file missing or changed."""
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown export format(s) {unknown}: use {', '.join(FORMATS)}")
+        check_tokenizer(self.manifest, self.tokenizer)
+        if "megatron" in self.formats:
+            check_megatron_names(self.manifest)
+            eod_token_id(self.tokenizer)
+        verify_pinned_files(self.manifest, self.data_dir)
+
+    def plan(self) -> ExportJob:
+        tokens = TokenCache(
+            self.data_dir,
+            self.tokenizer,
+            workers=worker_count(self.options.export_workers),
+            log=self.log,
+        )
+        return plan_export(
+            self.manifest, self.data_dir, self.options, self.length_buckets, self.formats, tokens
+        )
+
+    def progress(self, job: ExportJob) -> Progress:
+        total = sum(plan.rows for plan in job.plans)
+        return Progress(f"exporting {self.manifest.ref}", self.log, total)
+
+    def parts_dir(self) -> Path:
+        """Where the parts of a partitioned export of this request wait (`export_parts_dir`),
+        keyed by the version and everything that decides the files."""
+        decided = {
+            "formats": sorted(self.formats),
+            "shard_rows": self.options.export_shard_rows,
+            "part_rows": self.options.export_part_rows,
+            "bucket": self.options.export_bucket,
+            "length_buckets": list(self.length_buckets),
+            "tokenizer": self.tokenizer.fingerprint,
+            "out": self.out.name,
+        }
+        digest = sha256_text(json.dumps(decided, sort_keys=True))[:16]
+        return export_parts_dir(
+            self.data_dir, self.manifest.blend, f"{self.manifest.version or 'current'}-{digest}"
+        )
+
+
+def _write_part_in_worker(job: ExportJob, phase: int, part: int, directory: Path) -> dict:
+    return write_part(job, phase, part, Staging(directory), Progress("part", None))
+
+
+def _write_parts(
+    job: ExportJob, staging: Staging, progress: Progress, log: Log | None
+) -> dict[str, list[dict[str, Any]]]:
+    """Every part of the job into `staging`: one after another, or, with several parts and
+    workers, in a pool of processes (each part its own files, so they never collide)."""
+    receipts: dict[str, list[dict[str, Any]]] = {plan.phase.name: [] for plan in job.plans}
+    parts = job.parts()
+    workers = min(job.tokens.workers, len(parts))
+    if workers <= 1:
+        for phase, part in parts:
+            receipts[job.plans[phase].phase.name].append(
+                write_part(job, phase, part, staging, progress)
+            )
+        progress.finish()
+        return receipts
+    # What crosses to the workers must pickle: the cache without its log (a Dagster logger).
+    shipped = replace(job, tokens=TokenCache(job.data_dir, job.tokens.tokenizer, workers=1))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_write_part_in_worker, shipped, phase, part, staging.directory)
+            for phase, part in parts
+        ]
+        for future in futures:
+            receipt = future.result()
+            receipts[receipt["phase"]].append(receipt)
+            progress.advance(receipt["rows"], receipt["tokens"])
+            if log is not None:
+                log(f"part {receipt['part']} of phase {receipt['phase']!r} written")
+    progress.finish()
+    return receipts
+
+
+def _finish(
+    request: ReleaseRequest,
+    job: ExportJob,
+    staging: Staging,
+    receipts: dict[str, list[dict[str, Any]]],
 ) -> BlendExports:
-    """Export `manifest` in each of `formats` into `out`, as one directory swapped in once.
-    `count_tokens` and `tokenizer` are built only for the formats that need them."""
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}: use {', '.join(FORMATS)}")
-    if "megatron" in formats:
-        check_megatron_names(manifest, tokenizer_name)
-    verify_pinned_files(manifest, data_dir)
+    """What an export holds besides its parts: the Megatron lists, summaries, formats carried
+    over from the export in place, and export.json."""
+    manifest, out = request.manifest, request.out
     exports = BlendExports(out, manifest.version)
-    with replace_dir(out) as staging:
-        if "parquet" in formats:
-            exports.parquet = export_blend(
-                manifest,
-                staging,
-                count_tokens(),
-                data_dir=data_dir,
-                options=options,
-                length_buckets=length_buckets,
-            )
-            exports.parquet.directory = out
-        if "megatron" in formats:
-            exports.megatron = export_megatron(
-                manifest,
-                staging.sub(MEGATRON_DIRNAME),
-                tokenizer(),
-                tokenizer_name=tokenizer_name,
-                data_dir=data_dir,
-                out_dir=out / MEGATRON_DIRNAME,
-            )
-        previous = read_json(out / RELEASE_FILE) or {}
-        exports.carried = _carry_over(out, staging, formats, manifest.version)
-        phases = (
-            {
-                p: {"rows": n, "tokens": exports.parquet.tokens[p]}
-                for p, n in exports.parquet.rows.items()
-            }
-            if exports.parquet
-            else previous.get("phases", {})
-            if "parquet" in exports.carried
-            else {}
+    if "parquet" in request.formats:
+        exports.parquet = finish_parquet(staging, job, receipts, out)
+    if "megatron" in request.formats:
+        exports.megatron = finish_megatron(
+            staging.sub(MEGATRON_DIRNAME),
+            manifest,
+            job.plans,
+            {phase: [r["megatron"] for r in parts] for phase, parts in receipts.items()},
+            request.tokenizer,
+            out / MEGATRON_DIRNAME,
         )
-        staging.add_json(
-            RELEASE_FILE,
-            {
-                "blend": manifest.blend,
-                "blend_version": manifest.version,
-                "formats": sorted({*formats, *exports.carried}),
-                "spec_sha256": manifest.spec_sha256,
-                "tokenizer": manifest.tokenizer,
-                "phases": phases,
-            },
-        )
+    previous = read_json(out / RELEASE_FILE) or {}
+    exports.carried = _carry_over(out, staging, request.formats, manifest.version)
+    phases = (
+        {
+            p: {"rows": n, "tokens": exports.parquet.tokens[p]}
+            for p, n in exports.parquet.rows.items()
+        }
+        if exports.parquet
+        else previous.get("phases", {})
+        if "parquet" in exports.carried
+        else {}
+    )
+    staging.add_json(
+        RELEASE_FILE,
+        {
+            "blend": manifest.blend,
+            "blend_version": manifest.version,
+            "formats": sorted({*request.formats, *exports.carried}),
+            "spec_sha256": manifest.spec_sha256,
+            "tokenizer": manifest.tokenizer,
+            "tokenizer_sha256": request.tokenizer.fingerprint,
+            "parts": {plan.phase.name: len(plan.parts) for plan in job.plans},
+            "phases": phases,
+        },
+    )
+    return exports
+
+
+def write_release(request: ReleaseRequest) -> BlendExports:
+    """Export the request's manifest in each of its formats into its folder, as one directory
+    swapped in once: checked, planned from the token cache, every part written in one streaming
+    pass (in parallel when there are several and workers to spare), then finished."""
+    request.check()
+    job = request.plan()
+    with replace_dir(request.out) as staging:
+        receipts = _write_parts(job, staging, request.progress(job), request.log)
+        return _finish(request, job, staging, receipts)
+
+
+def write_release_parts(request: ReleaseRequest, step: int, steps: int) -> list[dict[str, Any]]:
+    """The parts a Dagster step of a partitioned export writes (every `steps`-th, from
+    `step`), each into its own folder under the request's parts directory, uploaded, and
+    acknowledged with a receipt; a part with a receipt already is not written again, so a step
+    that runs again resumes."""
+    request.check()
+    job = request.plan()
+    root = request.parts_dir()
+    done = []
+    progress = request.progress(job)
+    for index, (phase, part) in enumerate(job.parts()):
+        if index % steps != step:
+            continue
+        name = f"part-{phase:03d}-{part:05d}"
+        receipt = read_json(root / f"{name}.json")
+        if receipt is None:
+            directory = root / name
+            receipt = write_part(job, phase, part, fresh_dir(directory), progress)
+            receipt["files"] = [
+                p.relative_to(directory).as_posix() for p in files_under(directory, "**/*")
+            ]
+            push_dir(directory)
+            write_json_atomic(receipt, root / f"{name}.json")
+        done.append(receipt)
+    progress.finish()
+    return done
+
+
+def finish_release_parts(request: ReleaseRequest) -> BlendExports:
+    """The last step of a partitioned export: every part's files moved into one staging
+    directory with the lists and summaries, swapped in once, and the parts deleted. A part
+    without its receipt stops it, naming the part."""
+    request.check()
+    job = request.plan()
+    root = request.parts_dir()
+    receipts: dict[str, list[dict[str, Any]]] = {plan.phase.name: [] for plan in job.plans}
+    found = []
+    for phase, part in job.parts():
+        name = f"part-{phase:03d}-{part:05d}"
+        receipt = read_json(root / f"{name}.json")
+        if receipt is None:
+            raise ExportError(
+                f"{request.manifest.ref}: part {part} of phase "
+                f"{job.plans[phase].phase.name!r} was not written ({root / name}.json missing); "
+                "run the export's part steps first"
+            )
+        receipts[receipt["phase"]].append(receipt)
+        found.append((root / name, receipt))
+    with replace_dir(request.out) as staging:
+        for directory, receipt in found:
+            for relative in receipt["files"]:
+                staging.add_move(directory / relative, relative)
+        exports = _finish(request, job, staging, receipts)
+    delete_dir(root)
     return exports

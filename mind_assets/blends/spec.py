@@ -123,6 +123,10 @@ class BlendSpec(BaseModel):
     # version): left out of the manifest and named there (`exclude`), or the build refused
     # (`fail`).
     on_failed_check: Literal["exclude", "fail"] = "exclude"
+    # The trainer's tokenizer, which counts the token budget and epoch caps and encodes the
+    # Megatron export: a Hugging Face id, or a directory (absolute, or relative to the spec's
+    # folder). None: the engine model's, the teacher that generated the data.
+    tokenizer: str | None = Field(default=None, min_length=1)
     phases: list[PhaseSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ tags pin versions a trainer used.
 A manifest is an output like any other: each build writes a new version of
 `blend_manifest/<blend>/manifest.json` (the version's id is its UTC time and content hash) and
 moves the current pointer, so the manifest a trainer's data came from is never overwritten. A
-reference `keep` means the current version, `keep@20261205T153000Z-3f2a9c01b2d4e5f6` (or any
+reference `keep` means the current version, `keep@20261205T153000123456Z-3f2a9c01b2d4e5f6` (or any
 unique prefix of the id) one version. Tags (`mind blends tag keep@... trained-run-42`) live in
 `blend_manifest/<blend>/tags.json` and pin a version for as long as they exist; retention keeps
 the newest `MIND_BLENDS__KEEP_VERSIONS` untagged versions besides, and `mind gc` deletes the

@@ -150,6 +150,32 @@ def feature_cache_file(data_dir: Path, name: str) -> Path:
     return asset_path(data_dir, "diversity_features", name)
 
 
+TOKEN_CACHE_DIRNAME = "token_cache"
+SCRATCH_DIRNAME = ".scratch"
+EXPORT_PARTS_DIRNAME = ".parts"
+
+
+def token_cache_file(data_dir: Path, fingerprint: str, version: Path, sha256: str) -> Path:
+    """The token ids and counts of one output version under one tokenizer (by its fingerprint):
+    `token_cache/<fingerprint[:16]>/<output path>/<sha256>.parquet`. Keyed by content, so it
+    never goes stale; `mind gc` deletes it once no version of the output has that content."""
+    output = output_of(version).relative_to(data_dir)
+    stem = output.with_suffix("") if output.suffix else output
+    return data_dir / TOKEN_CACHE_DIRNAME / fingerprint[:16] / stem / f"{sha256}.parquet"
+
+
+def export_parts_dir(data_dir: Path, blend: str, key: str) -> Path:
+    """Where the parts of one partitioned export wait for its last step, which puts them in
+    place together: `blend_exports/.parts/<blend>/<key>/` (`key`: the version and the export's
+    settings, so a step that runs again finds the parts already done)."""
+    return (
+        blend_exports_root(data_dir)
+        / EXPORT_PARTS_DIRNAME
+        / validate_name(blend, kind="blend name")
+        / validate_name(key, kind="export key")
+    )
+
+
 def data_root_relative(path: Path, data_dir: Path) -> str:
     """`path` as manifests and exports record it: relative to the data root, '/'-separated, so a
     data root moved, copied or mounted elsewhere still resolves."""
@@ -209,8 +235,7 @@ def _stage_version(final_path: Path, write: Callable[[Path], None], version_id: 
     try:
         write(tmp)
         if version_id is None:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            version_id = f"{stamp}-{sha256_file(tmp)[:16]}"
+            version_id = f"{version_stamp()}-{sha256_file(tmp)[:16]}"
         version = directory / f"{version_id}{suffix}"
         os.replace(tmp, version)
     finally:
@@ -219,8 +244,15 @@ def _stage_version(final_path: Path, write: Callable[[Path], None], version_id: 
     return version
 
 
+def version_stamp() -> str:
+    """`20261205T153000123456Z`: the UTC time to the microsecond, so versions written within one
+    second still sort in the order they were written."""
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}Z"
+
+
 def version_id(version: Path) -> str:
-    """`20261205T153000Z-3f2a...`: a version file's name without its suffix."""
+    """`20261205T153000123456Z-3f2a...`: a version file's name without its suffix."""
     return version.name[: -len("".join(version.suffixes[-1:]))] if version.suffix else version.name
 
 
@@ -452,6 +484,32 @@ def read_output(path: Path, columns: list[str] | None = None, filters: Any = Non
         ) from error
 
 
+def iter_output_batches(
+    path: Path, columns: list[str] | None, batch_size: int
+) -> Iterator[pa.Table]:
+    """An output read `batch_size` rows at a time, in order (the last batch may be shorter), so
+    a file bigger than memory streams; a damaged file is an error naming it."""
+    _pull(path)
+    if not path.is_file():
+        raise OutputReadError(f"{path} is missing: materialize its asset first")
+    try:
+        source = pq.ParquetFile(path)
+        held: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in source.iter_batches(batch_size=batch_size, columns=columns):
+            held.append(batch)
+            rows += batch.num_rows
+            while rows >= batch_size:
+                table = pa.Table.from_batches(held)
+                yield table.slice(0, batch_size)
+                rest = table.slice(batch_size)
+                held, rows = rest.to_batches(), rest.num_rows
+        if rows:
+            yield pa.Table.from_batches(held)
+    except (pa.ArrowException, OSError) as error:
+        raise OutputReadError(f"{path} is not a readable parquet file ({error})") from error
+
+
 def read_output_schema(path: Path) -> pa.Schema:
     """The columns of an output (or version), read from its footer alone."""
     _pull(path)
@@ -569,6 +627,55 @@ def write_text_atomic(text: str, final_path: Path) -> Path:
     return final_path
 
 
+@contextlib.contextmanager
+def parquet_writer(final_path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A parquet file written a row group at a time and put in place (and uploaded) whole once
+    the writer closes without error: for a file bigger than memory."""
+    with (
+        atomic_path(final_path) as tmp,
+        pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
+    ):
+        yield writer
+
+
+@contextlib.contextmanager
+def scratch_dir(data_dir: Path) -> Iterator[Path]:
+    """A private directory on this machine, beside the working copy, for what a step spills
+    while it runs (an external shuffle); removed when the step ends, by `mind gc` after a
+    crash. Never uploaded."""
+    root = data_dir / SCRATCH_DIRNAME
+    root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="step-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def fresh_dir(directory: Path) -> Staging:
+    """An empty directory of the data root to write one part of a partitioned export into;
+    what a killed attempt left there is removed first. `push_dir` uploads it when done."""
+    delete_dir(directory)
+    directory.mkdir(parents=True)
+    return Staging(directory)
+
+
+def push_dir(directory: Path) -> None:
+    """Upload a directory written on this machine (one part of a partitioned export) to the
+    store, for the step that assembles the parts elsewhere. Nothing for a local data root."""
+    store = object_store.store_for(directory)
+    if store is not None:
+        store.push_tree(directory)
+
+
+def delete_dir(directory: Path) -> None:
+    """Delete a directory of the data root, here and in the store."""
+    store = object_store.store_for(directory)
+    if store is not None:
+        store.delete(store.list_files(directory))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def delete(path: Path) -> None:
     """Delete a plain file of the data root, here and in the store."""
     path.unlink(missing_ok=True)
@@ -646,6 +753,14 @@ class Staging:
         shutil.copyfile(source, path)
         return path
 
+    def add_move(self, source: Path, relative: str) -> Path:
+        """Move a file of the data root written for this directory (a part of a partitioned
+        export) into it, pulling it from the store first when it was written elsewhere."""
+        _pull(source)
+        path = self.path(relative)
+        os.replace(source, path)
+        return path
+
     def files(self) -> list[Path]:
         return sorted(p for p in self.directory.rglob("*") if p.is_file())
 
@@ -703,12 +818,15 @@ class Leftover:
     temporary file of a killed write, or the staging directory of a killed directory swap."""
 
     path: Path
-    kind: str  # "version", "temp file", "export staging" or "publish staging"
+    kind: str  # "version", "temp file", "token cache", or one of DIRECTORY_KINDS
     bytes: int
     age_s: float
 
 
 STAGING_KINDS = ("export staging", "publish staging")
+# Leftovers that are whole directories: staging of killed swaps, parts of an export whose last
+# step never ran, scratch of a killed step.
+DIRECTORY_KINDS = (*STAGING_KINDS, "export parts", "scratch")
 STORED = "stored "  # the kind of an object in the store: "stored version", ...
 REQUESTS_DIRNAME = "_requests"
 
@@ -737,9 +855,10 @@ def current_versions(data_dir: Path) -> set[str]:
 
 def leftovers(data_dir: Path, keep: set[str], older_than_s: float) -> list[Leftover]:
     """Everything under the data root `mind gc` may delete: versions whose normalised path is
-    not in `keep`, temporary files, and staging directories under `blend_exports/<blend>/` and
-    `published/`; nothing younger than `older_than_s` (a write in flight has a version on disk
-    for a moment before its pointer moves)."""
+    not in `keep`, temporary files, staging directories of killed swaps in `blend_exports/`
+    and `published/`, parts of exports whose last step never ran, scratch of killed steps, and
+    token caches of content no version holds any more; nothing younger than `older_than_s` (a
+    write in flight has a version on disk for a moment before its pointer moves)."""
     now = time.time()
     found = []
     for path, kind in _leftover_candidates(data_dir):
@@ -747,22 +866,28 @@ def leftovers(data_dir: Path, keep: set[str], older_than_s: float) -> list[Lefto
         age = now - stat.st_mtime
         if age < older_than_s or (kind == "version" and os.path.normpath(path) in keep):
             continue
-        size = _tree_size(path) if kind in STAGING_KINDS else stat.st_size
+        size = _tree_size(path) if kind in DIRECTORY_KINDS else stat.st_size
         found.append(Leftover(path, kind, size, age))
     return found
 
 
 def stored_leftovers(data_dir: Path, keep: set[str], older_than_s: float) -> list[Leftover]:
     """What `mind gc` may delete from the object store behind the working copy `data_dir`:
-    versions whose normalised path is not in `keep`, temporary objects of killed uploads, and
+    versions whose normalised path is not in `keep`, temporary objects of killed uploads,
     request batches of generations that never finished (a batch is deleted when its partition
-    is written); nothing younger than `older_than_s`. Empty for a local data root."""
+    is written), token caches of content no version holds any more, and parts of exports whose
+    last step never ran; nothing younger than `older_than_s`. Empty for a local data root."""
     store = object_store.store_for(data_dir)
     if store is None:
         return []
     now = time.time()
     found = []
-    for path, (size, modified) in store.listing_with_times(data_dir).items():
+    listing = store.listing_with_times(data_dir)
+    version_names: dict[Path, list[str]] = {}
+    for path in listing:
+        if is_version(path):
+            version_names.setdefault(path.parent, []).append(path.name)
+    for path, (size, modified) in listing.items():
         age = now - modified
         if age < older_than_s:
             continue
@@ -773,6 +898,13 @@ def stored_leftovers(data_dir: Path, keep: set[str], older_than_s: float) -> lis
             kind = "version"
         elif relative[0] == REQUESTS_DIRNAME:
             kind = "request batch"
+        elif relative[0] == TOKEN_CACHE_DIRNAME and path.suffix == ".parquet":
+            output, sha256 = _cached_output(data_dir, path)
+            if any(f"-{sha256[:16]}." in n for n in version_names.get(versions_dir(output), [])):
+                continue
+            kind = "token cache"
+        elif relative[:2] == ("blend_exports", EXPORT_PARTS_DIRNAME):
+            kind = "export parts"
         else:
             continue
         found.append(Leftover(path, STORED + kind, size, age))
@@ -781,21 +913,27 @@ def stored_leftovers(data_dir: Path, keep: set[str], older_than_s: float) -> lis
 
 def _leftover_candidates(data_dir: Path) -> Iterator[tuple[Path, str]]:
     exports, published = blend_exports_root(data_dir), published_root(data_dir)
+    token_caches = data_dir / TOKEN_CACHE_DIRNAME
     for directory, dirnames, filenames in os.walk(data_dir):
         here = Path(directory)
         in_versions = here.parent.name == VERSIONS_DIRNAME
+        in_token_cache = token_caches in here.parents
         for name in filenames:
             if name.startswith(".") and name.endswith(".tmp"):
                 yield here / name, "temp file"
             elif in_versions:
                 yield here / name, "version"
-        kind = (
-            "export staging"
-            if here.parent == exports
-            else "publish staging"
-            if here == published
-            else None
-        )
+            elif in_token_cache and _cached_content_gone(data_dir, here / name):
+                yield here / name, "token cache"
+        if here == data_dir and SCRATCH_DIRNAME in dirnames:
+            dirnames.remove(SCRATCH_DIRNAME)
+            for name in sorted(os.listdir(here / SCRATCH_DIRNAME)):
+                yield here / SCRATCH_DIRNAME / name, "scratch"
+        if here == exports and EXPORT_PARTS_DIRNAME in dirnames:
+            dirnames.remove(EXPORT_PARTS_DIRNAME)
+            for parts in sorted((here / EXPORT_PARTS_DIRNAME).glob("*/*")):
+                yield parts, "export parts"
+        kind = {exports: "export staging", published: "publish staging"}.get(here)
         if kind is not None:
             # Directory swaps stage into '.<name>.staging.*' and move the directory they
             # replace into '.<name>.old.*' until the new one is in place.
@@ -803,6 +941,24 @@ def _leftover_candidates(data_dir: Path) -> Iterator[tuple[Path, str]]:
             dirnames[:] = [d for d in dirnames if d not in staging]
             for name in staging:
                 yield here / name, kind
+
+
+def _cached_output(data_dir: Path, cache_file: Path) -> tuple[Path, str]:
+    """The output a token cache file belongs to (its versions' directory) and the content
+    sha256 it was made from."""
+    stem = cache_file.parent.relative_to(data_dir / TOKEN_CACHE_DIRNAME).parts[1:]
+    output = data_dir.joinpath(*stem).with_suffix(".parquet")
+    return output, cache_file.name.split(".", 1)[0]
+
+
+def _cached_content_gone(data_dir: Path, cache_file: Path) -> bool:
+    """Whether no version of its output holds the content a token cache file was made from
+    (versions carry a prefix of their sha256 in their names); a plain output from before
+    versions keeps its cache."""
+    output, sha256 = _cached_output(data_dir, cache_file)
+    if output.is_file() and not output.is_symlink():
+        return False
+    return not any(versions_dir(output).glob(f"*-{sha256[:16]}.*"))
 
 
 def _tree_size(path: Path) -> int:
@@ -818,7 +974,7 @@ def delete_leftovers(found: list[Leftover]) -> None:
     for item in found:
         if item.kind.startswith(STORED):
             continue
-        if item.kind in STAGING_KINDS:
+        if item.kind in DIRECTORY_KINDS:
             shutil.rmtree(item.path, ignore_errors=True)
         else:
             item.path.unlink(missing_ok=True)

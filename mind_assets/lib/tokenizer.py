@@ -1,13 +1,32 @@
-"""The model's own tokenizer, for chunk sizes and token counts that match what the engine sees."""
+"""Tokenizers: the engine model's own (chunk sizes and budgets that match what the engine sees)
+and a blend's (the trainer's, which its spec names), identified by a fingerprint of the
+vocabulary, and a pool of worker processes that encodes batches on every core."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
 
 # Token counts of a batch of texts, in order.
 TokenCounter = Callable[[Sequence[str]], list[int]]
+
+# One encoded batch: tokens per row, and every row's ids end to end.
+Encoded = tuple[np.ndarray, np.ndarray]
+
+# Megatron stores ids as uint16 below this vocabulary size, int32 above (DType.optimal_dtype).
+UINT16_VOCAB_LIMIT = 65500
 
 
 @lru_cache(maxsize=4)
@@ -27,3 +46,210 @@ def token_counter(model_path: str) -> TokenCounter:
         return [len(ids) for ids in encoded]
 
     return count
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """How ids of a vocabulary this size are stored, as megatron-core stores them."""
+    return np.dtype(np.uint16 if vocab_size < UINT16_VOCAB_LIMIT else np.int32)
+
+
+def fingerprint_of(tokenizer: Any) -> str:
+    """sha256 of what decides a tokenizer's ids: its full definition (vocabulary, merges,
+    normalizer, pre-tokenizer, special tokens) for a fast tokenizer, else its vocabulary and
+    special tokens. Truncation and padding are call settings, not the tokenizer, and are left
+    out."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+    else:
+        definition = {"vocab": sorted(tokenizer.get_vocab().items())}
+    definition["special_tokens"] = sorted(tokenizer.all_special_tokens)
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+
+
+class BlendTokenizer(Protocol):
+    """What a blend counts and encodes with. Implementations must pickle small (they are sent
+    to worker processes) and load what they need on first use in each process."""
+
+    name: str  # as a blend spec names it: a Hugging Face id or a directory
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def eos_id(self) -> int | None: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> Encoded: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def id_to_token(self, token_id: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class HFTokenizer:
+    """A Hugging Face tokenizer loaded from `path` (a local directory or a Hub id), known to
+    blends by `name`."""
+
+    name: str
+    path: str
+    _fingerprint: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def load(self) -> Any:
+        return load_tokenizer(self.path)
+
+    @property
+    def fingerprint(self) -> str:
+        if not self._fingerprint:
+            self._fingerprint.append(fingerprint_of(self.load()))
+        return self._fingerprint[0]
+
+    @property
+    def eos_id(self) -> int | None:
+        eos = getattr(self.load(), "eos_token_id", None)
+        return None if eos is None else int(eos)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.load())
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """Ids without special tokens (the only one a document gets is its end-of-document id,
+        added by the Megatron export), as the tokenizer's own call would give them."""
+        tokenizer = self.load()
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        else:
+            # The fast path skips the character offsets, which only alignment needs.
+            encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
+            rows = [e.ids for e in encode_batch(list(texts), add_special_tokens=False)]
+        return flatten(rows, token_dtype(self.vocab_size))
+
+    def save(self, directory: Path) -> None:
+        self.load().save_pretrained(str(directory))
+
+    def id_to_token(self, token_id: int) -> str:
+        return str(self.load().convert_ids_to_tokens(token_id))
+
+
+def flatten(rows: Sequence[Sequence[int]], dtype: np.dtype) -> Encoded:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
+    total = int(lengths.sum())
+    ids = np.fromiter((i for r in rows for i in r), dtype=dtype, count=total)
+    return lengths, ids
+
+
+def worker_count(requested: int | None) -> int:
+    """`requested`, or the CPUs this process may run on (its affinity mask, which a container's
+    CPU set narrows), at least 1."""
+    if requested:
+        return max(1, requested)
+    with contextlib.suppress(AttributeError):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+_WORKER_TOKENIZER: list[BlendTokenizer] = []
+
+
+def _start_worker(tokenizer: BlendTokenizer) -> None:
+    # One core per worker: the pool is the parallelism, so the tokenizer's own threads would
+    # only compete with the other workers.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    _WORKER_TOKENIZER[:] = [tokenizer]
+
+
+def _encode_in_worker(texts: list[str]) -> Encoded:
+    return _WORKER_TOKENIZER[0].encode(texts)
+
+
+@contextlib.contextmanager
+def _single_threaded() -> Iterator[None]:
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved
+
+
+class EncodingPool:
+    """Encodes batches of texts in `workers` processes, results in input order, at most a few
+    batches in flight per worker so memory stays bounded by the batch size. With one worker the
+    batches are encoded here, on one core."""
+
+    def __init__(self, tokenizer: BlendTokenizer, workers: int) -> None:
+        self.tokenizer = tokenizer
+        self.workers = max(1, workers)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> EncodingPool:
+        if self.workers > 1:
+            # spawn, not fork: the parent may run threads (Dagster's, the tokenizer's own).
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.tokenizer,),
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+    def map(self, batches: Iterable[list[str]]) -> Iterator[Encoded]:
+        if self._executor is None:
+            with _single_threaded():
+                for texts in batches:
+                    yield self.tokenizer.encode(texts)
+            return
+        pending: deque[Future[Encoded]] = deque()
+        for texts in batches:
+            pending.append(self._executor.submit(_encode_in_worker, texts))
+            if len(pending) >= 3 * self.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class TokenizerError(ValueError):
+    """A tokenizer that cannot be loaded; the message names it and where it was looked for."""
+
+
+def resolve_tokenizer(
+    name: str | None, *, engine_name: str, engine_path: Callable[[], str], base_dir: Path
+) -> HFTokenizer:
+    """The tokenizer a blend spec names: None or the engine model's name means the engine
+    model's (loaded from where the engine loads it); a directory, absolute or relative to
+    `base_dir` (the spec's folder); otherwise a Hugging Face id. Loaded here, so a name that
+    does not load fails before any work."""
+    if name is None or name == engine_name:
+        tokenizer = HFTokenizer(engine_name, engine_path())
+        where = f"the engine model's, at {tokenizer.path}"
+    else:
+        directory = Path(name) if Path(name).is_absolute() else base_dir / name
+        if directory.is_dir():
+            tokenizer = HFTokenizer(name, str(directory))
+            where = f"the directory {directory}"
+        else:
+            tokenizer = HFTokenizer(name, name)
+            where = f"no directory {directory}, so a Hugging Face id"
+    try:
+        tokenizer.load()
+    except (OSError, ValueError) as error:
+        raise TokenizerError(
+            f"tokenizer {tokenizer.name!r} ({where}) does not load: {error}"
+        ) from error
+    return tokenizer

@@ -13,7 +13,7 @@ from dagster import (
     asset,
 )
 
-from mind_assets.blends.assets import blend_manifest, blend_partitions
+from mind_assets.blends.assets import blend_manifest, blend_partitions, blend_tokenizer
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.publish.dataset import PUBLISHABLE, publish
@@ -52,6 +52,7 @@ def published_dataset(context: AssetExecutionContext, llm: LLMResource) -> Mater
         blends_dir=settings.blends_dir,
         prompts_dir=settings.prompts_dir,
         make_counter=lambda: token_counter(llm.model_path()),
+        make_tokenizer=lambda name: blend_tokenizer(settings, llm, name),
         export_options=settings.blends,
     )
     return MaterializeResult(

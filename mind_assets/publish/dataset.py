@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from mind_assets.blends.export import EXPORT_SCHEMA
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.manifest import Manifest, source_lineage
-from mind_assets.blends.release import release_version, write_release
+from mind_assets.blends.release import ReleaseRequest, release_version, write_release
 from mind_assets.blends.spec import blend_names, blend_spec_exists, blend_spec_path
 from mind_assets.blends.versions import BlendRef, load_manifest_version
 from mind_assets.lib.outputs import Keys, OutputFamily
@@ -48,7 +48,7 @@ from mind_assets.lib.storage import (
 from mind_assets.lib.storage import blend_export_dir as export_dir
 from mind_assets.lib.storage import blend_manifest_file as manifest_path
 from mind_assets.lib.storage import published_dir as published_dir
-from mind_assets.lib.tokenizer import TokenCounter
+from mind_assets.lib.tokenizer import BlendTokenizer, TokenCounter
 from mind_assets.publish.card import (
     PUBLISHED_TAG,
     SPLIT,
@@ -318,15 +318,16 @@ def publish_blend(
     data_dir: Path,
     blends_dir: Path,
     prompts_dir: Path,
-    make_counter: Callable[[], TokenCounter],
+    make_tokenizer: Callable[[str], BlendTokenizer],
     out_dir: Path | None = None,
     tags: Sequence[str] = (),
     export_options: BlendSettings | None = None,
 ) -> PublishReport:
     """Write the published folder of `blend` (default `<data_dir>/published/<blend>/`),
     exporting the blend first when its parquet export is missing or older than its manifest.
-    `make_counter` builds the token counter only when an export is needed; that export is
-    written with `export_options` (default: the `MIND_BLENDS__*` defaults)."""
+    `make_tokenizer` loads the manifest's tokenizer (by the name it records) only when an
+    export is needed; that export is written with `export_options` (default: the
+    `MIND_BLENDS__*` defaults)."""
     manifest = load_blend_manifest(data_dir, blends_dir, blend)
     if not manifest.phases:
         raise PublishError(f"manifest {manifest_path(data_dir, blend)} has no phases")
@@ -336,15 +337,15 @@ def publish_blend(
     exported = False
     if not export_is_current(manifest, exports):
         write_release(
-            manifest,
-            exports,
-            data_dir=data_dir,
-            formats=["parquet"],
-            options=export_options or BlendSettings(),
-            length_buckets=(),
-            count_tokens=make_counter,
-            tokenizer=lambda: None,
-            tokenizer_name=manifest.tokenizer,
+            ReleaseRequest(
+                manifest,
+                exports,
+                data_dir,
+                ["parquet"],
+                export_options or BlendSettings(),
+                (),
+                make_tokenizer(manifest.tokenizer),
+            )
         )
         exported = True
     # The published folder is meant to be read by others (a staging directory is private).
@@ -519,11 +520,14 @@ def publish(
     blends_dir: Path,
     prompts_dir: Path,
     make_counter: Callable[[], TokenCounter],
+    make_tokenizer: Callable[[str], BlendTokenizer],
     out_dir: Path | None = None,
     tags: Sequence[str] = (),
     export_options: BlendSettings | None = None,
 ) -> PublishReport:
-    """`mind publish NAME`: the asset of that name (see PUBLISHABLE) or the blend."""
+    """`mind publish NAME`: the asset of that name (see PUBLISHABLE) or the blend. Tokens of
+    an asset's rows are counted with `make_counter` (the engine model's); a blend exported
+    first is encoded with its manifest's tokenizer (`make_tokenizer`)."""
     try:
         validate_name(name, kind="blend or asset name")
     except InvalidNameError as error:
@@ -557,7 +561,7 @@ def publish(
         data_dir=data_dir,
         blends_dir=blends_dir,
         prompts_dir=prompts_dir,
-        make_counter=make_counter,
+        make_tokenizer=make_tokenizer,
         out_dir=out_dir,
         tags=tags,
         export_options=export_options,
