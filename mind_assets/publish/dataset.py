@@ -61,7 +61,7 @@ from mind_assets.publish.card import (
     SeedRange,
     render_card,
 )
-from mind_assets.publish.licences import blend_licences, licences_of
+from mind_assets.publish.licences import SourceLicences, blend_licences, licences_of
 from mind_assets.settings import BlendSettings
 
 # What may be published on its own: the families a blend may read, the platform's finished rows
@@ -83,6 +83,20 @@ class PublishReport:
     exported: bool  # whether a blend's parquet export had to be (re)written first
     kind: str = "blend"  # or "asset"
     card: str = ""  # the README.md written
+
+    @classmethod
+    def of(
+        cls, folder: Path, configs: list[ConfigData], card: str, *, kind: str, exported: bool
+    ) -> PublishReport:
+        """The report of a folder written with these configs and this card."""
+        return cls(
+            folder,
+            rows={c.name: c.rows for c in configs},
+            tokens={c.name: c.tokens for c in configs},
+            exported=exported,
+            kind=kind,
+            card=card,
+        )
 
 
 def load_blend_manifest(data_dir: Path, blends_dir: Path, blend: str) -> Manifest:
@@ -278,15 +292,47 @@ def _check_replaceable(folder: Path) -> None:
         )
 
 
-def _blend_card_facts(
-    manifest: Manifest,
-    phases: list[ConfigData],
-    data_dir: Path,
-    prompts_dir: Path,
-    tags: Sequence[str],
-) -> CardFacts:
-    """What a blend's card states: per source, the lineage, prompts, seeds, rejections and
-    licences of the files its manifest pins."""
+@dataclass
+class _Derivation:
+    """What a published folder's rows derive from, per blend source or config (`unit`): the
+    lineage of their generation, the files that hold them, the partitions those files are of and
+    the licences of their origins."""
+
+    unit: str  # "source" or "config"
+    lineage: dict[str, list[dict[str, Any]]]
+    files: dict[str, list[Path]]
+    partitions: Partitions
+    licences: list[SourceLicences]
+
+    def card_facts(
+        self,
+        origin: BlendOrigin | FamilyOrigin,
+        configs: list[ConfigData],
+        schema: pa.Schema,
+        data_dir: Path,
+        prompts_dir: Path,
+        tags: Sequence[str],
+    ) -> CardFacts:
+        """What the card states: the derivation, and the prompts, seeds and per-rule rejections
+        read off it."""
+        return CardFacts(
+            origin=origin,
+            configs=configs,
+            schema=schema,
+            lineage=self.lineage,
+            prompts=_prompts(
+                (e for entries in self.lineage.values() for e in entries), prompts_dir
+            ),
+            seeds=_seeds(self.files),
+            rejections=_rejections(self.partitions, data_dir, self.unit),
+            licences=self.licences,
+            tags=list(tags),
+        )
+
+
+def _blend_derivation(manifest: Manifest, data_dir: Path) -> _Derivation:
+    """Per blend source, the lineage, files and partitions its manifest pins, and their
+    licences."""
     lineage: dict[str, list[dict[str, Any]]] = {}
     files: dict[str, list[Path]] = {}
     partitions: dict[str, list[tuple[OutputFamily, Keys]]] = {}
@@ -299,17 +345,7 @@ def _blend_card_facts(
                 partitions.setdefault(source.name, []).append(
                     (declared, declared.keys(f.partition))
                 )
-    return CardFacts(
-        origin=BlendOrigin(manifest),
-        configs=phases,
-        schema=EXPORT_SCHEMA,
-        lineage=lineage,
-        prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
-        seeds=_seeds(files),
-        rejections=_rejections(partitions, data_dir, "source"),
-        licences=blend_licences(manifest, data_dir),
-        tags=list(tags),
-    )
+    return _Derivation("source", lineage, files, partitions, blend_licences(manifest, data_dir))
 
 
 def publish_blend(
@@ -350,15 +386,13 @@ def publish_blend(
     # The published folder is meant to be read by others (a staging directory is private).
     with replace_dir(folder, mode=0o755) as staging:
         phases = _stage_phases(manifest, exports, staging)
-        card = render_card(_blend_card_facts(manifest, phases, data_dir, prompts_dir, tags))
+        derivation = _blend_derivation(manifest, data_dir)
+        facts = derivation.card_facts(
+            BlendOrigin(manifest), phases, EXPORT_SCHEMA, data_dir, prompts_dir, tags
+        )
+        card = render_card(facts)
         staging.add_text("README.md", card)
-    return PublishReport(
-        folder,
-        rows={p.name: p.rows for p in phases},
-        tokens={p.name: p.tokens for p in phases},
-        exported=exported,
-        card=card,
-    )
+    return PublishReport.of(folder, phases, card, kind="blend", exported=exported)
 
 
 def config_name(declared: OutputFamily, keys: Keys) -> str:
@@ -430,17 +464,11 @@ def _stage_partitions(
     return configs, read
 
 
-def _family_card_facts(
-    declared: OutputFamily,
-    partitions: list[Keys],
-    configs: list[ConfigData],
-    origin: FamilyOrigin,
-    data_dir: Path,
-    prompts_dir: Path,
-    tags: Sequence[str],
-) -> CardFacts:
-    """What an asset's card states: per config, the lineage, prompts, seeds, rejections and
-    licences of the current versions it publishes."""
+def _family_derivation(
+    declared: OutputFamily, partitions: list[Keys], data_dir: Path
+) -> _Derivation:
+    """Per config, the lineage, current versions and partitions an asset publishes, and their
+    licences."""
     groups: dict[str, list[tuple[OutputFamily, Keys]]] = {}
     files: dict[str, list[Path]] = {}
     for keys in partitions:
@@ -448,17 +476,7 @@ def _family_card_facts(
         groups.setdefault(config, []).append((declared, keys))
         files.setdefault(config, []).append(current_version(declared.path(data_dir, keys)))
     lineage = {config: source_lineage(paths) for config, paths in files.items()}
-    return CardFacts(
-        origin=origin,
-        configs=configs,
-        schema=declared.schema,
-        lineage=lineage,
-        prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
-        seeds=_seeds(files),
-        rejections=_rejections(groups, data_dir, "config"),
-        licences=licences_of(groups, data_dir),
-        tags=list(tags),
-    )
+    return _Derivation("config", lineage, files, groups, licences_of(groups, data_dir))
 
 
 def publish_family(
@@ -496,20 +514,18 @@ def publish_family(
                 f"({', '.join(sorted({p.partition for p in read}))}) is empty, e.g. all its rows "
                 "quarantined (see `mind metrics --views rejections_per_rule`)"
             )
-        origin = FamilyOrigin(declared, read, built_at)
-        facts = _family_card_facts(
-            declared, partitions, configs, origin, data_dir, prompts_dir, tags
+        derivation = _family_derivation(declared, partitions, data_dir)
+        facts = derivation.card_facts(
+            FamilyOrigin(declared, read, built_at),
+            configs,
+            declared.schema,
+            data_dir,
+            prompts_dir,
+            tags,
         )
         card = render_card(facts)
         staging.add_text("README.md", card)
-    return PublishReport(
-        folder,
-        rows={c.name: c.rows for c in configs},
-        tokens={c.name: c.tokens for c in configs},
-        exported=False,
-        kind="asset",
-        card=card,
-    )
+    return PublishReport.of(folder, configs, card, kind="asset", exported=False)
 
 
 def publish(
@@ -528,6 +544,14 @@ def publish(
         validate_name(name, kind="blend or asset name")
     except InvalidNameError as error:
         raise PublishError(str(error)) from error
+    # What publishing a blend and publishing an asset are both given.
+    shared: dict[str, Any] = {
+        "data_dir": data_dir,
+        "prompts_dir": prompts_dir,
+        "make_counter": make_counter,
+        "out_dir": out_dir,
+        "tags": tags,
+    }
     spec, manifest = blend_spec_path(blends_dir, name), manifest_path(data_dir, name)
     has_spec = blend_spec_exists(blends_dir, name)
     is_blend = has_spec or output_exists(manifest)
@@ -537,14 +561,7 @@ def publish(
                 f"{name!r} names both an asset and a blend ({spec if has_spec else manifest})"
                 "; rename the blend"
             )
-        return publish_family(
-            name,
-            data_dir=data_dir,
-            prompts_dir=prompts_dir,
-            make_counter=make_counter,
-            out_dir=out_dir,
-            tags=tags,
-        )
+        return publish_family(name, **shared)
     if not is_blend:
         known = blend_names(blends_dir)
         raise PublishError(
@@ -552,13 +569,4 @@ def publish(
             f"and no asset of that name (blend specs in {blends_dir}: "
             f"{', '.join(known) or 'none'}; publishable assets: {', '.join(sorted(PUBLISHABLE))})"
         )
-    return publish_blend(
-        name,
-        data_dir=data_dir,
-        blends_dir=blends_dir,
-        prompts_dir=prompts_dir,
-        make_counter=make_counter,
-        out_dir=out_dir,
-        tags=tags,
-        export_options=export_options,
-    )
+    return publish_blend(name, blends_dir=blends_dir, export_options=export_options, **shared)
