@@ -285,17 +285,15 @@ class ServerPool:
     async def _chat(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None
     ) -> list[ChatResult]:
+        per_server = self.config.max_concurrency_per_server
         for state in self.states.values():
-            state.semaphore = asyncio.Semaphore(self.config.max_concurrency_per_server)
-        self._capacity = asyncio.Semaphore(
-            self.config.max_concurrency_per_server * len(self.states)
-        )
+            state.semaphore = asyncio.Semaphore(per_server)
+        capacity = per_server * len(self.states)
+        self._capacity = asyncio.Semaphore(capacity)
         started = time.monotonic()
         done = 0
         tokens = 0
-        limits = httpx.Limits(
-            max_connections=self.config.max_concurrency_per_server * len(self.states)
-        )
+        limits = httpx.Limits(max_connections=capacity)
         headers = auth_headers(self.config.api_key)
         async with httpx.AsyncClient(limits=limits, headers=headers) as client:
 
