@@ -51,6 +51,7 @@ from mind_assets.task_qa.prismatic_steps import (
 )
 from mind_assets.task_qa.seeds import EvalTexts, load_seed_split, normalize_split
 from mind_assets.task_qa.stage import (
+    FamilyGeneration,
     TaskQAResult,
     parse_retry_metadata,
     run_task_qa,
@@ -229,11 +230,8 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     seed_picker = None
     if settings.task_qa.seed_selection == "prismatic":
         seed_picker = prismatic_seed_picker(settings, family, seeds, context.log)
-    result = run_task_qa(
+    run = FamilyGeneration(
         entry=entry,
-        seeds=seeds,
-        eval_texts=evaluation.texts,
-        eval_labels=evaluation.labels,
         prompts=prompts,
         chat=llm.chat,
         identity=llm.identity(),
@@ -242,8 +240,10 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         base_seed=settings.seed,
         batch_size=llm.requests_per_batch(settings.batch_size),
         max_tokens_cap=settings.max_tokens,
-        seed_picker=seed_picker,
         logger=context.log,
+    )
+    result = run_task_qa(
+        run, seeds, evaluation.texts, eval_labels=evaluation.labels, seed_picker=seed_picker
     )
     written = write_split(TASK_QA, settings.data_dir, out.keys, result.accepted, result.quarantine)
     usage = llm.usage(result.stats)
