@@ -1,5 +1,4 @@
-"""The `mind` command line: register shards, prepare the model, run the demo. Each subcommand's
-help is the docstring of the function that runs it."""
+"""The `mind` command line: register shards, prepare the model, run the demo."""
 
 from __future__ import annotations
 
@@ -248,15 +247,8 @@ def _publish(args: argparse.Namespace) -> int:
 
         return token_counter(LLMResource.from_settings(settings).model_path())
 
-    report = publish(
-        args.name,
-        data_dir=settings.data_dir,
-        blends_dir=settings.blends_dir,
-        prompts_dir=settings.prompts_dir,
-        make_counter=make_counter,
-        out_dir=Path(args.out).resolve() if args.out else None,
-        export_options=settings.blends,
-    )
+    out_dir = Path(args.out).resolve() if args.out else None
+    report = publish(args.name, settings, make_counter, out_dir=out_dir)
     if report.exported:
         print(
             f"exported {args.name} first (its parquet export was missing or older than its "
