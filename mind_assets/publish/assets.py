@@ -45,15 +45,7 @@ published_partitions = StaticPartitionsDefinition(
     "`mind publish --repo-id`.",
 )
 def published_dataset(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
-    settings = get_settings()
-    report = publish(
-        context.partition_key,
-        data_dir=settings.data_dir,
-        blends_dir=settings.blends_dir,
-        prompts_dir=settings.prompts_dir,
-        make_counter=lambda: token_counter(llm.model_path()),
-        export_options=settings.blends,
-    )
+    report = publish(context.partition_key, get_settings(), lambda: token_counter(llm.model_path()))
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(report.folder)),

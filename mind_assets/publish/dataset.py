@@ -62,7 +62,7 @@ from mind_assets.publish.card import (
     render_card,
 )
 from mind_assets.publish.licences import SourceLicences, blend_licences, licences_of
-from mind_assets.settings import BlendSettings
+from mind_assets.settings import BlendSettings, MindSettings
 
 # What may be published on its own: the families a blend may read, the platform's finished rows
 # (unfiltered conversations, chunks and seeds are steps on the way, not data to train on).
@@ -530,24 +530,23 @@ def publish_family(
 
 def publish(
     name: str,
-    *,
-    data_dir: Path,
-    blends_dir: Path,
-    prompts_dir: Path,
+    settings: MindSettings,
     make_counter: Callable[[], TokenCounter],
+    *,
     out_dir: Path | None = None,
     tags: Sequence[str] = (),
-    export_options: BlendSettings | None = None,
 ) -> PublishReport:
-    """`mind publish NAME`: the asset of that name (see PUBLISHABLE) or the blend."""
+    """`mind publish NAME`: the asset of that name (see PUBLISHABLE) or the blend, under the
+    settings' data root; a blend export it needs first is written with MIND_BLENDS__*."""
     try:
         validate_name(name, kind="blend or asset name")
     except InvalidNameError as error:
         raise PublishError(str(error)) from error
+    data_dir, blends_dir = settings.data_dir, settings.blends_dir
     # What publishing a blend and publishing an asset are both given.
     shared: dict[str, Any] = {
         "data_dir": data_dir,
-        "prompts_dir": prompts_dir,
+        "prompts_dir": settings.prompts_dir,
         "make_counter": make_counter,
         "out_dir": out_dir,
         "tags": tags,
@@ -569,4 +568,4 @@ def publish(
             f"and no asset of that name (blend specs in {blends_dir}: "
             f"{', '.join(known) or 'none'}; publishable assets: {', '.join(sorted(PUBLISHABLE))})"
         )
-    return publish_blend(name, blends_dir=blends_dir, export_options=export_options, **shared)
+    return publish_blend(name, blends_dir=blends_dir, export_options=settings.blends, **shared)
