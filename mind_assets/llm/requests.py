@@ -17,6 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mind_assets.lib.prompts import PromptFile
 
+# What a generated row keeps of the reply it was made from, besides its text; the request store's
+# batch files hold the same columns, so a partition's rows can be read back as replies.
+REPLY_FIELDS = [
+    pa.field("prompt_tokens", pa.int32(), nullable=False),
+    pa.field("completion_tokens", pa.int32(), nullable=False),
+    pa.field("finish_reason", pa.string(), nullable=False),
+    pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("request_hash", pa.string(), nullable=False),
+]
 # The columns that say how a generated row was produced, shared by every generation family's
 # row schema (each family adds what its rows derive from: a chunk, seeds, ...).
 GENERATION_FIELDS = [
@@ -27,11 +36,7 @@ GENERATION_FIELDS = [
     pa.field("engine_dtype", pa.string(), nullable=False),
     pa.field("sampling_params", pa.string(), nullable=False),  # JSON, seed included
     pa.field("seed", pa.int64(), nullable=False),
-    pa.field("prompt_tokens", pa.int32(), nullable=False),
-    pa.field("completion_tokens", pa.int32(), nullable=False),
-    pa.field("finish_reason", pa.string(), nullable=False),
-    pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("request_hash", pa.string(), nullable=False),
+    *REPLY_FIELDS,
 ]
 
 
