@@ -75,6 +75,22 @@ class PublishError(ValueError):
     """A blend or asset that cannot be published; the message names the missing file or field."""
 
 
+@dataclass(frozen=True)
+class Publishing:
+    """What publishing a blend or an asset is given: the data root, the prompt files its card
+    quotes, how to count tokens (built only when they must be counted), where to write (default
+    `<data_dir>/published/<name>/`) and the card's extra tags."""
+
+    data_dir: Path
+    prompts_dir: Path
+    make_counter: Callable[[], TokenCounter]
+    out_dir: Path | None = None
+    tags: Sequence[str] = ()
+
+    def folder(self, name: str) -> Path:
+        return self.out_dir if self.out_dir is not None else published_dir(self.data_dir, name)
+
+
 @dataclass
 class PublishReport:
     folder: Path
@@ -309,24 +325,21 @@ class _Derivation:
         origin: BlendOrigin | FamilyOrigin,
         configs: list[ConfigData],
         schema: pa.Schema,
-        data_dir: Path,
-        prompts_dir: Path,
-        tags: Sequence[str],
+        publishing: Publishing,
     ) -> CardFacts:
         """What the card states: the derivation, and the prompts, seeds and per-rule rejections
         read off it."""
+        entries = (e for entries in self.lineage.values() for e in entries)
         return CardFacts(
             origin=origin,
             configs=configs,
             schema=schema,
             lineage=self.lineage,
-            prompts=_prompts(
-                (e for entries in self.lineage.values() for e in entries), prompts_dir
-            ),
+            prompts=_prompts(entries, publishing.prompts_dir),
             seeds=_seeds(self.files),
-            rejections=_rejections(self.partitions, data_dir, self.unit),
+            rejections=_rejections(self.partitions, publishing.data_dir, self.unit),
             licences=self.licences,
-            tags=list(tags),
+            tags=list(publishing.tags),
         )
 
 
@@ -350,23 +363,20 @@ def _blend_derivation(manifest: Manifest, data_dir: Path) -> _Derivation:
 
 def publish_blend(
     blend: str,
+    publishing: Publishing,
     *,
-    data_dir: Path,
     blends_dir: Path,
-    prompts_dir: Path,
-    make_counter: Callable[[], TokenCounter],
-    out_dir: Path | None = None,
-    tags: Sequence[str] = (),
     export_options: BlendSettings | None = None,
 ) -> PublishReport:
-    """Write the published folder of `blend` (default `<data_dir>/published/<blend>/`),
-    exporting the blend first when its parquet export is missing or older than its manifest.
-    `make_counter` builds the token counter only when an export is needed; that export is
-    written with `export_options` (default: the `MIND_BLENDS__*` defaults)."""
+    """Write the published folder of `blend`, exporting the blend first when its parquet export
+    is missing or older than its manifest. The token counter is built only when an export is
+    needed; that export is written with `export_options` (default: the `MIND_BLENDS__*`
+    defaults)."""
+    data_dir = publishing.data_dir
     manifest = load_blend_manifest(data_dir, blends_dir, blend)
     if not manifest.phases:
         raise PublishError(f"manifest {manifest_path(data_dir, blend)} has no phases")
-    folder = out_dir if out_dir is not None else published_dir(data_dir, blend)
+    folder = publishing.folder(blend)
     _check_replaceable(folder)
     exports = export_dir(data_dir, blend)
     exported = False
@@ -378,7 +388,7 @@ def publish_blend(
             formats=["parquet"],
             options=export_options or BlendSettings(),
             length_buckets=(),
-            count_tokens=make_counter,
+            count_tokens=publishing.make_counter,
             tokenizer=lambda: None,
             tokenizer_name=manifest.tokenizer,
         )
@@ -387,9 +397,7 @@ def publish_blend(
     with replace_dir(folder, mode=0o755) as staging:
         phases = _stage_phases(manifest, exports, staging)
         derivation = _blend_derivation(manifest, data_dir)
-        facts = derivation.card_facts(
-            BlendOrigin(manifest), phases, EXPORT_SCHEMA, data_dir, prompts_dir, tags
-        )
+        facts = derivation.card_facts(BlendOrigin(manifest), phases, EXPORT_SCHEMA, publishing)
         card = render_card(facts)
         staging.add_text("README.md", card)
     return PublishReport.of(folder, phases, card, kind="blend", exported=exported)
@@ -479,18 +487,11 @@ def _family_derivation(
     return _Derivation("config", lineage, files, groups, licences_of(groups, data_dir))
 
 
-def publish_family(
-    asset: str,
-    *,
-    data_dir: Path,
-    prompts_dir: Path,
-    make_counter: Callable[[], TokenCounter],
-    out_dir: Path | None = None,
-    tags: Sequence[str] = (),
-) -> PublishReport:
-    """Write the published folder of one asset (default `<data_dir>/published/<asset>/`): the
-    latest version of every materialized partition, one config per style, task family or
-    source and mode, with a card generated from the rows' lineage."""
+def publish_family(asset: str, publishing: Publishing) -> PublishReport:
+    """Write the published folder of one asset: the latest version of every materialized
+    partition, one config per style, task family or source and mode, with a card generated from
+    the rows' lineage."""
+    data_dir = publishing.data_dir
     declared = PUBLISHABLE.get(asset)
     if declared is None:
         raise PublishError(
@@ -502,9 +503,9 @@ def publish_family(
             f"asset {asset!r} has nothing materialized: no partition file under "
             f"{data_dir / asset} (materialize {asset} first)"
         )
-    folder = out_dir if out_dir is not None else published_dir(data_dir, asset)
+    folder = publishing.folder(asset)
     _check_replaceable(folder)
-    count = make_counter()
+    count = publishing.make_counter()
     built_at = datetime.now(UTC).isoformat(timespec="seconds")
     with replace_dir(folder, mode=0o755) as staging:
         configs, read = _stage_partitions(declared, partitions, data_dir, count, staging)
@@ -515,14 +516,8 @@ def publish_family(
                 "quarantined (see `mind metrics --views rejections_per_rule`)"
             )
         derivation = _family_derivation(declared, partitions, data_dir)
-        facts = derivation.card_facts(
-            FamilyOrigin(declared, read, built_at),
-            configs,
-            declared.schema,
-            data_dir,
-            prompts_dir,
-            tags,
-        )
+        origin = FamilyOrigin(declared, read, built_at)
+        facts = derivation.card_facts(origin, configs, declared.schema, publishing)
         card = render_card(facts)
         staging.add_text("README.md", card)
     return PublishReport.of(folder, configs, card, kind="asset", exported=False)
@@ -543,14 +538,7 @@ def publish(
     except InvalidNameError as error:
         raise PublishError(str(error)) from error
     data_dir, blends_dir = settings.data_dir, settings.blends_dir
-    # What publishing a blend and publishing an asset are both given.
-    shared: dict[str, Any] = {
-        "data_dir": data_dir,
-        "prompts_dir": settings.prompts_dir,
-        "make_counter": make_counter,
-        "out_dir": out_dir,
-        "tags": tags,
-    }
+    publishing = Publishing(data_dir, settings.prompts_dir, make_counter, out_dir, tags)
     spec, manifest = blend_spec_path(blends_dir, name), manifest_path(data_dir, name)
     has_spec = blend_spec_exists(blends_dir, name)
     is_blend = has_spec or output_exists(manifest)
@@ -560,7 +548,7 @@ def publish(
                 f"{name!r} names both an asset and a blend ({spec if has_spec else manifest})"
                 "; rename the blend"
             )
-        return publish_family(name, **shared)
+        return publish_family(name, publishing)
     if not is_blend:
         known = blend_names(blends_dir)
         raise PublishError(
@@ -568,4 +556,4 @@ def publish(
             f"and no asset of that name (blend specs in {blends_dir}: "
             f"{', '.join(known) or 'none'}; publishable assets: {', '.join(sorted(PUBLISHABLE))})"
         )
-    return publish_blend(name, blends_dir=blends_dir, export_options=settings.blends, **shared)
+    return publish_blend(name, publishing, blends_dir=blends_dir, export_options=settings.blends)
