@@ -329,13 +329,13 @@ class _Derivation:
     ) -> CardFacts:
         """What the card states: the derivation, and the prompts, seeds and per-rule rejections
         read off it."""
-        entries = (e for entries in self.lineage.values() for e in entries)
+        combinations = (c for per_name in self.lineage.values() for c in per_name)
         return CardFacts(
             origin=origin,
             configs=configs,
             schema=schema,
             lineage=self.lineage,
-            prompts=_prompts(entries, publishing.prompts_dir),
+            prompts=_prompts(combinations, publishing.prompts_dir),
             seeds=_seeds(self.files),
             rejections=_rejections(self.partitions, publishing.data_dir, self.unit),
             licences=self.licences,
