@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import sys
+from collections.abc import Callable
 
 from mind_assets.corpus.shard_specs import make_shard_spec
 from mind_assets.corpus.shards import FieldMap, ShardError, list_shard_specs
@@ -13,6 +15,11 @@ from mind_assets.settings import get_settings
 
 
 def _shards_add(args: argparse.Namespace) -> int:
+    """register a shard from local jsonl/parquet files or hf://DATASET
+
+    Register shard NAME. SOURCE is one or more local .jsonl/.parquet files, or one hf://DATASET_ID
+    (use --config, --split and --rows to pick a slice).
+    """
     from mind_assets.corpus.shards import register_shard
     from mind_assets.lib.instance import local_instance
 
@@ -35,6 +42,7 @@ def _shards_add(args: argparse.Namespace) -> int:
 
 
 def _shards_list(args: argparse.Namespace) -> int:
+    """list registered shards"""
     for spec in list_shard_specs(get_settings().data_dir):
         source = (
             ", ".join(spec.paths) if spec.kind == "local" else f"hf://{spec.dataset}:{spec.split}"
@@ -45,6 +53,7 @@ def _shards_list(args: argparse.Namespace) -> int:
 
 
 def _prepare_model(args: argparse.Namespace) -> int:
+    """convert the embedded model to safetensors (cached)"""
     from mind_assets.llm.embedded_model import prepare_embedded_model
 
     print(prepare_embedded_model(get_settings().models_dir))
@@ -52,6 +61,7 @@ def _prepare_model(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """run the main job on the bundled demo corpus"""
     from mind_assets.demo import DEMO_STYLES, format_summary, run_demo
     from mind_assets.metrics.report import format_metrics
 
@@ -74,6 +84,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
+    """list (and with --apply delete) output versions no manifest or current pointer needs, temp
+    files of killed writes and staging directories of killed exports and publishes"""
     from mind_assets.blends.gc import collect, format_garbage, parse_duration
 
     settings = get_settings()
@@ -88,6 +100,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
+    """quality metrics (parquet under metrics/, read through DuckDB)"""
     from mind_assets.metrics.report import format_metrics
     from mind_assets.metrics.store import metrics_store
 
@@ -105,6 +118,7 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
+    """lm-eval tasks eligible to seed task Q&A"""
     from mind_assets.task_qa.report import format_catalog
 
     settings = get_settings()
@@ -123,8 +137,10 @@ def _load_manifest(name: str):
 
 
 def _export_blend(args: argparse.Namespace) -> int:
-    """The blend_export asset's work, for one format or the configured ones; flags override
-    MIND_BLENDS__* for this call."""
+    """what the blend_export asset writes, from the shell: shuffled parquet shards per phase
+    and/or Megatron indexed datasets with a --data-path list"""
+    # The asset's work, for one format or the configured ones; flags override MIND_BLENDS__* for
+    # this call.
     from mind_assets.blends.assets import write_blend_exports
     from mind_assets.llm.resource import LLMResource
 
@@ -149,6 +165,7 @@ def _export_blend(args: argparse.Namespace) -> int:
 
 
 def _audit_blend(args: argparse.Namespace) -> int:
+    """lineage audit of a blend, stage by stage"""
     from mind_assets.blends.assets import instance_lookup
     from mind_assets.blends.lineage import format_audit
     from mind_assets.lib.instance import local_instance
@@ -161,6 +178,7 @@ def _audit_blend(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
+    """full ancestry of one exported blend row, or of one row of an asset"""
     from mind_assets.blends.lineage import format_trace, trace_asset_row, trace_row
 
     settings = get_settings()
@@ -180,6 +198,11 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _blends_versions(args: argparse.Namespace) -> int:
+    """every manifest version of a blend: created, tokens, sources, tags, exports
+
+    Every manifest version of blend NAME, oldest first; '*' marks the current one. A version is
+    referred to as NAME@VERSION (or a unique prefix of VERSION).
+    """
     from mind_assets.blends.release import releases
     from mind_assets.blends.versions import BlendRef, format_versions, version_infos
 
@@ -195,6 +218,12 @@ def _blends_versions(args: argparse.Namespace) -> int:
 
 
 def _blends_tag(args: argparse.Namespace) -> int:
+    """pin a blend version under a label: gc keeps it and everything it pins
+
+    Tag NAME@VERSION (NAME alone: the current version) as LABEL, e.g. trained-run-42. A tagged
+    version is never deleted by `mind gc`; retention (MIND_BLENDS__KEEP_VERSIONS) applies to
+    untagged ones only.
+    """
     from mind_assets.blends.versions import BlendRef, tag
 
     ref = BlendRef.parse(args.ref)
@@ -204,6 +233,9 @@ def _blends_tag(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    """write a blend (one config per phase) or an asset such as filtered_conversations or task_qa
+    (one config per style, task family or source and mode) as a Hugging Face dataset folder with a
+    generated dataset card, and upload it with --repo-id"""
     from pathlib import Path
 
     from mind_assets.publish.dataset import publish
@@ -225,16 +257,8 @@ def _publish(args: argparse.Namespace) -> int:
 
         return blend_tokenizer(settings, LLMResource.from_settings(settings), name)
 
-    report = publish(
-        args.name,
-        data_dir=settings.data_dir,
-        blends_dir=settings.blends_dir,
-        prompts_dir=settings.prompts_dir,
-        make_counter=make_counter,
-        make_tokenizer=make_tokenizer,
-        out_dir=Path(args.out).resolve() if args.out else None,
-        export_options=settings.blends,
-    )
+    out_dir = Path(args.out).resolve() if args.out else None
+    report = publish(args.name, settings, make_counter, make_tokenizer, out_dir=out_dir)
     if report.exported:
         print(
             f"exported {args.name} first (its parquet export was missing or older than its "
@@ -251,6 +275,11 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _diversity_add(args: argparse.Namespace) -> int:
+    """register diversity targets
+
+    TARGET is conversations:<shard>:<style>, task_qa:<family>, solution_traces:<source>:<mode> or
+    blend:<blend>:<phase>.
+    """
     from mind_assets.diversity.assets import register_targets
     from mind_assets.lib.instance import local_instance
 
@@ -262,42 +291,44 @@ def _diversity_add(args: argparse.Namespace) -> int:
 
 # argparse's subcommand registry; its class is private, hence the alias.
 Commands = argparse._SubParsersAction
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _command(commands: Commands, name: str, run: Handler) -> argparse.ArgumentParser:
+    """Subcommand `name`, run by `run`, whose docstring is its help: the first paragraph is the
+    line `mind --help` lists, the rest (if any) the description `mind NAME --help` shows."""
+    summary, _, description = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
+    parser = commands.add_parser(name, help=summary, description=description or None)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _command_group(commands: Commands, name: str, help: str) -> Commands:
+    """A subcommand with subcommands of its own (`mind blends versions`)."""
+    return commands.add_parser(name, help=help).add_subparsers(
+        dest=f"{name}_command", required=True
+    )
+
+
+def _add_blend_ref(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name", metavar="NAME[@VERSION]", help="a blend (its current version) or one version"
+    )
 
 
 def _add_blends_commands(commands: Commands) -> None:
-    blends = commands.add_parser(
-        "blends", help="blend versions: list them, tag the ones a trainer used"
-    ).add_subparsers(dest="blends_command", required=True)
-    versions = blends.add_parser(
-        "versions",
-        help="every manifest version of a blend: created, tokens, sources, tags, exports",
-        description="Every manifest version of blend NAME, oldest first; '*' marks the current "
-        "one. A version is referred to as NAME@VERSION (or a unique prefix of VERSION).",
+    blends = _command_group(
+        commands, "blends", "blend versions: list them, tag the ones a trainer used"
     )
-    versions.add_argument("name")
-    versions.set_defaults(func=_blends_versions)
-    tag = blends.add_parser(
-        "tag",
-        help="pin a blend version under a label: gc keeps it and everything it pins",
-        description="Tag NAME@VERSION (NAME alone: the current version) as LABEL, e.g. "
-        "trained-run-42. A tagged version is never deleted by `mind gc`; retention "
-        "(MIND_BLENDS__KEEP_VERSIONS) applies to untagged ones only.",
-    )
+    _command(blends, "versions", _blends_versions).add_argument("name")
+    tag = _command(blends, "tag", _blends_tag)
     tag.add_argument("ref", metavar="NAME[@VERSION]")
     tag.add_argument("label")
-    tag.set_defaults(func=_blends_tag)
 
 
 def _add_shards_commands(commands: Commands) -> None:
-    shards = commands.add_parser("shards", help="manage corpus shards").add_subparsers(
-        dest="shards_command", required=True
-    )
-    add = shards.add_parser(
-        "add",
-        help="register a shard from local jsonl/parquet files or hf://DATASET",
-        description="Register shard NAME. SOURCE is one or more local .jsonl/.parquet files, or "
-        "one hf://DATASET_ID (use --config, --split and --rows to pick a slice).",
-    )
+    shards = _command_group(commands, "shards", "manage corpus shards")
+    add = _command(shards, "add", _shards_add)
     add.add_argument("name")
     add.add_argument("sources", nargs="+", metavar="SOURCE")
     add.add_argument("--split", default="train", help="dataset split (hf sources)")
@@ -307,18 +338,15 @@ def _add_shards_commands(commands: Commands) -> None:
     add.add_argument("--id-field", default="id")
     add.add_argument("--url-field", default="url")
     add.add_argument("--title-field", default="title")
-    add.set_defaults(func=_shards_add)
-    shards.add_parser("list", help="list registered shards").set_defaults(func=_shards_list)
+    _command(shards, "list", _shards_list)
 
 
 def _add_prepare_model_command(commands: Commands) -> None:
-    commands.add_parser(
-        "prepare-model", help="convert the embedded model to safetensors (cached)"
-    ).set_defaults(func=_prepare_model)
+    _command(commands, "prepare-model", _prepare_model)
 
 
 def _add_demo_command(commands: Commands) -> None:
-    demo = commands.add_parser("demo", help="run the main job on the bundled demo corpus")
+    demo = _command(commands, "demo", _demo)
     demo.add_argument("--styles", default=None, help="comma-separated styles to generate")
     demo.add_argument(
         "--passages",
@@ -328,24 +356,16 @@ def _add_demo_command(commands: Commands) -> None:
         metavar="N",
         help="how many of the 30 bundled passages to use (default 8, sized for a 2-core CPU)",
     )
-    demo.set_defaults(func=_demo)
 
 
 def _add_tasks_command(commands: Commands) -> None:
-    tasks = commands.add_parser("tasks", help="lm-eval tasks eligible to seed task Q&A")
+    tasks = _command(commands, "tasks", _tasks)
     tasks.add_argument("--refused", action="store_true", help="also list every refused task")
-    tasks.set_defaults(func=_tasks)
 
 
 def _add_export_blend_command(commands: Commands) -> None:
-    export = commands.add_parser(
-        "export-blend",
-        help="what the blend_export asset writes, from the shell: shuffled parquet shards per "
-        "phase and/or Megatron indexed datasets with a --data-path list",
-    )
-    export.add_argument(
-        "name", metavar="NAME[@VERSION]", help="a blend (its current version) or one version"
-    )
+    export = _command(commands, "export-blend", _export_blend)
+    _add_blend_ref(export)
     export.add_argument(
         "--format",
         choices=("parquet", "megatron"),
@@ -369,24 +389,14 @@ def _add_export_blend_command(commands: Commands) -> None:
         help="processes for tokenizing what the token cache lacks and for writing parts "
         "(default: MIND_BLENDS__EXPORT_WORKERS; 0: every CPU this process may use)",
     )
-    export.set_defaults(func=_export_blend)
 
 
 def _add_audit_blend_command(commands: Commands) -> None:
-    audit = commands.add_parser("audit-blend", help="lineage audit of a blend, stage by stage")
-    audit.add_argument(
-        "name", metavar="NAME[@VERSION]", help="a blend (its current version) or one version"
-    )
-    audit.set_defaults(func=_audit_blend)
+    _add_blend_ref(_command(commands, "audit-blend", _audit_blend))
 
 
 def _add_publish_command(commands: Commands) -> None:
-    publish = commands.add_parser(
-        "publish",
-        help="write a blend (one config per phase) or an asset such as filtered_conversations "
-        "or task_qa (one config per style, task family or source and mode) as a Hugging Face "
-        "dataset folder with a generated dataset card, and upload it with --repo-id",
-    )
+    publish = _command(commands, "publish", _publish)
     publish.add_argument("name", metavar="ASSET_OR_BLEND")
     publish.add_argument(
         "--out", default=None, metavar="DIR", help="folder to write (default: published/NAME)"
@@ -400,13 +410,10 @@ def _add_publish_command(commands: Commands) -> None:
     publish.add_argument(
         "--private", action="store_true", help="create the Hub repository as private"
     )
-    publish.set_defaults(func=_publish)
 
 
 def _add_trace_command(commands: Commands) -> None:
-    trace = commands.add_parser(
-        "trace", help="full ancestry of one exported blend row, or of one row of an asset"
-    )
+    trace = _command(commands, "trace", _trace)
     trace.add_argument(
         "row_id",
         help="an exported row, e.g. example@20261205T153000123456Z-3f2a9c01b2d4e5f6:phase1:42 (the "
@@ -420,30 +427,15 @@ def _add_trace_command(commands: Commands) -> None:
         help="ROW_ID is the id of a row of this asset (e.g. filtered_conversations), as a "
         "published asset names its rows",
     )
-    trace.set_defaults(func=_trace)
 
 
 def _add_diversity_commands(commands: Commands) -> None:
-    diversity = commands.add_parser("diversity", help="diversity targets (G-Vendi)").add_subparsers(
-        dest="diversity_command", required=True
-    )
-    targets = diversity.add_parser(
-        "add",
-        help="register diversity targets",
-        description="TARGET is conversations:<shard>:<style>, task_qa:<family>, "
-        "solution_traces:<source>:<mode> or blend:<blend>:<phase>.",
-    )
-    targets.add_argument("targets", nargs="+", metavar="TARGET")
-    targets.set_defaults(func=_diversity_add)
+    diversity = _command_group(commands, "diversity", "diversity targets (G-Vendi)")
+    _command(diversity, "add", _diversity_add).add_argument("targets", nargs="+", metavar="TARGET")
 
 
 def _add_gc_command(commands: Commands) -> None:
-    gc = commands.add_parser(
-        "gc",
-        help="list (and with --apply delete) output versions no manifest or current pointer "
-        "needs, temp files of killed writes and staging directories of killed exports and "
-        "publishes",
-    )
+    gc = _command(commands, "gc", _gc)
     gc.add_argument(
         "--older-than",
         default="1h",
@@ -452,13 +444,10 @@ def _add_gc_command(commands: Commands) -> None:
         "their new version for a moment before the pointer moves)",
     )
     gc.add_argument("--apply", action="store_true", help="delete (default: dry run)")
-    gc.set_defaults(func=_gc)
 
 
 def _add_metrics_command(commands: Commands) -> None:
-    metrics = commands.add_parser(
-        "metrics", help="quality metrics (parquet under metrics/, read through DuckDB)"
-    )
+    metrics = _command(commands, "metrics", _metrics)
     metrics.add_argument(
         "action",
         nargs="?",
@@ -470,7 +459,6 @@ def _add_metrics_command(commands: Commands) -> None:
     metrics.add_argument(
         "--views", default=None, help="comma-separated views (default: all of them)"
     )
-    metrics.set_defaults(func=_metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:

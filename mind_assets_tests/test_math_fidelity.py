@@ -26,8 +26,8 @@ from mind_assets.math_traces.problems import MathSourceError, normalize_row
 from mind_assets.math_traces.traces import (
     K_ON_CPU,
     K_ON_GPU,
+    build_traces,
     generate_samples,
-    generate_traces,
     samples_per_problem,
     verify_samples,
 )
@@ -178,7 +178,7 @@ def test_each_answer_type_is_compared_in_its_own_form():
 def test_proofs_are_generated_but_never_kept_as_verified(tmp_path):
     proof = [{**ONE[0], "answer_type": "proof", "reference_answer": None}]
     chat = Scripted(lambda r: "By induction ... This completes the proof. \\boxed{QED}")
-    run = generate_traces(
+    samples = generate_samples(
         problems=proof,
         prompt=prompt("high_no_tir"),
         mode="high_no_tir",
@@ -186,12 +186,13 @@ def test_proofs_are_generated_but_never_kept_as_verified(tmp_path):
         identity=IDENTITY,
         requests_dir=tmp_path / "r",
         settings=MathSettings(),
+        k=2,
         max_tokens_cap=None,
         base_seed=0,
         batch_size=8,
         count_tokens=words,
-        k=2,
     )
+    run = build_traces(samples)
     assert run.accepted.num_rows == 0 and run.quarantine.num_rows == 2
     rows = run.quarantine.to_pylist()
     assert all(r["rejected_by"] == ["proof_unverified"] and r["solution"] for r in rows)
@@ -356,17 +357,18 @@ def test_recipe_answer_types_repair_difficulty_over_all_modes_and_bucketed_expor
     before = len(chat.seen)
     kept, quarantined = {}, {}
     for mode in ("high_tir", "high_no_tir", "low_no_tir"):
-        run = generate_traces(
+        samples = generate_samples(
             problems=problems,
             prompt=prompt(mode),
             mode=mode,
             requests_dir=requests(mode),
             settings=math,
-            max_tokens_cap=None,
             k=4,
-            problem_verdicts=verdicts,
-            length_buckets=tuple(settings.length_buckets),
+            max_tokens_cap=None,
             **common,
+        )
+        run = build_traces(
+            samples, problem_verdicts=verdicts, length_buckets=tuple(settings.length_buckets)
         )
         write_split(
             SOLUTION_TRACES,

@@ -22,7 +22,8 @@ from mind_assets.math_traces.problems import (
 from mind_assets.math_traces.sandbox import IsolationUnavailable
 from mind_assets.math_traces.sources import MODES, MathSource
 from mind_assets.math_traces.traces import (
-    generate_traces,
+    build_traces,
+    generate_samples,
     split_at_first_code_block,
     summarize,
 )
@@ -70,7 +71,7 @@ def tool_then_answer(request) -> str:
 
 def run(tmp_path, chat, mode="medium_tir", max_tokens_cap=None, **overrides):
     settings = MathSettings(samples_per_problem=2, sandbox_wall_seconds=5, **overrides)
-    return generate_traces(
+    samples = generate_samples(
         problems=PROBLEMS,
         prompt=prompt(mode),
         mode=mode,
@@ -78,11 +79,13 @@ def run(tmp_path, chat, mode="medium_tir", max_tokens_cap=None, **overrides):
         identity=IDENTITY,
         requests_dir=tmp_path / "requests",
         settings=settings,
+        k=settings.samples_per_problem,
         max_tokens_cap=max_tokens_cap,
         base_seed=0,
         batch_size=8,
         count_tokens=lambda texts: [len(t.split()) for t in texts],
     )
+    return build_traces(samples)
 
 
 def test_tool_round_runs_the_code_and_the_model_continues_from_its_output(tmp_path):
@@ -279,7 +282,7 @@ def test_native_effort_control_goes_to_models_that_have_it(tmp_path):
         seen.append(request)
         return "The answer is \\boxed{42}"
 
-    generate_traces(
+    generate_samples(
         problems=PROBLEMS[:1],
         prompt=prompt("high_no_tir"),
         mode="high_no_tir",
@@ -287,6 +290,7 @@ def test_native_effort_control_goes_to_models_that_have_it(tmp_path):
         identity=EngineIdentity(model="openai/gpt-oss-20b", engine="vllm", engine_version="0"),
         requests_dir=tmp_path / "r",
         settings=MathSettings(samples_per_problem=1),
+        k=1,
         max_tokens_cap=None,
         base_seed=0,
         batch_size=8,

@@ -33,6 +33,7 @@ from mind_assets.math_traces.outputs import SOLUTION_TRACES
 from mind_assets.publish.dataset import (
     PUBLISHABLE,
     PublishError,
+    Publishing,
     config_name,
     export_dir,
     manifest_path,
@@ -252,14 +253,22 @@ def published(tmp_path_factory):
 
 def _publish(blend: SimpleNamespace, **kwargs) -> Path:
     settings = blend.settings
+    publishing = Publishing(
+        data_dir=settings.data_dir,
+        prompts_dir=settings.prompts_dir,
+        make_counter=_no_counter,
+        **kwargs,
+    )
     return publish_blend(
         BLEND,
-        data_dir=settings.data_dir,
+        publishing,
         blends_dir=settings.blends_dir,
-        prompts_dir=settings.prompts_dir,
         make_tokenizer=lambda name: blend.tokenizer,
-        **kwargs,
     ).folder
+
+
+def _no_counter():
+    raise AssertionError("a blend's card takes its token counts from the manifest and export")
 
 
 def test_published_folder_loads_one_config_per_phase_with_the_exported_rows(published):
@@ -715,9 +724,11 @@ def test_empty_partitions_write_no_file_and_an_all_empty_asset_is_refused(tmp_pa
     with pytest.raises(PublishError, match="has no rows to publish"):
         publish_family(
             "filtered_conversations",
-            data_dir=data_dir,
-            prompts_dir=settings.prompts_dir,
-            make_counter=lambda: lambda texts: [len(t.split()) for t in texts],
-            out_dir=tmp_path / "out",
+            Publishing(
+                data_dir=data_dir,
+                prompts_dir=settings.prompts_dir,
+                make_counter=lambda: lambda texts: [len(t.split()) for t in texts],
+                out_dir=tmp_path / "out",
+            ),
         )
     assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ from mind_assets.settings import PROJECT_DIR, TaskQASettings
 from mind_assets.task_qa.catalog import CatalogEntry
 from mind_assets.task_qa.schema import SEED_SCHEMA
 from mind_assets.task_qa.stage import (
+    FamilyGeneration,
     TaskQAPrompts,
     TaskQAResult,
     parse_retry_metadata,
@@ -135,10 +136,8 @@ def seeds() -> pa.Table:
 
 
 def run(chat: ScriptedChat, requests_dir: Path, *, parse_retries: int = 2) -> TaskQAResult:
-    return run_task_qa(
+    generation = FamilyGeneration(
         entry=ENTRY,
-        seeds=seeds(),
-        eval_texts=[],
         prompts=TaskQAPrompts.load(
             PROJECT_DIR / "prompts", output_type="generate_until", structured=True
         ),
@@ -149,6 +148,7 @@ def run(chat: ScriptedChat, requests_dir: Path, *, parse_retries: int = 2) -> Ta
         base_seed=BASE_SEED,
         batch_size=8,
     )
+    return run_task_qa(generation, seeds(), [])
 
 
 def rows_of_item(

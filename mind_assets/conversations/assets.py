@@ -6,8 +6,6 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
-    AssetSelection,
-    AutomationCondition,
     DagsterInstance,
     MaterializeResult,
     MultiPartitionKey,
@@ -30,7 +28,7 @@ from mind_assets.lib.metadata import output_result
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import requests_dir
 from mind_assets.lib.tokenizer import token_counter
-from mind_assets.lib.versions import VersionSource, version_source_asset
+from mind_assets.lib.versions import VersionSource, eager_ignoring, version_source_asset
 from mind_assets.llm.batch_runner import RequestStore, generate_resumable
 from mind_assets.llm.pods import generating_asset
 from mind_assets.llm.resource import LLMResource
@@ -77,11 +75,7 @@ def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
         AssetDep(mind_prompts, partition_mapping=MultiToSingleDimensionPartitionMapping("style")),
         llm_config,
     ],
-    # New chunks trigger generation; prompt and model edits do not (the budgeted regeneration
-    # schedule handles those), and a version never observed does not block a new shard.
-    automation_condition=AutomationCondition.eager().ignore(
-        AssetSelection.assets(mind_prompts.key, llm_config.key)
-    ),
+    automation_condition=eager_ignoring(mind_prompts, llm_config),
     check_specs=[
         AssetCheckSpec(
             "every_chunk_has_a_conversation",

@@ -15,7 +15,6 @@ CONVERSATIONS = OutputFamily(
     dims=(SHARD, STYLE),
     schema=CONVERSATION_SCHEMA,
     id_column="conversation_id",
-    text_column="text",
     parents=(ParentLink(CHUNKS, "chunk_id"),),
     token_column="completion_tokens",
     label="conversation",

@@ -23,6 +23,7 @@ from mind_assets.corpus.inbox import (
     unseen_files,
 )
 from mind_assets.corpus.shards import ShardSpec, register_shards
+from mind_assets.lib.mappings import parse_mapping
 from mind_assets.settings import MindSettings
 
 SEEN_PREFIX = "mind_assets/inbox/seen/"
@@ -54,12 +55,9 @@ class InboxCursor:
         those files are moved into the ledger instead of being registered again."""
         if not text:
             return cls()
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"the corpus inbox cursor is not JSON: {error}") from error
-        if not isinstance(data, dict):
-            raise ValueError(f"the corpus inbox cursor is not a JSON object: {text[:80]!r}")
+        data = parse_mapping(
+            text, "JSON", "the corpus inbox cursor", expected=f"a JSON object, not {text[:80]!r}"
+        )
         if data.get("version") == CURSOR_VERSION:
             batch, remaining = data.get("batch"), data.get("remaining")
             return cls(

@@ -13,7 +13,6 @@ RAW_DOCUMENTS = OutputFamily(
     dims=(SHARD,),
     schema=RAW_DOCUMENT_SCHEMA,
     id_column="doc_id",
-    text_column="text",
     label="raw_document",
     blendable=True,
 )
@@ -23,7 +22,6 @@ CHUNKS = OutputFamily(
     dims=(SHARD,),
     schema=CHUNK_SCHEMA,
     id_column="chunk_id",
-    text_column="text",
     parents=(ParentLink(RAW_DOCUMENTS, "doc_id"),),
     token_column="n_tokens",
     label="chunk",

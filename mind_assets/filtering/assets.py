@@ -6,7 +6,6 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
-    AssetSelection,
     AutomationCondition,
     DagsterInstance,
     MaterializeResult,
@@ -28,7 +27,12 @@ from mind_assets.lib.metadata import output_result
 from mind_assets.lib.outputs import Partition
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
-from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
+from mind_assets.lib.versions import (
+    VersionSource,
+    content_version,
+    eager_ignoring,
+    version_source_asset,
+)
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 
@@ -71,10 +75,7 @@ filter_config = version_source_asset(FILTER_CONFIG)
         AssetCheckSpec(name, asset="filtered_conversations", blocking=blocking, description=text)
         for name, (blocking, text) in FILTER_CHECKS.items()
     ],
-    # A threshold change is left to the budgeted regeneration schedule, like a prompt edit.
-    automation_condition=AutomationCondition.eager().ignore(
-        AssetSelection.assets(filter_config.key)
-    ),
+    automation_condition=eager_ignoring(filter_config),
     group_name="filtering",
     kinds={"parquet", "duckdb"},
     code_version="1",

@@ -3,6 +3,8 @@ beside them) per shard × style, and the longest accepted conversation per chunk
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mind_assets.conversations.outputs import CONVERSATIONS, STYLE
 from mind_assets.corpus.outputs import SHARD
 from mind_assets.filtering.schema import FILTERED_SCHEMA, QUARANTINE_SCHEMA
@@ -11,23 +13,20 @@ from mind_assets.lib.outputs import OutputFamily, ParentLink
 FILTERED_CONVERSATIONS = OutputFamily(
     name="filtered_conversations",
     dims=(SHARD, STYLE),
-    schema=FILTERED_SCHEMA,
+    schema=FILTERED_SCHEMA,  # its text has the preamble stripped
     id_column="conversation_id",
-    text_column="text",  # preamble stripped
     quarantine_schema=QUARANTINE_SCHEMA,
     parents=(ParentLink(CONVERSATIONS, "conversation_id"),),
     token_column="completion_tokens",
     blendable=True,
 )
 
-# Rows are filtered rows as they are; each keeps its `style`, which names its parent partition.
-LONGEST_CONVERSATIONS = OutputFamily(
+# Rows are filtered rows as they are, per shard; each keeps its `style`, which names its parent
+# partition.
+LONGEST_CONVERSATIONS = replace(
+    FILTERED_CONVERSATIONS,
     name="longest_conversations",
     dims=(SHARD,),
-    schema=FILTERED_SCHEMA,
-    id_column="conversation_id",
-    text_column="text",
+    quarantine_schema=None,
     parents=(ParentLink(FILTERED_CONVERSATIONS, "conversation_id"),),
-    token_column="completion_tokens",
-    blendable=True,
 )

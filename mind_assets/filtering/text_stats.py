@@ -8,17 +8,27 @@ import numpy as np
 from mind_assets.lib.minhash import ngram_hashes
 
 
+def _counted_ngrams(
+    hashes: np.ndarray, n: int, total_chars: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A document's n-grams counted: (where each distinct n-gram first occurs, which distinct
+    n-gram each one is, how often each distinct one occurs); all empty for a document without
+    characters, which shares none."""
+    grams = ngram_hashes(hashes, n) if total_chars else np.empty(0, np.uint64)
+    _, first, inverse, counts = np.unique(
+        grams, return_index=True, return_inverse=True, return_counts=True
+    )
+    return first, inverse, counts
+
+
 def top_ngram_char_fraction(
     hashes: np.ndarray, lengths: np.ndarray, n: int, total_chars: int
 ) -> float:
     """Gopher: share of word characters covered by the most frequent n-gram's occurrences."""
-    grams = ngram_hashes(hashes, n)
-    if len(grams) == 0 or total_chars == 0:
+    first, _, counts = _counted_ngrams(hashes, n, total_chars)
+    if len(counts) == 0 or counts.max() < 2:
         return 0.0
-    _, first, counts = np.unique(grams, return_index=True, return_counts=True)
     top = int(np.argmax(counts))
-    if counts[top] < 2:
-        return 0.0
     start = int(first[top])
     return float(lengths[start : start + n].sum() * counts[top]) / total_chars
 
@@ -27,16 +37,13 @@ def duplicate_ngram_char_fraction(
     hashes: np.ndarray, lengths: np.ndarray, n: int, total_chars: int
 ) -> float:
     """Gopher: share of word characters inside n-grams that occur more than once."""
-    grams = ngram_hashes(hashes, n)
-    if len(grams) == 0 or total_chars == 0:
-        return 0.0
-    _, inverse, counts = np.unique(grams, return_inverse=True, return_counts=True)
+    _, inverse, counts = _counted_ngrams(hashes, n, total_chars)
     repeated = counts[inverse] > 1
     if not repeated.any():
         return 0.0
     covered = np.zeros(len(hashes), dtype=bool)
     for k in range(n):
-        covered[k : k + len(grams)] |= repeated
+        covered[k : k + len(inverse)] |= repeated
     return float(lengths[covered].sum()) / total_chars
 
 

@@ -78,7 +78,7 @@ class OutputFamily:
     dims: tuple[PartitionDim, ...]  # in path order
     schema: pa.Schema
     id_column: str
-    text_column: str  # what a blend trains on
+    text_column: str = "text"  # what a blend trains on
     quarantine_schema: pa.Schema | None = None  # rejected rows, beside the accepted file
     parents: tuple[ParentLink, ...] = ()
     token_column: str | None = None  # tokens a row holds or cost, summed by the audit

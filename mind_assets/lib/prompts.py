@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mind_assets.lib.mappings import parse_mapping
 
 
 class PromptError(ValueError):
@@ -139,12 +140,13 @@ def load_prompt(path: Path) -> PromptFile:
         raw = path.read_bytes()
     except FileNotFoundError as error:
         raise PromptError(f"prompt file not found: {path}") from error
-    try:
-        payload = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise PromptError(f"prompt file {path} is not valid YAML: {error}") from error
-    if not isinstance(payload, dict):
-        raise PromptError(f"prompt file {path} must be a mapping with id, description, template")
+    payload = parse_mapping(
+        raw,
+        "YAML",
+        f"prompt file {path}",
+        expected="a mapping with id, description, template",
+        error=PromptError,
+    )
     try:
         prompt = PromptFile(**payload, version=prompt_version(raw), path=str(path))
     except ValidationError as error:

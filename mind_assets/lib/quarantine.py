@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -35,6 +36,28 @@ def rule_name(reason: str) -> str:
 def rejections_per_rule(reasons: Iterable[Iterable[str] | None]) -> Counter[str]:
     """How many rows each rule rejected (a row rejected by two rules counts for both)."""
     return Counter(name for row in reasons for name in {rule_name(r) for r in row or ()})
+
+
+@dataclass
+class SplitRows:
+    """Rows sorted one at a time as a stage's rules judge them: accepted, or quarantined with
+    the rules that rejected them."""
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any], rejected_by: list[str]) -> None:
+        if rejected_by:
+            self.quarantined.append({**row, REJECTED_BY: rejected_by})
+        else:
+            self.accepted.append(row)
+
+    def tables(self, schema: pa.Schema, quarantine_schema: pa.Schema) -> tuple[pa.Table, pa.Table]:
+        """(accepted rows, quarantine) as tables of the family's two schemas."""
+        return (
+            pa.Table.from_pylist(self.accepted, schema=schema),
+            pa.Table.from_pylist(self.quarantined, schema=quarantine_schema),
+        )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ from dagster import (
     AssetObservation,
     AssetRecordsFilter,
     AssetsDefinition,
+    AssetSelection,
     AssetSpec,
+    AutomationCondition,
     DagsterInstance,
     DataVersion,
     DataVersionsByPartition,
@@ -113,6 +115,13 @@ def version_source_asset(source: VersionSource) -> SourceAsset:
         return DataVersionsByPartition({k: DataVersion(v) for k, v in versions.items()})
 
     return _observe
+
+
+def eager_ignoring(*sources: SourceAsset) -> AutomationCondition:
+    """Materialize a partition when new upstream data arrives, but not when one of these version
+    sources changes: prompt, model and threshold edits are left to the budgeted regeneration
+    schedule, and a version never observed does not block a new partition."""
+    return AutomationCondition.eager().ignore(AssetSelection.assets(*(s.key for s in sources)))
 
 
 @dataclass(frozen=True)

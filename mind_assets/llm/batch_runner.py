@@ -25,19 +25,16 @@ from mind_assets.lib.storage import (
     remove_dir_if_empty,
     write_parquet_atomic,
 )
-from mind_assets.llm.requests import ChatRequest, ChatResult, GenerationProgress
+from mind_assets.llm.requests import REPLY_FIELDS, ChatRequest, ChatResult, GenerationProgress
 
 log = logging.getLogger(__name__)
 
+# One stored reply: its text, which engine or server answered, and what a row keeps of it.
 RESULT_SCHEMA = pa.schema(
     [
-        pa.field("request_hash", pa.string(), nullable=False),
         pa.field("text", pa.string(), nullable=False),
-        pa.field("prompt_tokens", pa.int32(), nullable=False),
-        pa.field("completion_tokens", pa.int32(), nullable=False),
-        pa.field("finish_reason", pa.string(), nullable=False),
         pa.field("served_by", pa.string()),
-        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        *REPLY_FIELDS,
     ]
 )
 

@@ -17,6 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mind_assets.lib.prompts import PromptFile
 
+# What a generated row keeps of the reply it was made from, besides its text; the request store's
+# batch files hold the same columns, so a partition's rows can be read back as replies.
+REPLY_FIELDS = [
+    pa.field("prompt_tokens", pa.int32(), nullable=False),
+    pa.field("completion_tokens", pa.int32(), nullable=False),
+    pa.field("finish_reason", pa.string(), nullable=False),
+    pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("request_hash", pa.string(), nullable=False),
+]
 # The columns that say how a generated row was produced, shared by every generation family's
 # row schema (each family adds what its rows derive from: a chunk, seeds, ...).
 GENERATION_FIELDS = [
@@ -27,11 +36,7 @@ GENERATION_FIELDS = [
     pa.field("engine_dtype", pa.string(), nullable=False),
     pa.field("sampling_params", pa.string(), nullable=False),  # JSON, seed included
     pa.field("seed", pa.int64(), nullable=False),
-    pa.field("prompt_tokens", pa.int32(), nullable=False),
-    pa.field("completion_tokens", pa.int32(), nullable=False),
-    pa.field("finish_reason", pa.string(), nullable=False),
-    pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("request_hash", pa.string(), nullable=False),
+    *REPLY_FIELDS,
 ]
 
 
@@ -149,24 +154,8 @@ def derive_seed(base_seed: int, *parts: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def request_hash(
-    model: str,
-    prompt_version: str,
-    sampling: SamplingSpec,
-    messages: list[dict[str, str]],
-    template_kwargs: dict[str, str] | None = None,
-    json_schema: str = "",
-) -> str:
-    fields: dict[str, Any] = {
-        "model": model,
-        "prompt_version": prompt_version,
-        "sampling": sampling.model_dump(),
-        "messages": messages,
-    }
-    if template_kwargs:  # only when used, so earlier hashes stay valid
-        fields["template_kwargs"] = template_kwargs
-    if json_schema:  # likewise
-        fields["json_schema"] = json_schema
+def request_hash(fields: dict[str, Any]) -> str:
+    """The key for resuming: a hash of everything that determines a request's output."""
     payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -180,12 +169,20 @@ def make_request(
     json_schema: dict[str, Any] | None = None,
 ) -> ChatRequest:
     schema_text = canonical_json(json_schema) if json_schema else ""
+    hashed: dict[str, Any] = {
+        "model": model,
+        "prompt_version": prompt_version,
+        "sampling": sampling.model_dump(),
+        "messages": messages,
+    }
+    if template_kwargs:  # only when used, so earlier hashes stay valid
+        hashed["template_kwargs"] = template_kwargs
+    if schema_text:  # likewise
+        hashed["json_schema"] = schema_text
     return ChatRequest(
         messages=tuple((m["role"], m["content"]) for m in messages),
         sampling=sampling,
-        request_hash=request_hash(
-            model, prompt_version, sampling, messages, template_kwargs, schema_text
-        ),
+        request_hash=request_hash(hashed),
         template_kwargs=tuple(sorted((template_kwargs or {}).items())),
         json_schema=schema_text,
     )

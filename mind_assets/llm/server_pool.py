@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -32,15 +32,22 @@ class ServersUnavailableError(RuntimeError):
 
 
 @dataclass
+class ServerTotals:
+    """What one server did since the pool was created, as `ServerPool.report()` gives it."""
+
+    served: int = 0  # requests answered
+    failed: int = 0  # attempts that failed
+    rate_limited: int = 0  # answers asking to come back later
+
+
+@dataclass
 class ServerState:
     url: str
+    totals: ServerTotals = field(default_factory=ServerTotals)
     in_flight: int = 0
-    served: int = 0
-    failed: int = 0
     consecutive_failures: int = 0
     down_until: float = 0.0
     rate_limited_until: float = 0.0
-    rate_limited: int = 0
     last_error: str = ""
     semaphore: asyncio.Semaphore | None = None
 
@@ -115,10 +122,10 @@ class ServerPool:
             return None
         # Least outstanding requests; a server with a free slot before one that would queue.
         limit = self.config.max_concurrency_per_server
-        return min(candidates, key=lambda s: (s.in_flight >= limit, s.in_flight, s.served))
+        return min(candidates, key=lambda s: (s.in_flight >= limit, s.in_flight, s.totals.served))
 
     def _failed(self, state: ServerState, error: str) -> None:
-        state.failed += 1
+        state.totals.failed += 1
         state.consecutive_failures += 1
         state.last_error = error
         if state.consecutive_failures >= self.config.failures_before_cooldown:
@@ -251,7 +258,7 @@ class ServerPool:
                     seconds = retry_after_seconds(response.headers.get("retry-after"))
                     state.rate_limited_until = time.monotonic() + seconds
                     state.down_until = max(state.down_until, state.rate_limited_until)
-                    state.rate_limited += 1
+                    state.totals.rate_limited += 1
                     state.last_error = f"HTTP 429 (rate limited; retry after {seconds:.1f} s)"
                     log.info("server %s rate limited: retry after %.1f s", state.url, seconds)
                     return RateLimited(seconds)
@@ -267,7 +274,7 @@ class ServerPool:
         finally:
             state.in_flight -= 1
         state.consecutive_failures = 0
-        state.served += 1
+        state.totals.served += 1
         choice = payload["choices"][0]
         usage = payload.get("usage") or {}
         content = choice["message"].get("content") or ""
@@ -285,17 +292,15 @@ class ServerPool:
     async def _chat(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None
     ) -> list[ChatResult]:
+        per_server = self.config.max_concurrency_per_server
         for state in self.states.values():
-            state.semaphore = asyncio.Semaphore(self.config.max_concurrency_per_server)
-        self._capacity = asyncio.Semaphore(
-            self.config.max_concurrency_per_server * len(self.states)
-        )
+            state.semaphore = asyncio.Semaphore(per_server)
+        capacity = per_server * len(self.states)
+        self._capacity = asyncio.Semaphore(capacity)
         started = time.monotonic()
         done = 0
         tokens = 0
-        limits = httpx.Limits(
-            max_connections=self.config.max_concurrency_per_server * len(self.states)
-        )
+        limits = httpx.Limits(max_connections=capacity)
         headers = auth_headers(self.config.api_key)
         async with httpx.AsyncClient(limits=limits, headers=headers) as client:
 
@@ -314,7 +319,7 @@ class ServerPool:
                             elapsed,
                             {
                                 "speed": f"output: {tokens / max(elapsed, 1e-6):.1f} toks/s",
-                                "served": {s.url: s.served for s in self.states.values()},
+                                "served": {s.url: s.totals.served for s in self.states.values()},
                             },
                         )
                     )
@@ -324,10 +329,7 @@ class ServerPool:
 
     def report(self) -> dict[str, dict[str, int]]:
         """Requests answered and attempts failed per server, since the pool was created."""
-        return {
-            s.url: {"served": s.served, "failed": s.failed, "rate_limited": s.rate_limited}
-            for s in self.states.values()
-        }
+        return {s.url: asdict(s.totals) for s in self.states.values()}
 
     def chat(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None

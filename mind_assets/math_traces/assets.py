@@ -34,8 +34,9 @@ from mind_assets.math_traces.problems import build_problem_set
 from mind_assets.math_traces.sandbox import NO_TOOL_CALLS
 from mind_assets.math_traces.sources import MODES, MathSource
 from mind_assets.math_traces.traces import (
+    Samples,
+    build_traces,
     generate_samples,
-    generate_traces,
     record_trace_metrics,
     samples_per_problem,
     summarize_traces,
@@ -164,6 +165,35 @@ def requests_dir(settings: MindSettings, source: str, mode: str) -> Path:
     return partition_requests_dir(settings.data_dir, "solution_traces", source, mode)
 
 
+def sample_mode(
+    settings: MindSettings,
+    llm: LLMResource,
+    problems: list[dict],
+    source: str,
+    mode: str,
+    k: int,
+    logger,
+) -> Samples:
+    """k traces per problem of a source in one mode, through the engine; the requests are
+    stored per (source, mode), so problem_difficulty and solution_traces generate a mode once."""
+    return generate_samples(
+        problems=problems,
+        prompt=load_prompt(math_prompt_path(settings, mode)),
+        mode=mode,
+        chat=llm.chat,
+        identity=llm.identity(),
+        requests_dir=requests_dir(settings, source, mode),
+        settings=settings.math,
+        k=k,
+        max_tokens_cap=settings.max_tokens,
+        base_seed=settings.seed,
+        batch_size=llm.requests_per_batch(settings.batch_size),
+        count_tokens=token_counter(llm.model_path()),
+        max_model_len=llm.max_model_len,
+        logger=logger,
+    )
+
+
 def model_judge(settings: MindSettings, llm: LLMResource, source: str, logger) -> ModelJudge | None:
     if not settings.math.judge:
         return None
@@ -202,22 +232,7 @@ def problem_difficulty(context: AssetExecutionContext, llm: LLMResource) -> Mate
     k = samples_per_problem(settings.math, on_gpu=engine_is_gpu(llm))
     judge = model_judge(settings, llm, source, context.log)
     samples = [
-        generate_samples(
-            problems=problems,
-            prompt=load_prompt(settings.prompts_dir / "math" / f"{mode}.yaml"),
-            mode=mode,
-            chat=llm.chat,
-            identity=llm.identity(),
-            requests_dir=requests_dir(settings, source, mode),
-            settings=settings.math,
-            k=k,
-            max_tokens_cap=settings.max_tokens,
-            base_seed=settings.seed,
-            batch_size=llm.requests_per_batch(settings.batch_size),
-            count_tokens=token_counter(llm.model_path()),
-            max_model_len=llm.max_model_len,
-            logger=context.log,
-        )
+        sample_mode(settings, llm, problems, source, mode, k, context.log)
         for mode in settings.math.difficulty_modes
     ]
     table = assess_problems(
@@ -310,24 +325,11 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         prompt.tool_use,
         trace_settings.sandbox if prompt.tool_use else "not needed",
     )
-    run = generate_traces(
-        problems=problems,
-        prompt=prompt,
-        mode=mode,
-        chat=llm.chat,
-        identity=llm.identity(),
-        requests_dir=requests_dir(settings, source, mode),
-        settings=trace_settings,
-        max_tokens_cap=settings.max_tokens,
-        base_seed=settings.seed,
-        batch_size=llm.requests_per_batch(settings.batch_size),
-        count_tokens=token_counter(llm.model_path()),
-        k=k,
-        max_model_len=llm.max_model_len,
+    run = build_traces(
+        sample_mode(settings, llm, problems, source, mode, k, context.log),
         problem_verdicts=verdicts,
         judge=model_judge(settings, llm, source, context.log),
         length_buckets=tuple(settings.length_buckets),
-        logger=context.log,
     )
     written = write_split(SOLUTION_TRACES, settings.data_dir, keys, run.accepted, run.quarantine)
     usage = llm.usage(run.stats)

@@ -17,12 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mind_assets.math_traces.verify import (
-    Verdict,
-    compare,
-    majority,
-    reference_readable,
-)
+from mind_assets.math_traces.verify import Verdict, compare, majority, reference_readable
 from mind_assets.math_traces.verify import judge as verify_trace
 from mind_assets.settings import MathSettings
 

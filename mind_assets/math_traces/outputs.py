@@ -3,6 +3,8 @@ verified solution traces of each (source, mode), incorrect ones in the quarantin
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mind_assets.lib.outputs import OutputFamily, ParentLink, PartitionDim
 from mind_assets.math_traces.difficulty import PROBLEM_DIFFICULTY_SCHEMA
 from mind_assets.math_traces.problems import MATH_PROBLEM_SCHEMA
@@ -27,12 +29,10 @@ MATH_PROBLEMS = OutputFamily(
 
 # Per problem, from the difficulty modes' samples: the reference traces are checked against
 # (repaired by majority vote, flagged) and whether it is too easy. Read by solution_traces.
-PROBLEM_DIFFICULTY = OutputFamily(
+PROBLEM_DIFFICULTY = replace(
+    MATH_PROBLEMS,
     name="problem_difficulty",
-    dims=(SOURCE,),
     schema=PROBLEM_DIFFICULTY_SCHEMA,
-    id_column="problem_id",
-    text_column="question",
     parents=(ParentLink(MATH_PROBLEMS, "problem_id"),),
     label="problem verdict",
 )
@@ -40,9 +40,8 @@ PROBLEM_DIFFICULTY = OutputFamily(
 SOLUTION_TRACES = OutputFamily(
     name="solution_traces",
     dims=(SOURCE, MODE),
-    schema=TRACE_SCHEMA,
+    schema=TRACE_SCHEMA,  # its text is the problem and the solution
     id_column="trace_id",
-    text_column="text",  # problem + solution
     quarantine_schema=TRACE_QUARANTINE_SCHEMA,
     parents=(ParentLink(MATH_PROBLEMS, "problem_id"),),
     token_column="seq_tokens",

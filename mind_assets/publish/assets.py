@@ -48,12 +48,9 @@ def published_dataset(context: AssetExecutionContext, llm: LLMResource) -> Mater
     settings = get_settings()
     report = publish(
         context.partition_key,
-        data_dir=settings.data_dir,
-        blends_dir=settings.blends_dir,
-        prompts_dir=settings.prompts_dir,
-        make_counter=lambda: token_counter(llm.model_path()),
-        make_tokenizer=lambda name: blend_tokenizer(settings, llm, name),
-        export_options=settings.blends,
+        settings,
+        lambda: token_counter(llm.model_path()),
+        lambda name: blend_tokenizer(settings, llm, name),
     )
     return MaterializeResult(
         metadata={

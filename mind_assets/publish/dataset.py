@@ -61,8 +61,8 @@ from mind_assets.publish.card import (
     SeedRange,
     render_card,
 )
-from mind_assets.publish.licences import blend_licences, licences_of
-from mind_assets.settings import BlendSettings
+from mind_assets.publish.licences import SourceLicences, blend_licences, licences_of
+from mind_assets.settings import BlendSettings, MindSettings
 
 # What may be published on its own: the families a blend may read, the platform's finished rows
 # (unfiltered conversations, chunks and seeds are steps on the way, not data to train on).
@@ -75,6 +75,22 @@ class PublishError(ValueError):
     """A blend or asset that cannot be published; the message names the missing file or field."""
 
 
+@dataclass(frozen=True)
+class Publishing:
+    """What publishing a blend or an asset is given: the data root, the prompt files its card
+    quotes, how to count tokens (built only when they must be counted), where to write (default
+    `<data_dir>/published/<name>/`) and the card's extra tags."""
+
+    data_dir: Path
+    prompts_dir: Path
+    make_counter: Callable[[], TokenCounter]
+    out_dir: Path | None = None
+    tags: Sequence[str] = ()
+
+    def folder(self, name: str) -> Path:
+        return self.out_dir if self.out_dir is not None else published_dir(self.data_dir, name)
+
+
 @dataclass
 class PublishReport:
     folder: Path
@@ -83,6 +99,20 @@ class PublishReport:
     exported: bool  # whether a blend's parquet export had to be (re)written first
     kind: str = "blend"  # or "asset"
     card: str = ""  # the README.md written
+
+    @classmethod
+    def of(
+        cls, folder: Path, configs: list[ConfigData], card: str, *, kind: str, exported: bool
+    ) -> PublishReport:
+        """The report of a folder written with these configs and this card."""
+        return cls(
+            folder,
+            rows={c.name: c.rows for c in configs},
+            tokens={c.name: c.tokens for c in configs},
+            exported=exported,
+            kind=kind,
+            card=card,
+        )
 
 
 def load_blend_manifest(data_dir: Path, blends_dir: Path, blend: str) -> Manifest:
@@ -278,15 +308,44 @@ def _check_replaceable(folder: Path) -> None:
         )
 
 
-def _blend_card_facts(
-    manifest: Manifest,
-    phases: list[ConfigData],
-    data_dir: Path,
-    prompts_dir: Path,
-    tags: Sequence[str],
-) -> CardFacts:
-    """What a blend's card states: per source, the lineage, prompts, seeds, rejections and
-    licences of the files its manifest pins."""
+@dataclass
+class _Derivation:
+    """What a published folder's rows derive from, per blend source or config (`unit`): the
+    lineage of their generation, the files that hold them, the partitions those files are of and
+    the licences of their origins."""
+
+    unit: str  # "source" or "config"
+    lineage: dict[str, list[dict[str, Any]]]
+    files: dict[str, list[Path]]
+    partitions: Partitions
+    licences: list[SourceLicences]
+
+    def card_facts(
+        self,
+        origin: BlendOrigin | FamilyOrigin,
+        configs: list[ConfigData],
+        schema: pa.Schema,
+        publishing: Publishing,
+    ) -> CardFacts:
+        """What the card states: the derivation, and the prompts, seeds and per-rule rejections
+        read off it."""
+        combinations = (c for per_name in self.lineage.values() for c in per_name)
+        return CardFacts(
+            origin=origin,
+            configs=configs,
+            schema=schema,
+            lineage=self.lineage,
+            prompts=_prompts(combinations, publishing.prompts_dir),
+            seeds=_seeds(self.files),
+            rejections=_rejections(self.partitions, publishing.data_dir, self.unit),
+            licences=self.licences,
+            tags=list(publishing.tags),
+        )
+
+
+def _blend_derivation(manifest: Manifest, data_dir: Path) -> _Derivation:
+    """Per blend source, the lineage, files and partitions its manifest pins, and their
+    licences."""
     lineage: dict[str, list[dict[str, Any]]] = {}
     files: dict[str, list[Path]] = {}
     partitions: dict[str, list[tuple[OutputFamily, Keys]]] = {}
@@ -299,39 +358,26 @@ def _blend_card_facts(
                 partitions.setdefault(source.name, []).append(
                     (declared, declared.keys(f.partition))
                 )
-    return CardFacts(
-        origin=BlendOrigin(manifest),
-        configs=phases,
-        schema=EXPORT_SCHEMA,
-        lineage=lineage,
-        prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
-        seeds=_seeds(files),
-        rejections=_rejections(partitions, data_dir, "source"),
-        licences=blend_licences(manifest, data_dir),
-        tags=list(tags),
-    )
+    return _Derivation("source", lineage, files, partitions, blend_licences(manifest, data_dir))
 
 
 def publish_blend(
     blend: str,
+    publishing: Publishing,
     *,
-    data_dir: Path,
     blends_dir: Path,
-    prompts_dir: Path,
     make_tokenizer: Callable[[str], BlendTokenizer],
-    out_dir: Path | None = None,
-    tags: Sequence[str] = (),
     export_options: BlendSettings | None = None,
 ) -> PublishReport:
-    """Write the published folder of `blend` (default `<data_dir>/published/<blend>/`),
-    exporting the blend first when its parquet export is missing or older than its manifest.
-    `make_tokenizer` loads the manifest's tokenizer (by the name it records) only when an
-    export is needed; that export is written with `export_options` (default: the
-    `MIND_BLENDS__*` defaults)."""
+    """Write the published folder of `blend`, exporting the blend first when its parquet export
+    is missing or older than its manifest. `make_tokenizer` loads the manifest's tokenizer (by
+    the name it records) only when an export is needed; that export is written with
+    `export_options` (default: the `MIND_BLENDS__*` defaults)."""
+    data_dir = publishing.data_dir
     manifest = load_blend_manifest(data_dir, blends_dir, blend)
     if not manifest.phases:
         raise PublishError(f"manifest {manifest_path(data_dir, blend)} has no phases")
-    folder = out_dir if out_dir is not None else published_dir(data_dir, blend)
+    folder = publishing.folder(blend)
     _check_replaceable(folder)
     exports = export_dir(data_dir, blend)
     exported = False
@@ -351,15 +397,11 @@ def publish_blend(
     # The published folder is meant to be read by others (a staging directory is private).
     with replace_dir(folder, mode=0o755) as staging:
         phases = _stage_phases(manifest, exports, staging)
-        card = render_card(_blend_card_facts(manifest, phases, data_dir, prompts_dir, tags))
+        derivation = _blend_derivation(manifest, data_dir)
+        facts = derivation.card_facts(BlendOrigin(manifest), phases, EXPORT_SCHEMA, publishing)
+        card = render_card(facts)
         staging.add_text("README.md", card)
-    return PublishReport(
-        folder,
-        rows={p.name: p.rows for p in phases},
-        tokens={p.name: p.tokens for p in phases},
-        exported=exported,
-        card=card,
-    )
+    return PublishReport.of(folder, phases, card, kind="blend", exported=exported)
 
 
 def config_name(declared: OutputFamily, keys: Keys) -> str:
@@ -431,17 +473,11 @@ def _stage_partitions(
     return configs, read
 
 
-def _family_card_facts(
-    declared: OutputFamily,
-    partitions: list[Keys],
-    configs: list[ConfigData],
-    origin: FamilyOrigin,
-    data_dir: Path,
-    prompts_dir: Path,
-    tags: Sequence[str],
-) -> CardFacts:
-    """What an asset's card states: per config, the lineage, prompts, seeds, rejections and
-    licences of the current versions it publishes."""
+def _family_derivation(
+    declared: OutputFamily, partitions: list[Keys], data_dir: Path
+) -> _Derivation:
+    """Per config, the lineage, current versions and partitions an asset publishes, and their
+    licences."""
     groups: dict[str, list[tuple[OutputFamily, Keys]]] = {}
     files: dict[str, list[Path]] = {}
     for keys in partitions:
@@ -449,31 +485,14 @@ def _family_card_facts(
         groups.setdefault(config, []).append((declared, keys))
         files.setdefault(config, []).append(current_version(declared.path(data_dir, keys)))
     lineage = {config: source_lineage(paths) for config, paths in files.items()}
-    return CardFacts(
-        origin=origin,
-        configs=configs,
-        schema=declared.schema,
-        lineage=lineage,
-        prompts=_prompts((e for entries in lineage.values() for e in entries), prompts_dir),
-        seeds=_seeds(files),
-        rejections=_rejections(groups, data_dir, "config"),
-        licences=licences_of(groups, data_dir),
-        tags=list(tags),
-    )
+    return _Derivation("config", lineage, files, groups, licences_of(groups, data_dir))
 
 
-def publish_family(
-    asset: str,
-    *,
-    data_dir: Path,
-    prompts_dir: Path,
-    make_counter: Callable[[], TokenCounter],
-    out_dir: Path | None = None,
-    tags: Sequence[str] = (),
-) -> PublishReport:
-    """Write the published folder of one asset (default `<data_dir>/published/<asset>/`): the
-    latest version of every materialized partition, one config per style, task family or
-    source and mode, with a card generated from the rows' lineage."""
+def publish_family(asset: str, publishing: Publishing) -> PublishReport:
+    """Write the published folder of one asset: the latest version of every materialized
+    partition, one config per style, task family or source and mode, with a card generated from
+    the rows' lineage."""
+    data_dir = publishing.data_dir
     declared = PUBLISHABLE.get(asset)
     if declared is None:
         raise PublishError(
@@ -485,9 +504,9 @@ def publish_family(
             f"asset {asset!r} has nothing materialized: no partition file under "
             f"{data_dir / asset} (materialize {asset} first)"
         )
-    folder = out_dir if out_dir is not None else published_dir(data_dir, asset)
+    folder = publishing.folder(asset)
     _check_replaceable(folder)
-    count = make_counter()
+    count = publishing.make_counter()
     built_at = datetime.now(UTC).isoformat(timespec="seconds")
     with replace_dir(folder, mode=0o755) as staging:
         configs, read = _stage_partitions(declared, partitions, data_dir, count, staging)
@@ -497,41 +516,33 @@ def publish_family(
                 f"({', '.join(sorted({p.partition for p in read}))}) is empty, e.g. all its rows "
                 "quarantined (see `mind metrics --views rejections_per_rule`)"
             )
+        derivation = _family_derivation(declared, partitions, data_dir)
         origin = FamilyOrigin(declared, read, built_at)
-        facts = _family_card_facts(
-            declared, partitions, configs, origin, data_dir, prompts_dir, tags
-        )
+        facts = derivation.card_facts(origin, configs, declared.schema, publishing)
         card = render_card(facts)
         staging.add_text("README.md", card)
-    return PublishReport(
-        folder,
-        rows={c.name: c.rows for c in configs},
-        tokens={c.name: c.tokens for c in configs},
-        exported=False,
-        kind="asset",
-        card=card,
-    )
+    return PublishReport.of(folder, configs, card, kind="asset", exported=False)
 
 
 def publish(
     name: str,
-    *,
-    data_dir: Path,
-    blends_dir: Path,
-    prompts_dir: Path,
+    settings: MindSettings,
     make_counter: Callable[[], TokenCounter],
     make_tokenizer: Callable[[str], BlendTokenizer],
+    *,
     out_dir: Path | None = None,
     tags: Sequence[str] = (),
-    export_options: BlendSettings | None = None,
 ) -> PublishReport:
-    """`mind publish NAME`: the asset of that name (see PUBLISHABLE) or the blend. Tokens of
-    an asset's rows are counted with `make_counter` (the engine model's); a blend exported
-    first is encoded with its manifest's tokenizer (`make_tokenizer`)."""
+    """`mind publish NAME`: the asset of that name (see PUBLISHABLE) or the blend, under the
+    settings' data root. Tokens of an asset's rows are counted with `make_counter` (the engine
+    model's); a blend export it needs first is encoded with its manifest's tokenizer
+    (`make_tokenizer`) and written with MIND_BLENDS__*."""
     try:
         validate_name(name, kind="blend or asset name")
     except InvalidNameError as error:
         raise PublishError(str(error)) from error
+    data_dir, blends_dir = settings.data_dir, settings.blends_dir
+    publishing = Publishing(data_dir, settings.prompts_dir, make_counter, out_dir, tags)
     spec, manifest = blend_spec_path(blends_dir, name), manifest_path(data_dir, name)
     has_spec = blend_spec_exists(blends_dir, name)
     is_blend = has_spec or output_exists(manifest)
@@ -541,14 +552,7 @@ def publish(
                 f"{name!r} names both an asset and a blend ({spec if has_spec else manifest})"
                 "; rename the blend"
             )
-        return publish_family(
-            name,
-            data_dir=data_dir,
-            prompts_dir=prompts_dir,
-            make_counter=make_counter,
-            out_dir=out_dir,
-            tags=tags,
-        )
+        return publish_family(name, publishing)
     if not is_blend:
         known = blend_names(blends_dir)
         raise PublishError(
@@ -558,11 +562,8 @@ def publish(
         )
     return publish_blend(
         name,
-        data_dir=data_dir,
+        publishing,
         blends_dir=blends_dir,
-        prompts_dir=prompts_dir,
         make_tokenizer=make_tokenizer,
-        out_dir=out_dir,
-        tags=tags,
-        export_options=export_options,
+        export_options=settings.blends,
     )

@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from mind_assets.lib.metadata import output_result
+from mind_assets.lib.outputs import OutputFamily, Partition
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import requests_dir, validate_name, write_parquet_version
 from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
@@ -22,7 +23,7 @@ from mind_assets.llm.resource import LLMResource
 from mind_assets.llm.versions import llm_config
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
-from mind_assets.task_qa.catalog import build_catalog
+from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
 from mind_assets.task_qa.families import (
     catalog_output_types,
     catalog_path,
@@ -51,6 +52,7 @@ from mind_assets.task_qa.prismatic_steps import (
 )
 from mind_assets.task_qa.seeds import EvalTexts, load_seed_split, normalize_split
 from mind_assets.task_qa.stage import (
+    FamilyGeneration,
     TaskQAResult,
     parse_retry_metadata,
     run_task_qa,
@@ -58,6 +60,18 @@ from mind_assets.task_qa.stage import (
 )
 
 task_families_partitions = DynamicPartitionsDefinition(name=TASK_FAMILIES_PARTITION)
+# What the stage's assets per task family share (task_seed_catalog registers the families).
+PER_FAMILY = {"partitions_def": task_families_partitions, "group_name": "task_qa"}
+
+
+def family_partition(
+    context: AssetExecutionContext, declared: OutputFamily
+) -> tuple[MindSettings, Partition, CatalogEntry]:
+    """The settings, the partition of `declared` this run writes, and the catalog entry of its
+    task family."""
+    settings = get_settings()
+    out = declared.partition(settings.data_dir, context.partition_key)
+    return settings, out, read_catalog_entry(settings, out.keys["family"])
 
 
 @asset(
@@ -98,18 +112,15 @@ def task_seed_catalog(context: AssetExecutionContext) -> MaterializeResult:
 
 
 @asset(
-    partitions_def=task_families_partitions,
+    **PER_FAMILY,
     deps=[task_seed_catalog],
-    group_name="task_qa",
     kinds={"parquet"},
     code_version="1",
     description="A task's training split, rendered through lm-eval's own task object and "
     "normalised: question, choices, answer as text (never a letter), rationale.",
 )
 def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
-    settings = get_settings()
-    out = TASK_SEEDS.partition(settings.data_dir, context.partition_key)
-    entry = read_catalog_entry(settings, out.keys["family"])
+    settings, out, entry = family_partition(context, TASK_SEEDS)
     train = load_seed_split(entry, entry.training_split, settings.task_mirror)
     table = normalize_split(entry, train, limit=settings.task_qa.seed_limit)
     out.write(table)
@@ -206,11 +217,10 @@ def task_qa_aggregates(
 
 
 @asset(
-    partitions_def=task_families_partitions,
-    deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config],
-    group_name="task_qa",
-    kinds={"vllm", "parquet"},
+    **PER_FAMILY,
     **generating_asset(),
+    deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config],
+    kinds={"vllm", "parquet"},
     code_version="2",
     description="New items of the same skill as the seeds, in multiple-choice and open-ended "
     "form, with reasoning and distractor explanations; filtered and decontaminated against the "
@@ -218,37 +228,33 @@ def task_qa_aggregates(
     "<family>.quarantine.parquet.",
 )
 def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
-    settings = get_settings()
-    out = TASK_QA.partition(settings.data_dir, context.partition_key)
-    family = out.keys["family"]
-    entry = read_catalog_entry(settings, family)
+    settings, out, entry = family_partition(context, TASK_QA)
     seeds = TASK_SEEDS.partition(settings.data_dir, out.keys).read()
     prompts = task_qa_prompts_for(settings, entry.output_type)
     evaluation = decontamination_texts(settings, entry)
-    log_unchecked_splits(evaluation, family, context.log)
+    log_unchecked_splits(evaluation, entry.family, context.log)
     seed_picker = None
     if settings.task_qa.seed_selection == "prismatic":
-        seed_picker = prismatic_seed_picker(settings, family, seeds, context.log)
-    result = run_task_qa(
+        seed_picker = prismatic_seed_picker(settings, entry.family, seeds, context.log)
+    run = FamilyGeneration(
         entry=entry,
-        seeds=seeds,
-        eval_texts=evaluation.texts,
-        eval_labels=evaluation.labels,
         prompts=prompts,
         chat=llm.chat,
         identity=llm.identity(),
-        requests_dir=requests_dir(settings.data_dir, "task_qa", family),
+        requests_dir=requests_dir(settings.data_dir, "task_qa", entry.family),
         settings=settings.task_qa,
         base_seed=settings.seed,
         batch_size=llm.requests_per_batch(settings.batch_size),
         max_tokens_cap=settings.max_tokens,
-        seed_picker=seed_picker,
         logger=context.log,
+    )
+    result = run_task_qa(
+        run, seeds, evaluation.texts, eval_labels=evaluation.labels, seed_picker=seed_picker
     )
     written = write_split(TASK_QA, settings.data_dir, out.keys, result.accepted, result.quarantine)
     usage = llm.usage(result.stats)
     metrics_store(settings.data_dir).record_aggregates(
-        "task_qa", family, task_qa_aggregates(result, len(evaluation.texts), usage)
+        "task_qa", entry.family, task_qa_aggregates(result, len(evaluation.texts), usage)
     )
     summary = summarize_task_qa(
         result,
@@ -269,11 +275,10 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
 
 
 @asset(
-    partitions_def=task_families_partitions,
-    deps=[task_seeds, task_qa],
-    group_name="task_qa",
-    kinds={"torch", "vllm", "parquet"},
+    **PER_FAMILY,
     **generating_asset(),
+    deps=[task_seeds, task_qa],
+    kinds={"torch", "vllm", "parquet"},
     code_version="2",
     description="Prismatic Synthesis rounds on a family's task Q&A (MIND_DIVERSITY__PRISMATIC_"
     "ROUNDS, default 2). The pool is the seeds plus the items kept so far, featurised alike "
@@ -285,11 +290,8 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     "round goes to the metadata and the metrics store (prismatic_rounds).",
 )
 def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
-    settings = get_settings()
+    settings, out, entry = family_partition(context, PRISMATIC_TASK_QA)
     diversity = settings.diversity
-    out = PRISMATIC_TASK_QA.partition(settings.data_dir, context.partition_key)
-    family = out.keys["family"]
-    entry = read_catalog_entry(settings, family)
     seeds = TASK_SEEDS.partition(settings.data_dir, out.keys).read().to_pylist()
     steps = PrismaticSteps(
         settings,
@@ -297,7 +299,7 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
         llm.chat,
         llm.identity(),
         llm.requests_per_batch(settings.batch_size),
-        requests_dir(settings.data_dir, "prismatic_task_qa", family),
+        requests_dir(settings.data_dir, "prismatic_task_qa", entry.family),
         context.log,
     )
     majority = entry.output_type != "multiple_choice" and diversity.prismatic_verify_samples
@@ -321,9 +323,9 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
     usage = llm.usage(steps.stats)
     store = metrics_store(settings.data_dir)
     store.replace_partition(
-        "prismatic_rounds", out.keys, prismatic_round_rows(result, family, context.run.run_id)
+        "prismatic_rounds", out.keys, prismatic_round_rows(result, entry.family, context.run.run_id)
     )
-    store.record_aggregates("prismatic_task_qa", family, prismatic_aggregates(result, usage))
+    store.record_aggregates("prismatic_task_qa", entry.family, prismatic_aggregates(result, usage))
     summary = prismatic_summary(
         result,
         seeds=len(seeds),

@@ -4,6 +4,8 @@ filter keeps."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mind_assets.lib.outputs import OutputFamily, ParentLink, PartitionDim
 from mind_assets.task_qa.schema import (
     PRISMATIC_TASK_QA_QUARANTINE_SCHEMA,
@@ -31,7 +33,6 @@ TASK_QA = OutputFamily(
     dims=(FAMILY,),
     schema=TASK_QA_SCHEMA,
     id_column="qa_id",
-    text_column="text",
     quarantine_schema=TASK_QA_QUARANTINE_SCHEMA,
     parents=(ParentLink(TASK_SEEDS, "seed_ids", many=True),),
     token_column="completion_tokens",
@@ -43,15 +44,10 @@ TASK_QA = OutputFamily(
 # row is its task_qa item (same qa_id) and traces through it; a row generated in a later round
 # traces to the seeds among its `seed_ids` (the others are items kept in earlier rounds, rows of
 # this family).
-PRISMATIC_TASK_QA = OutputFamily(
+PRISMATIC_TASK_QA = replace(
+    TASK_QA,
     name="prismatic_task_qa",
-    dims=(FAMILY,),
     schema=PRISMATIC_TASK_QA_SCHEMA,
-    id_column="qa_id",
-    text_column="text",
     quarantine_schema=PRISMATIC_TASK_QA_QUARANTINE_SCHEMA,
     parents=(ParentLink(TASK_QA, "qa_id"), ParentLink(TASK_SEEDS, "seed_ids", many=True)),
-    token_column="completion_tokens",
-    prompt_column="question",
-    blendable=True,
 )

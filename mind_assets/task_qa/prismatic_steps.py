@@ -26,7 +26,7 @@ from mind_assets.task_qa.families import decontamination_texts, task_qa_prompts_
 from mind_assets.task_qa.majority import MajorityVerdict, MathItem, verify_by_majority
 from mind_assets.task_qa.prismatic import PrismaticResult, prismatic_cache_name
 from mind_assets.task_qa.schema import SEED_SCHEMA
-from mind_assets.task_qa.stage import parse_retry_metadata, run_task_qa
+from mind_assets.task_qa.stage import FamilyGeneration, parse_retry_metadata, run_task_qa
 
 
 @dataclass
@@ -50,11 +50,8 @@ class PrismaticSteps:
     def generate(self, round_: int, pool_rows: list[dict], picker) -> tuple[list[dict], list[dict]]:
         """A later round's new items from the grown pool: (accepted, quarantined) rows."""
         settings = self.settings
-        result = run_task_qa(
+        run = FamilyGeneration(
             entry=self.entry,
-            seeds=pa.Table.from_pylist(pool_rows, schema=SEED_SCHEMA),
-            eval_texts=self.evaluation.texts,
-            eval_labels=self.evaluation.labels,
             prompts=task_qa_prompts_for(settings, self.entry.output_type),
             chat=self.chat,
             identity=self.identity,
@@ -63,8 +60,14 @@ class PrismaticSteps:
             base_seed=derive_seed(settings.seed, "prismatic", f"round_{round_}"),
             batch_size=self.batch_size,
             max_tokens_cap=settings.max_tokens,
-            seed_picker=picker,
             logger=self.logger,
+        )
+        result = run_task_qa(
+            run,
+            pa.Table.from_pylist(pool_rows, schema=SEED_SCHEMA),
+            self.evaluation.texts,
+            eval_labels=self.evaluation.labels,
+            seed_picker=picker,
         )
         self.stats.extend(result.stats)
         self.parse_retries.update(parse_retry_metadata(result))

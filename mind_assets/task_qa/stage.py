@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from mind_assets.lib.prompts import PromptFile, load_prompt
+from mind_assets.lib.quarantine import SplitRows
 from mind_assets.lib.report import Markdown, StageSummary, markdown_table
 from mind_assets.llm.batch_runner import ChatFn, RequestStore, RunStats
 from mind_assets.llm.requests import ChatRequest, EngineIdentity, derive_seed, with_seed
@@ -79,8 +80,8 @@ class FamilyGeneration:
     settings: TaskQASettings
     base_seed: int
     batch_size: int
-    max_tokens_cap: int | None
-    logger: logging.Logger | None
+    max_tokens_cap: int | None = None
+    logger: logging.Logger | None = None
 
 
 @dataclass
@@ -94,36 +95,15 @@ class GeneratedItem:
 
 
 def run_task_qa(
-    *,
-    entry: CatalogEntry,
+    run: FamilyGeneration,
     seeds: pa.Table,
     eval_texts: list[str],
-    prompts: TaskQAPrompts,
-    chat: ChatFn,
-    identity: EngineIdentity,
-    requests_dir: Path,
-    settings: TaskQASettings,
-    base_seed: int,
-    batch_size: int,
-    max_tokens_cap: int | None = None,
-    seed_picker: SeedPicker | None = None,
-    logger: logging.Logger | None = None,
+    *,
     eval_labels: list[str] | None = None,
+    seed_picker: SeedPicker | None = None,
 ) -> TaskQAResult:
     """Generate one family's items from its seeds, enrich their multiple-choice form, and split
     every form into accepted and quarantined rows by the task-Q&A rules."""
-    run = FamilyGeneration(
-        entry=entry,
-        prompts=prompts,
-        chat=chat,
-        identity=identity,
-        requests_dir=requests_dir,
-        settings=settings,
-        base_seed=base_seed,
-        batch_size=batch_size,
-        max_tokens_cap=max_tokens_cap,
-        logger=logger,
-    )
     items, generated = _generate_items(run, seeds, seed_picker)
     enrich_requests, enriched = _enrich_items(run, items)
     flat = [(item, c) for item in items for c in item.candidates]
@@ -132,29 +112,19 @@ def run_task_qa(
         seed_questions=seeds.column("question").to_pylist(),
         eval_texts=eval_texts,
         eval_labels=eval_labels,
-        thresholds=settings,
+        thresholds=run.settings,
     )
-    accepted_rows, rejected_rows = [], []
+    split = SplitRows()
     counts = dict.fromkeys(TASK_QA_RULES, 0)
     for (item, candidate), why in zip(flat, reasons, strict=True):
-        row = _row(
-            entry,
-            item.plan,
-            candidate,
-            item.attempt,
-            enrich_requests.get(item.plan.item_index),
-            prompts,
-            identity,
-        )
-        if why:
-            rejected_rows.append({**row, "rejected_by": why})
-            for reason in why:
-                counts[reason.split(":")[0]] += 1
-        else:
-            accepted_rows.append(row)
+        enrichment = enrich_requests.get(item.plan.item_index)
+        split.add(_row(run, item.plan, candidate, item.attempt, enrichment), why)
+        for reason in why:
+            counts[reason.split(":")[0]] += 1
+    accepted, quarantine = split.tables(TASK_QA_SCHEMA, TASK_QA_QUARANTINE_SCHEMA)
     return TaskQAResult(
-        accepted=pa.Table.from_pylist(accepted_rows, schema=TASK_QA_SCHEMA),
-        quarantine=pa.Table.from_pylist(rejected_rows, schema=TASK_QA_QUARANTINE_SCHEMA),
+        accepted=accepted,
+        quarantine=quarantine,
         rejections_per_rule=counts,
         stats=[*generated.stats, *enriched.stats],
         generation_retries=generated.counts,
@@ -292,10 +262,11 @@ def answer_check_of(entry: CatalogEntry, candidate: Candidate) -> str:
 
 
 def _row(
-    entry, plan, candidate: Candidate, attempt: Attempt, enrich_request, prompts, identity
+    run: FamilyGeneration, plan, candidate: Candidate, attempt: Attempt, enrich_request
 ) -> dict:
     """One form of an item as a row. The item keeps its id (from its first request) whichever
     attempt it keeps; the lineage columns are those of the attempt kept."""
+    entry, prompts = run.entry, run.prompts
     result, request = attempt.stored.result, attempt.request
     item_id = plan.request.request_hash[:24]
     return {
@@ -322,7 +293,7 @@ def _row(
         "prompt_version": prompts.generate.version,
         "enrich_prompt_id": prompts.enrich.id if enrich_request else None,
         "enrich_prompt_version": prompts.enrich.version if enrich_request else None,
-        **identity.lineage(),
+        **run.identity.lineage(),
         "sampling_params": request.sampling.to_json(),
         "seed": request.sampling.seed,
         "prompt_tokens": result.prompt_tokens,
