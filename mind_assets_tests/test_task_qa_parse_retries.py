@@ -138,7 +138,6 @@ def run(chat: ScriptedChat, requests_dir: Path, *, parse_retries: int = 2) -> Ta
     return run_task_qa(
         entry=ENTRY,
         seeds=seeds(),
-        eval_texts=[],
         prompts=TaskQAPrompts.load(
             PROJECT_DIR / "prompts", output_type="generate_until", structured=True
         ),

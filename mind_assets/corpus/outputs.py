@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from mind_assets.corpus.schema import CHUNK_SCHEMA, RAW_DOCUMENT_SCHEMA
+from mind_assets.corpus.schema import (
+    CHUNK_SCHEMA,
+    RAW_DOCUMENT_QUARANTINE_SCHEMA,
+    RAW_DOCUMENT_SCHEMA,
+)
 from mind_assets.lib.instance import SHARDS_PARTITION
 from mind_assets.lib.outputs import OutputFamily, ParentLink, PartitionDim
 
@@ -14,6 +18,7 @@ RAW_DOCUMENTS = OutputFamily(
     schema=RAW_DOCUMENT_SCHEMA,
     id_column="doc_id",
     text_column="text",
+    quarantine_schema=RAW_DOCUMENT_QUARANTINE_SCHEMA,  # documents holding a benchmark item
     label="raw_document",
     blendable=True,
 )

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from mind_assets.conversations.outputs import CONVERSATIONS, STYLE
 from mind_assets.corpus.outputs import SHARD
-from mind_assets.filtering.schema import FILTERED_SCHEMA, QUARANTINE_SCHEMA
+from mind_assets.filtering.schema import (
+    FILTERED_SCHEMA,
+    LONGEST_QUARANTINE_SCHEMA,
+    QUARANTINE_SCHEMA,
+)
 from mind_assets.lib.outputs import OutputFamily, ParentLink
 
 FILTERED_CONVERSATIONS = OutputFamily(
@@ -21,12 +25,14 @@ FILTERED_CONVERSATIONS = OutputFamily(
 )
 
 # Rows are filtered rows as they are; each keeps its `style`, which names its parent partition.
+# The quarantine holds candidates a newer benchmark index flags.
 LONGEST_CONVERSATIONS = OutputFamily(
     name="longest_conversations",
     dims=(SHARD,),
     schema=FILTERED_SCHEMA,
     id_column="conversation_id",
     text_column="text",
+    quarantine_schema=LONGEST_QUARANTINE_SCHEMA,
     parents=(ParentLink(FILTERED_CONVERSATIONS, "conversation_id"),),
     token_column="completion_tokens",
     blendable=True,

@@ -13,6 +13,9 @@ from dagster import (
     asset,
 )
 
+from mind_assets.decontamination.assets import benchmark_index
+from mind_assets.decontamination.check import decontaminate_split
+from mind_assets.decontamination.steps import current_index, report_check, with_judge
 from mind_assets.lib.metadata import output_result
 from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import requests_dir, validate_name, write_parquet_version
@@ -26,9 +29,9 @@ from mind_assets.task_qa.catalog import build_catalog
 from mind_assets.task_qa.families import (
     catalog_output_types,
     catalog_path,
-    decontamination_texts,
     native_form,
     read_catalog_entry,
+    require_own_benchmark,
     selected_families,
     task_qa_prompts_for,
 )
@@ -49,7 +52,7 @@ from mind_assets.task_qa.prismatic_steps import (
     prismatic_round_rows,
     prismatic_summary,
 )
-from mind_assets.task_qa.seeds import EvalTexts, load_seed_split, normalize_split
+from mind_assets.task_qa.seeds import load_seed_split, normalize_split
 from mind_assets.task_qa.stage import (
     TaskQAResult,
     parse_retry_metadata,
@@ -178,27 +181,11 @@ def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, 
     return cluster_seed_picker(clustering, settings.diversity.prismatic_generation_fraction)
 
 
-def log_unchecked_splits(evaluation: EvalTexts, family: str, logger) -> None:
-    if not evaluation.texts:
-        logger.warning(
-            "%s: no evaluation split found; decontamination had nothing to check", family
-        )
-    elif evaluation.missing:
-        logger.warning(
-            "%s: evaluation splits not found, not decontaminated against: %s",
-            family,
-            evaluation.missing,
-        )
-
-
-def task_qa_aggregates(
-    result: TaskQAResult, eval_texts: int, usage: dict[str, float]
-) -> dict[str, float]:
+def task_qa_aggregates(result: TaskQAResult, usage: dict[str, float]) -> dict[str, float]:
     """The per-partition numbers `mind metrics` shows for a family's task Q&A."""
     return {
         "generated": result.accepted.num_rows + result.quarantine.num_rows,
         "accepted": result.accepted.num_rows,
-        "eval_texts": eval_texts,
         **{f"rejected/{rule}": n for rule, n in result.rejections_per_rule.items()},
         **parse_retry_metadata(result),
         **usage,
@@ -207,14 +194,14 @@ def task_qa_aggregates(
 
 @asset(
     partitions_def=task_families_partitions,
-    deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config],
+    deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config, benchmark_index],
     group_name="task_qa",
     kinds={"vllm", "parquet"},
     **generating_asset(),
     code_version="2",
     description="New items of the same skill as the seeds, in multiple-choice and open-ended "
-    "form, with reasoning and distractor explanations; filtered and decontaminated against the "
-    "evaluation splits of every configured family plus GSM8K test. Rejected rows go to "
+    "form, with reasoning and distractor explanations; filtered, and decontaminated against the "
+    "benchmark index (which must hold the family's own evaluation split). Rejected rows go to "
     "<family>.quarantine.parquet.",
 )
 def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
@@ -224,16 +211,15 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     entry = read_catalog_entry(settings, family)
     seeds = TASK_SEEDS.partition(settings.data_dir, out.keys).read()
     prompts = task_qa_prompts_for(settings, entry.output_type)
-    evaluation = decontamination_texts(settings, entry)
-    log_unchecked_splits(evaluation, family, context.log)
+    decontamination = current_index(settings)
+    require_own_benchmark(entry, decontamination)
+    judge = with_judge(decontamination, settings, llm, "task_qa", out.keys, context.log)
     seed_picker = None
     if settings.task_qa.seed_selection == "prismatic":
         seed_picker = prismatic_seed_picker(settings, family, seeds, context.log)
     result = run_task_qa(
         entry=entry,
         seeds=seeds,
-        eval_texts=evaluation.texts,
-        eval_labels=evaluation.labels,
         prompts=prompts,
         chat=llm.chat,
         identity=llm.identity(),
@@ -244,19 +230,18 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         max_tokens_cap=settings.max_tokens,
         seed_picker=seed_picker,
         logger=context.log,
+        decontamination=decontamination,
     )
     written = write_split(TASK_QA, settings.data_dir, out.keys, result.accepted, result.quarantine)
-    usage = llm.usage(result.stats)
+    usage = llm.usage([*result.stats, *(judge.stats if judge else [])])
     metrics_store(settings.data_dir).record_aggregates(
-        "task_qa", family, task_qa_aggregates(result, len(evaluation.texts), usage)
+        "task_qa", family, task_qa_aggregates(result, usage)
     )
     summary = summarize_task_qa(
         result,
         prompts=prompts,
         quarantine_path=written.quarantine_path,
-        eval_texts=len(evaluation.texts),
         engine=llm.engine_metadata(),
-        eval_splits=evaluation.per_split,
         licence=entry.licence,
     )
     return output_result(
@@ -264,13 +249,14 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         written.accepted_path,
         preview=["form", "question", "answer", "reasoning"],
         summary=summary,
+        **report_check(settings, "task_qa", family, result.decontamination),
         **usage,
     )
 
 
 @asset(
     partitions_def=task_families_partitions,
-    deps=[task_seeds, task_qa],
+    deps=[task_seeds, task_qa, benchmark_index],
     group_name="task_qa",
     kinds={"torch", "vllm", "parquet"},
     **generating_asset(),
@@ -291,6 +277,9 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
     family = out.keys["family"]
     entry = read_catalog_entry(settings, family)
     seeds = TASK_SEEDS.partition(settings.data_dir, out.keys).read().to_pylist()
+    decontamination = current_index(settings)
+    require_own_benchmark(entry, decontamination)
+    judge = with_judge(decontamination, settings, llm, "prismatic_task_qa", out.keys, context.log)
     steps = PrismaticSteps(
         settings,
         entry,
@@ -299,6 +288,7 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
         llm.requests_per_batch(settings.batch_size),
         requests_dir(settings.data_dir, "prismatic_task_qa", family),
         context.log,
+        decontamination=decontamination,
     )
     majority = entry.output_type != "multiple_choice" and diversity.prismatic_verify_samples
     result = run_prismatic_rounds(
@@ -315,10 +305,17 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
         seed=settings.seed,
         logger=context.log,
     )
-    kept = pa.Table.from_pylist(result.kept, schema=PRISMATIC_TASK_QA.schema)
-    dropped = pa.Table.from_pylist(result.dropped, schema=PRISMATIC_TASK_QA.quarantine_schema)
-    written = write_split(PRISMATIC_TASK_QA, settings.data_dir, out.keys, kept, dropped)
-    usage = llm.usage(steps.stats)
+    # Round 1 kept task_qa's items as they were checked then: every kept item is checked
+    # against the current index before it is written.
+    checked = decontaminate_split(
+        decontamination,
+        pa.Table.from_pylist(result.kept, schema=PRISMATIC_TASK_QA.schema),
+        pa.Table.from_pylist(result.dropped, schema=PRISMATIC_TASK_QA.quarantine_schema),
+        PRISMATIC_TASK_QA.quarantine_schema,
+    )
+    kept = checked.accepted
+    written = write_split(PRISMATIC_TASK_QA, settings.data_dir, out.keys, kept, checked.quarantine)
+    usage = llm.usage([*steps.stats, *(judge.stats if judge else [])])
     store = metrics_store(settings.data_dir)
     store.replace_partition(
         "prismatic_rounds", out.keys, prismatic_round_rows(result, family, context.run.run_id)
@@ -332,4 +329,10 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
         else "off",
         parse_retries=steps.parse_retries,
     )
-    return output_result(kept, written.accepted_path, summary=summary, **usage)
+    return output_result(
+        kept,
+        written.accepted_path,
+        summary=summary,
+        **report_check(settings, "prismatic_task_qa", family, checked.record),
+        **usage,
+    )
