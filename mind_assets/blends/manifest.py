@@ -15,6 +15,7 @@ from mind_assets.blends.arithmetic import SourceSupply, allocate_phase
 from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.gates import CheckGate, QualityGateError
 from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
+from mind_assets.decontamination.record import CheckRecord, IndexVersion, read_record
 from mind_assets.lib.buckets import schedule as bucket_schedule
 from mind_assets.lib.storage import (
     current_version,
@@ -57,6 +58,9 @@ class ResolvedFile:
     tokens: int
     run_id: str | None = None
     data_version: str | None = None
+    # What the file's rows were checked against and what that removed (its CheckRecord);
+    # None: never checked (a manifest from before decontamination, or decontamination off).
+    decontamination: dict[str, Any] | None = None
 
     def resolve(self, data_dir: Path) -> Path:
         # Joining keeps the absolute paths of older manifests; a manifest from before outputs
@@ -109,6 +113,9 @@ class Manifest:
     schedule: list[dict[str, Any]] = field(default_factory=list)
     # Source partitions the quality gate left out: asset, partition, check, reason.
     excluded: list[dict[str, Any]] = field(default_factory=list)
+    # The benchmark index every file had to be checked against (version, per-benchmark
+    # fingerprints, splits, parameters); empty when decontamination was off.
+    decontamination: dict[str, Any] = field(default_factory=dict)
     # The version this manifest was read from (`<UTC time>-<sha256 prefix>`, the name of its
     # file under blend_manifest/<blend>/.versions/manifest.json/); not part of its content.
     version: str = ""
@@ -219,17 +226,21 @@ def resolve_files(
     token_cache: dict[str, int],
     gate: CheckGate | None = None,
     excluded: list[dict[str, Any]] | None = None,
+    required: IndexVersion | None = None,
 ) -> list[ResolvedFile]:
-    """The current version of every file a source selects, pinned with its sha256, rows, tokens
-    and the materialization that wrote it; a partition the quality `gate` keeps out is left out
-    and recorded in `excluded`. `token_cache` (sha256 -> tokens) spares counting a file two
-    sources share."""
+    """The current version of every file a source selects, pinned with its sha256, rows, tokens,
+    the materialization that wrote it and its decontamination record; a partition the quality
+    `gate` keeps out, or whose rows were never checked against the `required` benchmark index,
+    is left out and recorded in `excluded`. `token_cache` (sha256 -> tokens) spares counting a
+    file two sources share."""
     text_column = BLEND_SOURCES[source.asset].text_column
     files = []
     for partition, pointer in source_files(source, data_dir, known):
         path = current_version(pointer)  # the version this manifest pins
         digest = output_sha256(path)
         reasons = gate(source.asset, partition, digest) if gate is not None else []
+        record = read_record(read_output_schema(path))
+        reasons += unchecked_reasons(record, required)
         if reasons:
             if excluded is not None:
                 excluded.append(
@@ -256,9 +267,19 @@ def resolve_files(
                 tokens=token_cache[digest],
                 run_id=materialization.get("run_id"),
                 data_version=materialization.get("data_version"),
+                decontamination=record.to_json() if record else None,
             )
         )
     return files
+
+
+def unchecked_reasons(record: CheckRecord | None, required: IndexVersion | None) -> list[str]:
+    """Why a file does not count as checked against the blend's benchmark index."""
+    if required is None or not required.benchmarks:
+        return []
+    if record is None:
+        return [f"decontamination: never checked against {name}" for name in required.benchmarks]
+    return record.missing(required.benchmarks)
 
 
 def allocate(phase: ResolvedPhase) -> None:
@@ -311,12 +332,14 @@ def build_manifest(
     lookup: MaterializationLookup,
     length_buckets: Sequence[int] | None = None,
     gate: CheckGate | None = None,
+    required: IndexVersion | None = None,
 ) -> Manifest:
     """`known`: the keys each registered or configured dimension has now, by dimension name
     ({"shard": [...], "family": [...], "source": [...]}). `length_buckets`: record a short-to-long
     bucket schedule for a bucketed export. `gate`: the quality gate each source partition must
-    pass (see `gates.py`); what it keeps out is named in the manifest's `excluded`, or refuses
-    the build when the spec says `on_failed_check: fail`."""
+    pass (see `gates.py`); `required`: the benchmark index every file's rows must have been
+    checked against (see `decontamination/record.py`). What either keeps out is named in the
+    manifest's `excluded`, or refuses the build when the spec says `on_failed_check: fail`."""
     token_cache: dict[str, int] = {}
     excluded: list[dict[str, Any]] = []
     phases = []
@@ -324,7 +347,7 @@ def build_manifest(
         phase = ResolvedPhase(phase_spec.name, spec.total_tokens * phase_spec.fraction)
         for source in phase_spec.sources:
             files = resolve_files(
-                source, data_dir, known, count_tokens, lookup, token_cache, gate, excluded
+                source, data_dir, known, count_tokens, lookup, token_cache, gate, excluded, required
             )
             phase.sources.append(
                 ResolvedSource(
@@ -344,7 +367,7 @@ def build_manifest(
         )
         raise QualityGateError(
             f"blend {spec.name!r} (on_failed_check: fail): source partitions failed a blocking "
-            f"check: {named}"
+            f"check or were never checked against its benchmarks: {named}"
         )
     for phase in phases:
         allocate(phase)
@@ -360,6 +383,7 @@ def build_manifest(
         pinned=pinned_upstream(phases, data_dir, lookup),
         schedule=bucket_schedule(length_buckets) if length_buckets else [],
         excluded=list({json.dumps(e, sort_keys=True): e for e in excluded}.values()),
+        decontamination=required.to_json() if required and required.benchmarks else {},
     )
 
 
