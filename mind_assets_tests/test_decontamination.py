@@ -415,3 +415,40 @@ def test_a_step_refuses_a_missing_index_and_one_built_for_other_benchmarks(setti
 
     with pytest.raises(BenchmarkIndexError, match=r"benchmark_index .* is not materialized"):
         current_index(get_settings())
+
+
+def test_the_paraphrase_judge_asks_through_the_chat_path_resumably_and_counts_its_requests(
+    tmp_path,
+):
+    from mind_assets.decontamination.judge import ParaphraseJudge
+    from mind_assets.lib.prompts import load_prompt
+    from mind_assets.llm.requests import ChatResult, EngineIdentity
+    from mind_assets.settings import PROJECT_DIR
+
+    asked = []
+
+    def chat(batch, progress=None):
+        asked.extend(batch)
+        return [ChatResult("YES" if "15 pencils" in r.messages[-1][1] else "No.", 90, 2, "stop")
+                for r in batch]  # fmt: skip
+
+    prompt = load_prompt(PROJECT_DIR / "prompts" / "decontamination" / "paraphrase_judge.yaml")
+    judge = ParaphraseJudge(
+        prompt=prompt,
+        chat=chat,
+        identity=EngineIdentity(model="scripted", engine="test", engine_version="0"),
+        requests_dir=tmp_path / "judge",
+        batch_size=8,
+        base_seed=0,
+    )
+    decontamination = decontamination_of({"gsm8k": [DENSE]}, near_misses=True)
+    decontamination.judge = judge
+    decontamination.item_texts = {("gsm8k", "gsm8k:test:0"): DENSE}
+    near_but_clean = DENSE_RENUMBERED.replace("15 pencils", "16 pencils")
+    found = decontamination.scan([DENSE_RENUMBERED, near_but_clean])
+    assert [m.where for m in found[0]] == ["paraphrase, judged"] and found[1] == []
+    assert len(asked) == 2 and DENSE in asked[0].messages[-1][1]
+    assert judge.stats[0].generated == 2 and sum(s.output_tokens for s in judge.stats) == 4
+    # Asked again (a retried step), the stored replies answer: nothing is generated twice.
+    decontamination.scan([DENSE_RENUMBERED])
+    assert len(asked) == 2 and judge.stats[-1].reused == 1

@@ -30,6 +30,7 @@ from mind_assets.lib.storage import asset_path
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.lib.versions import UnsyncedStatus
 from mind_assets.llm.resource import LLMResource
+from mind_assets.metrics.store import metrics_store
 from mind_assets.publish.dataset import publish_blend
 from mind_assets.settings import get_settings
 from mind_assets_tests.conftest import GSM8K_TEST, NAPKIN
@@ -37,6 +38,12 @@ from mind_assets_tests.conftest import GSM8K_TEST, NAPKIN
 SHARD = "planted"
 PAGES = ("clean", "verbatim", "respaced", "inside")  # the corpus file's rows, in order
 STYLE = "two_students"
+# GSM8K test 0 reworded: its numbers kept, its sentences rewritten, one run of 12 words left.
+REWORDED_GSM8K_0 = (
+    "Every day, Janet's ducks give her 16 eggs. Three are her breakfast and four go into muffins "
+    "she bakes for friends. What is left she sells at the farmers' market daily for $2 per fresh "
+    "duck egg. How many dollars a day does that bring in?"
+)
 GSM8K_SPEC = {"name": "gsm8k", "dataset_path": "openai/gsm8k", "dataset_name": "main"}
 
 
@@ -301,4 +308,33 @@ def test_planted_problems_are_quarantined_from_page_to_conversation_to_blend(
     message = failure.step_failure_data.error.to_string()
     assert f"raw_documents[{SHARD}]: decontamination: never checked against commonsense_qa" in (
         message
+    )
+
+    # The paraphrase judge, through the same engine: a page that rewords GSM8K test 0 (a run
+    # of 12 of its words left, no 13) is a near miss the model is asked about, and its request
+    # is counted in the step's usage and in the metrics store's cost view.
+    monkeypatch.setenv("MIND_DECONTAMINATION__PARAPHRASE_JUDGE", "true")
+    run([decontamination_config])
+    run([benchmark_index])
+    near = tmp_path / "near.jsonl"
+    near.write_text(json.dumps({"id": "reworded", "text": REWORDED_GSM8K_0}) + "\n")
+    register(make_shard_spec("nearmiss", [str(near)]))
+    [event] = run([raw_documents], "nearmiss").asset_materializations_for_node("raw_documents")
+    meta = {k: v.value for k, v in event.metadata.items()}
+    assert meta["decontamination/judged"] == 1
+    assert meta["usage/requests"] == 1 and meta["usage/completion_tokens"] >= 1
+    cost = metrics_store(settings.data_dir).query(
+        "SELECT requests FROM cost_per_partition WHERE asset = 'raw_documents'"
+    )
+    assert cost["requests"].to_pylist() == [1.0]
+    print(
+        "decontamination e2e:",
+        {
+            "chunks": len(chunk_rows),
+            "chunks holding a planted item": len(dirty_chunks),
+            "conversations accepted": len(filtered),
+            "conversations quarantined": len(held),
+            "quarantined as contaminated": removed_conversations,
+            "judge said": (meta["decontamination/removed"] and "YES") or "NO",
+        },
     )

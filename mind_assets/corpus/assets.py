@@ -18,7 +18,12 @@ from mind_assets.corpus.shards import load_shard_spec
 from mind_assets.corpus.sources import read_raw_documents
 from mind_assets.decontamination.assets import benchmark_index
 from mind_assets.decontamination.check import decontaminate_split
-from mind_assets.decontamination.steps import current_index, report_check, with_judge
+from mind_assets.decontamination.steps import (
+    current_index,
+    judge_usage,
+    report_check,
+    with_judge,
+)
 from mind_assets.lib.instance import SHARDS_PARTITION
 from mind_assets.lib.metadata import output_result
 from mind_assets.lib.outputs import Partition
@@ -82,7 +87,7 @@ def raw_documents(context: AssetExecutionContext, llm: LLMResource) -> Materiali
         quarantine_path=MetadataValue.path(str(written.quarantine_path)),
         quarantined=checked.quarantine.num_rows,
         **report_check(settings, "raw_documents", out.key, checked.record),
-        **(llm.usage(judge.stats) if judge else {}),
+        **judge_usage(settings, llm, judge, "raw_documents", out.key),
     )
 
 

@@ -134,6 +134,22 @@ def with_judge(
     return judge
 
 
+def judge_usage(
+    settings: MindSettings,
+    llm: LLMResource,
+    judge: ParaphraseJudge | None,
+    asset: str,
+    partition: str,
+) -> dict[str, float]:
+    """The paraphrase judge's usage in a step that makes no other engine call: its `usage/*`
+    metadata, recorded in the metrics store too (`mind metrics --views cost`)."""
+    if judge is None:
+        return {}
+    usage = llm.usage(judge.stats)
+    metrics_store(settings.data_dir).record_aggregates(asset, partition, usage)
+    return usage
+
+
 def report_check(
     settings: MindSettings, asset: str, partition: str, record: CheckRecord
 ) -> dict[str, Any]:

@@ -22,7 +22,12 @@ from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.corpus.outputs import CHUNKS
 from mind_assets.decontamination.assets import benchmark_index
 from mind_assets.decontamination.record import with_record
-from mind_assets.decontamination.steps import current_index, report_check, with_judge
+from mind_assets.decontamination.steps import (
+    current_index,
+    judge_usage,
+    report_check,
+    with_judge,
+)
 from mind_assets.filtering.checks import FILTER_CHECKS, evaluate_filter_checks
 from mind_assets.filtering.longest import check_longest, longest_per_chunk
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
@@ -215,5 +220,5 @@ def longest_conversations(context: AssetExecutionContext, llm: LLMResource) -> M
         chosen_style_counts=MetadataValue.json({c["values"]: c["counts"] for c in chosen}),
         quarantined=checked.quarantine.num_rows,
         **report_check(settings, "longest_conversations", out.key, checked.record),
-        **(llm.usage(judge.stats) if judge else {}),
+        **judge_usage(settings, llm, judge, "longest_conversations", out.key),
     )
