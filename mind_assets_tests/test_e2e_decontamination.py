@@ -17,7 +17,7 @@ import pytest
 from dagster import MultiPartitionKey
 
 from mind_assets.blends.assets import blend_manifest, instance_lookup, load_manifest
-from mind_assets.blends.lineage import format_audit
+from mind_assets.blends.lineage import format_audit, trace_asset_row
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shard_specs import make_shard_spec
@@ -148,6 +148,19 @@ def test_raw_pages_with_planted_problems_are_quarantined_and_a_new_list_marks_th
         assert quarantined[page]["rejected_by"][0].startswith(f"contaminated: gsm8k {item}: ")
     record = read_record(pq.read_schema(asset_path(settings.data_dir, "raw_documents", SHARD)))
     assert (record.index_version, record.checked, record.removed) == (version, 4, {"gsm8k": 3})
+
+    # Quarantined pages are still chunked; a chunk of the longer page traces to its page, found
+    # in the quarantine with the reason.
+    assert run([chunks], SHARD).success
+    inside = quarantined["inside"]["doc_id"]
+    chunk_rows = pq.read_table(asset_path(settings.data_dir, "chunks", SHARD)).to_pylist()
+    assert {c["doc_id"] for c in chunk_rows} == {
+        d["doc_id"] for d in [*accepted.values(), *quarantined.values()]
+    }
+    first = next(c for c in chunk_rows if c["doc_id"] == inside)
+    ancestry = trace_asset_row("chunks", first["chunk_id"], settings.data_dir)
+    assert ancestry["raw_document"]["doc_id"] == inside
+    assert ancestry["raw_document"]["rejected_by"][0].startswith("contaminated: gsm8k gsm8k:test:3")
     assert unsynced(instance) == {}
 
     # A benchmark split that cannot be read fails the step, by name; the index is not replaced.
@@ -177,8 +190,12 @@ def test_raw_pages_with_planted_problems_are_quarantined_and_a_new_list_marks_th
     assert unsynced(instance) == {
         f"raw_documents[{SHARD}]": ("benchmark_index has a new data version",)
     }
+    # Checked again, the pages are a new version, so their chunks follow (regenerating what is
+    # made from them reuses every stored generation by request hash).
     assert run([raw_documents], SHARD).success
-    assert unsynced(instance) == {}
+    assert unsynced(instance) == {
+        f"chunks[{SHARD}]": (f"raw_documents[{SHARD}] has a new data version",)
+    }
 
 
 @pytest.mark.engine

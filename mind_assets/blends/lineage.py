@@ -368,9 +368,7 @@ def _ancestry(
         parents = [
             (parent_keys, parent_row)
             for parent_keys in declared.parent_keys(link, keys, row)
-            for parent_row in _rows_by_id(
-                _pinned_or_current(parent, parent_keys, data_dir, pinned), parent, ids
-            )
+            for parent_row in _parent_rows(parent, parent_keys, data_dir, pinned, ids)
         ]
         if link.many:
             found[parent.row_label] = [
@@ -393,6 +391,25 @@ def _pinned_or_current(
     manifest names none (manifests from before versioned outputs)."""
     version = pinned.get((declared.name, declared.partition_key(keys)))
     return data_dir / version if version else declared.path(data_dir, keys)
+
+
+def _parent_rows(
+    parent: OutputFamily,
+    keys: Keys,
+    data_dir: Path,
+    pinned: dict[tuple[str, str], str],
+    ids: list[str],
+) -> list[dict[str, Any]]:
+    """The parent rows `ids` names: accepted ones, then those in the quarantine written with
+    them (a raw page that holds a benchmark item is quarantined, and a conversation written
+    from one of its clean chunks still traces to it, its `rejected_by` saying why)."""
+    path = _pinned_or_current(parent, keys, data_dir, pinned)
+    rows = _rows_by_id(path, parent, ids)
+    missing = [i for i in ids if i not in {r[parent.id_column] for r in rows}]
+    if missing and parent.quarantine_schema is not None and output_exists(path):
+        held = quarantine_version(path, parent.quarantine_path(data_dir, keys))
+        rows += _rows_by_id(held, parent, missing)
+    return rows
 
 
 def _rows_by_id(path: Path, declared: OutputFamily, ids: list[str]) -> list[dict[str, Any]]:
