@@ -65,6 +65,7 @@ ui: install
 bench: install
 	$(PY) -m pip install -e ".[$(EXTRA),dev,bench,s3]"
 	$(PY) benchmarks/filters.py
+	$(PY) benchmarks/decontamination.py
 	$(PY) benchmarks/engine_settings.py
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/mind_profiles.py

@@ -48,6 +48,8 @@ def main() -> None:
     os.environ.setdefault("MIND_MODELS_DIR", str(ROOT / "data" / "models"))
     os.environ["MIND_MAX_TOKENS"] = str(args.max_tokens)
     os.environ["MIND_KEEP_ENGINE_BETWEEN_RUNS"] = "1"
+    # Generation is measured here; decontamination has its own benchmark (decontamination.py).
+    os.environ.setdefault("MIND_DECONTAMINATION__BENCHMARKS", "[]")
     os.environ["MIND_CONVERSATIONS__PROMPT_SET"] = "paper"
     os.environ["DAGSTER_HOME"] = str(work / "dagster_home")
     (work / "dagster_home").mkdir(parents=True)

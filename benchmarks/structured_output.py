@@ -64,6 +64,8 @@ def main() -> None:
     os.environ["MIND_DATA_DIR"] = str(work / "data")
     os.environ.setdefault("MIND_MODELS_DIR", str(ROOT / "data" / "models"))
     os.environ["MIND_KEEP_ENGINE_BETWEEN_RUNS"] = "1"
+    # Generation is measured here; decontamination has its own benchmark (decontamination.py).
+    os.environ.setdefault("MIND_DECONTAMINATION__BENCHMARKS", "[]")
     os.environ["MIND_TASK_MIRROR_DIR"] = str(task_mirror(work / "mirror"))
     os.environ["MIND_TASK_QA__FAMILIES"] = json.dumps(families)
     os.environ["MIND_TASK_QA__ITEMS"] = str(args.items)

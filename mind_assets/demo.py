@@ -72,9 +72,11 @@ DEMO_ENVIRONMENT = {
     # blend_export writes both formats, each row with its length bucket.
     "MIND_BLENDS__EXPORT_FORMATS": json.dumps(["parquet", "megatron"]),
     "MIND_BLENDS__EXPORT_BUCKET": "1",
-    # Everything the demo reads is bundled: an evaluation split the bundled mirror lacks is
-    # skipped for decontamination at once instead of after the hub client's retries.
+    # Everything the demo reads is bundled, and no evaluation benchmark is: decontamination is
+    # off (rows record that they were checked against nothing). A real run names benchmarks
+    # and a mirror, or the hub (docs/decontamination.md).
     "HF_HUB_OFFLINE": "1",
+    "MIND_DECONTAMINATION__BENCHMARKS": "[]",
 }
 DEMO_PASSAGES = 8  # of the 30 in the bundled corpus
 

@@ -228,6 +228,96 @@ DEFAULT_TASK_FAMILIES: tuple[str, ...] = (
 )
 
 
+# The evaluation benchmarks every blendable row is checked against by default: the math and
+# reasoning tasks lm-eval knows that this platform's blends are judged by, and every default task
+# family (task Q&A is checked against its own task's evaluation splits through this list).
+DEFAULT_BENCHMARKS: tuple[str, ...] = (
+    "gsm8k",
+    "hendrycks_math",
+    "hendrycks_math500",
+    "mmlu_abstract_algebra",
+    "mmlu_college_mathematics",
+    "mmlu_elementary_mathematics",
+    "mmlu_high_school_mathematics",
+    "mmlu_high_school_statistics",
+    "aime24",
+    *(family for family in DEFAULT_TASK_FAMILIES if family != "gsm8k"),
+)
+
+
+class BenchmarkSpec(BaseModel):
+    """A benchmark lm-eval does not know, named by its dataset and evaluation splits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset_path: str
+    dataset_name: str | None = None
+    splits: list[str] = Field(default_factory=lambda: ["test"], min_length=1)
+
+
+class DecontaminationSettings(StageSettings):
+    """Benchmark decontamination of every row a blend can take (`MIND_DECONTAMINATION__*`)."""
+
+    benchmarks: list[str | BenchmarkSpec] = Field(
+        default_factory=lambda: list(DEFAULT_BENCHMARKS),
+        description="The evaluation benchmarks, as a JSON list: lm-eval task or group names "
+        "(each task's test split is read, its validation split where it has no test split) or "
+        "objects {name, dataset_path, "
+        "dataset_name, splits}; read from the task mirror first, then the hub. A split that "
+        "cannot be read fails benchmark_index by name. [] switches decontamination off (rows "
+        "then record that they were checked against nothing). Default: gsm8k, hendrycks_math, "
+        "hendrycks_math500, five MMLU math subsets, aime24 and the default task families.",
+    )
+    ngram: int = Field(
+        default=13,
+        ge=4,
+        description="Words in the n-grams a row must share with a benchmark text to be "
+        "quarantined as `contaminated` (13, as in the GPT-3 and Llama reports).",
+    )
+    short_ngram: int = Field(
+        default=8,
+        ge=3,
+        description="The n-gram length for benchmark texts shorter than `ngram` words (short "
+        "questions); texts shorter than this are not indexed.",
+    )
+    min_shared_ngrams: int = Field(
+        default=1,
+        ge=1,
+        description="Distinct n-grams a row must share with one benchmark item to be "
+        "quarantined (1: any shared n-gram).",
+    )
+    paraphrase_judge: bool = Field(
+        default=False,
+        description="Ask the model (the `llm` resource, prompts/decontamination/paraphrase_judge"
+        ".yaml) about near misses, rows that share a `short_ngram`-gram but no `ngram`-gram with "
+        "a benchmark item; a YES quarantines the row. Its requests are counted in the step's "
+        "usage and cost.",
+    )
+    judge_max_rows: int = Field(
+        default=256,
+        ge=1,
+        description="Most near misses the paraphrase judge is asked about per partition (the "
+        "largest overlaps first); the rest are not asked about.",
+    )
+
+    @model_validator(mode="after")
+    def _short_below_long(self) -> DecontaminationSettings:
+        if self.short_ngram >= self.ngram:
+            raise ValueError(
+                f"MIND_DECONTAMINATION__SHORT_NGRAM ({self.short_ngram}) must be smaller than "
+                f"MIND_DECONTAMINATION__NGRAM ({self.ngram})"
+            )
+        names = [b if isinstance(b, str) else b.name for b in self.benchmarks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"MIND_DECONTAMINATION__BENCHMARKS names {repeated} twice")
+        return self
+
+    def benchmark_names(self) -> list[str]:
+        return [b if isinstance(b, str) else b.name for b in self.benchmarks]
+
+
 class EvalSplit(BaseModel):
     """One evaluation split of a Hugging Face dataset, read (mirror first) for decontamination
     only."""
@@ -274,12 +364,6 @@ class TaskQASettings(StageSettings):
         description="How task Q&A draws its few-shot seeds: uniformly, or (prismatic) from one "
         "of the smallest clusters of the seeds' gradient features.",
     )
-    decontamination_ngram: int = Field(
-        default=13,
-        ge=4,
-        description="Word n-gram shared with an evaluation split that rejects an item as "
-        "`contaminated` (13, as in GPT-3's decontamination).",
-    )
     near_duplicate_jaccard: float = Field(
         default=0.7,
         gt=0,
@@ -312,19 +396,6 @@ class TaskQASettings(StageSettings):
         description="Longest answer, in words, the open-ended form may keep (`not_short_answer`); "
         "CrossThink's open-ended template asks for short-form answers. Free-text tasks "
         "(translation, summaries) are exempt.",
-    )
-    decontaminate_across_families: bool = Field(
-        default=True,
-        description="Decontaminate each family against the evaluation splits of every configured "
-        "family (and `decontamination_extra`), not only its own.",
-    )
-    decontamination_extra: list[EvalSplit] = Field(
-        default_factory=lambda: [
-            EvalSplit(dataset_path="openai/gsm8k", dataset_name="main", split="test")
-        ],
-        description="Further evaluation splits every family is decontaminated against, as a JSON "
-        'list of {"dataset_path", "dataset_name", "split"}, read from the task mirror first, '
-        "then the hub. Default: GSM8K test.",
     )
 
 
@@ -686,6 +757,9 @@ RENAMED_VARIABLES = {
     "MIND_PRISMATIC_CLUSTER_FRACTION": "MIND_DIVERSITY__PRISMATIC_CLUSTER_FRACTION",
     "MIND_PRISMATIC_KEEP_FRACTION": "MIND_DIVERSITY__PRISMATIC_KEEP_FRACTION",
     "MIND_PRISMATIC_GENERATION_FRACTION": "MIND_DIVERSITY__PRISMATIC_GENERATION_FRACTION",
+    "MIND_TASK_QA__DECONTAMINATION_NGRAM": "MIND_DECONTAMINATION__NGRAM",
+    "MIND_TASK_QA__DECONTAMINATION_EXTRA": "MIND_DECONTAMINATION__BENCHMARKS",
+    "MIND_TASK_QA__DECONTAMINATE_ACROSS_FAMILIES": "MIND_DECONTAMINATION__BENCHMARKS",
 }
 
 
@@ -945,6 +1019,7 @@ class MindSettings(BaseSettings, EngineSettings):
     corpus: CorpusSettings = Field(default_factory=CorpusSettings)
     conversations: ConversationSettings = Field(default_factory=ConversationSettings)
     filters: FilterThresholds = Field(default_factory=FilterThresholds)
+    decontamination: DecontaminationSettings = Field(default_factory=DecontaminationSettings)
     task_qa: TaskQASettings = Field(default_factory=TaskQASettings)
     math: MathSettings = Field(default_factory=MathSettings)
     diversity: DiversitySettings = Field(default_factory=DiversitySettings)

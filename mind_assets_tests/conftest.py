@@ -38,6 +38,9 @@ TEST_ENVIRONMENT = {
     "MIND_MAX_TOKENS": "160",
     # Two engines may be alive at once (this process and a subprocess test); keep each modest.
     "MIND_KV_CACHE_GIB": "1",
+    # No benchmark split is available offline but GSM8K's, and only through the `mirror`
+    # fixture: tests that check decontamination name their benchmarks themselves.
+    "MIND_DECONTAMINATION__BENCHMARKS": "[]",
 }
 
 

@@ -153,7 +153,12 @@ def test_the_new_stage_validates_passes_the_import_test_and_materializes(
     data = tmp_path / "data"
     storage = data / "dagster"
     storage.mkdir(parents=True)
-    environment = {"MIND_DATA_DIR": str(data), "MIND_DAGSTER_STORAGE_DIR": str(storage)}
+    environment = {
+        "MIND_DATA_DIR": str(data),
+        "MIND_DAGSTER_STORAGE_DIR": str(storage),
+        # No benchmark split is at hand offline: raw_documents runs with decontamination off.
+        "MIND_DECONTAMINATION__BENCHMARKS": "[]",
+    }
     dagster = str(Path(sys.executable).with_name("dagster"))
     validated = run_in(
         copy,

@@ -14,6 +14,8 @@ from mind_assets.corpus.shard_specs import make_shard_spec
 from mind_assets.corpus.shards import ShardError
 from mind_assets.corpus.sources import CorpusError, read_raw_documents
 from mind_assets.lib.storage import asset_path
+from mind_assets.llm.resource import LLMResource
+from mind_assets.settings import get_settings
 from mind_assets_tests.conftest import napkin_shard
 
 
@@ -26,7 +28,13 @@ def write_jsonl(path, rows):
 
 def materialize_shard(tmp_path, register, instance, name, files):
     register(make_shard_spec(name, [str(f) for f in files]))
-    return materialize([raw_documents], partition_key=name, instance=instance, raise_on_error=False)
+    return materialize(
+        [raw_documents],
+        partition_key=name,
+        instance=instance,
+        resources={"llm": LLMResource.from_settings(get_settings())},
+        raise_on_error=False,
+    )
 
 
 def failure_message(result):

@@ -7,6 +7,8 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
+from mind_assets.decontamination.assets import benchmark_index
+from mind_assets.decontamination.record import read_record
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.batch_runner import RequestStore
 from mind_assets.llm.offline_engine import vllm_distribution
@@ -21,14 +23,24 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(settings, run, mirror, m
     monkeypatch.setenv("MIND_TASK_QA__ITEMS", "8")
     monkeypatch.setenv("MIND_TASK_QA__SEED_LIMIT", "300")
     monkeypatch.setenv("MIND_MAX_TOKENS", "256")
+    # Both families' own evaluation splits are benchmarks: commonsense_qa validation (2 fixture
+    # questions; it has no test split) and GSM8K test (1,319).
+    monkeypatch.setenv("MIND_DECONTAMINATION__BENCHMARKS", json.dumps(["gsm8k", "commonsense_qa"]))
+    [index] = run([benchmark_index]).asset_materializations_for_node("benchmark_index")
+    assert index.metadata["items"].value == 2 + 1319
     assert run([task_seed_catalog]).success
     summary = {}
     for family in ("gsm8k", "commonsense_qa"):
         assert run([task_seeds], family).success
         [event] = run([task_qa], family).asset_materializations_for_node("task_qa")
-        # Decontaminated against both configured families' evaluation splits and GSM8K test
-        # (commonsense_qa validation: 2 fixture questions; GSM8K test: 1,319).
-        assert event.metadata["decontaminated_against"].value == 2 + 1319
+        # Every item, in both forms, checked against the index by the `contaminated` rule.
+        assert event.metadata["decontamination/checked"].value == 2 * 8
+        assert (
+            event.metadata["decontamination/index_version"].value
+            == index.metadata["index_version"].value
+        )
+        record = read_record(pq.read_schema(asset_path(settings.data_dir, "task_qa", family)))
+        assert sorted(record.benchmarks) == ["commonsense_qa", "gsm8k"]
         assert event.metadata["licence"].value == "mit"
         accepted = pq.read_table(asset_path(settings.data_dir, "task_qa", family)).to_pylist()
         quarantined = pq.read_table(

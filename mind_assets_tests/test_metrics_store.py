@@ -179,13 +179,17 @@ def test_a_materialization_runs_with_a_garbage_duckdb_file_in_place(settings, re
     from dagster import materialize
 
     from mind_assets.corpus.assets import raw_documents
+    from mind_assets.llm.resource import LLMResource
     from mind_assets_tests.conftest import napkin_shard
 
     garbage = settings.data_dir / "metrics.duckdb"
     garbage.parent.mkdir(parents=True, exist_ok=True)
     garbage.write_bytes(b"\x00not a database" * 400)
     register(napkin_shard("napkin2", 2))
-    assert materialize([raw_documents], partition_key="napkin2", instance=instance).success
+    llm = LLMResource.from_settings(settings)
+    assert materialize(
+        [raw_documents], partition_key="napkin2", instance=instance, resources={"llm": llm}
+    ).success
     rows = metrics_store(settings.data_dir).query("SELECT count(*) AS n FROM documents")
     assert rows["n"][0].as_py() == 2
     assert garbage.read_bytes() == b"\x00not a database" * 400  # untouched until a rebuild

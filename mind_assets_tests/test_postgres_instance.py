@@ -5,6 +5,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from mind_assets.corpus.assets import raw_documents
 from mind_assets.corpus.shards import register_shard
+from mind_assets.llm.resource import LLMResource
 from mind_assets_tests.conftest import napkin_shard
 from mind_assets_tests.postgres import PostgresMissing, throwaway_postgres
 
@@ -28,7 +29,10 @@ def test_materialize_a_partition_with_the_instance_on_postgres(settings, postgre
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         register_shard(instance, settings, napkin_shard("napkin1", 1))
-        result = materialize([raw_documents], partition_key="napkin1", instance=instance)
+        llm = LLMResource.from_settings(settings)
+        result = materialize(
+            [raw_documents], partition_key="napkin1", instance=instance, resources={"llm": llm}
+        )
         assert result.success
         event = instance.get_latest_materialization_event(AssetKey("raw_documents"))
         assert event.run_id == result.run_id and event.asset_materialization.partition == "napkin1"

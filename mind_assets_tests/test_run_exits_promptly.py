@@ -30,6 +30,7 @@ def test_generation_run_exits_within_a_minute_of_its_last_step(tmp_path):
         "MIND_MODELS_DIR": str(MODELS_DIR),
         "MIND_MAX_TOKENS": "32",
         "MIND_KV_CACHE_GIB": "1",
+        "MIND_DECONTAMINATION__BENCHMARKS": "[]",  # no benchmark split offline
     }
     env.pop("MIND_KEEP_ENGINE_BETWEEN_RUNS", None)
     added = run([f"{BIN}/mind", "shards", "add", "one", str(NAPKIN), "--rows", "0:1"], env, 120)

@@ -39,12 +39,12 @@ def test_environment_overrides_every_option(monkeypatch, tmp_path):
 
 def test_each_stage_reads_its_sub_model_from_nested_variables(monkeypatch):
     monkeypatch.setenv("MIND_CORPUS__CHUNK_TOKENS", "300")
-    monkeypatch.setenv("MIND_TASK_QA__DECONTAMINATION_NGRAM", "8")
+    monkeypatch.setenv("MIND_DECONTAMINATION__NGRAM", "10")
     monkeypatch.setenv("MIND_MATH__SANDBOX", "unsafe-no-isolation")
     monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_KEEP_FRACTION", "0.25")
     settings = MindSettings()
     assert settings.corpus.chunk_tokens == 300
-    assert settings.task_qa.decontamination_ngram == 8
+    assert settings.decontamination.ngram == 10
     assert settings.math.sandbox == "unsafe-no-isolation"
     assert settings.diversity.prismatic_keep_fraction == 0.25
 

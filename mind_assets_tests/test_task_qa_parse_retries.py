@@ -148,7 +148,7 @@ def run(chat: ScriptedChat, requests_dir: Path, *, parse_retries: int = 2) -> Ta
         base_seed=BASE_SEED,
         batch_size=8,
     )
-    return run_task_qa(generation, seeds(), [])
+    return run_task_qa(generation, seeds())
 
 
 def rows_of_item(

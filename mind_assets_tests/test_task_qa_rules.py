@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from mind_assets.lib.text import ngrams
+from mind_assets.decontamination.check import Decontamination
+from mind_assets.decontamination.index import NgramIndex
+from mind_assets.decontamination.record import IndexVersion
 from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.conversion import open_ended_stem
 from mind_assets.task_qa.rules import (
     TASK_QA_RULES,
     Candidate,
+    item_text,
     reject_answer_not_a_choice,
     reject_contaminated,
     reject_copy_of_seed,
@@ -25,6 +28,22 @@ from mind_assets.task_qa.rules import (
 )
 
 SETTINGS = TaskQASettings()
+
+
+def benchmark_index(texts: dict[str, list[str]]) -> Decontamination:
+    """The decontamination rule over a few benchmark texts: item i of a benchmark is
+    `<benchmark>:test:<i>`."""
+    names = [name for name, items in texts.items() for _ in items]
+    ids = [f"{name}:test:{i}" for name, items in texts.items() for i in range(len(items))]
+    flat = [text for items in texts.values() for text in items]
+    version = IndexVersion("v", dict.fromkeys(texts, "fp"), {})
+    return Decontamination(version, NgramIndex(names, ids, flat))
+
+
+def contamination(index: Decontamination, items: list[Candidate]):
+    return index.scan([item_text(c) for c in items])
+
+
 REASONING = "The evidence in the passage links directly to this answer."
 
 
@@ -122,22 +141,21 @@ def test_a_copy_of_a_seed_question_is_rejected():
     ]
 
 
-def test_an_item_sharing_a_long_word_sequence_with_an_eval_split_is_contaminated():
+def test_an_item_sharing_a_long_word_sequence_with_a_benchmark_is_contaminated():
     eval_text = (
         "Natalia sold clips to 48 of her friends in April and then she sold half as many "
         "clips in May"
     )
-    eval_ngrams = ngrams(eval_text, SETTINGS.decontamination_ngram)
     items = [
         open_ended(eval_text + ". How many altogether?", "72"),
         open_ended("Natalia sold clips to friends. How many in May if half of 48?", "24"),
     ]
-    assert reject_contaminated(items, eval_ngrams=eval_ngrams, thresholds=SETTINGS) == [
-        "contaminated",
-        "",
-    ]
-    # Without evaluation text there is nothing to be contaminated by.
-    assert reject_contaminated(items, eval_ngrams=set(), thresholds=SETTINGS) == ["", ""]
+    found = contamination(benchmark_index({"gsm8k": [eval_text]}), items)
+    reasons = reject_contaminated(items, contamination=found, thresholds=SETTINGS)
+    assert reasons[0].startswith('contaminated: gsm8k gsm8k:test:0: "natalia sold clips to 48')
+    assert reasons[1] == ""
+    # Without a scan (decontamination off) there is nothing to be contaminated by.
+    assert reject_contaminated(items, contamination=None, thresholds=SETTINGS) == ["", ""]
 
 
 def test_every_rule_is_registered_under_the_name_its_reasons_start_with():
@@ -145,7 +163,7 @@ def test_every_rule_is_registered_under_the_name_its_reasons_start_with():
         Candidate("open_ended", "", [], "", "", parse_error="bad"),
         mc("Pick one of these two options please", ["a", "b"], "c", reasoning=""),
     ]
-    reasons = run_task_rules(items, seed_questions=[], eval_texts=[], thresholds=SETTINGS)
+    reasons = run_task_rules(items, seed_questions=[], thresholds=SETTINGS)
     assert reasons[0] == ["parse_failure: bad"]
     assert reasons[1] == ["answer_not_a_choice", "missing_reasoning"]
     for name in ("parse_failure", "answer_not_a_choice", "missing_reasoning"):
@@ -155,7 +173,7 @@ def test_every_rule_is_registered_under_the_name_its_reasons_start_with():
 @pytest.mark.parametrize("name", sorted(TASK_QA_RULES))
 def test_each_rule_answers_one_reason_per_item(name):
     items = [open_ended("What is 3 + 4 in a short sum?", "7", solution="3 + 4 = 7", is_math=True)]
-    reasons = TASK_QA_RULES[name](items, seed_questions=[], eval_ngrams=set(), thresholds=SETTINGS)
+    reasons = TASK_QA_RULES[name](items, seed_questions=[], contamination=[[]], thresholds=SETTINGS)
     assert reasons == [""]
 
 
@@ -281,7 +299,7 @@ def test_a_non_math_generative_item_is_judged_by_its_task_metric_not_by_math_ver
     assert reject_math_mismatch([as_math]) == ["math_mismatch: final answer does not parse"]
 
 
-def test_contamination_names_the_evaluation_split_it_came_from():
+def test_contamination_names_the_benchmark_and_item_it_came_from():
     gsm8k_test = (
         "Janet has three dozen eggs and sells each of them at the farmers market for two dollars "
         "every single morning"
@@ -295,15 +313,15 @@ def test_contamination_names_the_evaluation_split_it_came_from():
         open_ended(arc_test + "?", "luster"),
         open_ended("How many legs do three spiders and two ants have together?", "36"),
     ]
+    index = benchmark_index({"gsm8k": ["unrelated", gsm8k_test], "arc_easy": [arc_test]})
     reasons = run_task_rules(
         items,
         seed_questions=[],
-        eval_texts=[gsm8k_test, arc_test],
-        eval_labels=["openai/gsm8k/main:test", "allenai/ai2_arc/ARC-Easy:test"],
         thresholds=TaskQASettings(min_reasoning_chars=0),
+        contamination=contamination(index, items),
     )
-    assert reasons == [
-        ["contaminated: openai/gsm8k/main:test"],
-        ["contaminated: allenai/ai2_arc/ARC-Easy:test"],
+    assert [[r.split(": ", 2)[:2] for r in row] for row in reasons] == [
+        [["contaminated", "gsm8k gsm8k:test:1"]],
+        [["contaminated", "arc_easy arc_easy:test:0"]],
         [],
     ]

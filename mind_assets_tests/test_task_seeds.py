@@ -5,15 +5,21 @@ import json
 import pytest
 
 from mind_assets.cli import main as mind_cli
+from mind_assets.decontamination.benchmarks import (
+    BenchmarkError,
+    read_benchmark_texts,
+    resolve_benchmarks,
+)
+from mind_assets.decontamination.check import Decontamination
+from mind_assets.decontamination.index import NgramIndex
+from mind_assets.decontamination.record import IndexVersion
 from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.catalog import build_catalog, eligibility
+from mind_assets.task_qa.families import require_own_benchmark
 from mind_assets.task_qa.licences import LicenceFinder, card_licence
-from mind_assets.task_qa.rules import Candidate, run_task_rules
+from mind_assets.task_qa.rules import Candidate, item_text, run_task_rules
 from mind_assets.task_qa.seeds import (
     EvalSplitRefused,
-    decontamination_splits,
-    load_decontamination_texts,
-    load_eval_texts,
     load_seed_split,
     normalize_split,
 )
@@ -104,10 +110,25 @@ def test_winogrande_inverted_fields_become_sentence_options_and_answer(catalog, 
     assert rows[1]["answer"] == "Sophie"
 
 
+def decontamination_of(names: list[str], mirror) -> Decontamination:
+    """The decontamination rule over the named lm-eval benchmarks, read from the mirror."""
+    splits = resolve_benchmarks(names)
+    texts = read_benchmark_texts(splits, mirror)
+    per_benchmark: dict[str, list[str]] = {}
+    for split in splits:
+        per_benchmark.setdefault(split.benchmark, []).append(f"{split.dataset} {split.split}")
+    index = NgramIndex(
+        texts["benchmark"].to_pylist(), texts["item_id"].to_pylist(), texts["text"].to_pylist()
+    )
+    return Decontamination(IndexVersion.of({}, texts, per_benchmark), index)
+
+
 def test_item_copied_from_gsm8k_test_is_removed_by_decontamination(catalog, mirror):
-    eval_texts = load_eval_texts(catalog["gsm8k"], mirror)
-    assert len(eval_texts) == 1319
-    copied = eval_texts[7].split("####")[0]
+    decontamination = decontamination_of(["gsm8k"], mirror)
+    assert decontamination.version.items == {"gsm8k": 1319}
+    assert decontamination.version.splits == {"gsm8k": ["openai/gsm8k/main test"]}
+    gsm8k = [json.loads(line) for line in (mirror / "openai/gsm8k/main/test.jsonl").open()]
+    copied = gsm8k[7]["question"]
     fresh = (
         "A farmer has 12 hens that each lay 3 eggs a day. How many eggs does he collect in a week?"
     )
@@ -125,10 +146,13 @@ def test_item_copied_from_gsm8k_test_is_removed_by_decontamination(catalog, mirr
         ),
     ]
     reasons = run_task_rules(
-        items, seed_questions=[], eval_texts=eval_texts, thresholds=TaskQASettings()
+        items,
+        seed_questions=[],
+        thresholds=TaskQASettings(),
+        contamination=decontamination.scan([item_text(c) for c in items]),
     )
-    assert "contaminated" in reasons[0]
-    assert "contaminated" not in reasons[1]
+    assert [r for r in reasons[0] if r.startswith("contaminated: gsm8k gsm8k:test:7: ")]
+    assert not any(r.startswith("contaminated") for r in reasons[1])
 
 
 def test_generative_tasks_are_checked_by_their_own_metric(catalog):
@@ -191,50 +215,21 @@ def test_a_non_math_family_is_judged_by_its_metric_and_a_choice_family_gets_open
     assert open_form.conversion == "'which of the following' -> 'what'"
 
 
-def test_each_family_is_decontaminated_against_every_configured_family_and_gsm8k_test(
+def test_a_family_is_checked_against_its_own_split_and_an_unreadable_one_fails_by_name(
     catalog, mirror, monkeypatch
 ):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    own = catalog["commonsense_qa"]
-    splits = decontamination_splits(
-        own, [catalog["arc_easy"], catalog["gsm8k"]], TaskQASettings().decontamination_extra
-    )
-    assert [s.label for s in splits] == [
-        "tau/commonsense_qa/default:validation",
-        "allenai/ai2_arc/ARC-Easy:test",
-        "allenai/ai2_arc/ARC-Easy:validation",
-        "openai/gsm8k/main:test",  # gsm8k's own, and the default extra: listed once
-    ]
-    evaluation = load_decontamination_texts(splits, mirror)
-    assert evaluation.per_split == {
-        "tau/commonsense_qa/default:validation": 2,
-        "openai/gsm8k/main:test": 1319,
-    }
-    assert evaluation.missing == [
-        "allenai/ai2_arc/ARC-Easy:test",
-        "allenai/ai2_arc/ARC-Easy:validation",
-    ]
-    gsm8k_question = next(
-        t
-        for t, label in zip(evaluation.texts, evaluation.labels, strict=True)
-        if label == "openai/gsm8k/main:test"
-    ).split("####")[0]
-    items = [Candidate("open_ended", gsm8k_question, [], "18", "Because the sum is eighteen.")]
-    settings = TaskQASettings()
-    # The family's own splits alone miss a GSM8K test question ...
-    alone = run_task_rules(
-        items, seed_questions=[], eval_texts=load_eval_texts(own, mirror), thresholds=settings
-    )
-    assert not any(r.startswith("contaminated") for r in alone[0])
-    # ... the cross-benchmark set catches it and names the benchmark.
-    across = run_task_rules(
-        items,
-        seed_questions=[],
-        eval_texts=evaluation.texts,
-        eval_labels=evaluation.labels,
-        thresholds=settings,
-    )
-    assert "contaminated: openai/gsm8k/main:test" in across[0]
+    # commonsense_qa has no test split: lm-eval scores it on validation, which is what is read.
+    decontamination = decontamination_of(["commonsense_qa", "gsm8k"], mirror)
+    assert decontamination.version.items == {"commonsense_qa": 2, "gsm8k": 1319}
+    require_own_benchmark(catalog["commonsense_qa"], decontamination)
+    require_own_benchmark(catalog["gsm8k"], decontamination)
+    # A family whose own evaluation split the index lacks is refused, not left unchecked.
+    with pytest.raises(ValueError, match=r"arc_easy.*ARC-Easy 'test'.*MIND_DECONTAMINATION"):
+        require_own_benchmark(catalog["arc_easy"], decontamination)
+    # The mirror holds no ARC test split and the hub is off: the benchmark fails by name.
+    with pytest.raises(BenchmarkError, match=r"benchmark 'arc_easy' \(arc_easy: allenai/ai2_arc"):
+        read_benchmark_texts(resolve_benchmarks(["arc_easy"]), mirror)
 
 
 def test_licence_is_read_from_a_card_in_the_hub_cache_before_the_table(tmp_path):

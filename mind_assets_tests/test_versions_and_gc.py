@@ -264,7 +264,10 @@ def test_a_truncated_upstream_file_is_named_and_nothing_is_written_downstream(
 ):
     spec = make_shard_spec("trunc", [str(NAPKIN)], rows="0:2")
     register(spec)
-    assert materialize([raw_documents], partition_key="trunc", instance=instance).success
+    llm = LLMResource.from_settings(settings)
+    assert materialize(
+        [raw_documents], partition_key="trunc", instance=instance, resources={"llm": llm}
+    ).success
     pointer = asset_path(settings.data_dir, "raw_documents", "trunc")
     version = current_version(pointer)
     data = version.read_bytes()

@@ -33,7 +33,7 @@ from dagster import (
 
 from mind_assets.blends.families import BLEND_SOURCES, BLENDED_STAGES
 from mind_assets.blends.gates import DATA_VERSION_TAG, blocking_checks, instance_gate
-from mind_assets.blends.lineage import audit_markdown, stale_inputs
+from mind_assets.blends.lineage import audit_markdown, removal_rows, stale_inputs
 from mind_assets.blends.manifest import (
     Manifest,
     MaterializationLookup,
@@ -57,6 +57,8 @@ from mind_assets.blends.versions import (
     load_manifest_version,
     save_manifest_version,
 )
+from mind_assets.decontamination.assets import benchmark_index
+from mind_assets.decontamination.steps import current_index_version
 from mind_assets.lib.progress import Log
 from mind_assets.lib.report import markdown_table
 from mind_assets.lib.storage import (
@@ -137,6 +139,7 @@ def resolve_blend(
         lookup=instance_lookup(instance),
         length_buckets=settings.length_buckets if settings.blends.export_bucket else None,
         gate=instance_gate(instance, blocking_checks(BLENDED_STAGES)),
+        required=current_index_version(settings),
     )
 
 
@@ -168,14 +171,20 @@ def write_manifest(settings: MindSettings, manifest: Manifest) -> dict[str, Any]
 @asset(
     partitions_def=blend_partitions,
     deps=[
-        AssetDep(AssetKey(name), partition_mapping=AllPartitionMapping()) for name in BLEND_SOURCES
+        *(
+            AssetDep(AssetKey(name), partition_mapping=AllPartitionMapping())
+            for name in BLEND_SOURCES
+        ),
+        benchmark_index,
     ],
     group_name="blends",
     kinds={"json", "parquet"},
     code_version="1",
     description="A blend spec resolved to exact files, token counts, per-source weights and "
     "epochs (capped sources redistributed), upstream materializations pinned, and the prompts, "
-    "models and sampling parameters behind every source.",
+    "models and sampling parameters behind every source. A source partition never checked "
+    "against the current benchmark index is left out (or refused, with on_failed_check: fail); "
+    "each file records the index it was checked against.",
 )
 def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
@@ -215,6 +224,10 @@ def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> Material
             "total_tokens": manifest.total_tokens,
             "sources": MetadataValue.md(markdown_table(per_source)),
             "lineage_audit": MetadataValue.md(audit_markdown(manifest, settings.data_dir)),
+            "benchmark_index": manifest.decontamination.get("version", "off"),
+            "removed_per_benchmark": MetadataValue.md(
+                markdown_table(removal_rows(manifest, settings.data_dir)) or "_none_"
+            ),
             "upstream_partitions": len(manifest.upstream()),
             "stale_inputs_at_build": len(stale_inputs(manifest, instance_lookup(context.instance))),
             "excluded_by_checks": MetadataValue.md(

@@ -5,7 +5,8 @@ output family declares."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from mind_assets.blends.manifest import LINEAGE_FIELDS, Manifest, Materializatio
 from mind_assets.blends.release import release_version
 from mind_assets.blends.tokens import TokenCache
 from mind_assets.blends.versions import BlendRef, load_manifest_version
+from mind_assets.decontamination.record import read_record
 from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.quarantine import rejections_per_rule
 from mind_assets.lib.storage import (
@@ -69,18 +71,12 @@ def audit_rows(manifest: Manifest, data_dir: Path) -> list[dict[str, Any]]:
     conversations -> filtered rows; seeds -> task Q&A; problems -> solution traces), with the
     rows and tokens it holds now and what its quarantine holds and why; then the blend's tokens
     per source."""
-    partitions: dict[tuple[str, str], tuple[OutputFamily, Keys]] = {}
-    blend_tokens: dict[str, float] = {}
-    for phase in manifest.phases:
-        for source in phase.sources:
-            for f in source.files:
-                declared = family(f.asset)
-                for upstream, keys in declared.upstream(declared.keys(f.partition)):
-                    partitions.setdefault(
-                        (upstream.name, upstream.partition_key(keys)), (upstream, keys)
-                    )
-            blend_tokens[f"{phase.name}/{source.name}"] = source.tokens
-    rows = [partition_audit(f, keys, data_dir) for f, keys in partitions.values()]
+    blend_tokens = {
+        f"{phase.name}/{source.name}": source.tokens
+        for phase in manifest.phases
+        for source in phase.sources
+    }
+    rows = [partition_audit(f, keys, data_dir) for f, keys in chain_partitions(manifest)]
     for name, tokens in blend_tokens.items():
         rows.append(
             {
@@ -92,6 +88,83 @@ def audit_rows(manifest: Manifest, data_dir: Path) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def chain_partitions(manifest: Manifest) -> list[tuple[OutputFamily, Keys]]:
+    """Every partition a blend's files derive from, roots first, each once."""
+    partitions: dict[tuple[str, str], tuple[OutputFamily, Keys]] = {}
+    for phase in manifest.phases:
+        for source in phase.sources:
+            for f in source.files:
+                declared = family(f.asset)
+                for upstream, keys in declared.upstream(declared.keys(f.partition)):
+                    partitions.setdefault(
+                        (upstream.name, upstream.partition_key(keys)), (upstream, keys)
+                    )
+    return list(partitions.values())
+
+
+def benchmark_removals(
+    partitions: Iterable[tuple[OutputFamily, Keys]], data_dir: Path
+) -> list[dict[str, Any]]:
+    """Per partition that keeps a quarantine, the rows quarantined for holding an item of each
+    benchmark (read off the quarantine's `contamination` column as it is now), with the index
+    the partition was checked against."""
+    rows = []
+    for declared, keys in partitions:
+        if declared.quarantine_schema is None:
+            continue
+        path = declared.path(data_dir, keys)
+        if not output_exists(path):
+            continue
+        quarantine = quarantine_version(path, declared.quarantine_path(data_dir, keys))
+        if not output_exists(quarantine):
+            continue
+        if "contamination" not in read_output_schema(quarantine).names:
+            continue
+        found = read_output(quarantine, columns=["contamination"])["contamination"].to_pylist()
+        counts = Counter(b for row in found for b in {m["benchmark"] for m in row or ()})
+        record = read_record(read_output_schema(path))
+        for benchmark, removed in sorted(counts.items()):
+            rows.append(
+                {
+                    "benchmark": benchmark,
+                    "stage": declared.name,
+                    "partition": declared.partition_key(keys),
+                    "removed": removed,
+                    "index": record.index_version if record else "-",
+                }
+            )
+    return rows
+
+
+def removal_rows(manifest: Manifest, data_dir: Path) -> list[dict[str, Any]]:
+    """What each benchmark removed in every stage behind a blend (see `benchmark_removals`)."""
+    return benchmark_removals(chain_partitions(manifest), data_dir)
+
+
+def decontamination_lines(manifest: Manifest, data_dir: Path) -> list[str]:
+    """The audit's decontamination summary: the index the blend's files had to be checked
+    against, and per benchmark the rows quarantined in each stage behind the blend."""
+    index = manifest.decontamination
+    if not index:
+        return ["decontamination: off (no benchmark list when the manifest was built)"]
+    lines = [
+        f"decontamination: every file checked against benchmark index {index['version']} "
+        f"({', '.join(sorted(index['benchmarks']))})"
+    ]
+    per_benchmark: dict[str, list[str]] = {}
+    for row in removal_rows(manifest, data_dir):
+        per_benchmark.setdefault(row["benchmark"], []).append(
+            f"{row['stage']}[{row['partition']}] {row['removed']}"
+        )
+    for benchmark in sorted(index["benchmarks"]):
+        where = per_benchmark.get(benchmark)
+        total = sum(int(w.rsplit(" ", 1)[1]) for w in where or [])
+        lines.append(
+            f"  removed for {benchmark}: {total} rows" + (f" ({', '.join(where)})" if where else "")
+        )
+    return lines
 
 
 def partition_audit(declared: OutputFamily, keys: Keys, data_dir: Path) -> dict[str, Any]:
@@ -144,6 +217,7 @@ def format_audit(manifest: Manifest, data_dir: Path, lookup: MaterializationLook
     lines = [f"blend {manifest.ref} (manifest {manifest.created_at}): {status}"]
     lines += [f"  changed: {s.asset} [{s.partition}] {s.pinned} -> {s.current}" for s in stale]
     lines += [f"  left out by a quality gate: {line}" for line in excluded_lines(manifest)]
+    lines += decontamination_lines(manifest, data_dir)
     rows = audit_rows(manifest, data_dir)
     lines.append(
         format_table(pa.Table.from_pylist([{k: str(v) for k, v in r.items()} for r in rows]))
@@ -154,7 +228,8 @@ def format_audit(manifest: Manifest, data_dir: Path, lookup: MaterializationLook
 
 
 def excluded_lines(manifest: Manifest) -> list[str]:
-    """One line per source partition the quality gate left out of the blend, with why."""
+    """One line per source partition the quality gate or the decontamination requirement left
+    out of the blend, with why."""
     return [
         f"{e['asset']}[{e['partition']}] (source {e['source']}): {'; '.join(e['checks'])}"
         for e in manifest.excluded
@@ -170,7 +245,12 @@ def audit_markdown(manifest: Manifest, data_dir: Path) -> str:
     ]
     excluded = excluded_lines(manifest)
     if excluded:
-        lines += ["", "Left out by a quality gate:", *(f"- {line}" for line in excluded)]
+        lines += [
+            "",
+            "Left out by a quality gate:",
+            *(f"- {line}" for line in excluded),
+        ]
+    lines += ["", *(f"- {line.strip()}" for line in decontamination_lines(manifest, data_dir))]
     return "\n".join(lines)
 
 
@@ -279,9 +359,7 @@ def _ancestry(
         parents = [
             (parent_keys, parent_row)
             for parent_keys in declared.parent_keys(link, keys, row)
-            for parent_row in _rows_by_id(
-                _pinned_or_current(parent, parent_keys, data_dir, pinned), parent, ids
-            )
+            for parent_row in _parent_rows(parent, parent_keys, data_dir, pinned, ids)
         ]
         if link.many:
             found[parent.row_label] = [
@@ -304,6 +382,25 @@ def _pinned_or_current(
     manifest names none (manifests from before versioned outputs)."""
     version = pinned.get((declared.name, declared.partition_key(keys)))
     return data_dir / version if version else declared.path(data_dir, keys)
+
+
+def _parent_rows(
+    parent: OutputFamily,
+    keys: Keys,
+    data_dir: Path,
+    pinned: dict[tuple[str, str], str],
+    ids: list[str],
+) -> list[dict[str, Any]]:
+    """The parent rows `ids` names: accepted ones, then those in the quarantine written with
+    them (a raw page that holds a benchmark item is quarantined, and a conversation written
+    from one of its clean chunks still traces to it, its `rejected_by` saying why)."""
+    path = _pinned_or_current(parent, keys, data_dir, pinned)
+    rows = _rows_by_id(path, parent, ids)
+    missing = [i for i in ids if i not in {r[parent.id_column] for r in rows}]
+    if missing and parent.quarantine_schema is not None and output_exists(path):
+        held = quarantine_version(path, parent.quarantine_path(data_dir, keys))
+        rows += _rows_by_id(held, parent, missing)
+    return rows
 
 
 def _rows_by_id(path: Path, declared: OutputFamily, ids: list[str]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from mind_assets.blends.families import BLEND_SOURCES, family
 from mind_assets.blends.gates import CheckGate, QualityGateError
 from mind_assets.blends.spec import BlendSpec, BlendSpecError, SourceSpec
 from mind_assets.blends.tokens import CountedFile, TokenCache
+from mind_assets.decontamination.record import CheckRecord, IndexVersion, read_record
 from mind_assets.lib.buckets import schedule as bucket_schedule
 from mind_assets.lib.storage import (
     current_version,
@@ -57,6 +58,9 @@ class ResolvedFile:
     tokens: int
     run_id: str | None = None
     data_version: str | None = None
+    # What the file's rows were checked against and what that removed (its CheckRecord);
+    # None: never checked (a manifest from before decontamination, or decontamination off).
+    decontamination: dict[str, Any] | None = None
 
     def resolve(self, data_dir: Path) -> Path:
         # Joining keeps the absolute paths of older manifests; a manifest from before outputs
@@ -112,6 +116,9 @@ class Manifest:
     # The tokenizer's fingerprint (`lib/tokenizer.fingerprint_of`): an export refuses any
     # other. Empty in manifests from before it was recorded.
     tokenizer_sha256: str = ""
+    # The benchmark index every file had to be checked against (version, per-benchmark
+    # fingerprints, splits, parameters); empty when decontamination was off.
+    decontamination: dict[str, Any] = field(default_factory=dict)
     # The version this manifest was read from (`<UTC time>-<sha256 prefix>`, the name of its
     # file under blend_manifest/<blend>/.versions/manifest.json/); not part of its content.
     version: str = ""
@@ -220,15 +227,20 @@ def resolve_files(
     lookup: MaterializationLookup,
     gate: CheckGate | None = None,
     excluded: list[dict[str, Any]] | None = None,
+    required: IndexVersion | None = None,
 ) -> list[ResolvedFile]:
-    """The current version of every file a source selects, pinned with its sha256, rows and the
-    materialization that wrote it (tokens are counted for all sources at once, `count_tokens`);
-    a partition the quality `gate` keeps out is left out and recorded in `excluded`."""
+    """The current version of every file a source selects, pinned with its sha256, rows, the
+    materialization that wrote it and its decontamination record (tokens are counted for all
+    sources at once, `count_tokens`); a partition the quality `gate` keeps out, or whose rows
+    were never checked against the `required` benchmark index, is left out and recorded in
+    `excluded`."""
     files = []
     for partition, pointer in source_files(source, data_dir, known):
         path = current_version(pointer)  # the version this manifest pins
         digest = output_sha256(path)
         reasons = gate(source.asset, partition, digest) if gate is not None else []
+        record = read_record(read_output_schema(path))
+        reasons += unchecked_reasons(record, required)
         if reasons:
             if excluded is not None:
                 excluded.append(
@@ -251,6 +263,7 @@ def resolve_files(
                 tokens=0,
                 run_id=materialization.get("run_id"),
                 data_version=materialization.get("data_version"),
+                decontamination=record.to_json() if record else None,
             )
         )
     return files
@@ -274,6 +287,15 @@ def count_tokens(phases: Sequence[ResolvedPhase], data_dir: Path, tokens: TokenC
         for source in phase.sources:
             for f in source.files:
                 f.tokens = totals[f.sha256]
+
+
+def unchecked_reasons(record: CheckRecord | None, required: IndexVersion | None) -> list[str]:
+    """Why a file does not count as checked against the blend's benchmark index."""
+    if required is None or not required.benchmarks:
+        return []
+    if record is None:
+        return [f"decontamination: never checked against {name}" for name in required.benchmarks]
+    return record.missing(required.benchmarks)
 
 
 def allocate(phase: ResolvedPhase) -> None:
@@ -325,19 +347,21 @@ def build_manifest(
     lookup: MaterializationLookup,
     length_buckets: Sequence[int] | None = None,
     gate: CheckGate | None = None,
+    required: IndexVersion | None = None,
 ) -> Manifest:
     """`known`: the keys each registered or configured dimension has now, by dimension name
     ({"shard": [...], "family": [...], "source": [...]}). `tokens`: the token cache of the
     blend's tokenizer, which counts every file once. `length_buckets`: record a short-to-long
     bucket schedule for a bucketed export. `gate`: the quality gate each source partition must
-    pass (see `gates.py`); what it keeps out is named in the manifest's `excluded`, or refuses
-    the build when the spec says `on_failed_check: fail`."""
+    pass (see `gates.py`); `required`: the benchmark index every file's rows must have been
+    checked against (see `decontamination/record.py`). What either keeps out is named in the
+    manifest's `excluded`, or refuses the build when the spec says `on_failed_check: fail`."""
     excluded: list[dict[str, Any]] = []
     phases = []
     for phase_spec in spec.phases:
         phase = ResolvedPhase(phase_spec.name, spec.total_tokens * phase_spec.fraction)
         for source in phase_spec.sources:
-            files = resolve_files(source, data_dir, known, lookup, gate, excluded)
+            files = resolve_files(source, data_dir, known, lookup, gate, excluded, required)
             phase.sources.append(
                 ResolvedSource(
                     name=source.name,
@@ -356,7 +380,7 @@ def build_manifest(
         )
         raise QualityGateError(
             f"blend {spec.name!r} (on_failed_check: fail): source partitions failed a blocking "
-            f"check: {named}"
+            f"check or were never checked against its benchmarks: {named}"
         )
     count_tokens(phases, data_dir, tokens)
     for phase in phases:
@@ -374,6 +398,7 @@ def build_manifest(
         pinned=pinned_upstream(phases, data_dir, lookup),
         schedule=bucket_schedule(length_buckets) if length_buckets else [],
         excluded=list({json.dumps(e, sort_keys=True): e for e in excluded}.values()),
+        decontamination=required.to_json() if required and required.benchmarks else {},
     )
 
 

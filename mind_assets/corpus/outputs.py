@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from mind_assets.corpus.schema import CHUNK_SCHEMA, RAW_DOCUMENT_SCHEMA
+from mind_assets.corpus.schema import (
+    CHUNK_SCHEMA,
+    RAW_DOCUMENT_QUARANTINE_SCHEMA,
+    RAW_DOCUMENT_SCHEMA,
+)
 from mind_assets.lib.instance import SHARDS_PARTITION
 from mind_assets.lib.outputs import OutputFamily, ParentLink, PartitionDim
 
@@ -13,6 +17,7 @@ RAW_DOCUMENTS = OutputFamily(
     dims=(SHARD,),
     schema=RAW_DOCUMENT_SCHEMA,
     id_column="doc_id",
+    quarantine_schema=RAW_DOCUMENT_QUARANTINE_SCHEMA,  # documents holding a benchmark item
     label="raw_document",
     blendable=True,
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from mind_assets.decontamination.check import CONTAMINATION_FIELD
+
 RAW_DOCUMENT_SCHEMA = pa.schema(
     [
         pa.field("doc_id", pa.string(), nullable=False),
@@ -16,6 +18,13 @@ RAW_DOCUMENT_SCHEMA = pa.schema(
         pa.field("sha256", pa.string(), nullable=False),
     ]
 )
+
+# Documents that hold a benchmark item: out of the blendable rows, still chunked (a long page's
+# other chunks are conversations like any other; the chunk that holds the item is caught again
+# where its conversations are filtered).
+RAW_DOCUMENT_QUARANTINE_SCHEMA = RAW_DOCUMENT_SCHEMA.append(
+    pa.field("rejected_by", pa.list_(pa.string()), nullable=False)
+).append(CONTAMINATION_FIELD)
 
 CHUNK_SCHEMA = pa.schema(
     [

@@ -19,8 +19,16 @@ from mind_assets.conversations.outputs import CONVERSATIONS
 from mind_assets.conversations.styles import CONVERSATION_STYLE_KEYS, style_prompt_path
 from mind_assets.corpus.assets import chunks, shards_partitions
 from mind_assets.corpus.outputs import CHUNKS
+from mind_assets.decontamination.assets import benchmark_index
+from mind_assets.decontamination.record import with_record
+from mind_assets.decontamination.steps import (
+    current_index,
+    judge_usage,
+    report_check,
+    with_judge,
+)
 from mind_assets.filtering.checks import FILTER_CHECKS, evaluate_filter_checks
-from mind_assets.filtering.longest import longest_per_chunk
+from mind_assets.filtering.longest import check_longest, longest_per_chunk
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS, LONGEST_CONVERSATIONS
 from mind_assets.filtering.partition import filter_partition, summarize_filtered_partition
 from mind_assets.lib.metadata import output_result
@@ -33,6 +41,7 @@ from mind_assets.lib.versions import (
     eager_ignoring,
     version_source_asset,
 )
+from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import MindSettings, get_settings
 
@@ -70,6 +79,7 @@ filter_config = version_source_asset(FILTER_CONFIG)
         conversations,
         AssetDep(chunks, partition_mapping=MultiToSingleDimensionPartitionMapping("shard")),
         filter_config,
+        benchmark_index,
     ],
     check_specs=[
         AssetCheckSpec(name, asset="filtered_conversations", blocking=blocking, description=text)
@@ -79,15 +89,18 @@ filter_config = version_source_asset(FILTER_CONFIG)
     group_name="filtering",
     kinds={"parquet", "duckdb"},
     code_version="1",
-    description="Conversations that pass every heuristic rule; rejected rows go to "
+    description="Conversations that pass every heuristic rule and hold no benchmark item (in "
+    "their text or in the chunk they were written from); rejected rows go to "
     "<style>.quarantine.parquet beside it with the rules that rejected them.",
 )
-def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
+def filtered_conversations(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
     thresholds = settings.filters
     shard, style = shard_and_style(context)
     keys = {"shard": shard, "style": style}
     prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))
+    decontamination = current_index(settings)
+    judge = with_judge(decontamination, settings, llm, "filtered_conversations", keys, context.log)
     partition = filter_partition(
         CONVERSATIONS.partition(settings.data_dir, keys).read(),
         _chunk_texts(CHUNKS.partition(settings.data_dir, keys)),
@@ -96,6 +109,7 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
         shard=shard,
         style=style,
         form=prompt.style.form if prompt.style else "conversation",
+        decontamination=decontamination,
     )
     written = write_split(
         FILTERED_CONVERSATIONS, settings.data_dir, keys, partition.accepted, partition.quarantine
@@ -106,6 +120,7 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
     store.replace_partition(
         "filter_decisions", {"shard": shard, "style": style}, partition.decisions
     )
+    usage = llm.usage(judge.stats) if judge else {}
     store.record_aggregates(
         "filtered_conversations",
         f"{shard}|{style}",
@@ -114,7 +129,11 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
             "accepted": partition.accepted.num_rows,
             "acceptance_rate": partition.acceptance_rate,
             **{f"rejected/{rule}": n for rule, n in counts.items()},
+            **usage,
         },
+    )
+    checked = report_check(
+        settings, "filtered_conversations", f"{shard}|{style}", partition.decontamination
     )
     outcomes = evaluate_filter_checks(
         out_path,
@@ -139,6 +158,8 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
         preview=["chunk_id", "n_turns", "text"],
         summary=summarize_filtered_partition(partition, outcomes, q_path),
         filter_profile=thresholds.profile,
+        **checked,
+        **usage,
     )
 
 
@@ -148,16 +169,19 @@ def filtered_conversations(context: AssetExecutionContext) -> MaterializeResult:
         AssetDep(
             filtered_conversations,
             partition_mapping=MultiToSingleDimensionPartitionMapping("shard"),
-        )
+        ),
+        chunks,
+        benchmark_index,
     ],
     automation_condition=AutomationCondition.eager(),
     group_name="filtering",
     kinds={"parquet"},
     code_version="1",
     description="For each chunk, the longest accepted conversation across the styles filtered "
-    "for the shard (the MIND paper's strongest variant).",
+    "for the shard (the MIND paper's strongest variant), checked again against the current "
+    "benchmark index (a row it flags is quarantined, and the chunk's next longest taken).",
 )
-def longest_conversations(context: AssetExecutionContext) -> MaterializeResult:
+def longest_conversations(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
     out = LONGEST_CONVERSATIONS.partition(settings.data_dir, context.partition_key)
     filtered = {
@@ -171,13 +195,31 @@ def longest_conversations(context: AssetExecutionContext) -> MaterializeResult:
     }
     if not filtered:
         raise FileNotFoundError(f"no filtered conversations yet for shard {out.key!r}")
-    table = longest_per_chunk([p.read() for p in filtered.values()], styles=CONVERSATION_STYLE_KEYS)
-    out.write(table)
+    decontamination = current_index(settings)
+    judge = with_judge(
+        decontamination, settings, llm, "longest_conversations", out.keys, context.log
+    )
+    checked = check_longest(
+        [p.read() for p in filtered.values()],
+        _chunk_texts(CHUNKS.partition(settings.data_dir, out.keys)),
+        decontamination,
+    )
+    table = longest_per_chunk([checked.accepted], styles=CONVERSATION_STYLE_KEYS)
+    written = write_split(
+        LONGEST_CONVERSATIONS,
+        settings.data_dir,
+        out.keys,
+        with_record(table, checked.record),
+        checked.quarantine,
+    )
     chosen = pc.value_counts(table.column("style")).to_pylist() if table.num_rows else []
     return output_result(
         table,
-        out.path,
+        written.accepted_path,
         preview=["chunk_id", "style", "completion_tokens", "text"],
         styles_considered=sorted(filtered),
         chosen_style_counts=MetadataValue.json({c["values"]: c["counts"] for c in chosen}),
+        quarantined=checked.quarantine.num_rows,
+        **report_check(settings, "longest_conversations", out.key, checked.record),
+        **judge_usage(settings, llm, judge, "longest_conversations", out.key),
     )

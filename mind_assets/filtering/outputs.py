@@ -7,7 +7,11 @@ from dataclasses import replace
 
 from mind_assets.conversations.outputs import CONVERSATIONS, STYLE
 from mind_assets.corpus.outputs import SHARD
-from mind_assets.filtering.schema import FILTERED_SCHEMA, QUARANTINE_SCHEMA
+from mind_assets.filtering.schema import (
+    FILTERED_SCHEMA,
+    LONGEST_QUARANTINE_SCHEMA,
+    QUARANTINE_SCHEMA,
+)
 from mind_assets.lib.outputs import OutputFamily, ParentLink
 
 FILTERED_CONVERSATIONS = OutputFamily(
@@ -22,11 +26,11 @@ FILTERED_CONVERSATIONS = OutputFamily(
 )
 
 # Rows are filtered rows as they are, per shard; each keeps its `style`, which names its parent
-# partition.
+# partition. The quarantine holds candidates a newer benchmark index flags.
 LONGEST_CONVERSATIONS = replace(
     FILTERED_CONVERSATIONS,
     name="longest_conversations",
     dims=(SHARD,),
-    quarantine_schema=None,
+    quarantine_schema=LONGEST_QUARANTINE_SCHEMA,
     parents=(ParentLink(FILTERED_CONVERSATIONS, "conversation_id"),),
 )

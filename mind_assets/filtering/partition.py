@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from mind_assets.filtering.rules import run_filters
+from mind_assets.decontamination.check import (
+    CONTAMINATION_FIELD,
+    RULE,
+    Decontamination,
+    contamination_value,
+)
+from mind_assets.decontamination.index import Match
+from mind_assets.decontamination.record import CheckRecord, with_record
+from mind_assets.filtering.rules import FilterResult, RuleOutcome, run_filters
 from mind_assets.filtering.schema import DECISION_SCHEMA, FILTERED_SCHEMA, QUARANTINE_SCHEMA
 from mind_assets.lib.quarantine import conform
 from mind_assets.lib.report import CheckOutcome, Markdown, StageSummary, markdown_table
@@ -24,6 +32,7 @@ class FilteredPartition:
     decisions: pa.Table
     rejections_per_rule: dict[str, int]
     preambles_stripped: int
+    decontamination: CheckRecord | None = None
 
     @property
     def generated(self) -> int:
@@ -43,10 +52,19 @@ def filter_partition(
     shard: str,
     style: str,
     form: str = "conversation",
+    decontamination: Decontamination | None = None,
 ) -> FilteredPartition:
-    """Filter one partition; `form` is its style's (`conversation` or `rephrase`)."""
+    """Filter one partition; `form` is its style's (`conversation` or `rephrase`). With
+    `decontamination`, the benchmark rule `contaminated` runs beside the heuristic rules, in
+    every profile: on each conversation and on the chunk it was written from (a test problem
+    on a page becomes a test problem in a dialogue, reworded where n-grams miss it)."""
     sources = [chunk_texts.get(cid) for cid in generated.column("chunk_id").to_pylist()]
     result = run_filters(generated, sources, thresholds, instructions, forms={style: form})
+    matches = None
+    if decontamination is not None:
+        matches = decontamination.scan(result.texts, sources, source_label="source chunk")
+        if decontamination.on:
+            add_contamination_rule(result, matches)
 
     text_index = generated.schema.get_field_index("text")
     cleaned = generated.set_column(text_index, "text", pa.array(result.texts, pa.string()))
@@ -70,6 +88,13 @@ def filter_partition(
         )
         .append_column("rule_values", pa.array(values, pa.string()))
         .append_column("filter_profile", profile.take(pa.array(rejected, pa.int64())))
+        .append_column(
+            CONTAMINATION_FIELD,
+            pa.array(
+                [contamination_value(matches[i]) if matches else None for i in rejected],
+                CONTAMINATION_FIELD.type,
+            ),
+        )
     )
 
     ids = generated.column("conversation_id").to_pylist()
@@ -85,13 +110,28 @@ def filter_partition(
         },
         schema=DECISION_SCHEMA,
     )
+    record = decontamination.record(matches) if decontamination and matches is not None else None
+    accepted = conform(accepted, FILTERED_SCHEMA)
     return FilteredPartition(
-        accepted=conform(accepted, FILTERED_SCHEMA),
+        accepted=with_record(accepted, record) if record else accepted,
         quarantine=conform(quarantine, QUARANTINE_SCHEMA),
         decisions=decisions,
         rejections_per_rule=result.counts,
         preambles_stripped=int(sum(result.preamble_stripped)),
+        decontamination=record,
     )
+
+
+def add_contamination_rule(result: FilterResult, matches: list[list[Match]]) -> None:
+    """Add the benchmark rule's outcome to the heuristic rules' (its value: the n-grams a row
+    shares with the item it holds, 0 when clean)."""
+    contaminated = np.array([bool(m) for m in matches], dtype=bool)
+    shared = np.array([max((x.shared_ngrams for x in m), default=0) for m in matches], float)
+    result.decisions[RULE] = RuleOutcome(~contaminated, shared)
+    result.accepted = result.accepted & ~contaminated
+    for reasons, found in zip(result.rejected_by, matches, strict=True):
+        reasons += [m.reason() for m in found]
+    result.counts[RULE] = int(contaminated.sum())
 
 
 def summarize_filtered_partition(

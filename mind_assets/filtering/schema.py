@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from mind_assets.conversations.schema import CONVERSATION_SCHEMA
+from mind_assets.decontamination.check import CONTAMINATION_FIELD
 
 # Accepted rows: the conversation with its preamble stripped (text) and everything else as
 # generated, lineage included.
@@ -19,6 +20,15 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("rejected_by", pa.list_(pa.string()), nullable=False),
         pa.field("rule_values", pa.string(), nullable=False),  # JSON {rule: measured value}
         pa.field("filter_profile", pa.string()),
+        CONTAMINATION_FIELD,  # the benchmark items a row holds (rule `contaminated`)
+    ]
+)
+# The longest conversations' quarantine: filtered rows a newer benchmark index flags.
+LONGEST_QUARANTINE_SCHEMA = pa.schema(
+    [f.with_nullable(True) for f in FILTERED_SCHEMA]
+    + [
+        pa.field("rejected_by", pa.list_(pa.string()), nullable=False),
+        CONTAMINATION_FIELD,
     ]
 )
 

@@ -1,4 +1,9 @@
-"""Reading one split of a Hugging Face dataset: a local mirror first, then the hub."""
+"""Reading one split of a Hugging Face dataset: a local mirror first, then the hub.
+
+A split that cannot be read is an error that names the dataset, the split and where it was looked
+for; no caller turns it into "nothing to read". `DatasetSplitMissing` says no place holds the
+split at all (the mirror lacks it and the hub is switched off), `DatasetSplitError` anything else
+(a mirror file that does not parse, a hub request that failed)."""
 
 from __future__ import annotations
 
@@ -7,8 +12,20 @@ from pathlib import Path
 from typing import Any
 
 
-class DatasetSplitMissing(FileNotFoundError):
+class DatasetSplitError(ValueError):
+    """A split that cannot be read; the message names the dataset, the split and the cause."""
+
+
+class DatasetSplitMissing(DatasetSplitError, FileNotFoundError):
     """Neither the local mirror nor the hub could provide a split."""
+
+
+def mirror_files(
+    dataset_path: str, dataset_name: str | None, split: str, mirror_dir: Path | None
+) -> list[Path]:
+    """The mirror's files for one split (`.jsonl` first), none when the mirror lacks it."""
+    base = (mirror_dir or Path("/nonexistent")) / dataset_path / (dataset_name or "default")
+    return [p for p in (base / f"{split}.jsonl", base / f"{split}.parquet") if p.is_file()]
 
 
 def load_dataset_split(
@@ -20,11 +37,15 @@ def load_dataset_split(
     """
     import datasets
 
-    base = (mirror_dir or Path("/nonexistent")) / dataset_path / (dataset_name or "default")
-    files = [p for p in (base / f"{split}.jsonl", base / f"{split}.parquet") if p.is_file()]
+    files = mirror_files(dataset_path, dataset_name, split, mirror_dir)
     if files:
         kind = "json" if files[0].suffix == ".jsonl" else "parquet"
-        return datasets.load_dataset(kind, data_files=str(files[0]), split="train")
+        try:
+            return datasets.load_dataset(kind, data_files=str(files[0]), split="train")
+        except Exception as error:
+            raise DatasetSplitError(
+                f"{label}: the mirror's {split!r} split {files[0]} cannot be read: {error}"
+            ) from error
     where = f"{mirror_dir}/{dataset_path}/{dataset_name or 'default'}/{split}.jsonl"
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise DatasetSplitMissing(
@@ -34,6 +55,6 @@ def load_dataset_split(
     try:
         return datasets.load_dataset(dataset_path, dataset_name, split=split)
     except Exception as error:
-        raise DatasetSplitMissing(
+        raise DatasetSplitError(
             f"{label}: {split!r} split not in the mirror ({where}) and the hub failed: {error}"
         ) from error

@@ -248,6 +248,12 @@ class Partition:
     def read(self, columns: list[str] | None = None) -> pa.Table:
         return read_output(self.path, columns=columns)
 
+    def has_quarantine(self) -> bool:
+        """Whether the accepted rows read now have a quarantine beside them."""
+        if self.family.quarantine_schema is None or not self.is_materialized():
+            return False
+        return output_exists(quarantine_version(self.path, self.quarantine_path))
+
     def read_quarantine(self, columns: list[str] | None = None) -> pa.Table:
         """The quarantine written with the accepted rows read now (one commit, one version id)."""
         return read_output(quarantine_version(self.path, self.quarantine_path), columns=columns)

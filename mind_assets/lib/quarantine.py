@@ -115,8 +115,14 @@ def write_split(
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Cast to the declared schema where the data allows it. A partition that does not fit (null
     lineage, a missing column) keeps its own shape, so the stage's schema and lineage checks
-    report it instead of the write failing."""
+    report it instead of the write failing. The table's own schema metadata (a decontamination
+    record) is kept."""
     try:
-        return table.select(schema.names).cast(schema)
+        conformed = table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError):
         return table
+    if table.schema.metadata:
+        conformed = conformed.replace_schema_metadata(
+            {**(schema.metadata or {}), **table.schema.metadata}
+        )
+    return conformed

@@ -309,12 +309,13 @@ def write_split_versions(
 
 
 def quarantine_version(accepted_path: Path, quarantine_path: Path) -> Path:
-    """The quarantine that belongs to the accepted rows `accepted_path` points at now: the
-    quarantine version of the same id (pulled from the store when needed), or, for a partition
-    written before accepted rows and quarantine were one commit, the quarantine's own pointer."""
+    """The quarantine that belongs to the accepted rows `accepted_path` points at now (or is,
+    for a version file a manifest pinned): the quarantine version of the same id (pulled from
+    the store when needed), or, for a partition written before accepted rows and quarantine
+    were one commit, the quarantine's own pointer."""
     _pull(accepted_path)
     accepted = current_version(accepted_path)
-    if accepted != accepted_path:
+    if accepted != accepted_path or is_version(accepted_path):  # a pointer, or a pinned version
         paired = versions_dir(quarantine_path) / f"{version_id(accepted)}{quarantine_path.suffix}"
         _pull(paired)
         if paired.is_file():

@@ -18,6 +18,9 @@ from dagster import (
     asset,
 )
 
+from mind_assets.decontamination.assets import benchmark_index
+from mind_assets.decontamination.check import decontaminate_split
+from mind_assets.decontamination.steps import current_index, report_check, with_judge
 from mind_assets.lib.metadata import output_result
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.quarantine import write_split
@@ -288,6 +291,7 @@ def problem_verdicts(settings: MindSettings, source: str) -> dict[str, dict] | N
         AssetDep(math_prompts, partition_mapping=MultiToSingleDimensionPartitionMapping("mode")),
         math_config,
         llm_config,
+        benchmark_index,
     ],
     group_name="math_traces",
     kinds={"vllm", "parquet"},
@@ -304,8 +308,9 @@ def problem_verdicts(settings: MindSettings, source: str) -> dict[str, dict] | N
     ],
     description="k solution traces per problem at one reasoning effort, with or without Python "
     "tool calls run in the sandbox; each verified against problem_difficulty's reference "
-    "(math-verify by answer type, the judge model when on). Correct traces are kept, the rest "
-    "(and too-easy problems) quarantined with the reason; pass rate and maj@k per problem.",
+    "(math-verify by answer type, the judge model when on). Correct traces that hold no "
+    "benchmark item are kept, the rest (and too-easy problems) quarantined with the reason; "
+    "pass rate and maj@k per problem.",
 )
 def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings = get_settings()
@@ -331,8 +336,16 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         judge=model_judge(settings, llm, source, context.log),
         length_buckets=tuple(settings.length_buckets),
     )
-    written = write_split(SOLUTION_TRACES, settings.data_dir, keys, run.accepted, run.quarantine)
-    usage = llm.usage(run.stats)
+    decontamination = current_index(settings)
+    judge = with_judge(decontamination, settings, llm, "solution_traces", keys, context.log)
+    checked = decontaminate_split(
+        decontamination, run.accepted, run.quarantine, SOLUTION_TRACES.quarantine_schema
+    )
+    run.accepted, run.quarantine = checked.accepted, checked.quarantine
+    written = write_split(
+        SOLUTION_TRACES, settings.data_dir, keys, checked.accepted, checked.quarantine
+    )
+    usage = llm.usage([*run.stats, *(judge.stats if judge else [])])
     record_trace_metrics(metrics_store(settings.data_dir), source, mode, run, usage)
     report = summarize_traces(
         run,
@@ -345,9 +358,10 @@ def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> Materia
         engine=llm.engine_metadata(),
     )
     return output_result(
-        run.accepted,
+        checked.accepted,
         written.accepted_path,
         preview=["question", "solution", "extracted_answer"],
         summary=report,
+        **report_check(settings, "solution_traces", context.partition_key, checked.record),
         **usage,
     )

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from mind_assets.decontamination.check import CONTAMINATION_FIELD
 from mind_assets.lib.buckets import length_bucket
 from mind_assets.lib.prompts import PromptFile
 from mind_assets.lib.quarantine import SplitRows
@@ -119,7 +120,7 @@ TRACE_SCHEMA = pa.schema(
 )
 TRACE_QUARANTINE_SCHEMA = TRACE_SCHEMA.append(
     pa.field("rejected_by", pa.list_(pa.field("element", pa.string())), nullable=False)
-)
+).append(CONTAMINATION_FIELD)  # the benchmark items a trace holds (rule `contaminated`)
 
 CountTokens = Callable[[list[str]], list[int]]
 

@@ -16,9 +16,10 @@ REPORT_VIEWS = {
     "diversity": "Diversity: G-Vendi and baselines, latest per target",
     "prismatic": "Prismatic rounds: pool, kept items and G-Vendi per round",
     "cost_per_partition": "Cost and usage per partition (latest materialization)",
+    "decontamination_removals": "Decontamination: rows each benchmark removed, per asset",
 }
 # Short names `mind metrics --views` also accepts.
-VIEW_ALIASES = {"cost": "cost_per_partition"}
+VIEW_ALIASES = {"cost": "cost_per_partition", "decontamination": "decontamination_removals"}
 
 
 def format_table(table: pa.Table) -> str:

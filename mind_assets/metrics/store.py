@@ -147,6 +147,17 @@ TABLES: dict[str, MetricsTable] = {
         ("g_vendi_new", F64),
         ("recorded_at", UTC_TIME),
     ),
+    # Per checked partition and benchmark: rows checked and rows the benchmark's items removed.
+    "decontamination": _table(
+        ("asset", "partition"),
+        ("asset", S),
+        ("partition", S),
+        ("benchmark", S),
+        ("index_version", S),
+        ("checked", I64),
+        ("removed", I64),
+        ("recorded_at", UTC_TIME),
+    ),
     "trace_verification": _table(
         ("source", "mode"),
         ("source", S),
@@ -218,6 +229,11 @@ VIEWS: dict[str, str] = {
                pool_after, round(g_vendi_pool, 3) AS g_vendi_pool,
                round(g_vendi_kept, 3) AS g_vendi_kept, round(g_vendi_new, 3) AS g_vendi_new
         FROM prismatic_rounds ORDER BY family, round""",
+    # Rows each benchmark removed, per asset, over the latest check of every partition.
+    "decontamination_removals": """
+        SELECT benchmark, asset, count(*) AS partitions, sum(checked) AS checked,
+               sum(removed) AS removed, string_agg(DISTINCT index_version, ',') AS index_versions
+        FROM decontamination GROUP BY benchmark, asset ORDER BY benchmark, asset""",
     "math_pass_rates": """
         SELECT source, mode, count(*) AS problems, max(k) AS k,
                round(avg(pass_rate), 4) AS mean_pass_rate,

@@ -130,6 +130,10 @@ class CardFacts:
     rejections: list[dict[str, Any]]  # of, stage, partition, rule, rejected, evaluated
     licences: list[SourceLicences]
     tags: list[str] = field(default_factory=list)
+    # Per blend source or config and file: the benchmark index its rows were checked against.
+    checked: list[dict[str, Any]] = field(default_factory=list)
+    # Rows each benchmark removed, per stage and partition behind the published rows.
+    removals: list[dict[str, Any]] = field(default_factory=list)
 
 
 def features(schema: pa.Schema) -> list[dict[str, Any]]:
@@ -388,6 +392,60 @@ def _section_filters(facts: CardFacts) -> list[str]:
     return [*lines, markdown_table(facts.rejections), ""]
 
 
+def _section_decontamination(facts: CardFacts) -> list[str]:
+    lines = ["## Decontamination", ""]
+    index = facts.origin.manifest.decontamination if isinstance(facts.origin, BlendOrigin) else {}
+    if isinstance(facts.origin, BlendOrigin) and not index:
+        lines += [
+            "Decontamination was off when this blend was built (an empty benchmark list): its "
+            "rows were not checked against any evaluation benchmark.",
+            "",
+        ]
+    elif index:
+        params = index.get("params", {})
+        lines += [
+            f"Every row was checked against these evaluation benchmarks (benchmark index "
+            f"`{index['version']}`): a row sharing a run of {params.get('ngram')} words "
+            f"({params.get('short_ngram')} for benchmark texts shorter than that) with a "
+            "benchmark item, after case, whitespace, punctuation, LaTeX spacing and number "
+            "formatting are normalised, was quarantined and is not here; a conversation is also "
+            "quarantined when the chunk it was written from holds an item. Reworded items are "
+            + (
+                "asked about by a model judge."
+                if params.get("paraphrase_judge")
+                else "not caught (the paraphrase judge was off)."
+            ),
+            "",
+            markdown_table(
+                [
+                    {
+                        "benchmark": name,
+                        "splits": "; ".join(index.get("splits", {}).get(name, [])),
+                        "items": index.get("items", {}).get(name, ""),
+                    }
+                    for name in sorted(index["benchmarks"])
+                ]
+            ),
+            "",
+        ]
+    if facts.checked:
+        lines += [
+            f"The benchmark index each {facts.origin.unit}'s files were checked against (every "
+            "file records it):",
+            "",
+            markdown_table(facts.checked),
+            "",
+        ]
+    lines += [
+        f"Rows removed per benchmark in every stage behind {_noun(facts)} (quarantined, never "
+        "published):",
+        "",
+        markdown_table(facts.removals) if facts.removals else "_no row held a benchmark item_",
+        "",
+    ]
+    return lines
+
+
 def _section_licences(facts: CardFacts) -> list[str]:
     unit = facts.origin.unit
     rows = []
@@ -536,6 +594,7 @@ def card_body(facts: CardFacts) -> str:
         _section_generation,
         _section_seeds,
         _section_filters,
+        _section_decontamination,
         _section_licences,
         _section_trace,
         _section_manifest,

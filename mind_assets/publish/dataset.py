@@ -10,6 +10,7 @@ failed publish leaves the previous folder (or none), never half of one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,10 +23,12 @@ import pyarrow.compute as pc
 
 from mind_assets.blends.export import EXPORT_SCHEMA
 from mind_assets.blends.families import BLEND_SOURCES, family
+from mind_assets.blends.lineage import benchmark_removals
 from mind_assets.blends.manifest import Manifest, source_lineage
 from mind_assets.blends.release import ReleaseRequest, release_version, write_release
 from mind_assets.blends.spec import blend_names, blend_spec_exists, blend_spec_path
 from mind_assets.blends.versions import BlendRef, load_manifest_version
+from mind_assets.decontamination.record import read_record
 from mind_assets.lib.outputs import Keys, OutputFamily
 from mind_assets.lib.prompts import PromptError, load_prompt, prompt_text
 from mind_assets.lib.storage import (
@@ -37,6 +40,7 @@ from mind_assets.lib.storage import (
     files_under,
     output_bytes,
     output_exists,
+    output_of,
     output_rows,
     quarantine_version,
     read_output,
@@ -319,6 +323,8 @@ class _Derivation:
     files: dict[str, list[Path]]
     partitions: Partitions
     licences: list[SourceLicences]
+    # Per source or config and file: the benchmark index its rows were checked against.
+    checked: list[dict[str, Any]]
 
     def card_facts(
         self,
@@ -327,8 +333,8 @@ class _Derivation:
         schema: pa.Schema,
         publishing: Publishing,
     ) -> CardFacts:
-        """What the card states: the derivation, and the prompts, seeds and per-rule rejections
-        read off it."""
+        """What the card states: the derivation, and the prompts, seeds, per-rule rejections and
+        benchmark removals read off it."""
         combinations = (c for per_name in self.lineage.values() for c in per_name)
         return CardFacts(
             origin=origin,
@@ -340,6 +346,8 @@ class _Derivation:
             rejections=_rejections(self.partitions, publishing.data_dir, self.unit),
             licences=self.licences,
             tags=list(publishing.tags),
+            checked=self.checked,
+            removals=_removals(self.partitions, publishing.data_dir),
         )
 
 
@@ -358,7 +366,34 @@ def _blend_derivation(manifest: Manifest, data_dir: Path) -> _Derivation:
                 partitions.setdefault(source.name, []).append(
                     (declared, declared.keys(f.partition))
                 )
-    return _Derivation("source", lineage, files, partitions, blend_licences(manifest, data_dir))
+    checked = [
+        {
+            "source": source.name,
+            "asset": f.asset,
+            "partition": f.partition,
+            "index": (f.decontamination or {}).get("index_version", "never checked"),
+            "benchmarks": ", ".join(sorted((f.decontamination or {}).get("benchmarks", {}))),
+        }
+        for phase in manifest.phases
+        for source in phase.sources
+        for f in source.files
+    ]
+    unique = list({json.dumps(c, sort_keys=True): c for c in checked}.values())
+    return _Derivation(
+        "source", lineage, files, partitions, blend_licences(manifest, data_dir), unique
+    )
+
+
+def _removals(partitions: Partitions, data_dir: Path) -> list[dict[str, Any]]:
+    """Rows each benchmark removed in every stage behind the published rows."""
+    upstream: dict[tuple[str, str], tuple[OutputFamily, Keys]] = {}
+    for group in partitions.values():
+        for declared, keys in group:
+            for found, found_keys in declared.upstream(keys):
+                upstream.setdefault(
+                    (found.name, found.partition_key(found_keys)), (found, found_keys)
+                )
+    return benchmark_removals(upstream.values(), data_dir)
 
 
 def publish_blend(
@@ -485,7 +520,19 @@ def _family_derivation(
         groups.setdefault(config, []).append((declared, keys))
         files.setdefault(config, []).append(current_version(declared.path(data_dir, keys)))
     lineage = {config: source_lineage(paths) for config, paths in files.items()}
-    return _Derivation("config", lineage, files, groups, licences_of(groups, data_dir))
+    checked = []
+    for config, paths in files.items():
+        for path in paths:
+            record = read_record(read_output_schema(path))
+            checked.append(
+                {
+                    "config": config,
+                    "file": output_of(path).relative_to(data_dir).as_posix(),
+                    "index": record.index_version if record else "never checked",
+                    "benchmarks": ", ".join(sorted(record.benchmarks)) if record else "",
+                }
+            )
+    return _Derivation("config", lineage, files, groups, licences_of(groups, data_dir), checked)
 
 
 def publish_family(asset: str, publishing: Publishing) -> PublishReport:

@@ -13,6 +13,9 @@ from dagster import (
     asset,
 )
 
+from mind_assets.decontamination.assets import benchmark_index
+from mind_assets.decontamination.check import decontaminate_split
+from mind_assets.decontamination.steps import current_index, report_check, with_judge
 from mind_assets.lib.metadata import output_result
 from mind_assets.lib.outputs import OutputFamily, Partition
 from mind_assets.lib.quarantine import write_split
@@ -27,9 +30,9 @@ from mind_assets.task_qa.catalog import CatalogEntry, build_catalog
 from mind_assets.task_qa.families import (
     catalog_output_types,
     catalog_path,
-    decontamination_texts,
     native_form,
     read_catalog_entry,
+    require_own_benchmark,
     selected_families,
     task_qa_prompts_for,
 )
@@ -50,7 +53,7 @@ from mind_assets.task_qa.prismatic_steps import (
     prismatic_round_rows,
     prismatic_summary,
 )
-from mind_assets.task_qa.seeds import EvalTexts, load_seed_split, normalize_split
+from mind_assets.task_qa.seeds import load_seed_split, normalize_split
 from mind_assets.task_qa.stage import (
     FamilyGeneration,
     TaskQAResult,
@@ -189,27 +192,11 @@ def prismatic_seed_picker(settings: MindSettings, family: str, seeds: pa.Table, 
     return cluster_seed_picker(clustering, settings.diversity.prismatic_generation_fraction)
 
 
-def log_unchecked_splits(evaluation: EvalTexts, family: str, logger) -> None:
-    if not evaluation.texts:
-        logger.warning(
-            "%s: no evaluation split found; decontamination had nothing to check", family
-        )
-    elif evaluation.missing:
-        logger.warning(
-            "%s: evaluation splits not found, not decontaminated against: %s",
-            family,
-            evaluation.missing,
-        )
-
-
-def task_qa_aggregates(
-    result: TaskQAResult, eval_texts: int, usage: dict[str, float]
-) -> dict[str, float]:
+def task_qa_aggregates(result: TaskQAResult, usage: dict[str, float]) -> dict[str, float]:
     """The per-partition numbers `mind metrics` shows for a family's task Q&A."""
     return {
         "generated": result.accepted.num_rows + result.quarantine.num_rows,
         "accepted": result.accepted.num_rows,
-        "eval_texts": eval_texts,
         **{f"rejected/{rule}": n for rule, n in result.rejections_per_rule.items()},
         **parse_retry_metadata(result),
         **usage,
@@ -219,20 +206,21 @@ def task_qa_aggregates(
 @asset(
     **PER_FAMILY,
     **generating_asset(),
-    deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config],
+    deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config, benchmark_index],
     kinds={"vllm", "parquet"},
     code_version="2",
     description="New items of the same skill as the seeds, in multiple-choice and open-ended "
-    "form, with reasoning and distractor explanations; filtered and decontaminated against the "
-    "evaluation splits of every configured family plus GSM8K test. Rejected rows go to "
+    "form, with reasoning and distractor explanations; filtered, and decontaminated against the "
+    "benchmark index (which must hold the family's own evaluation split). Rejected rows go to "
     "<family>.quarantine.parquet.",
 )
 def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
     settings, out, entry = family_partition(context, TASK_QA)
     seeds = TASK_SEEDS.partition(settings.data_dir, out.keys).read()
     prompts = task_qa_prompts_for(settings, entry.output_type)
-    evaluation = decontamination_texts(settings, entry)
-    log_unchecked_splits(evaluation, entry.family, context.log)
+    decontamination = current_index(settings)
+    require_own_benchmark(entry, decontamination)
+    judge = with_judge(decontamination, settings, llm, "task_qa", out.keys, context.log)
     seed_picker = None
     if settings.task_qa.seed_selection == "prismatic":
         seed_picker = prismatic_seed_picker(settings, entry.family, seeds, context.log)
@@ -248,21 +236,17 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         max_tokens_cap=settings.max_tokens,
         logger=context.log,
     )
-    result = run_task_qa(
-        run, seeds, evaluation.texts, eval_labels=evaluation.labels, seed_picker=seed_picker
-    )
+    result = run_task_qa(run, seeds, seed_picker=seed_picker, decontamination=decontamination)
     written = write_split(TASK_QA, settings.data_dir, out.keys, result.accepted, result.quarantine)
-    usage = llm.usage(result.stats)
+    usage = llm.usage([*result.stats, *(judge.stats if judge else [])])
     metrics_store(settings.data_dir).record_aggregates(
-        "task_qa", entry.family, task_qa_aggregates(result, len(evaluation.texts), usage)
+        "task_qa", entry.family, task_qa_aggregates(result, usage)
     )
     summary = summarize_task_qa(
         result,
         prompts=prompts,
         quarantine_path=written.quarantine_path,
-        eval_texts=len(evaluation.texts),
         engine=llm.engine_metadata(),
-        eval_splits=evaluation.per_split,
         licence=entry.licence,
     )
     return output_result(
@@ -270,6 +254,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
         written.accepted_path,
         preview=["form", "question", "answer", "reasoning"],
         summary=summary,
+        **report_check(settings, "task_qa", entry.family, result.decontamination),
         **usage,
     )
 
@@ -277,7 +262,7 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
 @asset(
     **PER_FAMILY,
     **generating_asset(),
-    deps=[task_seeds, task_qa],
+    deps=[task_seeds, task_qa, benchmark_index],
     kinds={"torch", "vllm", "parquet"},
     code_version="2",
     description="Prismatic Synthesis rounds on a family's task Q&A (MIND_DIVERSITY__PRISMATIC_"
@@ -293,6 +278,9 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
     settings, out, entry = family_partition(context, PRISMATIC_TASK_QA)
     diversity = settings.diversity
     seeds = TASK_SEEDS.partition(settings.data_dir, out.keys).read().to_pylist()
+    decontamination = current_index(settings)
+    require_own_benchmark(entry, decontamination)
+    judge = with_judge(decontamination, settings, llm, "prismatic_task_qa", out.keys, context.log)
     steps = PrismaticSteps(
         settings,
         entry,
@@ -301,6 +289,7 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
         llm.requests_per_batch(settings.batch_size),
         requests_dir(settings.data_dir, "prismatic_task_qa", entry.family),
         context.log,
+        decontamination=decontamination,
     )
     majority = entry.output_type != "multiple_choice" and diversity.prismatic_verify_samples
     result = run_prismatic_rounds(
@@ -317,10 +306,17 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
         seed=settings.seed,
         logger=context.log,
     )
-    kept = pa.Table.from_pylist(result.kept, schema=PRISMATIC_TASK_QA.schema)
-    dropped = pa.Table.from_pylist(result.dropped, schema=PRISMATIC_TASK_QA.quarantine_schema)
-    written = write_split(PRISMATIC_TASK_QA, settings.data_dir, out.keys, kept, dropped)
-    usage = llm.usage(steps.stats)
+    # Round 1 kept task_qa's items as they were checked then: every kept item is checked
+    # against the current index before it is written.
+    checked = decontaminate_split(
+        decontamination,
+        pa.Table.from_pylist(result.kept, schema=PRISMATIC_TASK_QA.schema),
+        pa.Table.from_pylist(result.dropped, schema=PRISMATIC_TASK_QA.quarantine_schema),
+        PRISMATIC_TASK_QA.quarantine_schema,
+    )
+    kept = checked.accepted
+    written = write_split(PRISMATIC_TASK_QA, settings.data_dir, out.keys, kept, checked.quarantine)
+    usage = llm.usage([*steps.stats, *(judge.stats if judge else [])])
     store = metrics_store(settings.data_dir)
     store.replace_partition(
         "prismatic_rounds", out.keys, prismatic_round_rows(result, entry.family, context.run.run_id)
@@ -334,4 +330,10 @@ def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> Mater
         else "off",
         parse_retries=steps.parse_retries,
     )
-    return output_result(kept, written.accepted_path, summary=summary, **usage)
+    return output_result(
+        kept,
+        written.accepted_path,
+        summary=summary,
+        **report_check(settings, "prismatic_task_qa", entry.family, checked.record),
+        **usage,
+    )

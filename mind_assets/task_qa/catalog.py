@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mind_assets.lib.lm_eval_tasks import task_manager
 from mind_assets.task_qa.licences import LicenceFinder
 
 
@@ -91,17 +91,10 @@ def eligibility(cfg: dict[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
-@lru_cache(maxsize=1)
-def _task_manager() -> Any:
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager()
-
-
 def build_catalog(mirror_dir: Path | None = None) -> list[CatalogEntry]:
     """Every lm-eval subtask with its eligibility, answer check and licence, without
     downloading any dataset (licences come from dataset cards already on disk, else a table)."""
-    manager = _task_manager()
+    manager = task_manager()
     licences = LicenceFinder(mirror_dir)
     entries = []
     for task in sorted(manager.all_subtasks):

@@ -1,18 +1,16 @@
 """What a step knows about one task family: its catalog entry, the prompt files it generates
-with, and the evaluation texts it is decontaminated against."""
+with, and whether the benchmark index holds its own evaluation split."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mind_assets.decontamination.benchmarks import scored_splits
+from mind_assets.decontamination.check import Decontamination
 from mind_assets.lib.storage import asset_path, output_exists, read_output
 from mind_assets.settings import MindSettings
 from mind_assets.task_qa.catalog import CatalogEntry
-from mind_assets.task_qa.seeds import (
-    EvalTexts,
-    decontamination_splits,
-    load_decontamination_texts,
-)
+from mind_assets.task_qa.seeds import eval_splits
 from mind_assets.task_qa.stage import TaskQAPrompts
 
 
@@ -56,17 +54,20 @@ def read_catalog_entry(settings: MindSettings, family: str) -> CatalogEntry:
     raise KeyError(f"task family {family!r} is not in the catalog {catalog_path(settings)}")
 
 
-def decontamination_texts(settings: MindSettings, entry: CatalogEntry) -> EvalTexts:
-    """The evaluation texts a family is decontaminated against: its own splits, every configured
-    family's (unless MIND_TASK_QA__DECONTAMINATE_ACROSS_FAMILIES=false) and the extra splits."""
-    others: list[CatalogEntry] = []
-    if settings.task_qa.decontaminate_across_families:
-        catalog = read_catalog(settings)
-        families, _ = selected_families(catalog, settings.task_qa.families)
-        wanted = set(families) - {entry.family}
-        others = [e for e in catalog if e.family in wanted]
-    splits = decontamination_splits(entry, others, settings.task_qa.decontamination_extra)
-    return load_decontamination_texts(splits, settings.task_mirror)
+def require_own_benchmark(entry: CatalogEntry, decontamination: Decontamination) -> None:
+    """Task Q&A must be checked against its own task's evaluation split: refuse a family whose
+    scored split the benchmark index does not hold (unless decontamination is off)."""
+    if not decontamination.on:
+        return
+    held = {s for splits in decontamination.version.splits.values() for s in splits}
+    for split in eval_splits(entry):
+        dataset = split.dataset_path + (f"/{split.dataset_name}" if split.dataset_name else "")
+        if split.split in scored_splits(entry.__dict__) and f"{dataset} {split.split}" not in held:
+            raise ValueError(
+                f"task family {entry.family!r}: its evaluation split {dataset} {split.split!r} "
+                "is not in the benchmark index; add the task to MIND_DECONTAMINATION__BENCHMARKS "
+                "(and materialize benchmark_index) so its items are checked against it"
+            )
 
 
 def native_form(entry: CatalogEntry) -> str:

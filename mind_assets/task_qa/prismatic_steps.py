@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from mind_assets.decontamination.check import Decontamination
 from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.report import Markdown, StageSummary, markdown_table
 from mind_assets.llm.batch_runner import ChatFn, RunStats
@@ -22,7 +23,7 @@ from mind_assets.llm.features import Sample, features_for
 from mind_assets.llm.requests import EngineIdentity, derive_seed
 from mind_assets.settings import MindSettings
 from mind_assets.task_qa.catalog import CatalogEntry
-from mind_assets.task_qa.families import decontamination_texts, task_qa_prompts_for
+from mind_assets.task_qa.families import task_qa_prompts_for
 from mind_assets.task_qa.majority import MajorityVerdict, MathItem, verify_by_majority
 from mind_assets.task_qa.prismatic import PrismaticResult, prismatic_cache_name
 from mind_assets.task_qa.schema import SEED_SCHEMA
@@ -41,11 +42,8 @@ class PrismaticSteps:
     stats: list[RunStats] = field(default_factory=list)
     # Generation rounds re-sample replies that do not parse, as task_qa does; summed over rounds.
     parse_retries: Counter[str] = field(default_factory=Counter)
-
-    def __post_init__(self) -> None:
-        # Every round is decontaminated like task_qa: against every configured family's
-        # evaluation splits and the extra ones.
-        self.evaluation = decontamination_texts(self.settings, self.entry)
+    # Every round's new items are decontaminated like task_qa's, against the benchmark index.
+    decontamination: Decontamination | None = None
 
     def generate(self, round_: int, pool_rows: list[dict], picker) -> tuple[list[dict], list[dict]]:
         """A later round's new items from the grown pool: (accepted, quarantined) rows."""
@@ -65,9 +63,8 @@ class PrismaticSteps:
         result = run_task_qa(
             run,
             pa.Table.from_pylist(pool_rows, schema=SEED_SCHEMA),
-            self.evaluation.texts,
-            eval_labels=self.evaluation.labels,
             seed_picker=picker,
+            decontamination=self.decontamination,
         )
         self.stats.extend(result.stats)
         self.parse_retries.update(parse_retry_metadata(result))

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from mind_assets.decontamination.index import Match
 from mind_assets.lib.minhash import MinHasher, near_duplicate_groups
-from mind_assets.lib.text import ngrams, normalise, words
+from mind_assets.lib.text import normalise, words
 from mind_assets.settings import TaskQASettings
 from mind_assets.task_qa.conversion import option_dependent_answer, option_reference
 
@@ -228,25 +229,16 @@ def reject_copy_of_seed(
 def reject_contaminated(
     items: Sequence[Candidate],
     *,
-    eval_ngrams: set[tuple[str, ...]] | Mapping[tuple[str, ...], str],
-    thresholds: TaskQASettings,
+    contamination: Sequence[Sequence[Match]] | None = None,
     **_: object,
 ) -> list[str]:
-    """Shares a `decontamination_ngram`-word sequence (13 by default, as in GPT-3's
-    decontamination) with an evaluation split: the task's own, every configured family's and the
-    extra ones (GSM8K test by default). Given n-grams mapped to their split, the reason names it."""
-    n = thresholds.decontamination_ngram
-    known = eval_ngrams.keys() if isinstance(eval_ngrams, Mapping) else eval_ngrams
-    reasons = []
-    for c in items:
-        shared = ngrams(f"{c.question} {c.answer}", n) & known if known else set()
-        if not shared:
-            reasons.append("")
-        elif isinstance(eval_ngrams, Mapping):
-            reasons.append(f"contaminated: {eval_ngrams[min(shared)]}")
-        else:
-            reasons.append("contaminated")
-    return reasons
+    """Holds an item of an evaluation benchmark: the platform's one decontamination rule
+    (`mind_assets/decontamination/`), against the benchmark index every blendable row is
+    checked against, its task's own evaluation splits among them. The reason names the
+    benchmark, the item and the matched span."""
+    if contamination is None:
+        return [""] * len(items)
+    return [found[0].reason() if found else "" for found in contamination]
 
 
 def _near_duplicates(texts: list[str], references: list[str], threshold: float) -> list[int | None]:
@@ -284,25 +276,26 @@ def run_task_rules(
     items: Sequence[Candidate],
     *,
     seed_questions: Sequence[str],
-    eval_texts: Sequence[str],
     thresholds: TaskQASettings,
-    eval_labels: Sequence[str] | None = None,
+    contamination: Sequence[Sequence[Match]] | None = None,
 ) -> list[list[str]]:
-    """Per item, the reasons it is rejected (empty when accepted). `eval_labels`, one per eval
-    text, name the split each came from in `contaminated` reasons."""
-    n = thresholds.decontamination_ngram
-    eval_ngrams: set[tuple[str, ...]] | dict[tuple[str, ...], str]
-    if eval_labels is None:
-        eval_ngrams = set()
-        for text in eval_texts:
-            eval_ngrams |= ngrams(text, n)
-    else:
-        eval_ngrams = {}
-        for text, label in zip(eval_texts, eval_labels, strict=True):
-            for gram in ngrams(text, n):
-                eval_ngrams.setdefault(gram, label)
+    """Per item, the reasons it is rejected (empty when accepted). `contamination`: per item,
+    the benchmark items the decontamination scan found in it (`Decontamination.scan` over
+    `item_text`)."""
     per_rule = [
-        rule(items, seed_questions=seed_questions, eval_ngrams=eval_ngrams, thresholds=thresholds)
+        rule(
+            items,
+            seed_questions=seed_questions,
+            contamination=contamination,
+            thresholds=thresholds,
+        )
         for rule in TASK_QA_RULES.values()
     ]
     return [[r for r in reasons if r] for reasons in zip(*per_rule, strict=True)] if items else []
+
+
+def item_text(candidate: Candidate) -> str:
+    """What the decontamination rule reads of an item: everything a row of it may hold."""
+    parts = [candidate.question, *candidate.choices, candidate.answer, candidate.reasoning]
+    parts += [f"{choice} {why}" for choice, why in candidate.distractors]
+    return "\n".join(p for p in parts if p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from mind_assets.decontamination.check import CONTAMINATION_FIELD
 from mind_assets.llm.requests import GENERATION_FIELDS
 
 # A task's training rows, normalised; the answer is always the answer's text.
@@ -57,7 +58,7 @@ TASK_QA_SCHEMA = pa.schema(
 
 TASK_QA_QUARANTINE_SCHEMA = TASK_QA_SCHEMA.append(
     pa.field("rejected_by", pa.list_(pa.field("element", pa.string())), nullable=False)
-)
+).append(CONTAMINATION_FIELD)  # the benchmark items a row holds (rule `contaminated`)
 
 
 def prismatic_schema(base: pa.Schema) -> pa.Schema:

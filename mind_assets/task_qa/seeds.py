@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from mind_assets.lib.datasets import DatasetSplitMissing, load_dataset_split
+from mind_assets.lib.datasets import load_dataset_split
 from mind_assets.settings import EvalSplit
 from mind_assets.task_qa.catalog import CatalogEntry
 from mind_assets.task_qa.schema import SEED_SCHEMA
@@ -66,51 +64,6 @@ def eval_splits(entry: CatalogEntry) -> list[EvalSplit]:
         EvalSplit(dataset_path=entry.dataset_path, dataset_name=entry.dataset_name, split=n)
         for n in names
     ]
-
-
-def decontamination_splits(
-    own: CatalogEntry, others: Sequence[CatalogEntry] = (), extra: Sequence[EvalSplit] = ()
-) -> list[EvalSplit]:
-    """What a family is decontaminated against: its own evaluation splits, those of every other
-    configured family, then `extra` (GSM8K test by default), each split once."""
-    splits = [s for entry in (own, *others) for s in eval_splits(entry)] + list(extra)
-    return list(dict.fromkeys(splits))
-
-
-@dataclass
-class EvalTexts:
-    """Document texts of evaluation splits, each labelled with its split, for decontamination
-    only (never seeds)."""
-
-    texts: list[str] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    per_split: dict[str, int] = field(default_factory=dict)  # label -> documents read
-    missing: list[str] = field(default_factory=list)  # splits neither mirror nor hub had
-
-
-def load_decontamination_texts(splits: Sequence[EvalSplit], mirror_dir: Path | None) -> EvalTexts:
-    """Every document of `splits` as one text (its string fields joined); splits that cannot be
-    found are listed in `missing`, not raised."""
-    found = EvalTexts()
-    for split in splits:
-        try:
-            dataset = load_dataset_split(
-                split.dataset_path, split.dataset_name, split.split, mirror_dir, label=split.label
-            )
-        except DatasetSplitMissing:
-            found.missing.append(split.label)
-            continue
-        before = len(found.texts)
-        for doc in dataset:
-            found.texts.append(" ".join(str(v) for v in doc.values() if isinstance(v, str)))
-        found.labels += [split.label] * (len(found.texts) - before)
-        found.per_split[split.label] = len(found.texts) - before
-    return found
-
-
-def load_eval_texts(entry: CatalogEntry, mirror_dir: Path | None) -> list[str]:
-    """Texts of the task's own evaluation splits (see `load_decontamination_texts`)."""
-    return load_decontamination_texts(eval_splits(entry), mirror_dir).texts
 
 
 def build_task(entry: CatalogEntry, train: Any) -> Any:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from mind_assets.decontamination.check import Decontamination, contamination_value
+from mind_assets.decontamination.record import CheckRecord, with_record
 from mind_assets.lib.prompts import PromptFile, load_prompt
 from mind_assets.lib.quarantine import SplitRows
 from mind_assets.lib.report import Markdown, StageSummary, markdown_table
@@ -36,7 +38,7 @@ from mind_assets.task_qa.generation import (
     to_candidates,
     training_text,
 )
-from mind_assets.task_qa.rules import TASK_QA_RULES, Candidate, run_task_rules
+from mind_assets.task_qa.rules import TASK_QA_RULES, Candidate, item_text, run_task_rules
 from mind_assets.task_qa.schema import TASK_QA_QUARANTINE_SCHEMA, TASK_QA_SCHEMA
 
 
@@ -65,6 +67,7 @@ class TaskQAResult:
     stats: list[RunStats] = field(default_factory=list)
     generation_retries: ParseRetryCounts = field(default_factory=ParseRetryCounts)
     enrichment_retries: ParseRetryCounts = field(default_factory=ParseRetryCounts)
+    decontamination: CheckRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -97,38 +100,46 @@ class GeneratedItem:
 def run_task_qa(
     run: FamilyGeneration,
     seeds: pa.Table,
-    eval_texts: list[str],
     *,
-    eval_labels: list[str] | None = None,
     seed_picker: SeedPicker | None = None,
+    decontamination: Decontamination | None = None,
 ) -> TaskQAResult:
     """Generate one family's items from its seeds, enrich their multiple-choice form, and split
-    every form into accepted and quarantined rows by the task-Q&A rules."""
+    every form into accepted and quarantined rows by the task-Q&A rules (`contaminated` among
+    them: the benchmark index `decontamination` holds; the accepted rows carry its record)."""
     items, generated = _generate_items(run, seeds, seed_picker)
     enrich_requests, enriched = _enrich_items(run, items)
     flat = [(item, c) for item in items for c in item.candidates]
+    contamination = (
+        decontamination.scan([item_text(c) for _, c in flat]) if decontamination else None
+    )
     reasons = run_task_rules(
         [c for _, c in flat],
         seed_questions=seeds.column("question").to_pylist(),
-        eval_texts=eval_texts,
-        eval_labels=eval_labels,
         thresholds=run.settings,
+        contamination=contamination,
     )
     split = SplitRows()
     counts = dict.fromkeys(TASK_QA_RULES, 0)
-    for (item, candidate), why in zip(flat, reasons, strict=True):
+    for position, ((item, candidate), why) in enumerate(zip(flat, reasons, strict=True)):
         enrichment = enrich_requests.get(item.plan.item_index)
-        split.add(_row(run, item.plan, candidate, item.attempt, enrichment), why)
+        row = _row(run, item.plan, candidate, item.attempt, enrichment)
+        if why:
+            found = contamination[position] if contamination else []
+            row["contamination"] = contamination_value(found)
+        split.add(row, why)
         for reason in why:
             counts[reason.split(":")[0]] += 1
     accepted, quarantine = split.tables(TASK_QA_SCHEMA, TASK_QA_QUARANTINE_SCHEMA)
+    record = decontamination.record(contamination or []) if decontamination else None
     return TaskQAResult(
-        accepted=accepted,
+        accepted=with_record(accepted, record) if record else accepted,
         quarantine=quarantine,
         rejections_per_rule=counts,
         stats=[*generated.stats, *enriched.stats],
         generation_retries=generated.counts,
         enrichment_retries=enriched.counts,
+        decontamination=record,
     )
 
 
@@ -321,13 +332,12 @@ def summarize_task_qa(
     *,
     prompts: TaskQAPrompts,
     quarantine_path: Path,
-    eval_texts: int,
     engine: dict[str, Any],
-    eval_splits: dict[str, int] | None = None,
     licence: str = "",
 ) -> StageSummary:
-    """What one task Q&A partition reports: acceptance, rejections per rule, what it was
-    decontaminated against, the prompts and engine, and a sample of the quarantine."""
+    """What one task Q&A partition reports: acceptance, rejections per rule, the prompts and
+    engine, and a sample of the quarantine (what it was decontaminated against: the asset adds
+    the check's record)."""
     generated = result.accepted.num_rows + result.quarantine.num_rows
     rejected = result.quarantine.slice(0, 5).to_pylist()
     return StageSummary(
@@ -339,12 +349,6 @@ def summarize_task_qa(
             "rejections_per_rule": Markdown(
                 markdown_table(
                     [{"rule": r, "rejected": n} for r, n in result.rejections_per_rule.items()]
-                )
-            ),
-            "decontaminated_against": eval_texts,
-            "decontamination_splits": Markdown(
-                markdown_table(
-                    [{"split": k, "documents": v} for k, v in (eval_splits or {}).items()]
                 )
             ),
             "licence": licence or "unknown",
