@@ -74,6 +74,7 @@ bench: install
 	$(PY) benchmarks/sandbox.py
 	$(PY) benchmarks/inbox.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/blend_scale.py
 
 clean:
 	rm -rf $(VENV) data

@@ -615,7 +615,7 @@ class BlendSettings(StageSettings):
     )
     export_shard_rows: int = Field(default=10_000, ge=1, description="Rows per parquet shard.")
     export_part_rows: int = Field(
-        default=1_000_000,
+        default=250_000,
         ge=1,
         description="Rows of a phase written as one part (rounded down to whole shards): each "
         "part is written on its own, in the Megatron export as its own dataset per source "
