@@ -141,7 +141,8 @@ def _export_blend(args: argparse.Namespace) -> int:
     and/or Megatron indexed datasets with a --data-path list"""
     # The asset's work, for one format or the configured ones; flags override MIND_BLENDS__* for
     # this call.
-    from mind_assets.blends.assets import write_blend_exports
+    from mind_assets.blends.assets import release_request
+    from mind_assets.blends.release import write_release
     from mind_assets.llm.resource import LLMResource
 
     settings = get_settings()
@@ -152,7 +153,7 @@ def _export_blend(args: argparse.Namespace) -> int:
         overrides["export_bucket"] = True
     if args.workers is not None:
         overrides["export_workers"] = args.workers
-    exports = write_blend_exports(
+    request = release_request(
         settings,
         _load_manifest(args.name),
         LLMResource.from_settings(settings),
@@ -160,6 +161,7 @@ def _export_blend(args: argparse.Namespace) -> int:
         settings.blends.model_copy(update=overrides),
         log=lambda line: print(line, flush=True),
     )
+    exports = write_release(request)
     print("\n".join(exports.lines()))
     return 0
 

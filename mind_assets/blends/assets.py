@@ -270,19 +270,6 @@ def release_request(
     )
 
 
-def write_blend_exports(
-    settings: MindSettings,
-    manifest: Manifest,
-    llm: LLMResource,
-    formats: Sequence[str],
-    options: BlendSettings,
-    log: Log | None = None,
-) -> BlendExports:
-    """A blend version exported in each of `formats` (parquet shards per phase, Megatron
-    indexed datasets) into its export folder at once, in one step."""
-    return write_release(release_request(settings, manifest, llm, formats, options, log))
-
-
 def _export_data_version(directory: Path) -> DataVersion:
     """The hash of every file the export holds, by relative path."""
     digest = hashlib.sha256()

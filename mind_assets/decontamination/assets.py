@@ -60,13 +60,7 @@ def benchmark_index(context: AssetExecutionContext) -> MaterializeResult:
         per_benchmark.setdefault(split.benchmark, []).append(f"{split.dataset} {split.split}")
     params = index_params(options)
     version = IndexVersion.of(params, texts, per_benchmark) if splits else IndexVersion.off(params)
-    index = NgramIndex(
-        texts.column("benchmark").to_pylist(),
-        texts.column("item_id").to_pylist(),
-        texts.column("text").to_pylist(),
-        ngram=options.ngram,
-        short_ngram=options.short_ngram,
-    )
+    index = NgramIndex.of_table(texts, ngram=options.ngram, short_ngram=options.short_ngram)
     out.write(with_metadata(texts, INDEX_KEY, version.to_json()))
     rows = [
         {

@@ -93,6 +93,21 @@ def _valid_starts(unknown_prefix: np.ndarray, ends: np.ndarray, length: int) -> 
 class NgramIndex:
     """The index of a set of benchmark texts, each belonging to one item of one benchmark."""
 
+    @classmethod
+    def of_table(
+        cls, table: pa.Table, *, ngram: int, short_ngram: int, near_misses: bool = False
+    ) -> NgramIndex:
+        """The index of a table of benchmark texts (`benchmark`, `item_id`, `text` columns,
+        as `benchmark_index` writes them)."""
+        return cls(
+            table.column("benchmark").to_pylist(),
+            table.column("item_id").to_pylist(),
+            table.column("text").to_pylist(),
+            ngram=ngram,
+            short_ngram=short_ngram,
+            near_misses=near_misses,
+        )
+
     def __init__(
         self,
         benchmarks: Sequence[str],

@@ -80,10 +80,8 @@ def current_index(settings: MindSettings) -> Decontamination:
     key = (version.version, options.paraphrase_judge)
     if key not in _BUILT:
         table = BENCHMARK_INDEX.partition(settings.data_dir, {}).read()
-        index = NgramIndex(
-            table.column("benchmark").to_pylist(),
-            table.column("item_id").to_pylist(),
-            table.column("text").to_pylist(),
+        index = NgramIndex.of_table(
+            table,
             ngram=options.ngram,
             short_ngram=options.short_ngram,
             near_misses=options.paraphrase_judge,
