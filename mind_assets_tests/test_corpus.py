@@ -132,7 +132,11 @@ def test_missing_path_is_refused_at_registration_and_at_materialization(
     register(make_shard_spec("vanished", [str(path)]))
     path.unlink()
     result = materialize(
-        [raw_documents], partition_key="vanished", instance=instance, raise_on_error=False
+        [raw_documents],
+        partition_key="vanished",
+        instance=instance,
+        raise_on_error=False,
+        resources={"llm": LLMResource.from_settings(settings)},  # the paraphrase judge's
     )
     assert f"corpus file not found: {path}" in failure_message(result)
     assert_no_output(settings, "vanished")
