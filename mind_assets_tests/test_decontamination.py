@@ -8,9 +8,17 @@ import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from mind_assets.blends.manifest import unchecked_reasons
+from mind_assets.blends.manifest import (
+    Manifest,
+    ResolvedFile,
+    ResolvedPhase,
+    ResolvedSource,
+    manifest_table,
+    unchecked_reasons,
+)
 from mind_assets.conversations.schema import CONVERSATION_SCHEMA
 from mind_assets.decontamination.benchmarks import (
     BenchmarkError,
@@ -283,6 +291,25 @@ def test_a_blend_refuses_files_never_checked_against_its_benchmarks():
     ]
     assert unchecked_reasons(None, IndexVersion.off({})) == []  # decontamination off
     assert with_record(pa.table({"a": [1]}), checked).schema.metadata is not None
+
+
+def test_the_manifest_twin_holds_records_with_and_without_benchmarks(tmp_path):
+    """A record checked against no benchmark (decontamination off) has an empty map, which
+    Parquet cannot hold as a struct: the twin keeps each record as JSON."""
+    records = [
+        CheckRecord("off", {}, 3, {}).to_json(),
+        None,
+        CheckRecord("v", {"gsm8k": "a"}, 2, {"gsm8k": 1}).to_json(),
+    ]
+    files = [
+        ResolvedFile("raw_documents", f"s{n}", f"f{n}", "x", 1, 1, decontamination=r)
+        for n, r in enumerate(records)
+    ]
+    source = ResolvedSource("raw", "raw_documents", "low", 1.0, 1.0, files, [], tokens=3)
+    manifest = Manifest("b", "b.yaml", "x", 3, 0, "t", "now", [ResolvedPhase("p", 3, [source])])
+    pq.write_table(manifest_table(manifest), tmp_path / "manifest.parquet")
+    twin = pq.read_table(tmp_path / "manifest.parquet")["decontamination"].to_pylist()
+    assert [None if t is None else json.loads(t) for t in twin] == records
 
 
 def test_the_filter_stage_quarantines_a_conversation_whose_chunk_holds_a_benchmark_item():

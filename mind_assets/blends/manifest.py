@@ -138,7 +138,8 @@ class Manifest:
         return payload
 
     def file_rows(self) -> list[dict[str, Any]]:
-        """The parquet twin: one row per (phase, source, file)."""
+        """The parquet twin: one row per (phase, source, file), its decontamination record as
+        JSON."""
         rows = []
         for phase in self.phases:
             for source in phase.sources:
@@ -155,6 +156,11 @@ class Manifest:
                             "epochs": source.epochs,
                             "source_tokens": source.tokens,
                             "phase_budget": phase.budget_tokens,
+                            # As JSON: a record's per-benchmark map can be empty, and Parquet
+                            # has no struct without fields.
+                            "decontamination": None
+                            if f.decontamination is None
+                            else json.dumps(f.decontamination, sort_keys=True),
                         }
                     )
         return rows
