@@ -16,7 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import MultiPartitionKey
 
-from mind_assets.blends.assets import blend_manifest, instance_lookup, load_manifest
+from mind_assets.blends.assets import (
+    blend_manifest,
+    blend_tokenizer,
+    instance_lookup,
+    load_manifest,
+)
 from mind_assets.blends.lineage import format_audit, trace_asset_row
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.corpus.assets import chunks, raw_documents
@@ -31,7 +36,7 @@ from mind_assets.lib.tokenizer import token_counter
 from mind_assets.lib.versions import UnsyncedStatus
 from mind_assets.llm.resource import LLMResource
 from mind_assets.metrics.store import metrics_store
-from mind_assets.publish.dataset import publish_blend
+from mind_assets.publish.dataset import Publishing, publish_blend
 from mind_assets.settings import get_settings
 from mind_assets_tests.conftest import GSM8K_TEST, NAPKIN
 
@@ -293,12 +298,15 @@ def test_planted_problems_are_quarantined_from_page_to_conversation_to_blend(
         f"removed for gsm8k: {3 + removed_conversations} rows (raw_documents[{SHARD}] 3, "
         f"filtered_conversations[{SHARD}|{STYLE}] {removed_conversations})"
     ) in audit
+    llm = LLMResource.from_settings(settings)
+    publishing = Publishing(
+        settings.data_dir, settings.prompts_dir, lambda: token_counter(llm.model_path())
+    )
     report = publish_blend(
         "example",
-        data_dir=settings.data_dir,
+        publishing,
         blends_dir=blends,
-        prompts_dir=settings.prompts_dir,
-        make_counter=lambda: token_counter(LLMResource.from_settings(settings).model_path()),
+        make_tokenizer=lambda name: blend_tokenizer(settings, llm, name),
     )
     assert "## Decontamination" in report.card
     assert f"benchmark index `{version}`" in report.card

@@ -19,7 +19,12 @@ from mind_assets.metrics.report import format_metrics
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
-from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import (
+    TEST_ENVIRONMENT,
+    WORLD_SECTIONS,
+    WORLD_SHARD,
+    napkin_shard,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -82,7 +87,13 @@ def test_two_prismatic_rounds_with_g_vendi_per_round_feed_a_blend(
         monkeypatch.setenv(name, value)
     assert run([task_seed_catalog]).success
     assert run([task_seeds], "gsm8k").success
-    assert run([task_qa], "gsm8k").success
+    # Round 1 filters what task_qa kept. At the suite's 160 tokens the 135M model's GSM8K items
+    # are often cut before their reasoning ends, and all 8 can fail the task rules (it happened
+    # in bf16 here); at 256, as test_e2e_task_qa runs, some pass. The rounds keep 160.
+    monkeypatch.setenv("MIND_MAX_TOKENS", "256")
+    [event] = run([task_qa], "gsm8k").asset_materializations_for_node("task_qa")
+    assert event.metadata["dagster/row_count"].value > 0, "round 1 needs items task_qa kept"
+    monkeypatch.setenv("MIND_MAX_TOKENS", TEST_ENVIRONMENT["MIND_MAX_TOKENS"])
 
     def prismatic_rounds() -> tuple[list[dict], list[dict]]:
         assert run([prismatic_task_qa], "gsm8k").success

@@ -726,7 +726,9 @@ def summarize_traces(
     expected = problems * k
     rates = summarize(run.per_problem)
     reasons = Counter(r for rs in run.quarantine.column("rejected_by").to_pylist() for r in rs)
-    all_rows = pa.concat_tables([run.accepted, run.quarantine.drop_columns(["rejected_by"])])
+    # The quarantine's own columns (rejected_by, the decontamination rule's matches) left out.
+    quarantined = run.quarantine.select(run.accepted.column_names).cast(run.accepted.schema)
+    all_rows = pa.concat_tables([run.accepted, quarantined])
     seq_tokens = [n for n in all_rows.column("seq_tokens").to_pylist() if n is not None]
     per_problem = [
         {
