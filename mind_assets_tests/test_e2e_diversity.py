@@ -87,11 +87,17 @@ def test_two_prismatic_rounds_with_g_vendi_per_round_feed_a_blend(
         monkeypatch.setenv(name, value)
     assert run([task_seed_catalog]).success
     assert run([task_seeds], "gsm8k").success
-    # Round 1 filters what task_qa kept. At the suite's 160 tokens the 135M model's GSM8K items
-    # are often cut before their reasoning ends, and all 8 can fail the task rules (it happened
-    # in bf16 here); at 256, as test_e2e_task_qa runs, some pass. The rounds keep 160.
+    # Round 1 filters what task_qa kept, and the blend below needs kept items. The 135M model's
+    # GSM8K items seldom pass the task rules (its arithmetic rarely matches its own answer), and
+    # which ones do depends on the CPU's numerics: in bf16 on one machine all 8 items of seed 0
+    # failed. So task_qa is generated (at 256 tokens, as test_e2e_task_qa runs) with the next
+    # base seed until it keeps an item, three seeds at most; the rounds keep 160 tokens.
     monkeypatch.setenv("MIND_MAX_TOKENS", "256")
-    [event] = run([task_qa], "gsm8k").asset_materializations_for_node("task_qa")
+    for seed in range(3):
+        monkeypatch.setenv("MIND_SEED", str(seed))
+        [event] = run([task_qa], "gsm8k").asset_materializations_for_node("task_qa")
+        if event.metadata["dagster/row_count"].value > 0:
+            break
     assert event.metadata["dagster/row_count"].value > 0, "round 1 needs items task_qa kept"
     monkeypatch.setenv("MIND_MAX_TOKENS", TEST_ENVIRONMENT["MIND_MAX_TOKENS"])
 
