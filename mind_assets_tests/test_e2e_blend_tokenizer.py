@@ -30,14 +30,10 @@ from mind_assets.settings import PROJECT_DIR
 from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
 from mind_assets_tests.student_tokenizer import write_student_tokenizer
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
-from mind_assets_tests.test_megatron_export import data_path, documents
+from mind_assets_tests.test_megatron_export import blended_train_dataset, documents
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex.*")
-    from megatron.core.datasets.blended_megatron_dataset_builder import (
-        BlendedMegatronDatasetBuilder,
-    )
-    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
     from megatron.core.tokenizers import MegatronTokenizer
 
 pytestmark = pytest.mark.engine
@@ -122,7 +118,6 @@ def test_a_blend_is_counted_and_encoded_with_the_tokenizer_its_spec_names(
 
     # megatron-core reads the export with the tokenizer it holds; every whole document inside a
     # sample decodes to an exported text.
-    prefixes, weights = data_path(megatron, "phase1")
     own_group = not torch.distributed.is_initialized()
     if own_group:
         torch.distributed.init_process_group(
@@ -130,32 +125,20 @@ def test_a_blend_is_counted_and_encoded_with_the_tokenizer_its_spec_names(
         )
     monkeypatch.chdir(megatron)  # the list's prefixes are relative to the export
     try:
-        tokenizer = MegatronTokenizer.from_pretrained(
-            str(megatron / "tokenizer"), metadata_path={"library": "huggingface"}
-        )
-        assert tokenizer.eod == eod and tokenizer.vocab_size == len(student)
-        config = GPTDatasetConfig(
-            random_seed=1234,
-            sequence_length=256,
-            blend=(prefixes, weights),
-            split="100,0,0",
-            tokenizer=tokenizer,
-            reset_position_ids=True,
-            reset_attention_mask=True,
-            eod_mask_loss=False,
-            path_to_cache=str(tmp_path / "megatron-cache"),
-        )
         samples = 32
-        train, _, _ = BlendedMegatronDatasetBuilder(
-            GPTDataset, [samples, 0, 0], lambda: True, config
-        ).build()
+        train, _, _ = blended_train_dataset(
+            megatron, student, tmp_path / "megatron-cache", samples=samples, sequence_length=256
+        )
+        detokenize = MegatronTokenizer.from_pretrained(
+            str(megatron / "tokenizer"), metadata_path={"library": "huggingface"}
+        ).detokenize
         whole = 0
         for index in range(samples):
             sample = train[index]
             tokens = np.append(sample["tokens"].numpy(), sample["labels"].numpy()[-1])
             pieces = np.split(tokens, np.flatnonzero(tokens == eod))
             for piece in pieces[1:-1]:  # between two eods: a whole document
-                assert tokenizer.detokenize(piece[1:].tolist()) in exported_texts
+                assert detokenize(piece[1:].tolist()) in exported_texts
                 whole += 1
         assert whole > 0
     finally:

@@ -254,16 +254,21 @@ def test_blended_gpt_dataset_reads_a_moved_export(blend, tmp_path, monkeypatch):
             torch.distributed.destroy_process_group()
 
 
-def check_blended_gpt_dataset(moved: Path, hf_tokenizer, cache: Path) -> None:
+def blended_train_dataset(
+    export: Path, hf_tokenizer, cache: Path, *, samples: int, sequence_length: int
+) -> tuple[BlendedDataset, list[str], list[float]]:
+    """Phase 1 of a Megatron export as Megatron-LM's pretraining reads it: the tokenizer saved in
+    the export (checked against `hf_tokenizer`), the data-path list, `samples` training samples
+    of `sequence_length` tokens. Returns the dataset, the prefixes and their weights."""
     tokenizer = MegatronTokenizer.from_pretrained(
-        str(moved / "tokenizer"), metadata_path={"library": "huggingface"}
+        str(export / "tokenizer"), metadata_path={"library": "huggingface"}
     )
-    eod = hf_tokenizer.eos_token_id
-    assert tokenizer.eod == eod and tokenizer.vocab_size == len(hf_tokenizer)
-    prefixes, weights = data_path(moved, "phase1")
+    assert tokenizer.eod == hf_tokenizer.eos_token_id
+    assert tokenizer.vocab_size == len(hf_tokenizer)
+    prefixes, weights = data_path(export, "phase1")
     config = GPTDatasetConfig(
         random_seed=1234,
-        sequence_length=128,
+        sequence_length=sequence_length,
         blend=(prefixes, weights),
         split="100,0,0",
         tokenizer=tokenizer,
@@ -272,11 +277,19 @@ def check_blended_gpt_dataset(moved: Path, hf_tokenizer, cache: Path) -> None:
         eod_mask_loss=False,
         path_to_cache=str(cache),
     )
-    samples = 64
     train, valid, test = BlendedMegatronDatasetBuilder(
         GPTDataset, [samples, 0, 0], lambda: True, config
     ).build()
     assert isinstance(train, BlendedDataset) and valid is None and test is None
+    return train, prefixes, weights
+
+
+def check_blended_gpt_dataset(moved: Path, hf_tokenizer, cache: Path) -> None:
+    eod = hf_tokenizer.eos_token_id
+    samples = 64
+    train, prefixes, weights = blended_train_dataset(
+        moved, hf_tokenizer, cache, samples=samples, sequence_length=128
+    )
     bodies = {
         i: [as_text(doc[:-1]) for doc in documents(moved, prefix)]
         for i, prefix in enumerate(prefixes)
