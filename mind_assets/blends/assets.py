@@ -180,13 +180,14 @@ def write_manifest(settings: MindSettings, manifest: Manifest) -> dict[str, Any]
     group_name="blends",
     kinds={"json", "parquet"},
     code_version="1",
-    description="A blend spec resolved to exact files, token counts, per-source weights and "
-    "epochs (capped sources redistributed), upstream materializations pinned, and the prompts, "
-    "models and sampling parameters behind every source. A source partition never checked "
-    "against the current benchmark index is left out (or refused, with on_failed_check: fail); "
-    "each file records the index it was checked against.",
 )
 def blend_manifest(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """A blend spec resolved to exact files, token counts, per-source weights and epochs (capped
+    sources redistributed), upstream materializations pinned, and the prompts, models and
+    sampling parameters behind every source. A source partition never checked against the
+    current benchmark index is left out (or refused, with on_failed_check: fail); each file
+    records the index it was checked against.
+    """
     settings = get_settings()
     blend = context.partition_key
     manifest = resolve_blend(settings, context.instance, blend, llm, context.log.info)

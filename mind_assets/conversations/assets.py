@@ -94,10 +94,11 @@ def shard_and_style(context: AssetExecutionContext) -> tuple[str, str]:
     **generating_asset(),
     # The code's part of the version; prompts and the model are versioned by the sources above.
     code_version="1",
-    description="One MIND conversation per chunk in the partition's style, generated in resumable "
-    "batches; raw text, parsed turns and full lineage per row.",
 )
 def conversations(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """One MIND conversation per chunk in the partition's style, generated in resumable batches;
+    raw text, parsed turns and full lineage per row.
+    """
     settings = get_settings()
     shard, style = shard_and_style(context)
     prompt = load_prompt(style_prompt_path(settings.prompts_dir, style))

@@ -45,12 +45,13 @@ CORPUS_ASSET = {
 @asset(
     **CORPUS_ASSET,
     deps=[benchmark_index],
-    description="A shard's source rows, normalized: doc_id, source, url, title, text, n_chars, "
-    "sha256. Documents that hold a benchmark item go to <shard>.quarantine.parquet (rule "
-    "`contaminated`: benchmark, item, matched span); chunks are still cut from them. Register "
-    "shards with `mind shards add`.",
 )
 def raw_documents(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """A shard's source rows, normalized: doc_id, source, url, title, text, n_chars, sha256.
+    Documents that hold a benchmark item go to <shard>.quarantine.parquet (rule `contaminated`:
+    benchmark, item, matched span); chunks are still cut from them. Register shards with `mind
+    shards add`.
+    """
     settings = get_settings()
     out = RAW_DOCUMENTS.partition(settings.data_dir, context.partition_key)
     spec = load_shard_spec(settings.data_dir, out.keys["shard"])
@@ -108,10 +109,11 @@ def shard_documents(documents: Partition) -> pa.Table:
     **CORPUS_ASSET,
     deps=[raw_documents],
     automation_condition=AutomationCondition.eager(),
-    description="Documents cut into ~chunk_tokens-token windows on paragraph/sentence boundaries, "
-    "never inside math or LaTeX environments.",
 )
 def chunks(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """Documents cut into ~chunk_tokens-token windows on paragraph/sentence boundaries, never
+    inside math or LaTeX environments.
+    """
     settings = get_settings()
     out = CHUNKS.partition(settings.data_dir, context.partition_key)
     documents = shard_documents(RAW_DOCUMENTS.partition(settings.data_dir, out.keys))

@@ -43,13 +43,14 @@ decontamination_config = version_source_asset(DECONTAMINATION_CONFIG)
     group_name="decontamination",
     kinds={"parquet"},
     code_version="1",
-    description="Every text (question, solution, each option) of every item of the evaluation "
-    "benchmarks named in MIND_DECONTAMINATION__BENCHMARKS (lm-eval tasks: their test split, or "
-    "validation where they have none), read through the task mirror, then the hub; a split "
-    "that cannot be read fails the step by name. Its data version is the index version, which "
-    "every checked partition records.",
 )
 def benchmark_index(context: AssetExecutionContext) -> MaterializeResult:
+    """Every text (question, solution, each option) of every item of the evaluation benchmarks
+    named in MIND_DECONTAMINATION__BENCHMARKS (lm-eval tasks: their test split, or validation
+    where they have none), read through the task mirror, then the hub; a split that cannot be
+    read fails the step by name. Its data version is the index version, which every checked
+    partition records.
+    """
     settings = get_settings()
     options = settings.decontamination
     out = BENCHMARK_INDEX.partition(settings.data_dir, {})

@@ -36,12 +36,13 @@ diversity_targets_partitions = DynamicPartitionsDefinition(name=DIVERSITY_TARGET
     group_name="diversity",
     kinds={"torch", "duckdb"},
     code_version="1",
-    description="G-Vendi (Vendi score of projected proxy-model gradients on the completion "
-    "tokens) of one target — conversations:<shard>:<style>, task_qa:<family>, "
-    "solution_traces:<source>:<mode> or blend:<blend>:<phase> — with distinct-n and "
-    "all-MiniLM-L6-v2 embedding Vendi baselines. Features are cached per row.",
 )
 def diversity(context: AssetExecutionContext) -> MaterializeResult:
+    """G-Vendi (Vendi score of projected proxy-model gradients on the completion tokens) of one
+    target — conversations:<shard>:<style>, task_qa:<family>, solution_traces:<source>:<mode> or
+    blend:<blend>:<phase> — with distinct-n and all-MiniLM-L6-v2 embedding Vendi baselines.
+    Features are cached per row.
+    """
     settings = get_settings()
     target = context.partition_key
     kind, _ = parse_target(target)

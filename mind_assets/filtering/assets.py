@@ -89,11 +89,12 @@ filter_config = version_source_asset(FILTER_CONFIG)
     group_name="filtering",
     kinds={"parquet", "duckdb"},
     code_version="1",
-    description="Conversations that pass every heuristic rule and hold no benchmark item (in "
-    "their text or in the chunk they were written from); rejected rows go to "
-    "<style>.quarantine.parquet beside it with the rules that rejected them.",
 )
 def filtered_conversations(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """Conversations that pass every heuristic rule and hold no benchmark item (in their text or in
+    the chunk they were written from); rejected rows go to <style>.quarantine.parquet beside it
+    with the rules that rejected them.
+    """
     settings = get_settings()
     thresholds = settings.filters
     shard, style = shard_and_style(context)
@@ -177,11 +178,12 @@ def filtered_conversations(context: AssetExecutionContext, llm: LLMResource) -> 
     group_name="filtering",
     kinds={"parquet"},
     code_version="1",
-    description="For each chunk, the longest accepted conversation across the styles filtered "
-    "for the shard (the MIND paper's strongest variant), checked again against the current "
-    "benchmark index (a row it flags is quarantined, and the chunk's next longest taken).",
 )
 def longest_conversations(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """For each chunk, the longest accepted conversation across the styles filtered for the shard
+    (the MIND paper's strongest variant), checked again against the current benchmark index (a
+    row it flags is quarantined, and the chunk's next longest taken).
+    """
     settings = get_settings()
     out = LONGEST_CONVERSATIONS.partition(settings.data_dir, context.partition_key)
     filtered = {

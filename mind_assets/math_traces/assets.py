@@ -114,11 +114,11 @@ def math_source(settings: MindSettings, name: str) -> MathSource:
     group_name="math_traces",
     kinds={"parquet"},
     code_version="1",
-    description="Math problems with reference answers from a source's training split; GSM8K "
-    "calculator annotations stripped; rows matching an evaluation split (13-gram or whole "
-    "question) removed.",
 )
 def math_problems(context: AssetExecutionContext) -> MaterializeResult:
+    """Math problems with reference answers from a source's training split; GSM8K calculator
+    annotations stripped; rows matching an evaluation split (13-gram or whole question) removed.
+    """
     settings = get_settings()
     source = math_source(settings, context.partition_key)
     out = MATH_PROBLEMS.partition(settings.data_dir, {"source": source.name})
@@ -218,13 +218,14 @@ def model_judge(settings: MindSettings, llm: LLMResource, source: str, logger) -
     kinds={"vllm", "parquet"},
     **generating_asset(),
     code_version="1",
-    description="Per problem, from k samples in each difficulty mode (MIND_MATH__DIFFICULTY_MODES,"
-    " default both high modes, generated once and reused by their solution_traces partitions): "
-    "the reference to check traces against, repaired by a confident majority where the source's "
-    "is missing, unparseable or outvoted (flagged in reference_status), and whether every "
-    "sample solved it (too_easy: its traces are dropped in every mode).",
 )
 def problem_difficulty(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """Per problem, from k samples in each difficulty mode (MIND_MATH__DIFFICULTY_MODES, default
+    both high modes, generated once and reused by their solution_traces partitions): the
+    reference to check traces against, repaired by a confident majority where the source's is
+    missing, unparseable or outvoted (flagged in reference_status), and whether every sample
+    solved it (too_easy: its traces are dropped in every mode).
+    """
     settings = get_settings()
     out = PROBLEM_DIFFICULTY.partition(settings.data_dir, context.partition_key)
     source = out.keys["source"]
@@ -306,13 +307,13 @@ def problem_verdicts(settings: MindSettings, source: str) -> dict[str, dict] | N
             description="k traces per problem, each labelled correct or incorrect.",
         )
     ],
-    description="k solution traces per problem at one reasoning effort, with or without Python "
-    "tool calls run in the sandbox; each verified against problem_difficulty's reference "
-    "(math-verify by answer type, the judge model when on). Correct traces that hold no "
-    "benchmark item are kept, the rest (and too-easy problems) quarantined with the reason; "
-    "pass rate and maj@k per problem.",
 )
 def solution_traces(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """k solution traces per problem at one reasoning effort, with or without Python tool calls run
+    in the sandbox; each verified against problem_difficulty's reference (math-verify by answer
+    type, the judge model when on). Correct traces that hold no benchmark item are kept, the
+    rest (and too-easy problems) quarantined with the reason; pass rate and maj@k per problem.
+    """
     settings = get_settings()
     keys = SOLUTION_TRACES.keys(context.partition_key)
     source, mode = keys["source"], keys["mode"]

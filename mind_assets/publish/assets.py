@@ -38,13 +38,14 @@ published_partitions = StaticPartitionsDefinition(
     group_name="publish",
     kinds={"parquet", "huggingface"},
     code_version="2",
-    description="A blend (one config per phase) or an asset (the latest version of every "
-    "materialized partition, one config per style, task family or source and mode) as a Hugging "
-    "Face dataset folder with a dataset card generated from its lineage; a blend is exported "
-    "first when its export is missing or older than the manifest. Uploading stays a deliberate "
-    "`mind publish --repo-id`.",
 )
 def published_dataset(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """A blend (one config per phase) or an asset (the latest version of every materialized
+    partition, one config per style, task family or source and mode) as a Hugging Face dataset
+    folder with a dataset card generated from its lineage; a blend is exported first when its
+    export is missing or older than the manifest. Uploading stays a deliberate `mind publish
+    --repo-id`.
+    """
     settings = get_settings()
     report = publish(
         context.partition_key,

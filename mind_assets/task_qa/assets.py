@@ -81,11 +81,12 @@ def family_partition(
     group_name="task_qa",
     kinds={"parquet"},
     code_version="2",
-    description="Every lm-evaluation-harness task with its seed eligibility (a training split "
-    "distinct from its test and validation splits) and the reason each refused task was refused. "
-    "Registers the configured families as `task_families` partitions.",
 )
 def task_seed_catalog(context: AssetExecutionContext) -> MaterializeResult:
+    """Every lm-evaluation-harness task with its seed eligibility (a training split distinct from
+    its test and validation splits) and the reason each refused task was refused. Registers the
+    configured families as `task_families` partitions.
+    """
     settings = get_settings()
     entries = build_catalog(settings.task_mirror)
     table = pa.Table.from_pylist([e.__dict__ for e in entries])
@@ -119,10 +120,11 @@ def task_seed_catalog(context: AssetExecutionContext) -> MaterializeResult:
     deps=[task_seed_catalog],
     kinds={"parquet"},
     code_version="1",
-    description="A task's training split, rendered through lm-eval's own task object and "
-    "normalised: question, choices, answer as text (never a letter), rationale.",
 )
 def task_seeds(context: AssetExecutionContext) -> MaterializeResult:
+    """A task's training split, rendered through lm-eval's own task object and normalised:
+    question, choices, answer as text (never a letter), rationale.
+    """
     settings, out, entry = family_partition(context, TASK_SEEDS)
     train = load_seed_split(entry, entry.training_split, settings.task_mirror)
     table = normalize_split(entry, train, limit=settings.task_qa.seed_limit)
@@ -209,12 +211,13 @@ def task_qa_aggregates(result: TaskQAResult, usage: dict[str, float]) -> dict[st
     deps=[task_seeds, AssetDep(task_qa_prompts), task_qa_config, llm_config, benchmark_index],
     kinds={"vllm", "parquet"},
     code_version="2",
-    description="New items of the same skill as the seeds, in multiple-choice and open-ended "
-    "form, with reasoning and distractor explanations; filtered, and decontaminated against the "
-    "benchmark index (which must hold the family's own evaluation split). Rejected rows go to "
-    "<family>.quarantine.parquet.",
 )
 def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """New items of the same skill as the seeds, in multiple-choice and open-ended form, with
+    reasoning and distractor explanations; filtered, and decontaminated against the benchmark
+    index (which must hold the family's own evaluation split). Rejected rows go to
+    <family>.quarantine.parquet.
+    """
     settings, out, entry = family_partition(context, TASK_QA)
     seeds = TASK_SEEDS.partition(settings.data_dir, out.keys).read()
     prompts = task_qa_prompts_for(settings, entry.output_type)
@@ -265,16 +268,17 @@ def task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResu
     deps=[task_seeds, task_qa, benchmark_index],
     kinds={"torch", "vllm", "parquet"},
     code_version="2",
-    description="Prismatic Synthesis rounds on a family's task Q&A (MIND_DIVERSITY__PRISMATIC_"
-    "ROUNDS, default 2). The pool is the seeds plus the items kept so far, featurised alike "
-    "(question -> reasoning and answer). Each round clusters the pool (spherical k-means over "
-    "proxy-model gradients, k = 10% of the pool); round 1 filters task_qa's items, later rounds "
-    "generate from the smallest clusters; an item is kept when it lands in the smaller clusters "
-    "and, for math, when the majority of sampled solutions agrees with its answer. Rows record "
-    "round, cluster, reason and votes; the G-Vendi of the pool, the kept and the new items per "
-    "round goes to the metadata and the metrics store (prismatic_rounds).",
 )
 def prismatic_task_qa(context: AssetExecutionContext, llm: LLMResource) -> MaterializeResult:
+    """Prismatic Synthesis rounds on a family's task Q&A (MIND_DIVERSITY__PRISMATIC_ROUNDS, default
+    2). The pool is the seeds plus the items kept so far, featurised alike (question ->
+    reasoning and answer). Each round clusters the pool (spherical k-means over proxy-model
+    gradients, k = 10% of the pool); round 1 filters task_qa's items, later rounds generate from
+    the smallest clusters; an item is kept when it lands in the smaller clusters and, for math,
+    when the majority of sampled solutions agrees with its answer. Rows record round, cluster,
+    reason and votes; the G-Vendi of the pool, the kept and the new items per round goes to the
+    metadata and the metrics store (prismatic_rounds).
+    """
     settings, out, entry = family_partition(context, PRISMATIC_TASK_QA)
     diversity = settings.diversity
     seeds = TASK_SEEDS.partition(settings.data_dir, out.keys).read().to_pylist()
