@@ -41,6 +41,9 @@ class WordTokenizer:
     def id_to_token(self, token_id: int) -> str:
         return f"<w{token_id}>"
 
+    def worker_encoder(self):
+        return self.encode
+
 
 def words(texts: Sequence[str]) -> list[int]:
     """What WordTokenizer counts, for assertions."""

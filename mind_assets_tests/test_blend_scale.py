@@ -6,7 +6,10 @@ export leaves behind is garbage `mind gc` finds."""
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -230,6 +233,28 @@ def test_the_pool_encodes_what_one_process_encodes(tmp_path, student, monkeypatc
     assert pooled_cache.equals(here_cache)
     expected = tokenizer.load()([t for t in texts[:30]], add_special_tokens=False)["input_ids"]
     assert pooled_cache["ids"].to_pylist() == expected
+
+
+def test_a_worker_encodes_without_transformers(student):
+    """The pool's workers rebuild the fast tokenizer from its definition with `tokenizers`
+    alone: no transformers, no torch, in a fresh interpreter, and the same ids."""
+    tokenizer = HFTokenizer("student", str(student))
+    texts = [s["text"] for s in SECTIONS[:5]]
+    script = (
+        "import pickle, sys\n"
+        "encoder = pickle.loads(sys.stdin.buffer.read())\n"
+        f"lengths, ids = encoder({texts!r})\n"
+        "assert 'transformers' not in sys.modules and 'torch' not in sys.modules\n"
+        "print(lengths.tolist(), ids.tolist())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=pickle.dumps(tokenizer.worker_encoder()),
+        capture_output=True,
+        check=True,
+    )
+    lengths, ids = tokenizer.encode(texts)
+    assert done.stdout.decode().strip() == f"{lengths.tolist()} {ids.tolist()}"
 
 
 # --- the export ------------------------------------------------------------------------------

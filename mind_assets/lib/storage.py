@@ -49,6 +49,9 @@ from mind_assets.lib import object_store
 
 VERSIONS_DIRNAME = ".versions"  # where the versions of an output live, beside it
 POINTER_NAME = "CURRENT"  # in an object store: the object naming an output's current version
+# Rows per parquet row group: a streaming reader decodes one group's pages at a time.
+ROW_GROUP_ROWS = 16_384
+READ_BUFFER_BYTES = 1 << 20  # read-ahead of a streaming parquet reader
 
 # Partition keys become path components, so they must be plain names.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -256,6 +259,12 @@ def version_id(version: Path) -> str:
     return version.name[: -len("".join(version.suffixes[-1:]))] if version.suffix else version.name
 
 
+def write_table(table: pa.Table, path: Path) -> None:
+    """A parquet file of `table`, zstd-compressed, in row groups of at most ROW_GROUP_ROWS rows
+    so a reader that streams it (a blend export, the token cache) holds one group at a time."""
+    pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+
+
 def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
     """Write `table` as a new immutable version of `final_path` and point `final_path` at it.
 
@@ -263,9 +272,7 @@ def write_parquet_version(table: pa.Table, final_path: Path) -> Path:
     new symbolic link renamed over the old one. A reader sees the old version or the new one,
     never a partial file, and the old version stays on disk for whoever pinned it.
     """
-    version = _stage_version(
-        final_path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), None
-    )
+    version = _stage_version(final_path, lambda tmp: write_table(table, tmp), None)
     _push(version)  # before the pointer names it
     _keep_unversioned(final_path)
     point_at(final_path, version)
@@ -291,12 +298,10 @@ def write_split_versions(
     version's id (`quarantine_version`), so a reader never sees new accepted rows beside an
     old quarantine, whatever happens between the two pointer moves. Returns the accepted
     version."""
-    written = _stage_version(
-        accepted_path, lambda tmp: pq.write_table(accepted, tmp, compression="zstd"), None
-    )
+    written = _stage_version(accepted_path, lambda tmp: write_table(accepted, tmp), None)
     held = _stage_version(
         quarantine_path,
-        lambda tmp: pq.write_table(quarantine, tmp, compression="zstd"),
+        lambda tmp: write_table(quarantine, tmp),
         version_id(written),
     )
     _push(held)
@@ -494,7 +499,9 @@ def iter_output_batches(
     if not path.is_file():
         raise OutputReadError(f"{path} is missing: materialize its asset first")
     try:
-        source = pq.ParquetFile(path)
+        # Buffered, not pre-buffered: pages are read as the batches need them, so memory is
+        # bounded by the batch even when the file is one big row group.
+        source = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
         held: list[pa.RecordBatch] = []
         rows = 0
         for batch in source.iter_batches(batch_size=batch_size, columns=columns):
@@ -612,7 +619,7 @@ def atomic_path(final_path: Path, *, push: bool = True) -> Iterator[Path]:
 def write_parquet_atomic(table: pa.Table, final_path: Path) -> Path:
     """Write `table` to `final_path` atomically (zstd-compressed)."""
     with atomic_path(final_path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        write_table(table, tmp)
     return final_path
 
 
@@ -734,7 +741,7 @@ class Staging:
 
     def add_table(self, relative: str, table: pa.Table) -> Path:
         path = self.path(relative)
-        pq.write_table(table, path, compression="zstd")
+        write_table(table, path)
         return path
 
     def add_text(self, relative: str, text: str) -> Path:

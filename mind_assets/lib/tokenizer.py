@@ -90,6 +90,38 @@ class BlendTokenizer(Protocol):
 
     def id_to_token(self, token_id: int) -> str: ...
 
+    def worker_encoder(self) -> Callable[[Sequence[str]], Encoded]:
+        """What a worker process encodes with: picklable, small, and giving the ids `encode`
+        gives."""
+        ...
+
+
+@dataclass
+class BackendEncoder:
+    """A fast tokenizer's backend rebuilt from its serialized definition with the `tokenizers`
+    library alone: a worker that encodes with it imports neither transformers nor the torch
+    that transformers pulls in (tens of MB per worker instead of hundreds)."""
+
+    definition: str
+    dtype: str
+    _backend: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"definition": self.definition, "dtype": self.dtype, "_backend": None}
+
+    def __call__(self, texts: Sequence[str]) -> Encoded:
+        if self._backend is None:
+            from tokenizers import Tokenizer
+
+            self._backend = Tokenizer.from_str(self.definition)
+        return encode_with_backend(self._backend, texts, np.dtype(self.dtype))
+
+
+def encode_with_backend(backend: Any, texts: Sequence[str], dtype: np.dtype) -> Encoded:
+    # The fast path skips the character offsets, which only alignment needs.
+    encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return flatten([e.ids for e in encode_batch(list(texts), add_special_tokens=False)], dtype)
+
 
 @dataclass(frozen=True)
 class HFTokenizer:
@@ -98,38 +130,52 @@ class HFTokenizer:
 
     name: str
     path: str
-    _fingerprint: list[str] = field(default_factory=list, compare=False, repr=False)
+    # What the blend path asks of it (fingerprint, vocabulary size, end-of-document id), worked
+    # out once and pickled with it: a process it is sent to (an export part's worker) has them
+    # without loading transformers and the torch it imports.
+    _facts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def load(self) -> Any:
         return load_tokenizer(self.path)
 
+    def _fact(self, name: str) -> Any:
+        if not self._facts:
+            tokenizer = self.load()
+            eos = getattr(tokenizer, "eos_token_id", None)
+            self._facts.update(
+                fingerprint=fingerprint_of(tokenizer),
+                vocab_size=len(tokenizer),
+                eos_id=None if eos is None else int(eos),
+            )
+        return self._facts[name]
+
     @property
     def fingerprint(self) -> str:
-        if not self._fingerprint:
-            self._fingerprint.append(fingerprint_of(self.load()))
-        return self._fingerprint[0]
+        return self._fact("fingerprint")
 
     @property
     def eos_id(self) -> int | None:
-        eos = getattr(self.load(), "eos_token_id", None)
-        return None if eos is None else int(eos)
+        return self._fact("eos_id")
 
     @property
     def vocab_size(self) -> int:
-        return len(self.load())
+        return self._fact("vocab_size")
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Ids without special tokens (the only one a document gets is its end-of-document id,
         added by the Megatron export), as the tokenizer's own call would give them."""
         tokenizer = self.load()
         backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        else:
-            # The fast path skips the character offsets, which only alignment needs.
-            encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
-            rows = [e.ids for e in encode_batch(list(texts), add_special_tokens=False)]
+        if backend is not None:
+            return encode_with_backend(backend, texts, token_dtype(self.vocab_size))
+        rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return flatten(rows, token_dtype(self.vocab_size))
+
+    def worker_encoder(self) -> Callable[[Sequence[str]], Encoded]:
+        backend = getattr(self.load(), "backend_tokenizer", None)
+        if backend is None:
+            return self.encode  # a slow tokenizer: the worker loads it with transformers
+        return BackendEncoder(backend.to_str(), token_dtype(self.vocab_size).name)
 
     def save(self, directory: Path) -> None:
         self.load().save_pretrained(str(directory))
@@ -155,19 +201,19 @@ def worker_count(requested: int | None) -> int:
     return max(1, os.cpu_count() or 1)
 
 
-_WORKER_TOKENIZER: list[BlendTokenizer] = []
+_WORKER_ENCODER: list[Callable[[Sequence[str]], Encoded]] = []
 
 
-def _start_worker(tokenizer: BlendTokenizer) -> None:
+def _start_worker(encoder: Callable[[Sequence[str]], Encoded]) -> None:
     # One core per worker: the pool is the parallelism, so the tokenizer's own threads would
     # only compete with the other workers.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ["RAYON_NUM_THREADS"] = "1"
-    _WORKER_TOKENIZER[:] = [tokenizer]
+    _WORKER_ENCODER[:] = [encoder]
 
 
 def _encode_in_worker(texts: list[str]) -> Encoded:
-    return _WORKER_TOKENIZER[0].encode(texts)
+    return _WORKER_ENCODER[0](texts)
 
 
 @contextlib.contextmanager
@@ -200,7 +246,7 @@ class EncodingPool:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(self.tokenizer,),
+                initargs=(self.tokenizer.worker_encoder(),),
             )
         return self
 
