@@ -625,9 +625,9 @@ class BlendSettings(StageSettings):
     export_workers: int = Field(
         default=0,
         ge=0,
-        description="Processes that tokenize a blend's sources into the token cache (when a "
-        "manifest or an export needs tokens not counted yet) and write the parts of an export "
-        "in one step; 0: the CPUs this process may run on.",
+        description="Worker processes that tokenize a blend's sources into the token cache (when "
+        "a manifest or an export needs tokens not counted yet), and threads that write the parts "
+        "of an export in one step; 0: the CPUs this process may run on.",
     )
     export_steps: int = Field(
         default=1,

@@ -276,7 +276,7 @@ def test_parts_written_apart_give_the_bytes_of_one_pass(tmp_path, student, monke
     assert listed[1::2][:2] == ["broad/pages.00000", "broad/pages.00001"]
     assert sum(float(w) for w in listed[::2]) == pytest.approx(1.0, abs=1e-5)
 
-    # In a pool of two processes, in one step.
+    # In a pool of two threads, in one step.
     pooled = request(manifest, tmp_path / "pooled", data_dir, tokenizer, **small)
     pooled.options.export_workers = 2
     write_release(pooled)

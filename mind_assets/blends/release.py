@@ -19,10 +19,9 @@ mixes two versions).
 from __future__ import annotations
 
 import json
-import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -197,15 +196,13 @@ class ReleaseRequest:
         )
 
 
-def _write_part_in_worker(job: ExportJob, phase: int, part: int, directory: Path) -> dict:
-    return write_part(job, phase, part, Staging(directory), Progress("part", None))
-
-
 def _write_parts(
     job: ExportJob, staging: Staging, progress: Progress, log: Log | None
 ) -> dict[str, list[dict[str, Any]]]:
     """Every part of the job into `staging`: one after another, or, with several parts and
-    workers, in a pool of processes (each part its own files, so they never collide)."""
+    workers, in a pool of threads (each part its own files, so they never collide). Threads,
+    not processes: the work is Arrow, numpy and file writes, which let go of the GIL, and a
+    process per part would load megatron-core and the torch it imports again (~500 MB each)."""
     receipts: dict[str, list[dict[str, Any]]] = {plan.phase.name: [] for plan in job.plans}
     parts = job.parts()
     workers = min(job.tokens.workers, len(parts))
@@ -216,11 +213,9 @@ def _write_parts(
             )
         progress.finish()
         return receipts
-    # What crosses to the workers must pickle: the cache without its log (a Dagster logger).
-    shipped = replace(job, tokens=TokenCache(job.data_dir, job.tokens.tokenizer, workers=1))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="export-part") as pool:
         futures = [
-            pool.submit(_write_part_in_worker, shipped, phase, part, staging.directory)
+            pool.submit(write_part, job, phase, part, staging, Progress("part", None))
             for phase, part in parts
         ]
         for future in futures:
