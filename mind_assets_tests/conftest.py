@@ -118,16 +118,19 @@ def run(instance: DagsterInstance, llm: LLMResource):
 TASK_FIXTURES = PROJECT_DIR / "mind_assets_tests" / "fixtures" / "task_mirror"
 
 
-@pytest.fixture
-def mirror(tmp_path):
+def link_task_mirror(root: Path) -> Path:
     """The hand-written fixtures plus the real GSM8K splits, linked (not copied) in HF layout."""
-    root = tmp_path / "mirror"
     (root / "openai" / "gsm8k" / "main").mkdir(parents=True)
     (root / "openai" / "gsm8k" / "main" / "train.jsonl").symlink_to(GSM8K_TRAIN)
     (root / "openai" / "gsm8k" / "main" / "test.jsonl").symlink_to(GSM8K_TEST)
     for dataset in ("tau", "allenai"):
         (root / dataset).symlink_to(TASK_FIXTURES / dataset)
     return root
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    return link_task_mirror(tmp_path / "mirror")
 
 
 # The session's shared generations: the first WORLD_SECTIONS real napkin sections (6 chunks)
