@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -17,10 +18,11 @@ from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import ShardSpec, register_shard
 from mind_assets.definitions import ASSETS
-from mind_assets.lib.storage import asset_path
+from mind_assets.lib.storage import asset_path, requests_dir
 from mind_assets.llm.offline_engine import reset_prefix_caches
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import PROJECT_DIR, MindSettings, get_settings
+from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 
 SHARED_DATA = Path(os.environ.get("MIND_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
 NAPKIN = SHARED_DATA / "napkin" / "sections.jsonl"
@@ -118,16 +120,19 @@ def run(instance: DagsterInstance, llm: LLMResource):
 TASK_FIXTURES = PROJECT_DIR / "mind_assets_tests" / "fixtures" / "task_mirror"
 
 
-@pytest.fixture
-def mirror(tmp_path):
+def link_task_mirror(root: Path) -> Path:
     """The hand-written fixtures plus the real GSM8K splits, linked (not copied) in HF layout."""
-    root = tmp_path / "mirror"
     (root / "openai" / "gsm8k" / "main").mkdir(parents=True)
     (root / "openai" / "gsm8k" / "main" / "train.jsonl").symlink_to(GSM8K_TRAIN)
     (root / "openai" / "gsm8k" / "main" / "test.jsonl").symlink_to(GSM8K_TEST)
     for dataset in ("tau", "allenai"):
         (root / dataset).symlink_to(TASK_FIXTURES / dataset)
     return root
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    return link_task_mirror(tmp_path / "mirror")
 
 
 # The session's shared generations: the first WORLD_SECTIONS real napkin sections (6 chunks)
@@ -193,3 +198,89 @@ def napkin_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NapkinWor
             pq.read_table(asset_path(data_dir, "chunks", WORLD_SHARD))["chunk_id"].to_pylist()
         )
         yield NapkinWorld(data_dir, instance, chunk_ids, metadata)
+
+
+# The session's shared task Q&A: TASK_ITEMS items for each of GSM8K (its real training split)
+# and commonsense_qa (the hand-written fixture), generated once with the real engine through
+# Dagster. Every test that materializes task_qa asks for these requests: the same seeds (the
+# first TASK_SEED_LIMIT training rows; 20 GSM8K seeds let the Prismatic e2e cluster them into
+# 4), items, token cap and base seed, since each is part of a request's hash.
+TASK_FAMILIES = ("gsm8k", "commonsense_qa")
+TASK_ITEMS = 8
+TASK_SEED_LIMIT = 20
+# Above the suite's 160: at 160 the 135M model's replies are cut more often and its task Q&A is
+# often quarantined whole.
+TASK_MAX_TOKENS = 256
+# The 135M model's GSM8K items seldom pass the task rules (its arithmetic rarely matches its own
+# answer), and which ones do depends on the CPU's numerics: in bf16 on one machine all 8 items of
+# base seed 0 failed. The Prismatic e2e needs kept items, so GSM8K is generated with the next
+# base seed until it keeps one, TASK_BASE_SEEDS at most; commonsense_qa uses the seed it ended on.
+TASK_BASE_SEEDS = 3
+
+
+@dataclass
+class TaskWorld:
+    """Task Q&A generated once per session. A test copies the world's request stores into its
+    own data root and, with `environment` set, materializes task_seed_catalog, task_seeds and
+    task_qa itself: every request is then reused by hash instead of generated (its `usage/
+    requests` is 0), and the rows, rules, decontamination and metadata are the test's own."""
+
+    data_dir: Path
+    seed: int  # the base seed (MIND_SEED) the task Q&A was generated with
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What a test sets while it materializes task Q&A. It names its own
+        MIND_TASK_QA__FAMILIES (which decides the partitions) and decontamination benchmarks
+        (checked after generation), never a request. MIND_MAX_TOKENS and MIND_SEED are the
+        engine's for every generating asset: a test generating anything else sets them back."""
+        return {
+            "MIND_TASK_QA__ITEMS": str(TASK_ITEMS),
+            "MIND_TASK_QA__SEED_LIMIT": str(TASK_SEED_LIMIT),
+            "MIND_MAX_TOKENS": str(TASK_MAX_TOKENS),
+            "MIND_SEED": str(self.seed),
+        }
+
+    def copy_requests(self, data_dir: Path, families: Iterable[str] = TASK_FAMILIES) -> None:
+        for family in families:
+            shutil.copytree(
+                requests_dir(self.data_dir, "task_qa", family),
+                requests_dir(data_dir, "task_qa", family),
+            )
+
+
+@pytest.fixture(scope="session")
+def task_world(tmp_path_factory: pytest.TempPathFactory) -> TaskWorld:
+    root = tmp_path_factory.mktemp("task_world")
+    data_dir = root / "data"
+    reset_prefix_caches()  # the world does not depend on which test asked for it first
+    with pytest.MonkeyPatch.context() as patch, instance_for_test() as instance:
+        patch.setenv("MIND_DATA_DIR", str(data_dir))
+        patch.setenv("MIND_TASK_MIRROR_DIR", str(link_task_mirror(root / "mirror")))
+        patch.setenv("MIND_TASK_QA__FAMILIES", json.dumps(TASK_FAMILIES))
+        for name, value in {**TEST_ENVIRONMENT, **TaskWorld(data_dir, 0).environment}.items():
+            patch.setenv(name, value)
+        resources = {"llm": LLMResource.from_settings(get_settings())}
+
+        def run_task_qa(selection, partition_key=None):
+            result = materialize(
+                ASSETS,
+                selection=selection,
+                partition_key=partition_key,
+                instance=instance,
+                resources=resources,
+            )
+            assert result.success
+            return result
+
+        run_task_qa([task_seed_catalog])
+        for family in TASK_FAMILIES:
+            run_task_qa([task_seeds], family)
+        for seed in range(TASK_BASE_SEEDS):
+            patch.setenv("MIND_SEED", str(seed))
+            result = run_task_qa([task_qa], "gsm8k")
+            [event] = result.asset_materializations_for_node("task_qa")
+            if event.metadata["dagster/row_count"].value > 0:
+                break
+        run_task_qa([task_qa], "commonsense_qa")
+    return TaskWorld(data_dir, seed)
