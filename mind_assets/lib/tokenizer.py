@@ -100,7 +100,7 @@ class BlendTokenizer(Protocol):
 class BackendEncoder:
     """A fast tokenizer's backend rebuilt from its serialized definition with the `tokenizers`
     library alone: a worker that encodes with it imports neither transformers nor the torch
-    that transformers pulls in (tens of MB per worker instead of hundreds)."""
+    that transformers pulls in (about 170 MB a worker while encoding instead of 670)."""
 
     definition: str
     dtype: str
@@ -131,8 +131,7 @@ class HFTokenizer:
     name: str
     path: str
     # What the blend path asks of it (fingerprint, vocabulary size, end-of-document id), worked
-    # out once and pickled with it: a process it is sent to (an export part's worker) has them
-    # without loading transformers and the torch it imports.
+    # out together on first use and kept: the fingerprint serializes the whole definition.
     _facts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def load(self) -> Any:
