@@ -388,7 +388,7 @@ def _add_export_blend_command(commands: Commands) -> None:
         "--workers",
         type=int,
         default=None,
-        help="processes for tokenizing what the token cache lacks and for writing parts "
+        help="processes for tokenizing what the token cache lacks "
         "(default: MIND_BLENDS__EXPORT_WORKERS; 0: every CPU this process may use)",
     )
 

@@ -611,7 +611,8 @@ class BlendSettings(StageSettings):
         default_factory=lambda: ["parquet"],
         min_length=1,
         description="What blend_export writes: 'parquet' shards per phase (what `mind trace` "
-        "reads, always written) and/or 'megatron' indexed datasets (needs megatron-core).",
+        "reads, always written) and/or 'megatron' indexed datasets (megatron-core's .bin/.idx "
+        "format, written without it).",
     )
     export_shard_rows: int = Field(default=10_000, ge=1, description="Rows per parquet shard.")
     export_part_rows: int = Field(
@@ -626,8 +627,9 @@ class BlendSettings(StageSettings):
         default=0,
         ge=0,
         description="Worker processes that tokenize a blend's sources into the token cache (when "
-        "a manifest or an export needs tokens not counted yet), and threads that write the parts "
-        "of an export in one step; 0: the CPUs this process may run on.",
+        "a manifest or an export needs tokens not counted yet); 0: the CPUs this process may run "
+        "on. An export's parts are written one after another in a step; to write them side by "
+        "side, spread them over steps (MIND_BLENDS__EXPORT_STEPS).",
     )
     export_steps: int = Field(
         default=1,

@@ -257,6 +257,62 @@ def test_a_worker_encodes_without_transformers(student):
     assert done.stdout.decode().strip() == f"{lengths.tolist()} {ids.tolist()}"
 
 
+def test_an_export_process_holds_neither_transformers_nor_torch(tmp_path, student):
+    """A fresh process exports a blend in both formats with the student tokenizer: its facts
+    come from a short child process, its ids from `tokenizers`, its .bin/.idx from the
+    platform's own writer, so neither transformers nor the torch it imports (about 500 MB) is
+    ever loaded there; and the facts are the ones transformers gives in this process."""
+    data_dir = tmp_path / "data"
+    write_raw_shards(data_dir)
+    tokenizer = HFTokenizer(str(student), str(student))
+    manifest = build(data_dir, tmp_path, TokenCache(data_dir, tokenizer, workers=1))
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from mind_assets.blends.release import ReleaseRequest, write_release\n"
+        "from mind_assets.blends.versions import BlendRef, load_manifest_version\n"
+        "from mind_assets.lib.tokenizer import HFTokenizer\n"
+        "from mind_assets.settings import BlendSettings\n"
+        "data, ref, path, out = sys.argv[1:]\n"
+        "tokenizer = HFTokenizer(path, path)\n"
+        "manifest = load_manifest_version(Path(data), BlendRef.parse(ref))\n"
+        "write_release(ReleaseRequest(manifest, Path(out), Path(data), ['parquet', 'megatron'],\n"
+        "    BlendSettings(export_workers=1), (), tokenizer))\n"
+        "eos = tokenizer.eos_id\n"
+        "print(json.dumps([sorted(m for m in ('transformers', 'torch') if m in sys.modules),\n"
+        "    tokenizer.fingerprint, tokenizer.vocab_size, eos, tokenizer.id_to_token(eos)]))\n"
+    )
+    out = tmp_path / "export"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(data_dir), manifest.ref, str(student), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded, fingerprint, vocab_size, eos, eos_token = json.loads(done.stdout.splitlines()[-1])
+    assert loaded == []
+    here = tokenizer.load()  # transformers, in this process
+    assert fingerprint == manifest.tokenizer_sha256
+    assert (vocab_size, eos) == (len(here), here.eos_token_id)
+    assert eos_token == here.convert_ids_to_tokens(here.eos_token_id)
+    saved = HFTokenizer("saved", str(out / "megatron" / "tokenizer"))
+    assert saved.load().get_vocab() == here.get_vocab() and saved.fingerprint == fingerprint
+    assert json.loads((out / "megatron" / "export.json").read_text())["eod_token"] == eos_token
+
+
+def test_a_tokenizer_that_does_not_load_in_the_child_process_is_named(tmp_path, monkeypatch):
+    """Where transformers is not loaded, the facts come from a child process; its failure is
+    the same clear error, naming the tokenizer and the child's reason."""
+    monkeypatch.delitem(sys.modules, "transformers")
+    empty = tmp_path / "not-a-tokenizer"
+    empty.mkdir()
+    reason = r"'not-a-tokenizer' \(the directory .*\) does not load"
+    with pytest.raises(TokenizerError, match=reason):
+        resolve_tokenizer(empty.name, engine_name="x", engine_path=str, base_dir=tmp_path)
+    assert "transformers" not in sys.modules
+
+
 # --- the export ------------------------------------------------------------------------------
 def request(manifest, out: Path, data_dir: Path, tokenizer, **options) -> ReleaseRequest:
     settings = BlendSettings(export_workers=1, **options)
@@ -276,7 +332,7 @@ def test_parts_written_apart_give_the_bytes_of_one_pass(tmp_path, student, monke
     assert listed[1::2][:2] == ["broad/pages.00000", "broad/pages.00001"]
     assert sum(float(w) for w in listed[::2]) == pytest.approx(1.0, abs=1e-5)
 
-    # In a pool of two threads, in one step.
+    # With two workers, in one step.
     pooled = request(manifest, tmp_path / "pooled", data_dir, tokenizer, **small)
     pooled.options.export_workers = 2
     write_release(pooled)

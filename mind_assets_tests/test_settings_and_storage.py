@@ -5,7 +5,9 @@ import pyarrow as pa
 import pytest
 
 from mind_assets.lib.storage import (
+    ROW_GROUP_ROWS,
     InvalidNameError,
+    Staging,
     asset_path,
     atomic_path,
     validate_name,
@@ -151,3 +153,18 @@ def test_every_setting_is_in_the_configuration_table_with_its_default(monkeypatc
         if not ok:
             wrong.append((variable, cell, default))
     assert wrong == []
+
+
+@pytest.mark.parametrize("rows", [0, 5, ROW_GROUP_ROWS, 2 * ROW_GROUP_ROWS + 777])
+def test_a_table_written_piece_by_piece_has_the_bytes_of_one_written_whole(tmp_path, rows):
+    table = pa.table(
+        {"n": pa.array(range(rows), pa.int64()), "s": [f"row {i}" for i in range(rows)]}
+    )
+    staging = Staging(tmp_path)
+    whole = staging.add_table("whole.parquet", table)
+    with staging.table_writer("pieces.parquet", table.schema) as write:
+        start = 0
+        for size in [1, 999, ROW_GROUP_ROWS - 3, 7, ROW_GROUP_ROWS * 2]:
+            write(table.slice(start, size))
+            start += size
+    assert (tmp_path / "pieces.parquet").read_bytes() == whole.read_bytes()

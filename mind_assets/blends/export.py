@@ -323,7 +323,7 @@ def export_rows(job: ExportJob, plan: PhasePlan, spilled: pa.Table) -> pa.Table:
     bounds = job.bounds
     return pa.table(
         {
-            "row_id": [f"{manifest.ref}:{phase.name}:{p}" for p in positions.tolist()],
+            "row_id": [manifest.row_id(phase.name, p) for p in positions.tolist()],
             "blend": [manifest.blend] * count,
             "blend_version": [manifest.version] * count,
             "phase": [phase.name] * count,
@@ -367,16 +367,12 @@ def write_part(
         shard_rows = job.options.export_shard_rows
         for bucket in range(math.ceil((end - start) / shard_rows)):
             spilled = spill.read(bucket)
-            rows = export_rows(job, plan, spilled)
             if parquet is not None:
-                parquet.add(rows, start // shard_rows + bucket)
+                parquet.add(export_rows(job, plan, spilled), start // shard_rows + bucket)
             if megatron is not None:
-                megatron.add(
-                    spilled,
-                    rows["row_id"].to_pylist(),
-                    rows["source_file"].to_pylist(),
-                )
-            progress.advance(rows.num_rows, int(pc.sum(rows["n_tokens"]).as_py() or 0))
+                megatron.add(spilled)
+            progress.advance(spilled.num_rows, int(pc.sum(spilled["n_tokens"]).as_py() or 0))
+            del spilled  # before the next bucket is read
     receipt: dict[str, Any] = {
         "phase": plan.phase.name,
         "part": part,
@@ -445,7 +441,7 @@ def replay_row(manifest: Manifest, phase_name: str, number: int, tokens: TokenCa
         part_rows=options.export_part_rows,
         shard_rows=options.export_shard_rows,
     )
-    full_id = f"{manifest.ref}:{phase.name}:{number}"
+    full_id = manifest.row_id(phase.name, number)
     if not 0 <= number < plan.rows:
         raise KeyError(f"{manifest.ref} phase {phase.name!r} has {plan.rows} rows: no {full_id}")
     source = phase.sources[int(plan.source[number])]

@@ -282,7 +282,7 @@ def find_exported_row(
     the manifest's tokenizer)."""
     wanted = RowId.parse(row_id)
     manifest = load_manifest_version(data_dir, wanted.ref)
-    full_id = f"{manifest.ref}:{wanted.phase}:{wanted.number}"
+    full_id = manifest.row_id(wanted.phase, wanted.number)
     candidates = [blend_export_dir(data_dir, manifest.blend)]
     if manifest.version:
         candidates.insert(0, blend_export_dir(data_dir, manifest.blend, manifest.version))

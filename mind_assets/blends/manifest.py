@@ -128,6 +128,11 @@ class Manifest:
         """`blend@version` (the blend's name alone for a manifest from before versions)."""
         return f"{self.blend}@{self.version}" if self.version else self.blend
 
+    def row_id(self, phase: str, number: int) -> str:
+        """The id of row `number` of a phase's export: `blend@version:phase:number`, what
+        `mind trace` follows back to its source."""
+        return f"{self.ref}:{phase}:{number}"
+
     def to_json(self) -> dict[str, Any]:
         payload = asdict(self)
         payload.pop("version")

@@ -10,7 +10,7 @@ prefixes per source natively, so parts written on different machines are never m
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from mind_assets.blends.manifest import Manifest, megatron_prefix, megatron_weights
 from mind_assets.blends.plan import PhasePlan
-from mind_assets.lib.storage import InvalidNameError, Staging, validate_name
+from mind_assets.lib.indexed_dataset import INDEX_VERSION, IndexedDatasetWriter
+from mind_assets.lib.storage import ROW_GROUP_ROWS, InvalidNameError, Staging, validate_name
 from mind_assets.lib.tokenizer import BlendTokenizer, token_dtype
 
 MEGATRON_DIRNAME = "megatron"  # in an export, beside the parquet phases
@@ -56,22 +57,6 @@ class MegatronReport:
 
     def data_path_file(self, phase: str) -> Path:
         return self.directory / f"{phase}{DATA_PATH_SUFFIX}"
-
-
-def megatron_core() -> tuple[Any, Any, str]:
-    """megatron-core's IndexedDatasetBuilder and DType, imported only when exporting."""
-    try:
-        import importlib.metadata
-
-        with warnings.catch_warnings():
-            # megatron.core's package import warns about GPU kernels a data export never uses.
-            warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex.*")
-            from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
-    except ImportError as error:
-        raise ExportError(
-            "the Megatron export needs megatron-core: pip install 'mind-assets[megatron]'"
-        ) from error
-    return IndexedDatasetBuilder, DType, importlib.metadata.version("megatron-core")
 
 
 def eod_token_id(tokenizer: BlendTokenizer) -> int:
@@ -127,6 +112,21 @@ def documents_file(phase: str, part: int, parts: int) -> str:
     return f"{phase}/{DOCUMENTS_FILE}" if parts == 1 else f"{phase}/documents.{part:05d}.parquet"
 
 
+@dataclass
+class _HeldDocuments:
+    """The `documents.parquet` rows of one source's dataset in a part, held compact until the
+    part ends (numbers, and the source row ids; the strings made from numbers are made as the
+    file is written), so a part of a long blend does not hold its documents' strings."""
+
+    positions: list[np.ndarray] = field(default_factory=list)
+    files: list[np.ndarray] = field(default_factory=list)
+    epochs: list[np.ndarray] = field(default_factory=list)
+    n_tokens: list[np.ndarray] = field(default_factory=list)
+    source_row_ids: list[pa.Array] = field(default_factory=list)
+    count: int = 0
+    tokens: int = 0
+
+
 class MegatronPartWriter:
     """Writes one part of one phase: its rows, in training order, appended to an indexed
     dataset per source as they come (each row one document: its ids, then the eod id), and
@@ -144,77 +144,87 @@ class MegatronPartWriter:
         self.manifest = manifest
         self.plan = plan
         self.part = part
-        self.builder_class, dtypes, _ = megatron_core()
-        self.dtype = dtypes.optimal_dtype(tokenizer.vocab_size)
-        self.eod = np.array([eod_token_id(tokenizer)], dtype=self.dtype)
-        self.builders: dict[int, Any] = {}
-        self.tokens: dict[int, int] = {}
-        self.documents: dict[int, list[pa.Table]] = {}
+        self.dtype = token_dtype(tokenizer.vocab_size)
+        self.eod = eod_token_id(tokenizer)
+        self.writers: dict[int, IndexedDatasetWriter] = {}
+        self.held: dict[int, _HeldDocuments] = {}
 
     def prefix(self, source: int) -> str:
         name = self.plan.phase.sources[source].name
         return part_prefix(self.plan.phase.name, name, self.part, len(self.plan.parts))
 
-    def add(self, rows: pa.Table, row_ids: list[str], source_files: list[str]) -> None:
+    def add(self, rows: pa.Table) -> None:
         """Rows of the part in training order (the spilled columns, with `ids`)."""
         sources = rows["source"].to_numpy()
         ids = rows["ids"].combine_chunks()
         offsets = ids.offsets.to_numpy()
         values = ids.values.to_numpy(zero_copy_only=False).astype(self.dtype, copy=False)
         for source in np.unique(sources).tolist():
-            builder = self.builders.get(source)
-            if builder is None:
+            writer = self.writers.get(source)
+            if writer is None:
                 path = self.staging.path(f"{self.prefix(source)}.bin")
-                builder = self.builder_class(str(path), dtype=self.dtype)
-                self.builders[source] = builder
+                writer = IndexedDatasetWriter(path, self.dtype, self.eod)
+                self.writers[source] = writer
             members = np.flatnonzero(sources == source)
-            for index in members.tolist():
-                document = np.concatenate((values[offsets[index] : offsets[index + 1]], self.eod))
-                builder.add_document(document, [len(document)])
-            written = self.documents.setdefault(source, [])
-            first = sum(t.num_rows for t in written)
-            count = len(members)
-            self.tokens[source] = self.tokens.get(source, 0) + int(
-                (offsets[members + 1] - offsets[members]).sum() + count
-            )
+            held = self.held.setdefault(source, _HeldDocuments())
+            held.tokens += writer.add_documents(values, offsets[members], offsets[members + 1])
+            held.count += len(members)
             take = pa.array(members)
-            written.append(
-                pa.table(
-                    {
-                        "prefix": pa.array([self.prefix(source)] * count, pa.string()),
-                        "document": pa.array(np.arange(first, first + count), pa.int64()),
-                        "row_id": pa.array([row_ids[i] for i in members.tolist()], pa.string()),
-                        "blend_version": pa.array([self.manifest.version] * count, pa.string()),
-                        "source_file": pa.array(
-                            [source_files[i] for i in members.tolist()], pa.string()
-                        ),
-                        "source_row_id": rows["source_row_id"].take(take),
-                        "epoch": rows["epoch"].take(take).cast(pa.int32()),
-                        "n_tokens": rows["n_tokens"].take(take).cast(pa.int32()),
-                    },
-                    schema=DOCUMENTS_SCHEMA,
-                )
+            held.positions.append(rows["position"].to_numpy()[members])
+            held.files.append(rows["file"].to_numpy()[members])
+            held.epochs.append(rows["epoch"].to_numpy()[members])
+            held.n_tokens.append(rows["n_tokens"].to_numpy()[members])
+            held.source_row_ids.append(rows["source_row_id"].take(take).combine_chunks())
+
+    def _documents(self, source: int) -> Iterator[pa.Table]:
+        """The source's documents.parquet rows, in document order, a row group at a time."""
+        held = self.held[source]
+        prefix, phase = self.prefix(source), self.plan.phase.name
+        paths = [f.path for f in self.plan.phase.sources[source].files]
+        positions, files, epochs, n_tokens = (
+            np.concatenate(a) for a in (held.positions, held.files, held.epochs, held.n_tokens)
+        )
+        row_ids = pa.chunked_array(held.source_row_ids, pa.string())
+        for start in range(0, held.count, ROW_GROUP_ROWS):
+            end = min(start + ROW_GROUP_ROWS, held.count)
+            yield pa.table(
+                {
+                    "prefix": pa.array([prefix] * (end - start), pa.string()),
+                    "document": pa.array(np.arange(start, end), pa.int64()),
+                    "row_id": [
+                        self.manifest.row_id(phase, p) for p in positions[start:end].tolist()
+                    ],
+                    "blend_version": pa.array([self.manifest.version] * (end - start), pa.string()),
+                    "source_file": [paths[f] for f in files[start:end].tolist()],
+                    "source_row_id": row_ids.slice(start, end - start),
+                    "epoch": pa.array(epochs[start:end], pa.int32()),
+                    "n_tokens": pa.array(n_tokens[start:end], pa.int32()),
+                },
+                schema=DOCUMENTS_SCHEMA,
             )
 
     def finish(self) -> dict[str, Any]:
         """Close every dataset and write the part's documents; the part's receipt."""
         datasets = []
-        for source in sorted(self.builders):
+        for source in sorted(self.writers):
             prefix = self.prefix(source)
-            self.builders[source].finalize(str(self.staging.path(f"{prefix}.idx")))
+            self.writers[source].finish(self.staging.path(f"{prefix}.idx"))
             datasets.append(
                 {
                     "prefix": prefix,
                     "source": self.plan.phase.sources[source].name,
-                    "documents": sum(t.num_rows for t in self.documents[source]),
-                    "tokens": self.tokens[source],
+                    "documents": self.held[source].count,
+                    "tokens": self.held[source].tokens,
                 }
             )
-        tables = [t for source in sorted(self.documents) for t in self.documents[source]]
-        documents = pa.concat_tables(tables) if tables else DOCUMENTS_SCHEMA.empty_table()
         phase, parts = self.plan.phase.name, len(self.plan.parts)
-        self.staging.add_table(documents_file(phase, self.part, parts), documents)
-        return {"datasets": datasets, "documents": documents.num_rows}
+        with self.staging.table_writer(
+            documents_file(phase, self.part, parts), DOCUMENTS_SCHEMA
+        ) as write:
+            for source in sorted(self.held):
+                for table in self._documents(source):
+                    write(table)
+        return {"datasets": datasets, "documents": sum(h.count for h in self.held.values())}
 
 
 def data_path_list(manifest: Manifest, plan: PhasePlan, datasets: list[dict[str, Any]]) -> str:
@@ -244,7 +254,6 @@ def finish_megatron(
 ) -> MegatronReport:
     """What the Megatron export holds besides its parts' datasets: each phase's data-path list,
     the tokenizer and a summary. `receipts`: per phase, its parts' receipts in order."""
-    _, _, core_version = megatron_core()
     eod = eod_token_id(tokenizer)
     report = MegatronReport(out_dir)
     summary: dict[str, Any] = {
@@ -258,7 +267,7 @@ def finish_megatron(
         "eod_token_id": eod,
         "eod_token": tokenizer.id_to_token(eod),
         "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
-        "megatron_core": core_version,
+        "indexed_dataset_version": INDEX_VERSION,  # megatron-core's MMIDIDX index
         "token_rule": "tokens of a dataset = sum of its documents' n_tokens + 1 eod per document",
         "phases": {},
     }

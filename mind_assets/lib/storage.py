@@ -744,6 +744,32 @@ class Staging:
         write_table(table, path)
         return path
 
+    @contextlib.contextmanager
+    def table_writer(
+        self, relative: str, schema: pa.Schema
+    ) -> Iterator[Callable[[pa.Table], None]]:
+        """A parquet file written a table at a time, for one too big to hold whole: the same
+        bytes `add_table` writes for all the tables together (rows are held until a whole row
+        group of ROW_GROUP_ROWS is there, so the groups fall where `write_table` puts them)."""
+        held: list[pa.Table] = []
+        rows = written = 0
+        with pq.ParquetWriter(self.path(relative), schema, compression="zstd") as writer:
+
+            def write(table: pa.Table) -> None:
+                nonlocal held, rows, written
+                held.append(table.cast(schema))
+                rows += table.num_rows
+                if rows >= ROW_GROUP_ROWS:
+                    whole = pa.concat_tables(held)
+                    cut = rows - rows % ROW_GROUP_ROWS
+                    writer.write_table(whole.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
+                    held, rows, written = [whole.slice(cut)], rows - cut, written + cut
+
+            yield write
+            if rows or not written:  # an empty file still has its one empty row group
+                rest = pa.concat_tables(held) if held else schema.empty_table()
+                writer.write_table(rest, row_group_size=ROW_GROUP_ROWS)
+
     def add_text(self, relative: str, text: str) -> Path:
         path = self.path(relative)
         path.write_text(text)

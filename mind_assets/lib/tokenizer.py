@@ -4,11 +4,16 @@ vocabulary, and a pool of worker processes that encodes batches on every core.""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -124,63 +129,131 @@ def encode_with_backend(backend: Any, texts: Sequence[str], dtype: np.dtype) -> 
 
 
 @dataclass(frozen=True)
+class TokenizerFacts:
+    """What the blend path needs of a Hugging Face tokenizer, worked out once where transformers
+    is loaded: its fingerprint, vocabulary size, end-of-document id, the serialized definition
+    of its fast backend (None for a slow tokenizer), and a directory holding its
+    `save_pretrained` files."""
+
+    fingerprint: str
+    vocab_size: int
+    eos_id: int | None
+    definition: str | None
+    saved: Path
+
+
+FACTS_FILE = "mind-tokenizer-facts.json"  # beside the saved files, while they are made
+
+
+def describe_tokenizer(path: str, saved: Path) -> TokenizerFacts:
+    """Load the tokenizer at `path` with transformers, save it into `saved`, and say what it
+    is."""
+    tokenizer = load_tokenizer(path)
+    tokenizer.save_pretrained(str(saved))
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return TokenizerFacts(
+        fingerprint=fingerprint_of(tokenizer),
+        vocab_size=len(tokenizer),
+        eos_id=None if eos is None else int(eos),
+        definition=None if backend is None else backend.to_str(),
+        saved=saved,
+    )
+
+
+@lru_cache(maxsize=8)
+def tokenizer_facts(path: str) -> TokenizerFacts:
+    """The facts of the tokenizer at `path`, once per process. Worked out here when this
+    process has transformers loaded already (a step beside the engine); otherwise in a short
+    child process, because transformers 5 imports torch, and a blend export that held ~500 MB
+    of torch for three numbers and a definition string would need that much more memory."""
+    saved = Path(tempfile.mkdtemp(prefix="mind-tokenizer-"))
+    atexit.register(shutil.rmtree, saved, True)
+    if "transformers" in sys.modules:
+        return describe_tokenizer(path, saved)
+    done = subprocess.run(
+        [sys.executable, "-m", "mind_assets.lib.tokenizer", path, str(saved)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        # The child's own error message (SystemExit), or the last line of a traceback.
+        reason = done.stderr.strip() or f"exit status {done.returncode}"
+        if "Traceback (most recent call last)" in reason:
+            reason = reason.splitlines()[-1]
+        raise TokenizerError(reason)
+    facts = json.loads((saved / FACTS_FILE).read_text())
+    (saved / FACTS_FILE).unlink()
+    return TokenizerFacts(**facts, saved=saved)
+
+
+@dataclass(frozen=True)
 class HFTokenizer:
     """A Hugging Face tokenizer loaded from `path` (a local directory or a Hub id), known to
-    blends by `name`."""
+    blends by `name`. A fast tokenizer (every current one) encodes with the `tokenizers`
+    library alone, from its definition, so the process never imports transformers for it."""
 
     name: str
     path: str
-    # What the blend path asks of it (fingerprint, vocabulary size, end-of-document id), worked
-    # out together on first use and kept: the fingerprint serializes the whole definition.
-    _facts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _backend: list[Any] = field(default_factory=list, compare=False, repr=False)
 
     def load(self) -> Any:
+        """The transformers tokenizer itself (imports transformers, and with it torch)."""
         return load_tokenizer(self.path)
 
-    def _fact(self, name: str) -> Any:
-        if not self._facts:
-            tokenizer = self.load()
-            eos = getattr(tokenizer, "eos_token_id", None)
-            self._facts.update(
-                fingerprint=fingerprint_of(tokenizer),
-                vocab_size=len(tokenizer),
-                eos_id=None if eos is None else int(eos),
-            )
-        return self._facts[name]
+    @property
+    def facts(self) -> TokenizerFacts:
+        return tokenizer_facts(self.path)
 
     @property
     def fingerprint(self) -> str:
-        return self._fact("fingerprint")
+        return self.facts.fingerprint
 
     @property
     def eos_id(self) -> int | None:
-        return self._fact("eos_id")
+        return self.facts.eos_id
 
     @property
     def vocab_size(self) -> int:
-        return self._fact("vocab_size")
+        return self.facts.vocab_size
+
+    def backend(self) -> Any:
+        """The fast backend rebuilt from the definition (None for a slow tokenizer)."""
+        if not self._backend:
+            definition = self.facts.definition
+            if definition is None:
+                self._backend.append(None)
+            else:
+                from tokenizers import Tokenizer
+
+                self._backend.append(Tokenizer.from_str(definition))
+        return self._backend[0]
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Ids without special tokens (the only one a document gets is its end-of-document id,
         added by the Megatron export), as the tokenizer's own call would give them."""
-        tokenizer = self.load()
-        backend = getattr(tokenizer, "backend_tokenizer", None)
+        backend = self.backend()
         if backend is not None:
             return encode_with_backend(backend, texts, token_dtype(self.vocab_size))
-        rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        rows = self.load()(list(texts), add_special_tokens=False)["input_ids"]
         return flatten(rows, token_dtype(self.vocab_size))
 
     def worker_encoder(self) -> Callable[[Sequence[str]], Encoded]:
-        backend = getattr(self.load(), "backend_tokenizer", None)
-        if backend is None:
+        definition = self.facts.definition
+        if definition is None:
             return self.encode  # a slow tokenizer: the worker loads it with transformers
-        return BackendEncoder(backend.to_str(), token_dtype(self.vocab_size).name)
+        return BackendEncoder(definition, token_dtype(self.vocab_size).name)
 
     def save(self, directory: Path) -> None:
-        self.load().save_pretrained(str(directory))
+        """The tokenizer's `save_pretrained` files, as saved when its facts were made."""
+        shutil.copytree(self.facts.saved, directory, dirs_exist_ok=True)
 
     def id_to_token(self, token_id: int) -> str:
-        return str(self.load().convert_ids_to_tokens(token_id))
+        backend = self.backend()
+        if backend is None:
+            return str(self.load().convert_ids_to_tokens(token_id))
+        return str(backend.id_to_token(token_id))
 
 
 def flatten(rows: Sequence[Sequence[int]], dtype: np.dtype) -> Encoded:
@@ -292,9 +365,23 @@ def resolve_tokenizer(
             tokenizer = HFTokenizer(name, name)
             where = f"no directory {directory}, so a Hugging Face id"
     try:
-        tokenizer.load()
+        tokenizer.facts  # noqa: B018 - loads it, in a child process unless loaded here already
     except (OSError, ValueError) as error:
         raise TokenizerError(
             f"tokenizer {tokenizer.name!r} ({where}) does not load: {error}"
         ) from error
     return tokenizer
+
+
+def _describe_main(path: str, saved: str) -> None:
+    """The child process of `tokenizer_facts`: the facts as JSON beside the saved files."""
+    try:
+        facts = describe_tokenizer(path, Path(saved))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"{type(error).__name__}: {error}") from None
+    record = {k: v for k, v in facts.__dict__.items() if k != "saved"}
+    (Path(saved) / FACTS_FILE).write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    _describe_main(sys.argv[1], sys.argv[2])

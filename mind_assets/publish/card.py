@@ -495,7 +495,7 @@ def _section_trace(facts: CardFacts) -> list[str]:
     example = next((c.example_row_id for c in facts.configs if c.example_row_id), None)
     if isinstance(facts.origin, BlendOrigin):
         manifest = facts.origin.manifest
-        example = example or f"{manifest.ref}:{manifest.phases[0].name}:0"
+        example = example or manifest.row_id(manifest.phases[0].name, 0)
         how = (
             "`row_id` is `<blend>@<version>:<phase>:<position>`, the blend version included; "
             "`source`, `source_asset`, `source_file` "
