@@ -435,6 +435,10 @@ def write_results(facts: dict, results: dict, big: dict | None, args) -> None:
         "- The fast-call baseline encodes with `encode_batch_fast` (no character offsets), the "
         "call our workers make: the difference between the two baselines is the tokenizer "
         "call, the difference to ours is the pipeline.",
+        "- The peak of ours comes before the clock starts: the short child process that loads "
+        "the blend tokenizer with transformers (and the torch that transformers imports) for its "
+        "fingerprint, vocabulary size and saved files, counted here as a worker. The process "
+        "that builds and exports the blend never imports transformers or torch.",
         "- Load average before each run: "
         + ", ".join(f"{k} {v['load_before']:.1f}" for k, v in results.items())
         + ".",

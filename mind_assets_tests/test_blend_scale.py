@@ -427,7 +427,11 @@ def test_an_export_refuses_a_tokenizer_other_than_the_manifests(tmp_path, studen
     assert not (tmp_path / "out").exists()
 
 
-def test_a_spec_names_its_tokenizer_by_directory_or_id(tmp_path, student):
+def test_a_spec_names_its_tokenizer_by_directory_or_id(tmp_path, student, monkeypatch):
+    # The Hub is off, here and in a child process: a machine without network would otherwise
+    # spend most of a minute retrying the lookup of the id that does not exist.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     engine = tmp_path / "engine"  # never loaded: the spec names another
     relative = resolve_tokenizer(
         student.name,

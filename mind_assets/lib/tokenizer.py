@@ -1,6 +1,11 @@
 """Tokenizers: the engine model's own (chunk sizes and budgets that match what the engine sees)
 and a blend's (the trainer's, which its spec names), identified by a fingerprint of the
-vocabulary, and a pool of worker processes that encodes batches on every core."""
+vocabulary, and a pool of worker processes that encodes batches on every core.
+
+A blend's tokenizer is loaded with transformers once, in a short child process unless this one
+has transformers already, for the few facts the blend path needs (`TokenizerFacts`); from then
+on it encodes with the `tokenizers` library alone, so a process that builds or exports a blend
+never holds transformers and the torch that transformers 5 imports."""
 
 from __future__ import annotations
 
@@ -143,6 +148,7 @@ class TokenizerFacts:
 
 
 FACTS_FILE = "mind-tokenizer-facts.json"  # beside the saved files, while they are made
+CHILD_ERROR = "mind-tokenizer-error:"  # what starts the child process's message on failure
 
 
 def describe_tokenizer(path: str, saved: Path) -> TokenizerFacts:
@@ -178,10 +184,11 @@ def tokenizer_facts(path: str) -> TokenizerFacts:
         check=False,
     )
     if done.returncode != 0:
-        # The child's own error message (SystemExit), or the last line of a traceback.
-        reason = done.stderr.strip() or f"exit status {done.returncode}"
-        if "Traceback (most recent call last)" in reason:
-            reason = reason.splitlines()[-1]
+        # The child's own message (after any warnings), else the last line of its traceback.
+        said = done.stderr.strip()
+        reason = said.partition(CHILD_ERROR)[2].strip() or (
+            said.splitlines()[-1] if said else f"exit status {done.returncode}"
+        )
         raise TokenizerError(reason)
     facts = json.loads((saved / FACTS_FILE).read_text())
     (saved / FACTS_FILE).unlink()
@@ -378,7 +385,7 @@ def _describe_main(path: str, saved: str) -> None:
     try:
         facts = describe_tokenizer(path, Path(saved))
     except (OSError, ValueError) as error:
-        raise SystemExit(f"{type(error).__name__}: {error}") from None
+        raise SystemExit(f"{CHILD_ERROR} {error}") from None
     record = {k: v for k, v in facts.__dict__.items() if k != "saved"}
     (Path(saved) / FACTS_FILE).write_text(json.dumps(record))
 
