@@ -58,12 +58,18 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MindSettings:
 @pytest.fixture(scope="session", autouse=True)
 def private_datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """`datasets` caches what it loaded from a folder by the folder's path, and the paths of
-    pytest's temporary directories come round again across runs: each session reads its own."""
+    pytest's temporary directories come round again across runs: each session reads its own.
+    Its downloads too: a file read from the test S3 server is cached by its URL, and the same
+    bucket path in a later session would otherwise load an earlier session's rows."""
     import datasets
 
     with pytest.MonkeyPatch.context() as patch:
         cache = tmp_path_factory.mktemp("hf-datasets-cache")
         patch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+        downloads = cache / datasets.config.DOWNLOADED_DATASETS_DIR
+        patch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", downloads)
+        extracted = downloads / datasets.config.EXTRACTED_DATASETS_DIR
+        patch.setattr(datasets.config, "EXTRACTED_DATASETS_PATH", extracted)
         yield
 
 
