@@ -72,7 +72,7 @@ class BlendExports:
     directory: Path
     version: str = ""
     parquet: ExportReport | None = None
-    megatron: Any = None  # MegatronReport, imported with megatron-core only when asked for
+    megatron: Any = None  # MegatronReport, when the export wrote the Megatron format
     carried: list[str] = field(default_factory=list)  # formats kept from the export in place
 
     def lines(self) -> list[str]:

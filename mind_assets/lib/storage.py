@@ -733,8 +733,8 @@ class Staging:
         return Staging(self.path(f"{relative}/.keep").parent)
 
     def path(self, relative: str) -> Path:
-        """A path inside the staging directory, for writers that need one (a tokenizer's
-        `save_pretrained`, megatron-core's dataset builder); its parent exists."""
+        """A path inside the staging directory, for writers that need one (a tokenizer's saved
+        files, an indexed dataset's `.bin`); its parent exists."""
         path = self.directory / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
