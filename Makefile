@@ -71,6 +71,7 @@ bench: install
 	$(PY) benchmarks/mind_profiles.py
 	$(PY) benchmarks/structured_output.py
 	$(PY) benchmarks/diversity.py
+	$(PY) benchmarks/projection.py
 	$(PY) benchmarks/sandbox.py
 	$(PY) benchmarks/inbox.py
 	$(PY) benchmarks/scale.py

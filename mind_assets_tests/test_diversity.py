@@ -77,6 +77,34 @@ def test_rademacher_projection_is_seeded_signed_and_preserves_norms():
     assert np.all(np.abs(ratio - 1) < 0.15), ratio  # Johnson-Lindenstrauss, d = 1024
 
 
+def one_draw_signs(seed: int, index: int, rows: int, dim: int) -> np.ndarray:
+    """A chunk's signs as one draw of its whole stream (how they were first defined)."""
+    count = rows * dim
+    raw = np.random.default_rng([seed, index]).bit_generator.random_raw((count + 1) // 2)
+    words = raw.view(np.uint32)[:count]
+    return np.where(words >> 31, np.float32(-1.0), np.float32(1.0)).reshape(rows, dim)
+
+
+@pytest.mark.parametrize("dim", [1024, 1023])  # an odd dim leaves half a draw per slice
+def test_the_projection_in_cache_sized_slices_is_the_one_draw_matrix(monkeypatch, dim):
+    n_params, chunk = 5_001, 1_536  # the last slice of the last chunk: 93 rows
+    projection = RademacherProjection(n_params, dim, seed=11, chunk=chunk, slice_rows=100)
+    blocks = [
+        one_draw_signs(11, index, min(start + chunk, n_params) - start, dim)
+        for index, start in enumerate(range(0, n_params, chunk))
+    ]
+    assert all(
+        np.array_equal(projection.signs(i, len(block)), block) for i, block in enumerate(blocks)
+    )
+    x = np.random.default_rng(4).normal(size=(3, n_params)).astype(np.float32)
+    expected = x.astype(np.float64) @ np.concatenate(blocks).astype(np.float64) / np.sqrt(dim)
+    projected = projection(x)
+    assert np.allclose(projected, expected, rtol=1e-4, atol=1e-4)
+    # Chunks are summed in order, so one core gives the very same floats as several.
+    monkeypatch.setattr("mind_assets.llm.gradients._cores", lambda: 1)
+    assert np.array_equal(projection(x), projected)
+
+
 def test_features_are_cached_and_only_new_or_changed_rows_are_computed(tmp_path):
     calls = []
 
