@@ -5,6 +5,7 @@ gradients, G-Vendi recorded per round, and the kept items blended by the shipped
 `prismatic` blend."""
 
 import json
+from itertools import pairwise
 
 import pyarrow.parquet as pq
 import pytest
@@ -97,7 +98,8 @@ def test_two_prismatic_rounds_with_g_vendi_per_round_feed_a_blend(
     assert event.metadata["dagster/row_count"].value > 0, "round 1 needs items task_qa kept"
     monkeypatch.setenv("MIND_MAX_TOKENS", TEST_ENVIRONMENT["MIND_MAX_TOKENS"])
 
-    def prismatic_rounds() -> tuple[list[dict], list[dict]]:
+    def prismatic_rounds(count: int) -> tuple[list[dict], list[dict]]:
+        monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_ROUNDS", str(count))
         assert run([prismatic_task_qa], "gsm8k").success
         metadata = instance.get_latest_materialization_event(
             AssetKey("prismatic_task_qa")
@@ -108,10 +110,11 @@ def test_two_prismatic_rounds_with_g_vendi_per_round_feed_a_blend(
             .query("SELECT * FROM prismatic_rounds WHERE family = 'gsm8k' ORDER BY round")
             .to_pylist()
         )
-        assert [r["round"] for r in rounds] == [0, 1, 2]
+        assert [r["round"] for r in rounds] == list(range(count + 1))
         assert rounds[0]["pool_after"] == 20 and rounds[1]["pool"] == 20
         assert rounds[1]["clusters"] == 4
-        assert rounds[2]["pool"] == rounds[1]["pool_after"] == 20 + rounds[1]["kept"]
+        for earlier, later in pairwise(rounds[1:]):
+            assert later["pool"] == earlier["pool_after"] == earlier["pool"] + earlier["kept"]
         for r in rounds:
             assert 1.0 <= r["g_vendi_pool"] <= r["pool_after"]
             recorded = metadata[f"g_vendi_pool_round_{r['round']}"].value
@@ -124,25 +127,30 @@ def test_two_prismatic_rounds_with_g_vendi_per_round_feed_a_blend(
                 settings.data_dir, "prismatic_task_qa", "gsm8k", suffix=".quarantine.parquet"
             )
         ).to_pylist()
-        # Round 2 generated its own items (kept, or dropped by the task rules or the filter).
-        assert {r["prismatic_round"] for r in kept + dropped} == {1, 2}
+        # Each later round generated its own items (kept, or dropped by the task rules or the
+        # filter).
+        assert {r["prismatic_round"] for r in kept + dropped} == set(range(1, count + 1))
         return kept, dropped
 
-    # The recipe: math items the filter keeps must agree with a majority of 3 sampled solutions.
-    kept, dropped = prismatic_rounds()
-    for row in kept:
-        assert row["majority_samples"] == 3 and 2 * row["majority_votes"] > 3
-    checked = [r for r in dropped if r["majority_samples"]]
-    for row in checked:
-        assert row["rejected_by"][0] in ("majority_disagrees", "no_majority")
-    print(f"prismatic: kept {len(kept)}, dropped {len(dropped)} ({len(checked)} by majority)")
-
-    # The 135M model seldom solves its own problems, so its majority rarely confirms one: for the
-    # blend half the rounds run again with the check off and every cluster kept (settings a user
-    # has too), which keeps each item that passed the task rules.
-    monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_VERIFY_SAMPLES", "0")
+    # The recipe's majority check: math items must agree with a majority of 3 sampled
+    # solutions. Every cluster is kept here, so the check meets every one of round 1's items;
+    # later rounds call the same check on their own items.
     monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_KEEP_FRACTION", "1.0")
-    kept, dropped = prismatic_rounds()
+    kept, dropped = prismatic_rounds(1)
+    assert kept + dropped, "round 1 filters what task_qa kept"
+    for row in kept + dropped:
+        assert row["majority_samples"] == 3
+    for row in kept:
+        assert 2 * row["majority_votes"] > 3
+    for row in dropped:
+        assert row["rejected_by"][0] in ("majority_disagrees", "no_majority")
+    print(f"prismatic: kept {len(kept)}, dropped {len(dropped)} by the majority check")
+
+    # The 135M model seldom solves its own problems, so its majority rarely confirms one: the
+    # two rounds for the blend run with the check off (a setting a user has too), which keeps
+    # each item that passed the task rules, and round 2 generates from the grown pool.
+    monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_VERIFY_SAMPLES", "0")
+    kept, dropped = prismatic_rounds(2)
     assert not any(r["majority_samples"] for r in kept + dropped)
     assert kept, "the blend below needs at least one item the rounds kept"
 

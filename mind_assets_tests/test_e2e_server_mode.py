@@ -19,7 +19,7 @@ from mind_assets.conversations.assets import conversations
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.embedded_model import prepare_embedded_model
-from mind_assets.llm.hardware import AUTO, choose_dtype, detect_host
+from mind_assets.llm.hardware import choose_dtype, detect_host
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import get_settings
 from mind_assets_tests.conftest import MODELS_DIR, napkin_shard
@@ -45,7 +45,8 @@ def start_server(model_dir, port, log_path, core):
         "--port",
         str(port),
         "--dtype",
-        choose_dtype(AUTO, detect_host())[0],  # as the in-process engine would choose here
+        # As the in-process engine chooses here: MIND_DTYPE when set, else `auto`'s choice.
+        choose_dtype(get_settings().dtype, detect_host())[0],
         "--max-model-len",
         "2048",
         "--enforce-eager",
