@@ -222,6 +222,11 @@ TASK_MAX_TOKENS = 256
 # base seed 0 failed. The Prismatic e2e needs kept items, so GSM8K is generated with the next
 # base seed until it keeps one, TASK_BASE_SEEDS at most; commonsense_qa uses the seed it ended on.
 TASK_BASE_SEEDS = 3
+# One re-sample of a reply that does not parse, not the default two. Such a reply has usually
+# looped to max_tokens, and so does its re-sample more often than not: each retry round is a
+# batch of one to three requests that costs a whole TASK_MAX_TOKENS of decode steps (about a
+# fifth of the task world's time went to the second round). One round still proves the path.
+TASK_PARSE_RETRIES = 1
 
 
 @dataclass
@@ -245,6 +250,7 @@ class TaskWorld:
             "MIND_TASK_QA__SEED_LIMIT": str(TASK_SEED_LIMIT),
             "MIND_MAX_TOKENS": str(TASK_MAX_TOKENS),
             "MIND_SEED": str(self.seed),
+            "MIND_TASK_QA__PARSE_RETRIES": str(TASK_PARSE_RETRIES),
         }
 
     def copy_requests(self, data_dir: Path, families: Iterable[str] = TASK_FAMILIES) -> None:

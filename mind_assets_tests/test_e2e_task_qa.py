@@ -56,7 +56,7 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(
         rows = accepted + quarantined
         assert len(rows) == 2 * TASK_ITEMS, "each item in both forms"
         assert {r["form"] for r in rows} == {"multiple_choice", "open_ended"}
-        # Replies that did not parse were re-sampled (MIND_TASK_QA__PARSE_RETRIES, default 2):
+        # Replies that did not parse were re-sampled (MIND_TASK_QA__PARSE_RETRIES; the world's 1):
         # each got at least one retry, and each row traces to the attempt it kept.
         meta = {k: v.value for k, v in event.metadata.items()}
         assert (
