@@ -72,6 +72,7 @@ phases:
 SMALL = {
     "MIND_TASK_QA__FAMILIES": '["gsm8k"]',
     "MIND_TASK_QA__ITEMS": "2",
+    "MIND_TASK_QA__PARSE_RETRIES": "1",  # as the session's task world (conftest)
     "MIND_TASK_QA__SEED_LIMIT": "20",
     "MIND_MATH__PROBLEMS_LIMIT": "2",
     "MIND_MATH__SAMPLES_PER_PROBLEM": "1",
