@@ -101,7 +101,7 @@ def test_the_projection_in_cache_sized_slices_is_the_one_draw_matrix(monkeypatch
     projected = projection(x)
     assert np.allclose(projected, expected, rtol=1e-4, atol=1e-4)
     # Chunks are summed in order, so one core gives the very same floats as several.
-    monkeypatch.setattr("mind_assets.llm.gradients._cores", lambda: 1)
+    monkeypatch.setattr("mind_assets.llm.gradients.worker_count", lambda requested: 1)
     assert np.array_equal(projection(x), projected)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from mind_assets.lib.tokenizer import worker_count
 from mind_assets.settings import DiversitySettings, MindSettings
 
 log = logging.getLogger(__name__)
@@ -107,20 +107,13 @@ class RademacherProjection:
         chunks = range(-(-self.n_params // self.chunk))
         with (
             threadpool_limits(limits=1, user_api="blas"),
-            ThreadPoolExecutor(max_workers=min(len(chunks), _cores()) or 1) as pool,
+            ThreadPoolExecutor(max_workers=min(len(chunks), worker_count(None)) or 1) as pool,
         ):
             products = pool.map(lambda index: self._chunk_product(gradients, index), chunks)
             out = np.zeros((gradients.shape[0], self.dim), dtype=np.float32)
             for product in products:
                 out += product
         return out / np.float32(math.sqrt(self.dim))
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @dataclass
