@@ -213,6 +213,28 @@ def test_math_items_the_filter_keeps_must_pass_the_majority_check():
     assert result.rounds[1].verified == 2 and result.rounds[1].kept == 1
 
 
+def test_a_generated_rounds_items_pass_the_same_majority_check():
+    checked = []
+
+    def verify(round_, items):
+        checked.extend((round_, i.item_id) for i in items)
+        return {
+            i.item_id: MajorityVerdict(i.item_id != "e", "7", 2, 3, f"verdict on {i.item_id}")
+            for i in items
+        }
+
+    generated = item_rows("d", 1) + item_rows("e", 1)
+    result, _ = run_rounds(2, verify=verify, generated={2: (generated, [])})
+    later = [item for round_, item in checked if round_ == 2]
+    assert later, "round 2's new items were solved"
+    assert set(later) <= {"d", "e"}
+    for row in result.kept + result.dropped:
+        if row["prismatic_round"] == 2 and row["item_id"] in later:
+            assert row["majority_samples"] == 3
+            assert (row in result.kept) == (row["item_id"] == "d")
+    assert result.rounds[2].verified == len(later)
+
+
 def test_prismatic_columns_are_in_the_declared_schema():
     names = set(PRISMATIC_TASK_QA.schema.names)
     assert {"prismatic_round", "prismatic_cluster", "majority_answer", "majority_votes"} <= names
