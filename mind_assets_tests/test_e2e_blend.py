@@ -81,9 +81,7 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     # The session's GSM8K task Q&A, materialized again here the same way. Its token cap and base
     # seed are the task world's, not the conversations': they are set for these steps only.
     task_world.copy_requests(settings.data_dir, ["gsm8k"])
-    with monkeypatch.context() as task_settings:
-        for name, value in task_world.environment.items():
-            task_settings.setenv(name, value)
+    with task_world.task_qa_environment():
         run([task_seed_catalog])
         run([task_seeds], "gsm8k")
         [event] = run([task_qa], "gsm8k").asset_materializations_for_node("task_qa")

@@ -30,7 +30,12 @@ from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import register_shard
 from mind_assets.diversity.assets import diversity, register_targets
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
-from mind_assets.lib.storage import read_output, write_parquet_version
+from mind_assets.lib.storage import (
+    read_output,
+    requests_dir,
+    write_parquet_atomic,
+    write_parquet_version,
+)
 from mind_assets.math_traces.assets import math_problems, problem_difficulty, solution_traces
 from mind_assets.publish.assets import published_dataset
 from mind_assets.settings import PROJECT_DIR
@@ -71,9 +76,6 @@ phases:
 """
 SMALL = {
     "MIND_TASK_QA__FAMILIES": '["gsm8k"]',
-    "MIND_TASK_QA__ITEMS": "2",
-    "MIND_TASK_QA__PARSE_RETRIES": "1",  # as the session's task world (conftest)
-    "MIND_TASK_QA__SEED_LIMIT": "20",
     "MIND_MATH__PROBLEMS_LIMIT": "2",
     "MIND_MATH__SAMPLES_PER_PROBLEM": "1",
     "MIND_MATH__DIFFICULTY_MODES": '["low_no_tir"]',
@@ -95,8 +97,17 @@ def upload_world(napkin_world, settings) -> None:
         write_parquet_version(table, CONVERSATIONS.path(settings.data_dir, keys))
 
 
+def upload_task_requests(task_world, settings, family: str) -> None:
+    """The session's task Q&A replies, written into this pod's request store (and so into the
+    store): materializing `task_qa` with the world's environment then reuses every reply."""
+    source = requests_dir(task_world.data_dir, "task_qa", family)
+    target = requests_dir(settings.data_dir, "task_qa", family)
+    for path in sorted(source.rglob("*.parquet")):
+        write_parquet_atomic(pq.read_table(path), target / path.relative_to(source))
+
+
 def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
-    napkin_world, settings, instance, run, mirror, tmp_path, monkeypatch, capsys
+    napkin_world, task_world, settings, instance, run, mirror, tmp_path, monkeypatch, capsys
 ):
     blends = tmp_path / "blends"
     blends.mkdir()
@@ -115,6 +126,7 @@ def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
 
         register_shard(instance, fresh_pod(), napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
         upload_world(napkin_world, fresh_pod())
+        upload_task_requests(task_world, fresh_pod(), "gsm8k")
 
         def step(selection, partition=None, **kwargs):
             fresh_pod()
@@ -131,10 +143,12 @@ def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
             assert event.metadata["generated_requests"].value == 0  # reused from the store
             step([filtered_conversations], key, raise_on_error=False)
         step([longest_conversations], WORLD_SHARD)
-        step([task_seed_catalog])
-        step([task_seeds], "gsm8k")
-        step([task_qa], "gsm8k")
-        step([prismatic_task_qa], "gsm8k")
+        with task_world.task_qa_environment():
+            step([task_seed_catalog])
+            step([task_seeds], "gsm8k")
+            [event] = step([task_qa], "gsm8k").asset_materializations_for_node("task_qa")
+            assert event.metadata["usage/requests"].value == 0, "reused from the store"
+            step([prismatic_task_qa], "gsm8k")
         step([math_problems], "gsm8k")
         step([problem_difficulty], "gsm8k")
         step([solution_traces], MultiPartitionKey({"source": "gsm8k", "mode": "low_no_tir"}))
