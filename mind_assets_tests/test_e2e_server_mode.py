@@ -55,11 +55,14 @@ def start_server(model_dir, port, log_path, core):
         "--no-enable-chunked-prefill",  # per-request seeds crash chunked prefill on CPU
     ]
     # One core per server: two servers that each bind every core thrash each other (measured:
-    # 8 tok/s for the pair against 90 tok/s for one server alone on this 2-core machine).
+    # 8 tok/s for the pair against 90 tok/s for one server alone on this 2-core machine). And
+    # one OpenMP thread: the binding alone left torch two threads on the one core, and the pair
+    # decoded at 0.2-3 tok/s each under the AVX2 emulation (12-14 tok/s each with one thread).
     env = {
         **os.environ,
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_CPU_OMP_THREADS_BIND": str(core % (os.cpu_count() or 1)),
+        "OMP_NUM_THREADS": "1",
     }
     log = open(log_path, "w")  # noqa: SIM115  (closed with the process)
     return subprocess.Popen(
