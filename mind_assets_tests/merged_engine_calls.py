@@ -43,7 +43,7 @@ class _Turns:
 
     engine_chat: Callable[..., list[ChatResult]]
     unfinished: int
-    holder: int | None = None
+    busy: bool = False  # a thread is running outside the engine
     waiting: list[_Waiting] = field(default_factory=list)
     merged_calls: list[int] = field(default_factory=list)  # requests per merged engine call
     condition: threading.Condition = field(default_factory=threading.Condition)
@@ -51,11 +51,11 @@ class _Turns:
     # Every method below runs with `condition` held.
 
     def take_turn(self) -> None:
-        self.condition.wait_for(lambda: self.holder is None)
-        self.holder = threading.get_ident()
+        self.condition.wait_for(lambda: not self.busy)
+        self.busy = True
 
     def give_turn(self) -> None:
-        self.holder = None
+        self.busy = False
         self.condition.notify_all()
 
     def call_engine_if_all_wait(self) -> None:
