@@ -20,7 +20,7 @@ from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import ShardSpec, register_shard
 from mind_assets.definitions import ASSETS
-from mind_assets.lib.storage import asset_path, requests_dir
+from mind_assets.lib.storage import asset_path, requests_dir, write_parquet_atomic
 from mind_assets.llm.offline_engine import reset_prefix_caches
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import PROJECT_DIR, MindSettings, get_settings
@@ -271,11 +271,13 @@ class TaskWorld:
             yield
 
     def copy_requests(self, data_dir: Path, families: Iterable[str] = TASK_FAMILIES) -> None:
+        """The world's stored replies, written into `data_dir`'s request stores through the
+        data-root gateway: under an object store they reach the bucket, as a pod's would."""
         for family in families:
-            shutil.copytree(
-                requests_dir(self.data_dir, "task_qa", family),
-                requests_dir(data_dir, "task_qa", family),
-            )
+            source = requests_dir(self.data_dir, "task_qa", family)
+            target = requests_dir(data_dir, "task_qa", family)
+            for path in sorted(source.rglob("*.parquet")):
+                write_parquet_atomic(pq.read_table(path), target / path.relative_to(source))
 
 
 @pytest.fixture(scope="session")

@@ -30,12 +30,7 @@ from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import register_shard
 from mind_assets.diversity.assets import diversity, register_targets
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
-from mind_assets.lib.storage import (
-    read_output,
-    requests_dir,
-    write_parquet_atomic,
-    write_parquet_version,
-)
+from mind_assets.lib.storage import read_output, write_parquet_version
 from mind_assets.math_traces.assets import math_problems, problem_difficulty, solution_traces
 from mind_assets.publish.assets import published_dataset
 from mind_assets.settings import PROJECT_DIR
@@ -97,15 +92,6 @@ def upload_world(napkin_world, settings) -> None:
         write_parquet_version(table, CONVERSATIONS.path(settings.data_dir, keys))
 
 
-def upload_task_requests(task_world, settings, family: str) -> None:
-    """The session's task Q&A replies, written into this pod's request store (and so into the
-    store): materializing `task_qa` with the world's environment then reuses every reply."""
-    source = requests_dir(task_world.data_dir, "task_qa", family)
-    target = requests_dir(settings.data_dir, "task_qa", family)
-    for path in sorted(source.rglob("*.parquet")):
-        write_parquet_atomic(pq.read_table(path), target / path.relative_to(source))
-
-
 def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
     napkin_world, task_world, settings, instance, run, mirror, tmp_path, monkeypatch, capsys
 ):
@@ -126,7 +112,7 @@ def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
 
         register_shard(instance, fresh_pod(), napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
         upload_world(napkin_world, fresh_pod())
-        upload_task_requests(task_world, fresh_pod(), "gsm8k")
+        task_world.copy_requests(fresh_pod().data_dir, ["gsm8k"])
 
         def step(selection, partition=None, **kwargs):
             fresh_pod()
