@@ -144,10 +144,11 @@ def mirror(tmp_path):
     return link_task_mirror(tmp_path / "mirror")
 
 
-# The session's shared generations: the first WORLD_SECTIONS real napkin sections (6 chunks)
-# through raw_documents, chunks and all seven MIND styles, with the real engine, once.
+# The session's shared generations: the first WORLD_SECTIONS real napkin sections (4 chunks: one
+# and three) through raw_documents, chunks and all seven MIND styles, with the real engine, once.
+# Each section more is two or three chunks in eight partitions: about a third of the world's time.
 WORLD_SHARD = "napkin"
-WORLD_SECTIONS = 3
+WORLD_SECTIONS = 2
 
 
 @dataclass

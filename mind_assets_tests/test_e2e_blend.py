@@ -219,35 +219,36 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     report = format_audit(manifest, settings.data_dir, lookup)
     assert "up to date" in report and "filtered_conversations" in report and "blend" in report
 
-    # Edit one prompt and regenerate that style: the manifest's inputs changed, so it is stale.
-    path = prompts / "mind" / "enhanced" / "debate.yaml"
-    path.write_text(path.read_text().replace("Ground rules:", "Rules of this debate:"))
-    key = MultiPartitionKey({"shard": WORLD_SHARD, "style": "debate"})
+    # Edit the prompt of one style the blend draws on and regenerate that style: the manifest's
+    # inputs changed, so it is stale. Which styles keep rows after filtering depends on the CPU's
+    # numerics (in float32 phase 1 held no debate file), so it is one phase 1 holds a file of.
+    drawn = next(
+        f
+        for s in manifest.phases[0].sources
+        if s.asset == "filtered_conversations"
+        for f in s.files
+    )
+    style = drawn.partition.split("|")[1]
+    path = prompts / "mind" / "enhanced" / f"{style}.yaml"
+    path.write_text(path.read_text().replace("Ground rules:", "Rules of this dialogue:"))
+    key = MultiPartitionKey({"shard": WORLD_SHARD, "style": style})
     run([mind_prompts])
     run([conversations], key)
     run([filtered_conversations], key, raise_on_error=False)
     stale = stale_inputs(manifest, lookup)
     changed = {(s.asset, s.partition) for s in stale}
-    assert ("conversations", f"{WORLD_SHARD}|debate") in changed
-    assert all(partition.endswith("|debate") for _, partition in changed)
+    assert ("conversations", drawn.partition) in changed
+    assert all(partition == drawn.partition for _, partition in changed)
     report = format_audit(manifest, settings.data_dir, lookup)
-    assert "STALE" in report and f"conversations [{WORLD_SHARD}|debate]" in report
+    assert "STALE" in report and f"conversations [{drawn.partition}]" in report
 
     # Regeneration wrote a new version; the old manifest's version is still on disk, so the
     # blend exports the very same bytes in both formats and every row traces to its raw text.
-    debate = next(
-        f
-        for s in manifest.phases[0].sources
-        for f in s.files
-        if f.partition == f"{WORLD_SHARD}|debate"
-    )
     current = current_version(
-        asset_path(settings.data_dir, "filtered_conversations", WORLD_SHARD, "debate")
+        asset_path(settings.data_dir, "filtered_conversations", WORLD_SHARD, style)
     )
-    assert current != debate.resolve(settings.data_dir)
-    assert sha256_file(current) != debate.sha256, (
-        "the regeneration did not change the blend's input"
-    )
+    assert current != drawn.resolve(settings.data_dir)
+    assert sha256_file(current) != drawn.sha256, "the regeneration did not change the blend's input"
     exports = settings.data_dir / "blend_exports" / "example"
 
     def exported_bytes():
@@ -267,10 +268,10 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
 
     # gc removes nothing the blend needs while it exists, and its pinned versions once it is gone.
     assert mind_cli(["gc", "--older-than", "0", "--apply"]) == 0
-    assert debate.resolve(settings.data_dir).is_file()
+    assert drawn.resolve(settings.data_dir).is_file()
     assert mind_cli(["export-blend", "example", "--bucket", "--shard-rows", "50"]) == 0
     assert exported_bytes() == before
     shutil.rmtree(manifest_dir(settings, "example"))
     assert mind_cli(["gc", "--older-than", "0", "--apply"]) == 0
-    assert not debate.resolve(settings.data_dir).exists()
+    assert not drawn.resolve(settings.data_dir).exists()
     assert current.is_file()  # the current version is never collected

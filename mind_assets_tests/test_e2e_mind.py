@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, MultiPartitionKey, materialize
+from transformers import AutoTokenizer
 
 from mind_assets.conversations.assets import conversations, mind_prompts
 from mind_assets.conversations.schema import LINEAGE_COLUMNS
@@ -197,9 +198,17 @@ def test_seeded_batch_large_enough_to_chunk_prefill_does_not_crash(llm):
     # chunked scheduler would have to split some of them.
     step_budget = llm.tuning().max_num_batched_tokens
     assert step_budget
-    n = 2 * step_budget // 300 + 1  # each prompt holds at least ~350 words of LaTeX-heavy text
-    results = llm.chat(seeded_requests(llm, n, 8))
-    assert len(results) == n and all(r.completion_tokens > 0 for r in results)
+    # The fewest prompts over that, counted with the model's tokenizer: prefill is most of this
+    # test's time, and a guess per prompt took twice the prompt tokens it needed.
+    tokenizer = AutoTokenizer.from_pretrained(llm.model_path())
+    requests, prompt_tokens = [], 0
+    for request in seeded_requests(llm, 60, 8):
+        requests.append(request)
+        prompt_tokens += len(tokenizer(request.messages[-1][1]).input_ids)
+        if prompt_tokens > 2 * step_budget:
+            break
+    results = llm.chat(requests)
+    assert len(results) == len(requests) and all(r.completion_tokens > 0 for r in results)
     assert sum(r.prompt_tokens for r in results) > 2 * step_budget
 
 
