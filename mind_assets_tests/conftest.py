@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,12 @@ from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import ShardSpec, register_shard
 from mind_assets.definitions import ASSETS
-from mind_assets.lib.storage import asset_path, requests_dir, write_parquet_atomic
+from mind_assets.lib.storage import (
+    asset_path,
+    requests_dir,
+    write_parquet_atomic,
+    write_parquet_version,
+)
 from mind_assets.llm.offline_engine import reset_prefix_caches
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import PROJECT_DIR, MindSettings, get_settings
@@ -163,15 +167,17 @@ class NapkinWorld:
     metadata: dict[str, dict]  # style -> the conversations materialization's metadata
 
     def rows(self, style: str) -> list[dict]:
-        return pq.read_table(
-            asset_path(self.data_dir, "conversations", WORLD_SHARD, style)
-        ).to_pylist()
+        return pq.read_table(self.path(style)).to_pylist()
 
     def copy_generations(self, data_dir: Path, styles: Iterable[str] = STYLE_KEYS) -> None:
+        """The world's conversations, written as `data_dir`'s outputs through the data-root
+        gateway: under an object store they reach the bucket, as a pod's would."""
         for style in styles:
             target = asset_path(data_dir, "conversations", WORLD_SHARD, style)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(asset_path(self.data_dir, "conversations", WORLD_SHARD, style), target)
+            write_parquet_version(pq.read_table(self.path(style)), target)
+
+    def path(self, style: str) -> Path:
+        return asset_path(self.data_dir, "conversations", WORLD_SHARD, style)
 
 
 @pytest.fixture(scope="session")

@@ -24,13 +24,12 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from mind_assets.blends.assets import blend_export, blend_manifest
 from mind_assets.cli import main as mind_cli
 from mind_assets.conversations.assets import conversations, mind_prompts
-from mind_assets.conversations.outputs import CONVERSATIONS
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import register_shard
 from mind_assets.diversity.assets import diversity, register_targets
 from mind_assets.filtering.assets import filtered_conversations, longest_conversations
-from mind_assets.lib.storage import read_output, write_parquet_version
+from mind_assets.lib.storage import read_output
 from mind_assets.math_traces.assets import math_problems, problem_difficulty, solution_traces
 from mind_assets.publish.assets import published_dataset
 from mind_assets.settings import PROJECT_DIR
@@ -83,15 +82,6 @@ SMALL = {
 }
 
 
-def upload_world(napkin_world, settings) -> None:
-    """The session's generations, written as outputs of this pod's working copy (and so into
-    the store): materializing `conversations` then reuses every row by request hash."""
-    for style in STYLE_KEYS:
-        keys = {"shard": WORLD_SHARD, "style": style}
-        table = pq.read_table(CONVERSATIONS.path(napkin_world.data_dir, keys))
-        write_parquet_version(table, CONVERSATIONS.path(settings.data_dir, keys))
-
-
 def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
     napkin_world, task_world, settings, instance, run, mirror, tmp_path, monkeypatch, capsys
 ):
@@ -111,7 +101,7 @@ def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
         fresh_pod = s3.fresh_working_copies(url, tmp_path, monkeypatch)
 
         register_shard(instance, fresh_pod(), napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
-        upload_world(napkin_world, fresh_pod())
+        napkin_world.copy_generations(fresh_pod().data_dir)
         task_world.copy_requests(fresh_pod().data_dir, ["gsm8k"])
 
         def step(selection, partition=None, **kwargs):
