@@ -85,6 +85,8 @@ def run_merged(jobs: Sequence[Callable[[], ResultT]]) -> tuple[list[ResultT], li
     """Each job's return value, in order, and how many requests each merged engine call held.
     The first job runs in the calling thread, the others in threads of their own. If a job
     raises, the first error is raised once every thread has finished."""
+    if not jobs:
+        return [], []
     turns = _Turns(engine_chat=OfflineEngine.chat, unfinished=len(jobs))
     current = threading.local()  # the job index of each thread
 

@@ -2,6 +2,7 @@
 conversations materialize, driven by the sensor and declarative automation (Dagster's test APIs)."""
 
 import json
+from functools import partial
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,6 +13,7 @@ from mind_assets.corpus.sensors import corpus_inbox_sensor
 from mind_assets.definitions import ASSETS, build_definitions
 from mind_assets.lib.storage import asset_path
 from mind_assets_tests.conftest import NAPKIN
+from mind_assets_tests.merged_engine_calls import run_merged
 
 
 def sensor_tick(instance, cursor=None):
@@ -43,7 +45,7 @@ def test_inbox_file_becomes_a_shard_whose_documents_and_conversations_materializ
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     monkeypatch.setenv("MIND_INBOX_DIR", str(inbox))
-    monkeypatch.setenv("MIND_MAX_TOKENS", "32")  # what is generated is tested elsewhere
+    monkeypatch.setenv("MIND_MAX_TOKENS", "16")  # what is generated is tested elsewhere
     sections = NAPKIN.open().readlines()[10:11]  # one short section: one chunk per style
     # The automation sensor is already ticking when the file arrives (as with a running daemon):
     # its first evaluation is the baseline that later updates are measured against.
@@ -77,16 +79,24 @@ def test_inbox_file_becomes_a_shard_whose_documents_and_conversations_materializ
             AssetKey(a)
             for a in ("chunks", "conversations", "filtered_conversations", "longest_conversations")
         ):
-            for partition in evaluation.get_requested_partitions(key):
-                materialize(
-                    ASSETS,
-                    selection=[key],
-                    partition_key=partition,
-                    instance=instance,
-                    resources=resources,
-                    raise_on_error=False,
-                )
-                materialized.setdefault(key.path[0], set()).add(partition)
+            partitions = sorted(evaluation.get_requested_partitions(key))
+            # Each requested partition materializes on its own; the eight conversations
+            # partitions send their requests to the engine in one call.
+            run_merged(
+                [
+                    partial(
+                        materialize,
+                        ASSETS,
+                        selection=[key],
+                        partition_key=partition,
+                        instance=instance,
+                        resources=resources,
+                        raise_on_error=False,
+                    )
+                    for partition in partitions
+                ]
+            )
+            materialized.setdefault(key.path[0], set()).update(partitions)
     assert materialized["chunks"] == {"napkin-new"}
     assert len(materialized["conversations"]) == len(STYLE_KEYS)  # 7 styles + rephrase
     rows = pq.read_table(

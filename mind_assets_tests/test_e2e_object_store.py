@@ -223,7 +223,7 @@ def test_a_generation_killed_in_one_pod_resumes_in_another(
     settings, instance, run, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("MIND_BATCH_SIZE", "2")
-    monkeypatch.setenv("MIND_MAX_TOKENS", "32")  # counts requests, not words
+    monkeypatch.setenv("MIND_MAX_TOKENS", "16")  # counts requests, not words
     with local_s3() as s3:
         fresh_pod = s3.fresh_working_copies(f"s3://{s3.bucket}/resume", tmp_path, monkeypatch)
         register_shard(instance, fresh_pod(), napkin_shard("resume", 2))

@@ -119,13 +119,15 @@ def test_partition_spreads_over_two_servers_and_survives_losing_one(
     monkeypatch.setenv("MIND_SERVER_MAX_CONCURRENCY", "8")
     server_llm = LLMResource.from_settings(get_settings())
     assert server_llm.engine_mode == "server" and server_llm.server_urls == urls
-    register(napkin_shard("napkin3", 3))
-    run([raw_documents, chunks], "napkin3")
+    # Two sections, four chunks: enough requests to spread over both servers and for the kill
+    # below to land while some are in flight.
+    register(napkin_shard("napkin2", 2))
+    run([raw_documents, chunks], "napkin2")
 
-    key = MultiPartitionKey({"shard": "napkin3", "style": "interview"})
+    key = MultiPartitionKey({"shard": "napkin2", "style": "interview"})
     assert run([conversations], key, resources={"llm": server_llm}).success
     rows = pq.read_table(
-        asset_path(settings.data_dir, "conversations", "napkin3", "interview")
+        asset_path(settings.data_dir, "conversations", "napkin2", "interview")
     ).to_pylist()
     assert rows and all(r["engine"] == "vllm-openai-server" and r["text"] for r in rows)
     served = served_by(instance)
@@ -139,14 +141,14 @@ def test_partition_spreads_over_two_servers_and_survives_losing_one(
     victim_url, victim = two_servers[1]
     killer = threading.Timer(3.0, stop, args=(victim,))
     killer.start()
-    key = MultiPartitionKey({"shard": "napkin3", "style": "debate"})
+    key = MultiPartitionKey({"shard": "napkin2", "style": "debate"})
     result = run([conversations], key, resources={"llm": server_llm})
     killer.join()
     assert result.success and victim.poll() is not None
     rows = pq.read_table(
-        asset_path(settings.data_dir, "conversations", "napkin3", "debate")
+        asset_path(settings.data_dir, "conversations", "napkin2", "debate")
     ).to_pylist()
-    chunk_count = pq.read_metadata(asset_path(settings.data_dir, "chunks", "napkin3")).num_rows
+    chunk_count = pq.read_metadata(asset_path(settings.data_dir, "chunks", "napkin2")).num_rows
     assert len(rows) == chunk_count and all(r["text"] for r in rows)
     report = server_report(instance)
     assert report[victim_url]["failed"] > 0, report

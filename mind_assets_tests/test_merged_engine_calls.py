@@ -75,3 +75,7 @@ def test_a_failing_job_raises_after_the_others_finish(engine):
         run_merged([fails, succeeds])
     assert finished.is_set()
     assert engine.calls == [["x", "y"], ["z"]]
+
+
+def test_no_jobs_is_no_call():
+    assert run_merged([]) == ([], [])

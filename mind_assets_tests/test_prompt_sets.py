@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import yaml
@@ -26,6 +27,7 @@ from mind_assets.lib.prompts import PromptError, load_prompt
 from mind_assets.lib.storage import asset_path, read_output
 from mind_assets.settings import PROJECT_DIR
 from mind_assets_tests.conftest import napkin_shard
+from mind_assets_tests.merged_engine_calls import run_merged
 
 PROMPTS = PROJECT_DIR / "prompts"
 PAPER_GROUPS = {
@@ -155,8 +157,14 @@ def test_paper_set_and_paper_profile_end_to_end_keep_at_least_what_strict_keeps(
     register(napkin_shard(shard, 1))
     run([mind_prompts])
     run([raw_documents, chunks], shard)
+    # Both styles' requests in one engine call (each partition still materializes on its own).
+    run_merged(
+        [
+            partial(run, [conversations], MultiPartitionKey({"shard": shard, "style": s}))
+            for s in styles
+        ]
+    )
     for style in styles:
-        run([conversations], MultiPartitionKey({"shard": shard, "style": style}))
         rows = read_output(asset_path(settings.data_dir, "conversations", shard, style))
         version = load_prompt(PROMPTS / "mind" / "paper" / f"{style}.yaml").version
         assert rows.num_rows >= 1

@@ -7,8 +7,13 @@ import sys
 import time
 
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
+from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter, materialize
 
+from mind_assets.cli import main as mind_cli
+from mind_assets.corpus.assets import chunks, raw_documents
+from mind_assets.definitions import ASSETS
+from mind_assets.llm.resource import LLMResource
+from mind_assets.settings import get_settings
 from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
 
 pytestmark = pytest.mark.engine
@@ -19,7 +24,7 @@ def run(command, env, timeout):
     return subprocess.run(command, env=env, timeout=timeout, capture_output=True, text=True)
 
 
-def test_generation_run_exits_within_a_minute_of_its_last_step(tmp_path):
+def test_generation_run_exits_within_a_minute_of_its_last_step(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -33,14 +38,30 @@ def test_generation_run_exits_within_a_minute_of_its_last_step(tmp_path):
         "MIND_DECONTAMINATION__BENCHMARKS": "[]",  # no benchmark split offline
     }
     env.pop("MIND_KEEP_ENGINE_BETWEEN_RUNS", None)
-    added = run([f"{BIN}/mind", "shards", "add", "one", str(NAPKIN), "--rows", "0:1"], env, 120)
-    assert added.returncode == 0, added.stderr
-    materialize = [f"{BIN}/dagster", "asset", "materialize", "-m", "mind_assets.definitions"]
-    corpus = run([*materialize, "--select", "raw_documents,chunks", "--partition", "one"], env, 300)
-    assert corpus.returncode == 0, corpus.stderr[-3000:]
+    # The shard and its chunks are made in this process (no engine is involved), on the same
+    # instance and data root: only the generation run is under test.
+    for name, value in env.items():
+        if name == "DAGSTER_HOME" or name.startswith("MIND_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MIND_KEEP_ENGINE_BETWEEN_RUNS", raising=False)
+    monkeypatch.setenv("MIND_DAGSTER_STORAGE_DIR", str(tmp_path / "dagster_storage"))
+    assert mind_cli(["shards", "add", "one", str(NAPKIN), "--rows", "0:1"]) == 0
+    with DagsterInstance.from_config(str(home)) as instance:
+        resources = {"llm": LLMResource.from_settings(get_settings())}  # loads nothing here
+        corpus = materialize(
+            ASSETS,
+            selection=[raw_documents, chunks],
+            partition_key="one",
+            instance=instance,
+            resources=resources,
+        )
+        assert corpus.success
 
+    materialize_cli = [f"{BIN}/dagster", "asset", "materialize", "-m", "mind_assets.definitions"]
     generation = run(
-        [*materialize, "--select", "conversations", "--partition", "one|teacher_student"], env, 600
+        [*materialize_cli, "--select", "conversations", "--partition", "one|teacher_student"],
+        env,
+        600,
     )
     exited_at = time.time()
     assert generation.returncode == 0, generation.stderr[-3000:]
