@@ -316,8 +316,8 @@ def task_world(tmp_path_factory: pytest.TempPathFactory) -> TaskWorld:
             run_task_qa([task_seeds], family)
         for seed in range(TASK_BASE_SEEDS):
             patch.setenv("MIND_SEED", str(seed))
-            # Both families at once, each round's requests in one engine call. GSM8K goes first,
-            # so it runs in this thread: its answer check (Math-Verify) times out by signal.alarm.
+            # Both families at once, each round's requests in one engine call, in TASK_FAMILIES'
+            # order (the batch, and so the replies, are the same in every session).
             results, _ = run_merged([partial(run_task_qa, [task_qa], f) for f in TASK_FAMILIES])
             [event] = results[TASK_FAMILIES.index("gsm8k")].asset_materializations_for_node(
                 "task_qa"

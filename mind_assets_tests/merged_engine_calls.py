@@ -128,7 +128,7 @@ def run_merged(jobs: Sequence[Callable[[], ResultT]]) -> tuple[list[ResultT], li
         ]
         for thread in threads:
             thread.start()
-        body(0)  # in this thread: Math-Verify's timeouts (signal.alarm) work only in the main one
+        body(0)  # the first job in the calling thread
         for thread in threads:
             thread.join()
     if errors:

@@ -91,3 +91,19 @@ def test_majority_vote_ties_go_to_the_first_seen():
     assert majority(["4", None, "5", "4"]) == "4"
     assert majority(["5", "4"]) == "5"
     assert majority([None, None]) is None
+
+
+def test_answers_compare_in_a_worker_thread_where_math_verifys_alarm_cannot_be_set():
+    """Math-Verify's own timeout (signal.alarm) raises outside the main thread; the platform's
+    comparison and the task rules run there too (threaded executors, merged test runs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from math_verify import parse
+
+    from mind_assets.task_qa.majority import same_answer
+
+    with ThreadPoolExecutor(1) as worker:
+        with pytest.raises(ValueError, match="threaded environment"):
+            worker.submit(parse, "$3/4$").result()
+        assert worker.submit(judge, r"\boxed{\frac{3}{4}}", "0.75").result().correct
+        assert worker.submit(same_answer, "1,000", "1000").result()

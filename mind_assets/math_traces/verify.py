@@ -20,6 +20,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from mind_assets.lib import math_equality
+
 _ANSWER_IS = re.compile(
     r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:is)?\s*:?)\s*:?\s*(.+)",
     re.IGNORECASE,
@@ -125,14 +127,12 @@ def reference_answer(gsm8k_answer: str) -> str:
 def _math_verify(candidate: str, reference: str) -> bool | None:
     """math-verify's equality of two normalised answers; None when either side parses to
     nothing."""
-    from math_verify import parse, verify
-
-    gold = parse(f"${reference}$") or parse(reference)
-    guess = parse(f"${candidate}$") or parse(candidate)
+    gold = math_equality.parse(f"${reference}$") or math_equality.parse(reference)
+    guess = math_equality.parse(f"${candidate}$") or math_equality.parse(candidate)
     if not gold or not guess:
         return None
     try:
-        return bool(verify(gold, guess))
+        return bool(math_equality.verify(gold, guess))
     except Exception:  # math-verify raises on some malformed LaTeX; cannot decide then
         return None
 
@@ -185,14 +185,12 @@ def reference_readable(reference: str | None, answer_type: str) -> bool:
         return yes_no(reference) is not None
     if answer_type == "proof":
         return False
-    from math_verify import parse
-
     text = normalize_answer(reference)
     if answer_type == "numeric" and re.fullmatch(r"-?\d+(?:\.\d+)?", text):
         return True
     if answer_type == "numeric" and (wordy(text) or not re.search(r"\d", text)):
         return False
-    return bool(parse(f"${text}$") or parse(text))
+    return bool(math_equality.parse(f"${text}$") or math_equality.parse(text))
 
 
 def compare(

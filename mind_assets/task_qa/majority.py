@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mind_assets.lib import math_equality
 from mind_assets.lib.prompts import PromptFile
 from mind_assets.llm.batch_runner import ChatFn, RequestStore, RunStats, generate_resumable
 from mind_assets.llm.requests import ChatRequest, derive_seed, make_request, sampling_for
@@ -52,11 +53,10 @@ def final_answer(solution: str) -> str:
 
 def same_answer(a: str, b: str) -> bool:
     """Equal as math (math-verify) or, where either does not parse, as normalised text."""
-    from math_verify import parse, verify
-
-    parsed_a, parsed_b = parse(a.replace(",", "")), parse(b.replace(",", ""))
+    parsed_a = math_equality.parse(a.replace(",", ""))
+    parsed_b = math_equality.parse(b.replace(",", ""))
     if parsed_a and parsed_b:
-        return bool(verify(parsed_a, parsed_b))
+        return bool(math_equality.verify(parsed_a, parsed_b))
     return _plain(a) == _plain(b) != ""
 
 

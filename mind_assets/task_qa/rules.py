@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from mind_assets.decontamination.index import Match
+from mind_assets.lib import math_equality
 from mind_assets.lib.minhash import MinHasher, near_duplicate_groups
 from mind_assets.lib.text import normalise, words
 from mind_assets.settings import TaskQASettings
@@ -62,20 +63,18 @@ def reject_answer_not_a_choice(items: Sequence[Candidate], **_: object) -> list[
 def reject_math_mismatch(items: Sequence[Candidate], **_: object) -> list[str]:
     """Math items: the stated final answer must parse, and the solution's own last result must
     equal it (math-verify)."""
-    from math_verify import parse, verify
-
     reasons = []
     for c in items:
         if not c.is_math or c.parse_error:
             reasons.append("")
             continue
-        stated = parse(c.answer)
+        stated = math_equality.parse(c.answer)
         if not stated:
             reasons.append("math_mismatch: final answer does not parse")
             continue
         numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", c.solution)
-        derived = parse(numbers[-1].replace(",", "")) if numbers else []
-        reasons.append("" if derived and verify(stated, derived) else "math_mismatch")
+        derived = math_equality.parse(numbers[-1].replace(",", "")) if numbers else []
+        reasons.append("" if derived and math_equality.verify(stated, derived) else "math_mismatch")
     return reasons
 
 
