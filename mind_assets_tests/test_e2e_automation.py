@@ -6,11 +6,11 @@ from functools import partial
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, build_sensor_context, evaluate_automation_conditions, materialize
+from dagster import AssetKey, build_sensor_context, evaluate_automation_conditions
 
 from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.sensors import corpus_inbox_sensor
-from mind_assets.definitions import ASSETS, build_definitions
+from mind_assets.definitions import build_definitions
 from mind_assets.lib.storage import asset_path
 from mind_assets_tests.conftest import NAPKIN
 from mind_assets_tests.merged_engine_calls import run_merged
@@ -40,7 +40,7 @@ def test_corrupt_and_vanishing_files_are_logged_and_skipped(
 
 @pytest.mark.engine
 def test_inbox_file_becomes_a_shard_whose_documents_and_conversations_materialize(
-    settings, instance, llm, tmp_path, monkeypatch
+    settings, instance, run, tmp_path, monkeypatch
 ):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -57,15 +57,8 @@ def test_inbox_file_becomes_a_shard_whose_documents_and_conversations_materializ
     assert [r.partition_key for r in result.run_requests] == ["napkin-new"]
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    resources = {"llm": llm}
     for request in result.run_requests:
-        materialize(
-            ASSETS,
-            selection=[AssetKey("raw_documents")],
-            partition_key=request.partition_key,
-            instance=instance,
-            resources=resources,
-        )
+        run([AssetKey("raw_documents")], request.partition_key)
     again, _ = sensor_tick(instance, result.cursor)
     assert not again.run_requests, "a file already registered is not requested twice"
 
@@ -82,20 +75,7 @@ def test_inbox_file_becomes_a_shard_whose_documents_and_conversations_materializ
             partitions = sorted(evaluation.get_requested_partitions(key))
             # Each requested partition materializes on its own; the eight conversations
             # partitions send their requests to the engine in one call.
-            run_merged(
-                [
-                    partial(
-                        materialize,
-                        ASSETS,
-                        selection=[key],
-                        partition_key=partition,
-                        instance=instance,
-                        resources=resources,
-                        raise_on_error=False,
-                    )
-                    for partition in partitions
-                ]
-            )
+            run_merged([partial(run, [key], p, raise_on_error=False) for p in partitions])
             materialized.setdefault(key.path[0], set()).update(partitions)
     assert materialized["chunks"] == {"napkin-new"}
     assert len(materialized["conversations"]) == len(STYLE_KEYS)  # 7 styles + rephrase

@@ -2,8 +2,8 @@
 
 Math-Verify bounds both with `signal.alarm`, which Python allows only in the main thread: from a
 worker thread (a threaded executor, a server, several partitions materialized at once) every
-call raised "signal only works in main thread". There they run unbounded instead; the main
-thread keeps Math-Verify's own 5-second bound.
+call raised ValueError ("doesn't support threaded environment"). There they run unbounded
+instead; the main thread keeps Math-Verify's own 5-second bound.
 """
 
 from __future__ import annotations
