@@ -28,8 +28,7 @@ def test_generation_run_exits_within_a_minute_of_its_last_step(tmp_path, monkeyp
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {
-        **os.environ,
+    instance_env = {
         "DAGSTER_HOME": str(home),
         "MIND_DATA_DIR": str(tmp_path / "data"),
         "MIND_MODELS_DIR": str(MODELS_DIR),
@@ -37,13 +36,12 @@ def test_generation_run_exits_within_a_minute_of_its_last_step(tmp_path, monkeyp
         "MIND_KV_CACHE_GIB": "1",
         "MIND_DECONTAMINATION__BENCHMARKS": "[]",  # no benchmark split offline
     }
+    env = {**os.environ, **instance_env}
     env.pop("MIND_KEEP_ENGINE_BETWEEN_RUNS", None)
     # The shard and its chunks are made in this process (no engine is involved), on the same
     # instance and data root: only the generation run is under test.
-    for name, value in env.items():
-        if name == "DAGSTER_HOME" or name.startswith("MIND_"):
-            monkeypatch.setenv(name, value)
-    monkeypatch.delenv("MIND_KEEP_ENGINE_BETWEEN_RUNS", raising=False)
+    for name, value in instance_env.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("MIND_DAGSTER_STORAGE_DIR", str(tmp_path / "dagster_storage"))
     assert mind_cli(["shards", "add", "one", str(NAPKIN), "--rows", "0:1"]) == 0
     with DagsterInstance.from_config(str(home)) as instance:
