@@ -45,7 +45,11 @@ def test_traces_for_five_gsm8k_problems_in_all_six_modes(
     problems = pq.read_table(asset_path(settings.data_dir, "math_problems", "gsm8k"))
     assert problems.num_rows == PROBLEMS
     # Difficulty and references from both high modes; their partitions below reuse these.
-    assert run([problem_difficulty], "gsm8k").success
+    [event] = run([problem_difficulty], "gsm8k").asset_materializations_for_node(
+        "problem_difficulty"
+    )
+    # Both modes' first requests (k=2 per problem each) went to the engine in one call.
+    assert event.metadata["engine_calls"].value[0] == 2 * 2 * PROBLEMS
     difficulty = pq.read_table(asset_path(settings.data_dir, "problem_difficulty", "gsm8k"))
     assert difficulty.num_rows == PROBLEMS
     assert all(n == 2 * 2 for n in difficulty.column("difficulty_samples").to_pylist())

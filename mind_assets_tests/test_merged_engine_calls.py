@@ -1,5 +1,6 @@
-"""The session worlds' merged engine calls: every job gets its own replies, in order, the engine
-sees one call per round, and nothing but the engine call ever runs in two jobs at once."""
+"""Shared engine calls (the platform's run_sharing_calls, and the session worlds' run_merged on
+it): every job gets its own replies, in order, the engine sees one call per round, and nothing but
+the engine call ever runs in two jobs at once."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from mind_assets.llm.offline_engine import OfflineEngine
+from mind_assets.llm.shared_calls import run_sharing_calls
 from mind_assets_tests.merged_engine_calls import run_merged
 
 
@@ -79,3 +81,31 @@ def test_a_failing_job_raises_after_the_others_finish(engine):
 
 def test_no_jobs_is_no_call():
     assert run_merged([]) == ([], [])
+
+
+def test_loops_sharing_calls_get_their_own_replies_and_a_short_reply_list_fails_each():
+    calls: list[list[str]] = []
+
+    def engine(requests, progress=None):
+        calls.append(list(requests))
+        return [f"reply to {r}" for r in requests]
+
+    def loop(name: str, rounds: int):
+        return lambda chat: [chat([f"{name}{i}"]) for i in range(rounds)]
+
+    outcomes, merged = run_sharing_calls([loop("a", 1), loop("b", 2)], engine)
+    assert outcomes == [[["reply to a0"]], [["reply to b0"], ["reply to b1"]]]
+    assert merged == [2, 1] and calls == [["a0", "b0"], ["b1"]]
+
+    failures: list[str] = []
+
+    def asks(chat):
+        try:
+            chat(["x"])
+        except RuntimeError as error:
+            failures.append(str(error))
+            raise
+
+    with pytest.raises(RuntimeError, match="engine returned 1 results for 2"):
+        run_sharing_calls([asks, asks], lambda requests, progress=None: ["only one"])
+    assert len(failures) == 2  # each loop raised the call's error as its own

@@ -3,6 +3,7 @@ reference per source (from the difficulty modes' samples), then traces per sourc
 (reasoning effort × tool use), each verified against that reference."""
 
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from dagster import (
@@ -27,8 +28,10 @@ from mind_assets.lib.quarantine import write_split
 from mind_assets.lib.storage import requests_dir as partition_requests_dir
 from mind_assets.lib.tokenizer import token_counter
 from mind_assets.lib.versions import VersionSource, content_version, version_source_asset
+from mind_assets.llm.batch_runner import ChatFn
 from mind_assets.llm.pods import generating_asset
 from mind_assets.llm.resource import LLMResource
+from mind_assets.llm.shared_calls import run_sharing_calls
 from mind_assets.llm.versions import llm_config
 from mind_assets.math_traces.difficulty import assess_problems, verdicts_by_problem
 from mind_assets.math_traces.judge import ModelJudge
@@ -176,14 +179,16 @@ def sample_mode(
     mode: str,
     k: int,
     logger,
+    chat: ChatFn | None = None,
 ) -> Samples:
-    """k traces per problem of a source in one mode, through the engine; the requests are
-    stored per (source, mode), so problem_difficulty and solution_traces generate a mode once."""
+    """k traces per problem of a source in one mode, through the engine (or `chat`, when the
+    mode shares its engine calls with others); the requests are stored per (source, mode), so
+    problem_difficulty and solution_traces generate a mode once."""
     return generate_samples(
         problems=problems,
         prompt=load_prompt(math_prompt_path(settings, mode)),
         mode=mode,
-        chat=llm.chat,
+        chat=chat or llm.chat,
         identity=llm.identity(),
         requests_dir=requests_dir(settings, source, mode),
         settings=settings.math,
@@ -235,10 +240,14 @@ def problem_difficulty(context: AssetExecutionContext, llm: LLMResource) -> Mate
         raise ValueError(f"MIND_MATH__DIFFICULTY_MODES names unknown modes {unknown}: {MODES}")
     k = samples_per_problem(settings.math, on_gpu=engine_is_gpu(llm))
     judge = model_judge(settings, llm, source, context.log)
-    samples = [
-        sample_mode(settings, llm, problems, source, mode, k, context.log)
-        for mode in settings.math.difficulty_modes
-    ]
+    # The modes generate side by side, each round of theirs in one engine call.
+    samples, engine_calls = run_sharing_calls(
+        [
+            partial(sample_mode, settings, llm, problems, source, mode, k, context.log)
+            for mode in settings.math.difficulty_modes
+        ],
+        llm.chat,
+    )
     table = assess_problems(
         problems,
         [s.states for s in samples],
@@ -263,6 +272,7 @@ def problem_difficulty(context: AssetExecutionContext, llm: LLMResource) -> Mate
         preview=["question", "reference_answer", "reference_status"],
         k=k,
         difficulty_modes=MetadataValue.json(list(settings.math.difficulty_modes)),
+        engine_calls=MetadataValue.json(engine_calls),
         too_easy=too_easy,
         reference_status=MetadataValue.json(dict(statuses)),
     )
