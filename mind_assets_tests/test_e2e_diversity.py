@@ -140,7 +140,11 @@ def test_two_prismatic_rounds_with_g_vendi_per_round_feed_a_blend(
     # solutions. Every cluster is kept here, so the check meets every one of round 1's items;
     # later rounds call the same check on their own items.
     monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_KEEP_FRACTION", "1.0")
+    # Round 1 generates nothing but the sampled solutions: 96 tokens hold the 135M model's
+    # short GSM8K solutions, in 60 % of the decode steps.
+    monkeypatch.setenv("MIND_MAX_TOKENS", "96")
     kept, dropped = prismatic_rounds(1)
+    monkeypatch.setenv("MIND_MAX_TOKENS", TEST_ENVIRONMENT["MIND_MAX_TOKENS"])
     assert kept + dropped, "round 1 filters what task_qa kept"
     for row in kept + dropped:
         assert row["majority_samples"] == 3
@@ -148,12 +152,16 @@ def test_two_prismatic_rounds_with_g_vendi_per_round_feed_a_blend(
         assert 2 * row["majority_votes"] > 3
     for row in dropped:
         assert row["rejected_by"][0] in ("majority_disagrees", "no_majority")
-    print(f"prismatic: kept {len(kept)}, dropped {len(dropped)} by the majority check")
+    votes = [r["majority_votes"] for r in kept + dropped]
+    print(f"prismatic: kept {len(kept)}, dropped {len(dropped)} by the majority check {votes}")
 
     # The 135M model seldom solves its own problems, so its majority rarely confirms one: the
     # two rounds for the blend run with the check off (a setting a user has too), which keeps
     # each item that passed the task rules, and round 2 generates from the grown pool.
     monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_VERIFY_SAMPLES", "0")
+    # Round 2 generates half a round of items (4, not TASK_ITEMS): round 1 already keeps
+    # task_qa's items for the blend, and round 2 only has to generate from the grown pool.
+    monkeypatch.setenv("MIND_TASK_QA__ITEMS", "4")
     kept, dropped = prismatic_rounds(2)
     assert not any(r["majority_samples"] for r in kept + dropped)
     assert kept, "the blend below needs at least one item the rounds kept"

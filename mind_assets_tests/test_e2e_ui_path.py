@@ -61,9 +61,20 @@ CHROMIUM_FLAGS = [
 # engine in a fresh process (four minutes at a load average of 15).
 PAGE_TIMEOUT = 120
 RUN_TIMEOUT = 900
-# The instance of the test: no telemetry, and no first-visit newsletter dialog, which the
-# webserver shows on 127.0.0.1 over whatever page opens first.
-INSTANCE_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+# The instance of the test: no telemetry, no first-visit newsletter dialog (the webserver shows it
+# on 127.0.0.1 over whatever page opens first), and the daemon's run queue checked every second
+# rather than every 5 s, for the test's two launched runs.
+INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+"""
 
 MATERIALIZATION = """
 query Materialization($partition: String!) {
