@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,14 @@ TEST_ENVIRONMENT = {
     # fixture: tests that check decontamination name their benchmarks themselves.
     "MIND_DECONTAMINATION__BENCHMARKS": "[]",
 }
+
+
+# A suite started in the background (`make test &`, nohup) starts with SIGINT ignored, and every
+# in-process Dagster run gives SIGTERM the SIGINT handler: from the first run on, SIGTERM would be
+# ignored too, and so by every process the tests start afterwards (Dagster's log tails, provider
+# stand-ins, servers), so each terminate() waited out its whole timeout (30 s per captured step).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
