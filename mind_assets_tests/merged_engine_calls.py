@@ -29,8 +29,6 @@ def run_merged(jobs: Sequence[Callable[[], ResultT]]) -> tuple[list[ResultT], li
     """Each job's return value, in order, and how many requests each merged engine call held.
     The first job runs in the calling thread, the others in threads of their own. If a job
     raises, the first error (in job order) is raised once every thread has finished."""
-    if not jobs:
-        return [], []
     engine_chat = OfflineEngine.chat
     engines: list[OfflineEngine] = []  # the session's one engine, once a job has asked it
     shared = threading.local()  # each job's chat function, in the job's thread

@@ -59,8 +59,10 @@ class _SharedEngine:
                 self._busy = False
                 self._condition.notify_all()
                 self._call_if_all_wait()
-                self._condition.wait_for(lambda: call.results is not None or call.error is not None)
-                self._condition.wait_for(lambda: not self._busy)
+                # Answered, and then the turn back outside the engine.
+                self._condition.wait_for(
+                    lambda: (call.results is not None or call.error is not None) and not self._busy
+                )
                 self._busy = True
             if call.error is not None:
                 raise call.error
