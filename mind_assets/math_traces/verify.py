@@ -124,15 +124,19 @@ def reference_answer(gsm8k_answer: str) -> str:
     return normalize_answer(found[-1])
 
 
+def _parse_answer(text: str) -> list:
+    """What math-verify reads in an answer: as inline math first, then as written."""
+    return math_equality.parse(f"${text}$") or math_equality.parse(text)
+
+
 def _math_verify(candidate: str, reference: str) -> bool | None:
     """math-verify's equality of two normalised answers; None when either side parses to
     nothing."""
-    gold = math_equality.parse(f"${reference}$") or math_equality.parse(reference)
-    guess = math_equality.parse(f"${candidate}$") or math_equality.parse(candidate)
+    gold, guess = _parse_answer(reference), _parse_answer(candidate)
     if not gold or not guess:
         return None
     try:
-        return bool(math_equality.verify(gold, guess))
+        return math_equality.verify(gold, guess)
     except Exception:  # math-verify raises on some malformed LaTeX; cannot decide then
         return None
 
@@ -190,7 +194,7 @@ def reference_readable(reference: str | None, answer_type: str) -> bool:
         return True
     if answer_type == "numeric" and (wordy(text) or not re.search(r"\d", text)):
         return False
-    return bool(math_equality.parse(f"${text}$") or math_equality.parse(text))
+    return bool(_parse_answer(text))
 
 
 def compare(

@@ -56,7 +56,7 @@ def same_answer(a: str, b: str) -> bool:
     parsed_a = math_equality.parse(a.replace(",", ""))
     parsed_b = math_equality.parse(b.replace(",", ""))
     if parsed_a and parsed_b:
-        return bool(math_equality.verify(parsed_a, parsed_b))
+        return math_equality.verify(parsed_a, parsed_b)
     return _plain(a) == _plain(b) != ""
 
 
