@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from mind_assets.corpus.shard_specs import make_shard_spec
 from mind_assets.corpus.shards import FieldMap, ShardError, list_shard_specs
+from mind_assets.lib.interrupts import restore_interrupts
 from mind_assets.lib.storage import InvalidNameError
 from mind_assets.settings import get_settings
 
@@ -483,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restore_interrupts()  # before any in-process Dagster run copies SIGINT onto SIGTERM
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     try:

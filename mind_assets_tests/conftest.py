@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from mind_assets.conversations.styles import STYLE_KEYS
 from mind_assets.corpus.assets import chunks, raw_documents
 from mind_assets.corpus.shards import ShardSpec, register_shard
 from mind_assets.definitions import ASSETS
+from mind_assets.lib.interrupts import restore_interrupts
 from mind_assets.lib.storage import (
     asset_path,
     requests_dir,
@@ -55,11 +55,9 @@ TEST_ENVIRONMENT = {
 
 
 # A suite started in the background (`make test &`, nohup) starts with SIGINT ignored, and every
-# in-process Dagster run gives SIGTERM the SIGINT handler: from the first run on, SIGTERM would be
-# ignored too, and so by every process the tests start afterwards (Dagster's log tails, provider
-# stand-ins, servers), so each terminate() waited out its whole timeout (30 s per captured step).
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+# in-process Dagster run would make SIGTERM ignored too, for every process the tests start
+# afterwards (see restore_interrupts): each terminate() would wait out its whole timeout.
+restore_interrupts()
 
 
 @pytest.fixture
