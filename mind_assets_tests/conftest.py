@@ -244,11 +244,12 @@ TASK_MAX_TOKENS = 256
 # base seed until it keeps one, TASK_BASE_SEEDS at most. Both families are generated at each base
 # seed tried (at once, see merged_engine_calls); the world keeps the seed GSM8K ended on.
 TASK_BASE_SEEDS = 3
-# One re-sample of a reply that does not parse, not the default two. Such a reply has usually
-# looped to max_tokens, and so does its re-sample more often than not: each retry round is a
-# batch of one to three requests that costs a whole TASK_MAX_TOKENS of decode steps (about a
-# fifth of the task world's time went to the second round). One round still proves the path.
-TASK_PARSE_RETRIES = 1
+# No re-sampling of replies that do not parse. Such a reply has usually looped to max_tokens,
+# and so does its re-sample more often than not: each retry round (generation, then enrichment)
+# was a batch of five or six requests that cost a whole TASK_MAX_TOKENS of decode steps, about
+# two fifths of the task world's time on the AVX2 class. test_e2e_task_qa re-samples with the
+# engine in rounds of a dozen tokens instead.
+TASK_PARSE_RETRIES = 0
 
 
 @dataclass

@@ -233,7 +233,10 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     path.write_text(path.read_text().replace("Ground rules:", "Rules of this dialogue:"))
     key = MultiPartitionKey({"shard": WORLD_SHARD, "style": style})
     run([mind_prompts])
-    run([conversations], key)
+    # New conversations are all this needs, not good ones: short replies, a fifth of the steps.
+    with monkeypatch.context() as short:
+        short.setenv("MIND_MAX_TOKENS", "32")
+        run([conversations], key)
     run([filtered_conversations], key, raise_on_error=False)
     stale = stale_inputs(manifest, lookup)
     changed = {(s.asset, s.partition) for s in stale}

@@ -12,6 +12,7 @@ from mind_assets.decontamination.record import read_record
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.batch_runner import RequestStore
 from mind_assets.llm.offline_engine import vllm_distribution
+from mind_assets.llm.requests import derive_seed
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
 from mind_assets_tests.conftest import TASK_ITEMS
 
@@ -23,9 +24,9 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(
 ):
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
     monkeypatch.setenv("MIND_TASK_QA__FAMILIES", json.dumps(["gsm8k", "commonsense_qa"]))
-    # The session's task Q&A (the real engine's replies, parse retries included), materialized
-    # again in this data root: every request is reused by hash, and the rows, rules,
-    # decontamination and metadata checked below are this run's.
+    # The session's task Q&A (the real engine's replies), materialized again in this data root:
+    # every request is reused by hash, and the rows, rules, decontamination and metadata
+    # checked below are this run's.
     for name, value in task_world.environment.items():
         monkeypatch.setenv(name, value)
     task_world.copy_requests(settings.data_dir)
@@ -56,14 +57,11 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(
         rows = accepted + quarantined
         assert len(rows) == 2 * TASK_ITEMS, "each item in both forms"
         assert {r["form"] for r in rows} == {"multiple_choice", "open_ended"}
-        # Replies that did not parse were re-sampled (MIND_TASK_QA__PARSE_RETRIES; the world's 1):
-        # each got at least one retry, and each row traces to the attempt it kept.
+        # The world generates without re-sampling (the next test re-samples with the engine):
+        # every reply that did not parse is still a failure, and none was asked again.
         meta = {k: v.value for k, v in event.metadata.items()}
-        assert (
-            meta["parse_failures_after_retries"]
-            <= meta["parse_failures_first_attempt"]
-            <= meta["parse_retries_requested"]
-        )
+        assert meta["parse_retries_requested"] == meta["enrich_parse_retries_requested"] == 0
+        assert meta["parse_failures_after_retries"] == meta["parse_failures_first_attempt"]
         requests_dir = asset_path(settings.data_dir, "_requests", "task_qa", family, suffix="")
         stored = RequestStore(requests_dir / "generate").load()
         for row in rows:
@@ -110,3 +108,52 @@ def test_task_qa_for_gsm8k_and_a_multiple_choice_family(
             assert row["enrich_prompt_version"]
         summary[family] = (len(accepted), len(quarantined), len(enriched))
     print("task_qa accepted/quarantined/enriched:", summary)
+
+
+def test_replies_that_do_not_parse_are_resampled_by_the_engine_under_fresh_seeds(
+    settings, run, mirror, monkeypatch
+):
+    # Two commonsense_qa items at 12 tokens: no reply can close the item's JSON, so each first
+    # attempt fails to parse and is asked again once under its retry seed (which fails too).
+    # Cheap rounds that prove the re-sampling path through the engine and the request store;
+    # which attempt an item keeps when a retry parses is tested with a scripted chat.
+    items, retries, base_seed = 2, 1, 0
+    for name, value in {
+        "MIND_TASK_MIRROR_DIR": str(mirror),
+        "MIND_TASK_QA__FAMILIES": '["commonsense_qa"]',
+        "MIND_TASK_QA__ITEMS": str(items),
+        "MIND_TASK_QA__SEED_LIMIT": "20",
+        "MIND_TASK_QA__PARSE_RETRIES": str(retries),
+        "MIND_MAX_TOKENS": "12",
+        "MIND_SEED": str(base_seed),
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert run([task_seed_catalog]).success
+    assert run([task_seeds], "commonsense_qa").success
+    [event] = run([task_qa], "commonsense_qa").asset_materializations_for_node("task_qa")
+    meta = {k: v.value for k, v in event.metadata.items()}
+    assert meta["usage/requests"] == 2 * items, "each item's first attempt and its retry"
+    assert meta["parse_failures_first_attempt"] == meta["parse_retries_requested"] == items
+    assert meta["parse_failures_after_retries"] == items
+    assert meta["enrich_parse_retries_requested"] == 0, "no multiple-choice form to enrich"
+
+    family_dir = asset_path(settings.data_dir, "_requests", "task_qa", "commonsense_qa", suffix="")
+    stored = RequestStore(family_dir / "generate").load()
+    assert len(stored) == 2 * items
+    rows = pq.read_table(
+        asset_path(settings.data_dir, "task_qa", "commonsense_qa", suffix=".quarantine.parquet")
+    ).to_pylist()
+    assert len(rows) == 2 * items  # both forms of each item, quarantined
+    retry_seeds = {
+        derive_seed(base_seed, "commonsense_qa", "retry", str(i), "1") for i in range(items)
+    }
+    for row in rows:
+        # The row keeps the retry's lineage: its seed, request and reply, cut at max_tokens.
+        assert row["seed"] in retry_seeds
+        assert json.loads(row["sampling_params"])["seed"] == row["seed"]
+        assert stored[row["request_hash"]].result.text == row["raw_output"]
+        assert row["finish_reason"] == "length"
+        assert any(r.startswith("parse_failure") for r in row["rejected_by"])
+    # The item keeps its id from the first attempt, whose reply is in the store too.
+    assert len({r["item_id"] for r in rows}) == items
+    assert not {r["item_id"] for r in rows} & {r["request_hash"][:24] for r in rows}
