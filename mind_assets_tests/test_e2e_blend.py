@@ -29,13 +29,7 @@ from mind_assets.lib.tokenizer import load_tokenizer
 from mind_assets.publish.dataset import published_dir
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import task_qa, task_seed_catalog, task_seeds
-from mind_assets_tests.conftest import (
-    MODELS_DIR,
-    NAPKIN,
-    WORLD_SECTIONS,
-    WORLD_SHARD,
-    napkin_shard,
-)
+from mind_assets_tests.conftest import MODELS_DIR, WORLD_SHARD, world_sections, world_shard
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
 
 pytestmark = pytest.mark.engine
@@ -69,7 +63,7 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     # The session's generations, materialized again in this instance: every row is reused by
     # request hash, so the blend pins real runs without generating twice.
     napkin_world.copy_generations(settings.data_dir)
-    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+    register(world_shard())
     run([mind_prompts])
     run([raw_documents, chunks], WORLD_SHARD)
     for style in STYLE_KEYS:
@@ -211,7 +205,7 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     capsys.readouterr()
     assert mind_cli(["trace", row["row_id"]]) == 0
     traced = capsys.readouterr().out
-    napkin = [json.loads(line) for line in NAPKIN.open().readlines()[:WORLD_SECTIONS]]
+    napkin = world_sections()
     assert "== raw_document ==" in traced
     assert any(json.dumps(doc["text"], ensure_ascii=False)[1:200] in traced for doc in napkin)
 
@@ -261,10 +255,7 @@ def test_example_blend_over_napkin_data_export_trace_audit_and_staleness(
     assert mind_cli(["export-blend", "example", "--bucket", "--shard-rows", "50"]) == 0
     assert mind_cli(["export-blend", "example", "--format", "megatron"]) == 0
     assert exported_bytes() == before
-    napkin_texts = {
-        normalize_text(json.loads(line)["text"])
-        for line in NAPKIN.open().readlines()[:WORLD_SECTIONS]
-    }
+    napkin_texts = {normalize_text(section["text"]) for section in world_sections()}
     for row in pq.read_table(exports / "phase1").to_pylist():
         raw = trace_row(row["row_id"], settings.data_dir)["raw_document"]
         assert raw is not None and raw["text"] in napkin_texts

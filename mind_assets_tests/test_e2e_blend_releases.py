@@ -30,7 +30,7 @@ from mind_assets.corpus.outputs import RAW_DOCUMENTS
 from mind_assets.corpus.shards import ShardSpec
 from mind_assets.filtering.assets import filtered_conversations
 from mind_assets.lib.storage import blend_export_dir, current_version
-from mind_assets_tests.conftest import NAPKIN, WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import WORLD_SHARD, world_sections, world_shard
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
 
 pytestmark = pytest.mark.engine
@@ -48,10 +48,8 @@ def file_bytes(directory: Path) -> dict[str, bytes]:
 
 def revised_corpus(tmp_path: Path, marker: str) -> ShardSpec:
     """The shard's sections with their text changed, as a corpus refresh would bring."""
-    lines = NAPKIN.read_text().splitlines()[:WORLD_SECTIONS]
     revised = []
-    for line in lines:
-        record = json.loads(line)
+    for record in world_sections():
         record["text"] = f"{marker} {record['text']}"
         revised.append(json.dumps(record))
     path = tmp_path / f"napkin-{marker}.jsonl"
@@ -74,7 +72,7 @@ def test_a_trainers_blend_version_survives_regeneration_the_nightly_rebuild_and_
     monkeypatch.setenv("MIND_BLENDS__EXPORT_FORMATS", '["parquet", "megatron"]')
     monkeypatch.setenv("MIND_BLENDS__KEEP_VERSIONS", "0")
     napkin_world.copy_generations(settings.data_dir)
-    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+    register(world_shard())
     run([mind_prompts])
     run([raw_documents, chunks], WORLD_SHARD)
     for style in CONVERSATION_STYLE_KEYS:

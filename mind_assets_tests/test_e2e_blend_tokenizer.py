@@ -27,7 +27,7 @@ from mind_assets.filtering.assets import filtered_conversations
 from mind_assets.lib.storage import blend_export_dir
 from mind_assets.lib.tokenizer import HFTokenizer
 from mind_assets.settings import PROJECT_DIR
-from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import WORLD_SHARD, world_shard
 from mind_assets_tests.student_tokenizer import write_student_tokenizer
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
 from mind_assets_tests.test_megatron_export import blended_train_dataset, documents
@@ -60,7 +60,7 @@ def test_a_blend_is_counted_and_encoded_with_the_tokenizer_its_spec_names(
         monkeypatch.setenv(f"MIND_FILTERS__{name}", value)
     monkeypatch.setenv("MIND_BLENDS__EXPORT_FORMATS", '["parquet", "megatron"]')
     napkin_world.copy_generations(settings.data_dir)
-    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+    register(world_shard())
     run([mind_prompts])
     run([raw_documents, chunks], WORLD_SHARD)
     for style in CONVERSATION_STYLE_KEYS:

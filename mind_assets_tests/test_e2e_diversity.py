@@ -20,7 +20,7 @@ from mind_assets.metrics.report import format_metrics
 from mind_assets.metrics.store import metrics_store
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
-from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import WORLD_SHARD, world_shard
 
 pytestmark = pytest.mark.engine
 
@@ -31,7 +31,7 @@ def test_g_vendi_and_baselines_on_real_conversations(
     monkeypatch.setenv("MIND_DIVERSITY__MAX_TOKENS", "128")
     styles = ("teacher_student", "debate")
     napkin_world.copy_generations(settings.data_dir, styles)
-    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+    register(world_shard())
     run([raw_documents, chunks], WORLD_SHARD)
     targets = []
     for style in styles:

@@ -14,7 +14,7 @@ from mind_assets.corpus.shard_specs import make_shard_spec
 from mind_assets.filtering.assets import filtered_conversations
 from mind_assets.filtering.outputs import FILTERED_CONVERSATIONS
 from mind_assets.lib.storage import asset_path, write_parquet_atomic
-from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import WORLD_SHARD, world_shard
 from mind_assets_tests.filter_rows import GOOD, SOURCE, row, table
 
 STYLE = "teacher_student"
@@ -78,7 +78,7 @@ def test_filter_stage_on_real_engine_output_matches_mind_metrics(
 ):
     styles = STYLE_KEYS
     napkin_world.copy_generations(settings.data_dir, styles)
-    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+    register(world_shard())
     run([mind_prompts])
     run([raw_documents, chunks], WORLD_SHARD)
     accepted_total = rejected_total = 0

@@ -12,14 +12,14 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.offline_engine import vllm_distribution
 from mind_assets.settings import PROJECT_DIR
-from mind_assets_tests.conftest import NAPKIN, WORLD_SECTIONS, WORLD_SHARD
+from mind_assets_tests.conftest import WORLD_SHARD, world_sections
 
 pytestmark = pytest.mark.engine
 
 
 def test_raw_documents_chunks_and_conversations_on_real_napkin_sections(napkin_world):
     data_dir = napkin_world.data_dir
-    napkin = [json.loads(line) for line in NAPKIN.open().readlines()[:WORLD_SECTIONS]]
+    napkin = world_sections()
     documents = pq.read_table(asset_path(data_dir, "raw_documents", WORLD_SHARD)).to_pylist()
     assert [d["doc_id"] for d in documents] == [n["id"] for n in napkin]
     chunk_rows = pq.read_table(asset_path(data_dir, "chunks", WORLD_SHARD)).to_pylist()

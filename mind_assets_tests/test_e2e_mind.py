@@ -22,7 +22,7 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.requests import ChatRequest, ChatResult, SamplingSpec, make_request
 from mind_assets.llm.resource import LLMResource
-from mind_assets_tests.conftest import NAPKIN, WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import NAPKIN, WORLD_SHARD, napkin_shard, world_shard
 
 pytestmark = pytest.mark.engine
 
@@ -41,13 +41,13 @@ class CountingLLM(LLMResource):
         return super().chat(requests, progress)
 
 
-def prepare_shard(name, rows, register, instance, resources):
-    register(napkin_shard(name, rows))
+def prepare_shard(spec, register, instance, resources):
+    register(spec)
     materialize(ASSETS, selection=[mind_prompts], instance=instance, resources=resources)
     assert materialize(
         ASSETS,
         selection=[raw_documents, chunks],
-        partition_key=name,
+        partition_key=spec.name,
         instance=instance,
         resources=resources,
     ).success
@@ -94,7 +94,7 @@ def test_all_seven_styles_and_the_longest_set_on_real_napkin_sections(
     # Filtering and the longest set run in this test's own data root, over the same rows.
     napkin_world.copy_generations(settings.data_dir)
     resources = {"llm": llm}
-    prepare_shard(WORLD_SHARD, WORLD_SECTIONS, register, instance, resources)
+    prepare_shard(world_shard(), register, instance, resources)
     accepted = {}
     for style in STYLE_KEYS:
         key = MultiPartitionKey({"shard": WORLD_SHARD, "style": style})
@@ -140,7 +140,7 @@ def test_interrupted_generation_regenerates_only_missing_requests(
     monkeypatch.setenv("MIND_BATCH_SIZE", "2")
     monkeypatch.setenv("MIND_MAX_TOKENS", "32")  # the test counts requests, not words
     base = LLMResource.from_settings(settings).model_dump()
-    prepare_shard("napkin2", 2, register, instance, {"llm": CountingLLM(**base)})
+    prepare_shard(napkin_shard("napkin2", 2), register, instance, {"llm": CountingLLM(**base)})
     total = pq.read_metadata(asset_path(settings.data_dir, "chunks", "napkin2")).num_rows
     assert total >= 3, "need more than one batch"
 

@@ -34,7 +34,7 @@ from mind_assets.math_traces.assets import math_problems, problem_difficulty, so
 from mind_assets.publish.assets import published_dataset
 from mind_assets.settings import PROJECT_DIR
 from mind_assets.task_qa.assets import prismatic_task_qa, task_qa, task_seed_catalog, task_seeds
-from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import WORLD_SHARD, napkin_shard, world_shard
 from mind_assets_tests.s3_server import local_s3
 from mind_assets_tests.test_e2e_filtering import LENIENT_PROFILE
 
@@ -100,7 +100,7 @@ def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
         url = f"s3://{s3.bucket}/graph"
         fresh_pod = s3.fresh_working_copies(url, tmp_path, monkeypatch)
 
-        register_shard(instance, fresh_pod(), napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+        register_shard(instance, fresh_pod(), world_shard())
         napkin_world.copy_generations(fresh_pod().data_dir)
         task_world.copy_requests(fresh_pod().data_dir, ["gsm8k"])
 
@@ -125,9 +125,11 @@ def test_every_asset_and_command_runs_in_fresh_pods_over_the_store(
             [event] = step([task_qa], "gsm8k").asset_materializations_for_node("task_qa")
             assert event.metadata["usage/requests"].value == 0, "reused from the store"
             step([prismatic_task_qa], "gsm8k")
-        step([math_problems], "gsm8k")
-        step([problem_difficulty], "gsm8k")
-        step([solution_traces], MultiPartitionKey({"source": "gsm8k", "mode": "low_no_tir"}))
+        with monkeypatch.context() as short:  # the math e2e's cap: short GSM8K solutions
+            short.setenv("MIND_MAX_TOKENS", "96")
+            step([math_problems], "gsm8k")
+            step([problem_difficulty], "gsm8k")
+            step([solution_traces], MultiPartitionKey({"source": "gsm8k", "mode": "low_no_tir"}))
         target = f"conversations:{WORLD_SHARD}:teacher_student"
         register_targets(instance, [target])
         step([diversity], target)

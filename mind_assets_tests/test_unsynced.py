@@ -50,7 +50,7 @@ from mind_assets.settings import PROJECT_DIR, get_settings
 from mind_assets.task_qa.assets import catalog_path, task_qa, task_qa_prompts
 from mind_assets.task_qa.catalog import CatalogEntry
 from mind_assets.task_qa.outputs import TASK_FAMILIES_PARTITION
-from mind_assets_tests.conftest import WORLD_SECTIONS, WORLD_SHARD, napkin_shard
+from mind_assets_tests.conftest import WORLD_SHARD, world_shard
 
 STYLES = ("debate", "two_students")
 FAMILIES = {"arc_easy": "multiple_choice", "piqa": "multiple_choice", "gsm8k": "generate_until"}
@@ -215,7 +215,7 @@ def test_changing_mind_model_marks_every_generated_partition_unsynced(
 ):
     """Real `conversations` and `filtered_conversations` (the resume path reuses the session's
     generations), stand-ins for task Q&A and traces."""
-    register(napkin_shard(WORLD_SHARD, WORLD_SECTIONS))
+    register(world_shard())
     instance.add_dynamic_partitions(TASK_FAMILIES_PARTITION, ["gsm8k"])
     napkin_world.copy_generations(settings.data_dir, STYLES)
     record_versions(instance, get_settings())  # as the schedule's tick does, without a run
