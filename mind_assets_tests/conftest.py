@@ -159,7 +159,7 @@ def mirror(tmp_path):
 # raw_documents, chunks and all seven MIND styles and the rephrase baseline, with the real engine,
 # once. Sections 18 and 19 ("Flavors of rings": fields, then integral domains) make three chunks,
 # one and two, of dense LaTeX: 24 requests and about 60 % of the prompt tokens of the first two
-# sections (one chunk and three), which cost a third more of the world's time.
+# sections (one chunk and three), which took about 30 % longer on the AVX2 class.
 WORLD_SHARD = "napkin"
 WORLD_START, WORLD_SECTIONS = 18, 2
 
