@@ -202,7 +202,8 @@ def test_generation_mode_draws_seeds_from_one_small_cluster():
 @pytest.fixture(scope="module")
 def proxy():
     model = prepare_embedded_model(MODELS_DIR)
-    return GradientFeaturizer(FeatureConfig(str(model), last_blocks=1, max_tokens=96))
+    # The suite's 256 dimensions (see TEST_ENVIRONMENT), not the default 1,024.
+    return GradientFeaturizer(FeatureConfig(str(model), last_blocks=1, max_tokens=96, dim=256))
 
 
 def napkin_texts(n: int) -> list[str]:

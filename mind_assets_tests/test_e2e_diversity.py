@@ -153,7 +153,7 @@ def test_two_prismatic_rounds_with_g_vendi_per_round_feed_a_blend(
     # two rounds for the blend run with the check off (a setting a user has too), which keeps
     # each item that passed the task rules, and round 2 generates from the grown pool.
     monkeypatch.setenv("MIND_DIVERSITY__PRISMATIC_VERIFY_SAMPLES", "0")
-    # Round 2 generates half a round of items (4, not TASK_ITEMS): round 1 already keeps
+    # Round 2 generates 4 items, fewer than a round of TASK_ITEMS: round 1 already keeps
     # task_qa's items for the blend, and round 2 only has to generate from the grown pool.
     monkeypatch.setenv("MIND_TASK_QA__ITEMS", "4")
     kept, dropped = prismatic_rounds(2)

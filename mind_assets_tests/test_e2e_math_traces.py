@@ -1,4 +1,4 @@
-"""Verified solution traces with the real engine on 5 real GSM8K training problems, all six
+"""Verified solution traces with the real engine on 3 real GSM8K training problems, all six
 modes; the verifier's labels are checked against an independent numeric comparison. Then a
 blend of real verified traces, materialized and exported, traces back to its problems."""
 
@@ -28,12 +28,15 @@ from mind_assets.metrics.store import metrics_store
 from mind_assets_tests.merged_engine_calls import run_merged
 
 pytestmark = pytest.mark.engine
-PROBLEMS = 5
+# Three problems, two samples each: 36 traces over the six modes, enough for the numeric oracle
+# and the sandbox to meet real answers and code blocks. (With five, the test's two engine calls
+# took 47 s instead of 32 s on the emulated AVX2 class.)
+PROBLEMS = 3
 PLAIN_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 COMPLETE_BLOCK = re.compile(r"```python[^\n]*\n.*?```", re.DOTALL)
 
 
-def test_traces_for_five_gsm8k_problems_in_all_six_modes(
+def test_traces_for_three_gsm8k_problems_in_all_six_modes(
     settings, run, instance, mirror, monkeypatch
 ):
     monkeypatch.setenv("MIND_TASK_MIRROR_DIR", str(mirror))
