@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
@@ -53,6 +54,7 @@ def start_server(model_dir, port, log_path, core):
         "--kv-cache-memory-bytes",
         str(1 << 30),
         "--no-enable-chunked-prefill",  # per-request seeds crash chunked prefill on CPU
+        "--enable-log-requests",  # "Added request": the kill below waits for it
     ]
     # One core per server: two servers that each bind every core thrash each other (measured:
     # 8 tok/s for the pair against 90 tok/s for one server alone on this 2-core machine). And
@@ -102,7 +104,10 @@ def two_servers(tmp_path_factory):
     try:
         for url, process in zip(urls, processes, strict=True):
             wait_healthy(url, process)
-        yield list(zip(urls, processes, strict=True))
+        yield [
+            (url, process, logs / f"server-{port}.log")
+            for url, process, port in zip(urls, processes, ports, strict=True)
+        ]
     finally:
         for process in processes:
             stop(process)
@@ -111,7 +116,7 @@ def two_servers(tmp_path_factory):
 def test_partition_spreads_over_two_servers_and_survives_losing_one(
     settings, run, register, instance, two_servers, monkeypatch
 ):
-    urls = [url for url, _ in two_servers]
+    urls = [url for url, _, _ in two_servers]
     monkeypatch.setenv("MIND_MAX_TOKENS", "48")
     # Server mode configured the way a user does it: through the settings' environment.
     monkeypatch.setenv("MIND_ENGINE_MODE", "server")
@@ -135,16 +140,22 @@ def test_partition_spreads_over_two_servers_and_survives_losing_one(
 
     assert all(r["failed"] == 0 for r in server_report(instance).values())
 
-    # Kill the second server while the next partition is being generated: the moment it reports
-    # a request running, so the kill lands mid-run however fast the CPU is, and the pool's report
+    # Kill the second server while the next partition is being generated: the moment its log says
+    # it took a request, so the kill lands mid-run however fast the CPU is, and the pool's report
     # proves the dead server was hit. (A kill on a timer needed 128-token answers to be sure of
     # landing mid-run; this partition keeps the first one's 48.)
-    victim_url, victim = two_servers[1]
-    killer = threading.Thread(target=kill_once_busy, args=(victim_url, victim))
+    victim_url, victim, victim_log = two_servers[1]
+    run_ended = threading.Event()
+    killer = threading.Thread(
+        target=kill_on_next_request, args=(victim_log, victim, run_ended), daemon=True
+    )
     killer.start()
     key = MultiPartitionKey({"shard": "napkin2", "style": "debate"})
-    result = run([conversations], key, resources={"llm": server_llm})
-    killer.join()
+    try:
+        result = run([conversations], key, resources={"llm": server_llm})
+    finally:
+        run_ended.set()
+        killer.join()
     assert result.success and victim.poll() is not None
     rows = pq.read_table(
         asset_path(settings.data_dir, "conversations", "napkin2", "debate")
@@ -156,25 +167,18 @@ def test_partition_spreads_over_two_servers_and_survives_losing_one(
     assert served_by(instance).get(urls[0], 0) > 0
 
 
-def requests_running(url: str) -> float:
-    """The server's own gauge of requests in its running batch, from its Prometheus metrics."""
-    metrics = httpx.get(f"{url}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("vllm:num_requests_running")
-    )
-
-
-def kill_once_busy(url: str, process: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests_running(url) > 0:
+def kill_on_next_request(log: Path, process: subprocess.Popen, run_ended: threading.Event) -> None:
+    """SIGKILL the server as soon as its log shows a request added after this call (or, should
+    none come, when the run ends). The server's Prometheus gauge of running requests is no such
+    trigger: polled every 0.1 s, a server on one core answered three polls while it ran two
+    requests, each with the gauge at 0."""
+    seen = log.stat().st_size
+    while not run_ended.is_set():
+        with log.open("rb") as f:
+            f.seek(seen)
+            if b"Added request" in f.read():
                 break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     stop(process)
 
 
