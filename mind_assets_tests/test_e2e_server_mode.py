@@ -97,17 +97,16 @@ def two_servers(tmp_path_factory):
     model_dir = prepare_embedded_model(MODELS_DIR)
     logs = tmp_path_factory.mktemp("servers")
     ports = [free_port(), free_port()]
+    log_paths = [logs / f"server-{p}.log" for p in ports]
     processes = [
-        start_server(model_dir, p, logs / f"server-{p}.log", core) for core, p in enumerate(ports)
+        start_server(model_dir, p, log, core)
+        for core, (p, log) in enumerate(zip(ports, log_paths, strict=True))
     ]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for url, process in zip(urls, processes, strict=True):
             wait_healthy(url, process)
-        yield [
-            (url, process, logs / f"server-{port}.log")
-            for url, process, port in zip(urls, processes, ports, strict=True)
-        ]
+        yield list(zip(urls, processes, log_paths, strict=True))
     finally:
         for process in processes:
             stop(process)
