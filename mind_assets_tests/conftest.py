@@ -174,10 +174,14 @@ def world_shard() -> ShardSpec:
     return napkin_shard(WORLD_SHARD, WORLD_SECTIONS, WORLD_START)
 
 
+def napkin_sections(count: int, start: int = 0) -> list[dict]:
+    """`count` real napkin sections from section `start`, as the corpus file holds them."""
+    return [json.loads(line) for line in NAPKIN.read_text().splitlines()[start : start + count]]
+
+
 def world_sections() -> list[dict]:
-    """The world's napkin sections as the corpus file holds them."""
-    lines = NAPKIN.read_text().splitlines()[WORLD_START : WORLD_START + WORLD_SECTIONS]
-    return [json.loads(line) for line in lines]
+    """The world's napkin sections."""
+    return napkin_sections(WORLD_SECTIONS, WORLD_START)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from mind_assets.task_qa.prismatic import (
     prismatic_filter,
     spherical_kmeans,
 )
-from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
+from mind_assets_tests.conftest import MODELS_DIR, napkin_sections
 from mind_assets_tests.test_lineage import ROWS, key_of, row_id, write_declared_families
 
 # --- known answers ------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def proxy():
 
 
 def napkin_texts(n: int) -> list[str]:
-    return [json.loads(line)["text"][:600] for line in NAPKIN.open().readlines()[:n]]
+    return [section["text"][:600] for section in napkin_sections(n)]
 
 
 def test_real_gradients_known_answers(proxy):

@@ -1,6 +1,5 @@
 """MIND at full fidelity, end to end with the real engine on real napkin sections."""
 
-import json
 from collections.abc import Sequence
 
 import pyarrow.parquet as pq
@@ -22,7 +21,7 @@ from mind_assets.lib.prompts import load_prompt
 from mind_assets.lib.storage import asset_path
 from mind_assets.llm.requests import ChatRequest, ChatResult, SamplingSpec, make_request
 from mind_assets.llm.resource import LLMResource
-from mind_assets_tests.conftest import NAPKIN, WORLD_SHARD, napkin_shard, world_shard
+from mind_assets_tests.conftest import WORLD_SHARD, napkin_sections, napkin_shard, world_shard
 
 pytestmark = pytest.mark.engine
 
@@ -179,7 +178,7 @@ def test_interrupted_generation_regenerates_only_missing_requests(
 
 
 def seeded_requests(llm, n, max_tokens):
-    texts = [json.loads(line)["text"] for line in NAPKIN.open().readlines()[:n]]
+    texts = [section["text"] for section in napkin_sections(n)]
     return [
         make_request(
             llm.model_name,

@@ -162,11 +162,9 @@ def test_decisions_record_every_rule_for_every_row():
 
 def test_real_napkin_math_is_not_rejected_wholesale_as_non_text():
     # datatrove's Gopher filters kept 2.4% of napkin chunks; prose-vs-math measurement must not.
-    import json
+    from mind_assets_tests.conftest import napkin_sections
 
-    from mind_assets_tests.conftest import NAPKIN
-
-    texts = [json.loads(line)["text"] for line in NAPKIN.open().readlines()[:200]]
+    texts = [section["text"] for section in napkin_sections(200)]
     batch = FilterBatch(table(*[row(t, i) for i, t in enumerate(texts)]), texts, T, {})
     kept = rules.reject_non_text(batch, T).passed.mean()
     repetition_kept = rules.reject_degenerate_repetition(batch, T).passed.mean()

@@ -29,7 +29,7 @@ from mind_assets.lib.tokenizer import HFTokenizer, load_tokenizer, token_counter
 from mind_assets.llm.resource import LLMResource
 from mind_assets.settings import BlendSettings, get_settings
 from mind_assets_tests.blend_helpers import WordTokenizer
-from mind_assets_tests.conftest import MODELS_DIR, NAPKIN
+from mind_assets_tests.conftest import MODELS_DIR, napkin_sections
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex.*")
@@ -86,7 +86,7 @@ phases:
 
 def write_sources(data_dir: Path, count) -> dict[str, int]:
     """Parquet partitions of napkin text; tokens per asset."""
-    sections = [json.loads(line) for line in NAPKIN.open().readlines()[:20]]
+    sections = napkin_sections(20)
     tokens = {}
     for (asset, dims), (start, stop) in SLICES.items():
         part = sections[start:stop]

@@ -45,7 +45,7 @@ from mind_assets.publish.licences import blend_licences
 from mind_assets.settings import get_settings
 from mind_assets.task_qa.outputs import TASK_QA
 from mind_assets_tests.blend_helpers import save_and_export
-from mind_assets_tests.conftest import GSM8K_TRAIN, MODELS_DIR, NAPKIN
+from mind_assets_tests.conftest import GSM8K_TRAIN, MODELS_DIR, NAPKIN, napkin_sections
 
 BLEND = "napkin_publish"
 SPEC = """
@@ -120,7 +120,7 @@ def write_sources(data_dir: Path, prompts_dir: Path, model: str) -> None:
     """Partitions of real text: napkin sections as raw documents and as the text of generated
     conversations, GSM8K training problems as task Q&A items; each with lineage columns, and the
     filter decisions and task Q&A rule counts the metrics would hold."""
-    sections = [json.loads(line) for line in NAPKIN.open().readlines()[:24]]
+    sections = napkin_sections(24)
     problems = [json.loads(line) for line in GSM8K_TRAIN.open().readlines()[:6]]
     raw = sections[:10]
     pq.write_table(
@@ -551,7 +551,7 @@ def published_asset(tmp_path_factory):
         settings = get_settings()
         data_dir, prompts = settings.data_dir, settings.prompts_dir / "mind" / "enhanced"
         model = LLMResource.from_settings(settings).model_name
-        sections = [json.loads(line) for line in NAPKIN.open().readlines()[:12]]
+        sections = napkin_sections(12)
         for shard, part in (("napkin_a", sections[:6]), ("napkin_b", sections[6:12])):
             pq.write_table(
                 pa.table(
@@ -698,7 +698,7 @@ def test_empty_partitions_write_no_file_and_an_all_empty_asset_is_refused(tmp_pa
     settings = get_settings()
     data_dir, prompts = settings.data_dir, settings.prompts_dir / "mind" / "enhanced"
     model = LLMResource.from_settings(settings).model_name
-    sections = [json.loads(line) for line in NAPKIN.open().readlines()[:3]]
+    sections = napkin_sections(3)
     layout = {
         ("napkin_a", "debate"): sections[:2],
         ("napkin_b", "debate"): [],
